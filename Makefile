@@ -1,0 +1,46 @@
+# koc: `make demo` to try it, `make test` to check it. Everything installs into .venv.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_PORT ?= 8000
+export KOC_PUBLIC_URL ?= http://127.0.0.1:$(DEMO_PORT)
+
+.PHONY: help install demo test lint bench chromium clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## install the service and its test tools into .venv
+
+demo: install ## migrate an SQLite database, load demo data, serve API + admin panel with a worker
+	$(BIN)/koc db upgrade
+	$(BIN)/koc demo load
+	@echo "koc is at http://127.0.0.1:$(DEMO_PORT)/admin  (API docs: /api/v1/docs); Ctrl-C stops"
+	@trap 'kill 0' EXIT INT TERM; \
+	  $(BIN)/koc worker --concurrency 1 & \
+	  $(BIN)/koc serve --port $(DEMO_PORT)
+
+chromium: ## the browser the admin-panel tests drive (Debian's package; never a download)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: sudo apt-get install -y chromium"; fi; }
+
+test: install chromium ## run the whole test suite
+	$(BIN)/pytest
+
+lint: install ## ruff
+	$(BIN)/ruff check .
+
+bench: install ## benchmarks (PostgreSQL): figures and ratios against same-run baselines
+	$(BIN)/python -m bench.tier_recalc
+
+clean: ## remove the virtualenv and local state
+	rm -rf $(VENV) instance .pytest_cache

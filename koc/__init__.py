@@ -1,0 +1,108 @@
+"""koc: run a KOC programme. `create_app` builds the web app; nothing connects at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+
+from koc.settings import Settings, load_settings
+
+__all__ = ["create_app"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _sqlalchemy_url(url: str) -> str:
+    # One driver for PostgreSQL everywhere: psycopg 3.
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def create_app(
+    environ: Mapping[str, str] | None = None, *, instance_path: str | None = None
+) -> Flask:
+    """Build the app from the environment (or `environ`). Fails fast on a bad setting."""
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=False)
+    settings: Settings = load_settings(app.instance_path, environ)
+    logging.basicConfig(level=settings.log_level)
+
+    app.config.update(
+        KOC_SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=_sqlalchemy_url(settings.database_url),
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.env == "production",
+        API_TITLE="koc",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "security": [{"bearerAuth": []}],
+            "components": {
+                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+            },
+        },
+        BABEL_DEFAULT_LOCALE="zh_CN",
+        WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=None,
+    )
+
+    _init_extensions(app)
+    _register_blueprints(app)
+    return app
+
+
+def _engine_options(settings: Settings) -> dict:
+    if settings.database_url.startswith("sqlite"):
+        # Writers wait for each other instead of failing at once with "database is locked".
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+
+
+def _init_extensions(app: Flask) -> None:
+    from koc.core import sqlite
+    from koc.core.celery import celery_init_app
+    from koc.core.errors import register_error_handlers
+    from koc.extensions import api, babel, csrf, db, migrate
+
+    db.init_app(app)
+    sqlite.install_pragmas()
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+    api.init_app(app)
+    csrf.init_app(app)
+    from koc.admin.i18n import select_locale
+
+    babel.init_app(app, locale_selector=select_locale)
+    register_error_handlers(app)
+    celery_init_app(app)
+
+
+def _register_blueprints(app: Flask) -> None:
+    from koc.admin.views import admin_blueprint
+    from koc.assets.api import blp as assets_blp
+    from koc.core.health import health_blueprint
+    from koc.core.jobs_api import blp as jobs_blp
+    from koc.core.storage import storage_blueprint
+    from koc.extensions import api, csrf
+    from koc.members.api import blp as members_blp
+    from koc.submissions.api import blp as submissions_blp
+    from koc.tiers.api import blp as tiers_blp
+
+    for blp in (members_blp, assets_blp, submissions_blp, tiers_blp, jobs_blp):
+        api.register_blueprint(blp, url_prefix="/api/v1")
+        # Bearer-token API: no cookies, so no CSRF; the admin panel keeps CSRF on its forms.
+        csrf.exempt(blp)
+    app.register_blueprint(health_blueprint)
+    app.register_blueprint(storage_blueprint)
+    csrf.exempt(storage_blueprint)
+    app.register_blueprint(admin_blueprint, url_prefix="/admin")

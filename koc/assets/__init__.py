@@ -1,0 +1,1 @@
+"""Creative kits: material and shooting notes handed to KOCs through object storage."""

@@ -1,0 +1,182 @@
+"""The `koc` command line: operators' entry point (see API.md for the contract)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from koc import create_app
+from koc.extensions import db
+
+
+def _app_factory():
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_app_factory, add_version_option=False,
+             load_dotenv=False, set_debug_flag=False)
+def main() -> None:
+    """koc: run a KOC programme (API, admin panel, worker and operator commands)."""
+
+
+# --- staff and tokens --------------------------------------------------------------------------
+
+@main.group()
+def staff() -> None:
+    """Staff accounts for the admin panel and the API."""
+
+
+@staff.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["admin", "reviewer", "viewer"]), required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@with_appcontext
+def staff_create(email: str, role: str, password: str) -> None:
+    """Create a staff account."""
+    from koc.core.auth import create_staff, find_staff
+
+    if len(password) < 8:
+        raise click.BadParameter("must be at least 8 characters", param_hint="--password")
+    if find_staff(email) is not None:
+        raise click.ClickException(f"staff account {email} already exists")
+    member = create_staff(email=email, role=role, password=password)
+    db.session.commit()
+    click.echo(f"created {role} {member.email}")
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--staff", "email", required=True, help="Email of the staff account.")
+@with_appcontext
+def token_create(email: str) -> None:
+    """Print a new staff API token (shown once, alone on the last line)."""
+    from koc.core.auth import find_staff, issue_token
+
+    account = find_staff(email)
+    if account is None:
+        raise click.ClickException(f"no staff account {email}")
+    secret = issue_token(staff_id=account.id)
+    db.session.commit()
+    click.echo(f"token for {account.email} ({account.role}); it is not stored and not shown again:",
+               err=True)
+    click.echo(secret)
+
+
+# --- users -------------------------------------------------------------------------------------
+
+@main.group()
+def users() -> None:
+    """The wider user base."""
+
+
+@users.command("import")
+@click.argument("path", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
+              help="Default: from the file name (.jsonl, else CSV); stdin defaults to CSV.")
+@with_appcontext
+def users_import(path: str, fmt: str | None) -> None:
+    """Bulk import users from CSV or JSONL (`-` for stdin)."""
+    from koc.members.services import import_format, import_users
+
+    fmt = fmt or ("csv" if path == "-" else import_format(path))
+    stream = (click.get_text_stream("stdin") if path == "-"
+              else Path(path).open(encoding="utf-8-sig", newline=""))  # noqa: SIM115
+    with stream, click.progressbar(length=0, label="importing", show_pos=True,
+                                   file=sys.stderr) as bar:
+        def progress(report) -> None:
+            db.session.commit()
+            bar.update(report.processed + report.failed - bar.pos)
+
+        report = import_users(stream, fmt=fmt, on_progress=progress)
+        db.session.commit()
+    for error in report.errors:
+        click.echo(f"line {error['line']}: {error['message']}", err=True)
+    click.echo(f"imported {report.processed} users, {report.failed} lines refused")
+    if report.failed:
+        sys.exit(1)
+
+
+# --- tiers -------------------------------------------------------------------------------------
+
+@main.group()
+def tiers() -> None:
+    """Tier recalculation."""
+
+
+@tiers.command("recalc")
+@with_appcontext
+def tiers_recalc() -> None:
+    """Run the tier recalculation now and print its summary."""
+    from koc.tiers.services import recalculate
+
+    summary = recalculate(trigger="cli")
+    db.session.commit()
+    if summary.skipped:
+        click.echo("another recalculation is running; nothing done")
+        return
+    click.echo(f"run {summary.run_id} (rules v{summary.rules_version}): "
+               f"{summary.members_evaluated} members evaluated, "
+               f"{summary.promotions} promoted, {summary.demotions} demoted")
+
+
+# --- demo, serving, worker ---------------------------------------------------------------------
+
+@main.group()
+def demo() -> None:
+    """The demo data set."""
+
+
+@demo.command("load")
+@with_appcontext
+def demo_load() -> None:
+    """Load the demo data set (safe to run again)."""
+    from koc.demo import load_demo
+
+    summary = load_demo()
+    click.echo(summary)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the web app (API and admin panel) with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    class _Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("accesslog", "-")
+
+        def load(self):
+            return create_app()
+
+    create_app()  # fail here, before forking, if a setting is wrong
+    _Server().run()
+
+
+@main.command("worker")
+@click.option("--concurrency", default=2, show_default=True, type=int)
+@click.option("--no-beat", is_flag=True, help="Run without the periodic scheduler.")
+@with_appcontext
+def worker(concurrency: int, no_beat: bool) -> None:
+    """Run the background worker with the periodic scheduler."""
+    from koc.core.celery import ensure_broker_dirs
+
+    settings = current_app.config["KOC_SETTINGS"]
+    ensure_broker_dirs(settings)
+    Path(settings.instance_path).mkdir(parents=True, exist_ok=True)
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
+    if not no_beat:
+        argv.append("--beat")
+    current_app.extensions["celery"].worker_main(argv)

@@ -1,0 +1,1 @@
+"""Code every domain package uses: auth, storage, errors, pagination, jobs, the Celery app."""

@@ -1,0 +1,204 @@
+"""Who is calling: staff accounts, API tokens and the request guards built on them.
+
+Staff passwords are argon2 hashes. API tokens are long random strings shown once; only their
+SHA-256 is stored (they carry 256 bits of entropy, so a slow hash adds nothing), which lets a
+lookup be one indexed equality query.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import g, request
+from flask_smorest import abort
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from koc.core.db import BigIntPK, UTCDateTime, utcnow
+from koc.extensions import db
+
+TOKEN_PREFIX = "koc_"  # noqa: S105 - a marker that makes leaked tokens easy to scan for
+_password_hasher = PasswordHasher()
+
+
+class StaffRole(enum.StrEnum):
+    viewer = "viewer"
+    reviewer = "reviewer"
+    admin = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(StaffRole).index(self)
+
+    def covers(self, needed: StaffRole) -> bool:
+        return self.rank >= needed.rank
+
+
+class Staff(db.Model):
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    locale: Mapped[str] = mapped_column(sa.String(8), default="zh_CN")
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.CheckConstraint(
+            "role IN ('admin', 'reviewer', 'viewer')", name="role_known"
+        ),
+    )
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = _password_hasher.hash(password)
+
+    def check_password(self, password: str) -> bool:
+        try:
+            return _password_hasher.verify(self.password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+class ApiToken(db.Model):
+    """A bearer token belonging to exactly one staff account or one member."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # The first characters, kept so an operator can tell tokens apart without the secret.
+    display_prefix: Mapped[str] = mapped_column(sa.String(16))
+    staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="CASCADE"), index=True
+    )
+    member_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("members.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    staff: Mapped[Staff | None] = relationship()
+
+    __table_args__ = (
+        sa.CheckConstraint(
+            "(staff_id IS NULL) <> (member_id IS NULL)", name="exactly_one_owner"
+        ),
+    )
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(*, staff_id: int | None = None, member_id: int | None = None) -> str:
+    """Create a token row and return the secret, which is never stored and never shown again."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    db.session.add(
+        ApiToken(
+            token_hash=hash_token(secret),
+            display_prefix=secret[:12],
+            staff_id=staff_id,
+            member_id=member_id,
+        )
+    )
+    db.session.flush()
+    return secret
+
+
+def create_staff(*, email: str, role: str, password: str) -> Staff:
+    staff = Staff(email=email.strip().lower(), role=StaffRole(role).value)
+    staff.set_password(password)
+    db.session.add(staff)
+    db.session.flush()
+    return staff
+
+
+def find_staff(email: str) -> Staff | None:
+    return db.session.scalar(sa.select(Staff).where(Staff.email == email.strip().lower()))
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of one request."""
+
+    staff_id: int | None = None
+    role: StaffRole | None = None
+    member_id: int | None = None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.staff_id is not None
+
+    @property
+    def is_member(self) -> bool:
+        return self.member_id is not None
+
+
+def _principal_from_header() -> Principal | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    from koc.members.models import Member, MemberStatus
+
+    row = db.session.execute(
+        sa.select(ApiToken, Staff.role, Staff.active, Member.status)
+        .outerjoin(Staff, Staff.id == ApiToken.staff_id)
+        .outerjoin(Member, Member.id == ApiToken.member_id)
+        .where(ApiToken.token_hash == hash_token(secret.strip()), ApiToken.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    token, role, staff_active, member_status = row
+    if token.staff_id is not None:
+        return Principal(staff_id=token.staff_id, role=StaffRole(role)) if staff_active else None
+    if member_status != MemberStatus.active:
+        return None
+    return Principal(member_id=token.member_id)
+
+
+def current_principal() -> Principal:
+    return g.principal
+
+
+def _guard(check: Callable[[Principal], bool]) -> Callable:
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            principal = _principal_from_header()
+            if principal is None:
+                abort(401, message="A valid bearer token is required.")
+            if not check(principal):
+                abort(403, message="This token may not do that.")
+            g.principal = principal
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def staff_required(role: str = "viewer") -> Callable:
+    needed = StaffRole(role)
+    return _guard(lambda p: p.is_staff and p.role.covers(needed))
+
+
+member_required = _guard(lambda p: p.is_member)
+any_token_required = _guard(lambda p: True)
+
+
+def staff_or_member(role: str = "viewer") -> Callable:
+    """Members, or staff with at least `role`; the view decides what each one sees."""
+    needed = StaffRole(role)
+    return _guard(lambda p: p.is_member or p.role.covers(needed))

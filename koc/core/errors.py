@@ -1,0 +1,64 @@
+"""One error shape for the whole API: {"code", "status", "message", "errors"}."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, jsonify, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """Raised by services for a request that breaks a domain rule; the API turns it into a 4xx.
+
+    Services do not know about HTTP, but they know which rule was broken; `status` is the
+    contract's code for that rule (404 not found, 409 conflict, 410 gone, 422 invalid).
+    """
+
+    def __init__(
+        self, status: int, message: str, *, errors: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors
+
+
+def error_body(status: int, message: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "code": status,
+        "status": HTTPStatus(status).phrase,
+        "message": message,
+    }
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+class KocApi(Api):
+    def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
+        data = getattr(error, "data", {}) or {}
+        message = data.get("message") or error.description or HTTPStatus(error.code).phrase
+        errors = data.get("errors")
+        body = error_body(error.code, message, errors)
+        headers = data.get("headers") or {}
+        return jsonify(body), error.code, headers
+
+
+def register_error_handlers(app: Flask) -> None:
+    from koc.core.storage import StorageUnavailable
+
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError):
+        return jsonify(error_body(exc.status, exc.message, exc.errors)), exc.status
+
+    @app.errorhandler(StorageUnavailable)
+    def _storage_down(exc: StorageUnavailable):
+        log.warning("object store unavailable on %s: %s", request.path, exc)
+        body = error_body(503, "The object store is not answering; try again shortly.")
+        return jsonify(body), 503, {"Retry-After": "30"}

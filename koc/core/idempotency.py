@@ -1,0 +1,120 @@
+"""`Idempotency-Key` on member writes: the same key and body replay the first response.
+
+The key row is inserted (and flushed) before the write runs, in the same transaction. A concurrent
+retry with the same key then blocks on the unique index until the first request commits, fails
+its insert, and replays the stored response, so twenty retries racing each other still make one
+row. A request that fails rolls back its key row with everything else, so it can be retried.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Response, g, request
+from flask_smorest import abort
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
+from koc.extensions import db
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyRecord(db.Model):
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(sa.String(MAX_KEY_LENGTH))
+    endpoint: Mapped[str] = mapped_column(sa.String(128))
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    response_status: Mapped[int | None]
+    response_body: Mapped[Any] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (sa.UniqueConstraint("member_id", "key"),)
+
+
+def _request_fingerprint() -> str:
+    body = request.get_json(silent=True)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")) if body is not None else (
+        request.get_data(as_text=True)
+    )
+    return hashlib.sha256(f"{request.method} {request.path}\n{canonical}".encode()).hexdigest()
+
+
+def _replay(record: IdempotencyRecord, fingerprint: str) -> Response:
+    if record.request_hash != fingerprint:
+        abort(
+            422,
+            message="This Idempotency-Key was used with another request body.",
+            errors={"headers": {HEADER: ["reused with a different request"]}},
+        )
+    response = Response(
+        json.dumps(record.response_body), status=record.response_status,
+        mimetype="application/json",
+    )
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a member write; the wrapper owns the transaction and commits it on success.
+
+    Must sit inside the auth guard (it needs the member) and outside the smorest argument and
+    response decorators (it stores the serialized response).
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = request.headers.get(HEADER)
+        if key is None:
+            response = view(*args, **kwargs)
+            if response.status_code < 400:
+                db.session.commit()
+            return response
+        if not key.strip() or len(key) > MAX_KEY_LENGTH:
+            abort(422, message="Bad Idempotency-Key.",
+                  errors={"headers": {HEADER: [f"must be 1-{MAX_KEY_LENGTH} characters"]}})
+
+        member_id = g.principal.member_id
+        fingerprint = _request_fingerprint()
+        existing = db.session.scalar(
+            sa.select(IdempotencyRecord).filter_by(member_id=member_id, key=key)
+        )
+        if existing is not None and existing.response_status is not None:
+            return _replay(existing, fingerprint)
+
+        record = IdempotencyRecord(
+            member_id=member_id, key=key, endpoint=request.endpoint or "",
+            request_hash=fingerprint,
+        )
+        db.session.add(record)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            # A concurrent request with this key committed first: answer as it did.
+            db.session.rollback()
+            winner = db.session.scalar(
+                sa.select(IdempotencyRecord).filter_by(member_id=member_id, key=key)
+            )
+            return _replay(winner, fingerprint)
+
+        response = view(*args, **kwargs)
+        if response.status_code >= 400:
+            db.session.rollback()
+            return response
+        record.response_status = response.status_code
+        record.response_body = response.get_json()
+        db.session.commit()
+        return response
+
+    return wrapper

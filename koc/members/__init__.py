@@ -1,0 +1,1 @@
+"""Members: the wider user base, candidate ranking, invitations and the KOC roster."""

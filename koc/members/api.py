@@ -1,0 +1,188 @@
+"""Members HTTP API: thin handlers over members.services."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import current_app
+from flask_smorest import abort
+
+from koc.core.auth import current_principal, member_required, staff_required
+from koc.core.jobs import create_job, enqueue_after_commit
+from koc.core.jobs_api import JobCreatedSchema
+from koc.core.pagination import Blueprint, SelectPage
+from koc.core.storage import get_storage
+from koc.extensions import db
+from koc.members import services
+from koc.members.schemas import (
+    AcceptInSchema,
+    AcceptOutSchema,
+    CandidateQuerySchema,
+    CandidateSchema,
+    ImportFileSchema,
+    InvitationInSchema,
+    InvitationOutSchema,
+    MemberDetailSchema,
+    MemberPatchSchema,
+    MemberQuerySchema,
+    MemberStaffSchema,
+    MeSchema,
+    UserOutSchema,
+    UserPutSchema,
+)
+from koc.members.tasks import import_users_task
+
+blp = Blueprint("members", __name__, description="The user base, invitations and members")
+
+MAX_IMPORT_UPLOAD_BYTES = 512 * 1024 * 1024
+
+
+@blp.put("/users/<string:external_id>")
+@blp.arguments(UserPutSchema)
+@blp.response(200, UserOutSchema, description="Updated")
+@blp.alt_response(201, schema=UserOutSchema, description="Created")
+@staff_required("admin")
+def put_user(data: dict, external_id: str):
+    body_id = data.pop("external_id", None)
+    if body_id is not None and body_id != external_id:
+        abort(422, message="external_id in the body differs from the path.",
+              errors={"json": {"external_id": ["must match the path"]}})
+    user, created = services.upsert_user(external_id, data)
+    db.session.commit()
+    return user, 201 if created else 200
+
+
+@blp.get("/users/<string:external_id>")
+@blp.response(200, UserOutSchema)
+@staff_required("viewer")
+def get_user(external_id: str):
+    return services.get_user(external_id)
+
+
+@blp.post("/users/import")
+@blp.arguments(ImportFileSchema, location="files")
+@blp.response(202, JobCreatedSchema)
+@staff_required("admin")
+def import_users(files: dict):
+    upload = files["file"]
+    data = upload.stream.read(MAX_IMPORT_UPLOAD_BYTES + 1)
+    if len(data) > MAX_IMPORT_UPLOAD_BYTES:
+        abort(413, message="Import files over 512 MiB go through `koc users import`.",
+              errors={"files": {"file": ["too large"]}})
+    fmt = services.import_format(upload.filename or "")
+    key = f"imports/users/{uuid.uuid4().hex}.{fmt}"
+    # The worker reads the file from the object store, so any worker host can run the job.
+    get_storage().put_bytes(key, data, content_type="text/plain")
+    job = create_job("users.import", payload={"storage_key": key, "format": fmt},
+                     staff_id=current_principal().staff_id)
+    enqueue_after_commit(import_users_task, job.id)
+    db.session.commit()
+    return {"job_id": job.id}
+
+
+@blp.get("/candidates")
+@blp.arguments(CandidateQuerySchema, location="query")
+@blp.response(200, CandidateSchema(many=True))
+@staff_required("viewer")
+def candidates(query: dict):
+    return [
+        {"external_id": user.external_id, "display_name": user.display_name, "city": user.city,
+         "store_code": user.store_code, "score": user.candidate_score, "reasons": reasons}
+        for user, reasons in services.list_candidates(query["limit"])
+    ]
+
+
+@blp.post("/invitations")
+@blp.arguments(InvitationInSchema)
+@blp.response(201, InvitationOutSchema)
+@staff_required("admin")
+def create_invitation(data: dict):
+    days = data["expires_in_days"] or current_app.config["KOC_SETTINGS"].invitation_days
+    invitation = services.create_invitation(
+        data["external_id"], expires_in_days=days, staff_id=current_principal().staff_id
+    )
+    db.session.commit()
+    return invitation
+
+
+@blp.post("/invitations/<string:code>/accept")
+@blp.arguments(AcceptInSchema)
+@blp.response(201, AcceptOutSchema)
+@blp.doc(security=[])
+def accept_invitation(data: dict, code: str):
+    member, token = services.accept_invitation(
+        code, display_name=data["display_name"], social_accounts=data["social_accounts"]
+    )
+    db.session.commit()
+    return {"member": member, "token": token}
+
+
+@blp.get("/members")
+@blp.arguments(MemberQuerySchema, location="query")
+@blp.response(200, MemberStaffSchema(many=True))
+@blp.paginate(SelectPage)
+@staff_required("viewer")
+def list_members(query: dict):
+    return services.members_query(**query)
+
+
+def _member_detail(member_id: int) -> dict:
+    from koc.tiers.services import tier_history
+
+    member = services.get_member(member_id)
+    detail = MemberStaffSchema().dump(member)
+    detail["tier_history"] = tier_history(member.id)
+    return detail
+
+
+@blp.get("/members/<int:member_id>")
+@blp.response(200, MemberDetailSchema)
+@staff_required("viewer")
+def get_member(member_id: int):
+    return _member_detail(member_id)
+
+
+@blp.patch("/members/<int:member_id>")
+@blp.arguments(MemberPatchSchema)
+@blp.response(200, MemberDetailSchema)
+@staff_required("admin")
+def patch_member(data: dict, member_id: int):
+    from koc.tiers.services import set_tier_manually
+
+    member = services.get_member(member_id)
+    staff_id = current_principal().staff_id
+    if "status" in data:
+        services.set_member_status(member, data["status"])
+    if "tier" in data or "tier_locked" in data:
+        set_tier_manually(
+            member,
+            tier_key=data.get("tier", member.tier_key),
+            locked=data.get("tier_locked", member.tier_locked),
+            staff_id=staff_id,
+            reason=data.get("reason") or "changed by staff",
+        )
+    db.session.commit()
+    return _member_detail(member_id)
+
+
+@blp.get("/me")
+@blp.response(200, MeSchema)
+@member_required
+def me():
+    from koc.submissions.services import points_totals
+    from koc.tiers import services as tiers
+
+    member = services.get_member(current_principal().member_id)
+    rules = tiers.current_rules()
+    rank = rules.ranks.get(member.tier_key, 0)
+    return {
+        "id": member.id,
+        "display_name": member.display_name,
+        "status": member.status,
+        "tier": tiers.tier_ref(member.tier_key),
+        "points": points_totals(member.id),
+        "badges": [{"tier": t["key"], "name": t["name"]} for t in rules.tiers
+                   if t["rank"] <= rank],
+        "progress": tiers.progress(member),
+        "social_accounts": member.social_accounts,
+    }

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
+from koc.extensions import db
+
+PLATFORMS = ("xiaohongshu", "douyin", "wechat_channels", "weibo", "other")
+
+
+class User(db.Model):
+    """One customer of the brand's wider base (tens of millions of rows), imported from the CRM."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    external_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    display_name: Mapped[str | None] = mapped_column(sa.String(100))
+    city: Mapped[str | None] = mapped_column(sa.String(64))
+    store_code: Mapped[str | None] = mapped_column(sa.String(32))
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    orders_count: Mapped[int] = mapped_column(default=0)
+    spend_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    last_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    shares_count: Mapped[int] = mapped_column(default=0)
+    community_posts_count: Mapped[int] = mapped_column(default=0)
+    # Kept up to date on every write so ranking candidates is an index scan, not a full scan.
+    candidate_score: Mapped[float] = mapped_column(sa.Float, default=0.0, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    member: Mapped[Member | None] = relationship(back_populates="user", uselist=False)
+
+    __table_args__ = (
+        sa.CheckConstraint(
+            "orders_count >= 0 AND spend_cents >= 0 AND shares_count >= 0 "
+            "AND community_posts_count >= 0",
+            name="counts_not_negative",
+        ),
+    )
+
+
+class MemberStatus(enum.StrEnum):
+    active = "active"
+    suspended = "suspended"
+
+
+class Member(db.Model):
+    """A KOC: a user who accepted an invitation."""
+
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="RESTRICT"), unique=True
+    )
+    display_name: Mapped[str] = mapped_column(sa.String(100))
+    status: Mapped[str] = mapped_column(sa.String(16), default=MemberStatus.active.value)
+    tier_key: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    tier_locked: Mapped[bool] = mapped_column(default=False)
+    tier_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    terms_accepted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="member")
+    social_accounts: Mapped[list[SocialAccount]] = relationship(
+        back_populates="member", cascade="all, delete-orphan", order_by="SocialAccount.id"
+    )
+
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('active', 'suspended')", name="status_known"),
+    )
+
+
+class SocialAccount(db.Model):
+    __tablename__ = "social_accounts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    member_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("members.id", ondelete="CASCADE"), index=True
+    )
+    platform: Mapped[str] = mapped_column(sa.String(32))
+    handle: Mapped[str] = mapped_column(sa.String(100))
+    url: Mapped[str | None] = mapped_column(sa.String(500))
+    followers: Mapped[int] = mapped_column(default=0)
+
+    member: Mapped[Member] = relationship(back_populates="social_accounts")
+
+    __table_args__ = (
+        sa.UniqueConstraint("platform", "handle"),
+        sa.CheckConstraint("followers >= 0", name="followers_not_negative"),
+    )
+
+
+class Invitation(db.Model):
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_by_staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    member_id: Mapped[int | None] = mapped_column(sa.ForeignKey("members.id", ondelete="SET NULL"))
+
+    user: Mapped[User] = relationship()

@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from koc.members.models import PLATFORMS
+
+_external_id = fields.String(
+    required=True,
+    validate=[validate.Length(min=1, max=64), validate.Regexp(r"^[A-Za-z0-9_.:\-]+$",
+              error="may hold only letters, digits and _ . : -")],
+)
+
+
+class UserInSchema(Schema):
+    """The fields of one user of the wider base, as upserted one by one or imported in bulk."""
+
+    external_id = _external_id
+    display_name = fields.String(load_default=None, allow_none=True,
+                                 validate=validate.Length(max=100))
+    city = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    store_code = fields.String(load_default=None, allow_none=True,
+                               validate=validate.Length(max=32))
+    tags = fields.List(fields.String(validate=validate.Length(min=1, max=64)),
+                       load_default=list, validate=validate.Length(max=50))
+    orders_count = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
+    spend_cents = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
+    last_order_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    shares_count = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
+    community_posts_count = fields.Integer(load_default=0, strict=True,
+                                           validate=validate.Range(min=0))
+
+
+class UserPutSchema(UserInSchema):
+    # The path names the user; the body may repeat it but not contradict it.
+    external_id = fields.String(load_default=None)
+
+
+class UserOutSchema(Schema):
+    id = fields.Integer()
+    external_id = fields.String()
+    display_name = fields.String(allow_none=True)
+    city = fields.String(allow_none=True)
+    store_code = fields.String(allow_none=True)
+    tags = fields.List(fields.String())
+    orders_count = fields.Integer()
+    spend_cents = fields.Integer()
+    last_order_at = fields.DateTime(allow_none=True)
+    shares_count = fields.Integer()
+    community_posts_count = fields.Integer()
+    candidate_score = fields.Float()
+    member_id = fields.Method("_member_id", allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+    def _member_id(self, user):
+        return user.member.id if user.member else None
+
+
+class ImportFileSchema(Schema):
+    file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
+
+
+class CandidateQuerySchema(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+
+
+class CandidateSchema(Schema):
+    external_id = fields.String()
+    display_name = fields.String(allow_none=True)
+    city = fields.String(allow_none=True)
+    store_code = fields.String(allow_none=True)
+    score = fields.Float()
+    reasons = fields.List(fields.String())
+
+
+class InvitationInSchema(Schema):
+    external_id = _external_id
+    expires_in_days = fields.Integer(load_default=None, validate=validate.Range(min=1, max=365))
+
+
+class InvitationOutSchema(Schema):
+    code = fields.String()
+    external_id = fields.Function(lambda inv: inv.user.external_id)
+    expires_at = fields.DateTime()
+
+
+class SocialAccountSchema(Schema):
+    platform = fields.String(required=True, validate=validate.OneOf(PLATFORMS))
+    handle = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"},
+                     validate=validate.Length(max=500))
+    followers = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
+
+
+class AcceptInSchema(Schema):
+    display_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    accept_terms = fields.Boolean(required=True, validate=validate.Equal(
+        True, error="The terms must be accepted."))
+    social_accounts = fields.List(fields.Nested(SocialAccountSchema), load_default=list,
+                                  validate=validate.Length(max=10))
+
+
+class TierRefSchema(Schema):
+    key = fields.String()
+    name = fields.String()
+
+
+class MemberStaffSchema(Schema):
+    """What staff see of a member."""
+
+    id = fields.Integer()
+    external_id = fields.Function(lambda m: m.user.external_id)
+    display_name = fields.String()
+    status = fields.String()
+    tier = fields.String(attribute="tier_key", allow_none=True)
+    tier_locked = fields.Boolean()
+    tier_since = fields.DateTime(allow_none=True)
+    joined_at = fields.DateTime()
+    social_accounts = fields.List(fields.Nested(SocialAccountSchema))
+
+
+class MemberOwnSchema(Schema):
+    """What a member sees of themselves right after accepting."""
+
+    id = fields.Integer()
+    display_name = fields.String()
+    status = fields.String()
+    social_accounts = fields.List(fields.Nested(SocialAccountSchema))
+
+
+class AcceptOutSchema(Schema):
+    member = fields.Nested(MemberOwnSchema)
+    token = fields.String()
+
+
+class TierChangeSchema(Schema):
+    from_tier = fields.String(allow_none=True)
+    to_tier = fields.String(allow_none=True)
+    reason = fields.String()
+    rules_version = fields.Integer(allow_none=True)
+    changed_by_staff_id = fields.Integer(allow_none=True)
+    changed_at = fields.DateTime()
+
+
+class MemberDetailSchema(MemberStaffSchema):
+    tier_history = fields.List(fields.Nested(TierChangeSchema))
+
+
+class MemberQuerySchema(Schema):
+    tier = fields.String(validate=validate.Length(max=32))
+    q = fields.String(validate=validate.Length(min=1, max=100))
+    status = fields.String(validate=validate.OneOf(["active", "suspended"]))
+
+
+class MemberPatchSchema(Schema):
+    tier = fields.String(allow_none=True, validate=validate.Length(max=32))
+    tier_locked = fields.Boolean()
+    status = fields.String(validate=validate.OneOf(["active", "suspended"]))
+    reason = fields.String(validate=validate.Length(max=500))
+
+
+class UserImportRowSchema(UserInSchema):
+    """One CSV or JSONL line of a bulk import: CSV cells are text, tags are `|`-separated."""
+
+    orders_count = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    spend_cents = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    shares_count = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    community_posts_count = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class RequirementSchema(Schema):
+    name = fields.String()
+    metric = fields.String()
+    window_days = fields.Integer(allow_none=True)
+    current = fields.Float()
+    required = fields.Float()
+    met = fields.Boolean()
+
+
+class ProgressSchema(Schema):
+    next_tier = fields.Nested(TierRefSchema, allow_none=True)
+    mode = fields.String(allow_none=True, metadata={"description": "all or any requirement"})
+    requirements = fields.List(fields.Nested(RequirementSchema))
+
+
+class PointsSchema(Schema):
+    balance = fields.Float()
+    lifetime = fields.Float()
+
+
+class BadgeSchema(Schema):
+    tier = fields.String()
+    name = fields.String()
+
+
+class MeSchema(Schema):
+    id = fields.Integer()
+    display_name = fields.String()
+    status = fields.String()
+    tier = fields.Nested(TierRefSchema, allow_none=True)
+    points = fields.Nested(PointsSchema)
+    badges = fields.List(fields.Nested(BadgeSchema))
+    progress = fields.Nested(ProgressSchema)
+    social_accounts = fields.List(fields.Nested(SocialAccountSchema))

@@ -1,0 +1,145 @@
+"""Settings: one table, read from the environment, parsed strictly, validated at start-up.
+
+Every setting has a default that makes the embedded set-up (SQLite, a storage directory, no broker
+server) work with no configuration at all. A value that does not parse is an error naming the
+variable, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+from marshmallow import Schema, ValidationError, validate, validates_schema
+from marshmallow import fields as mf
+
+DEV_SECRET_KEY = "koc-dev-insecure-secret-key-change-me"  # noqa: S105 - refused in production
+
+
+class SettingsError(ValueError):
+    """Raised at start-up when the environment holds a value that does not parse."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    database_url: str
+    storage_url: str
+    s3_endpoint_url: str | None
+    s3_region: str
+    broker_url: str | None
+    broker_dir: str
+    secret_key: str
+    public_url: str | None
+    download_url_ttl: int
+    upload_url_ttl: int
+    max_upload_bytes: int
+    invitation_days: int
+    tier_recalc_interval: int
+    instance_path: str
+    log_level: str
+
+    @property
+    def uses_s3(self) -> bool:
+        return self.storage_url.startswith("s3://")
+
+    @property
+    def celery_broker_url(self) -> str:
+        # With no broker server configured, kombu's filesystem transport passes messages through
+        # a directory, so a real worker and scheduler still run on a laptop.
+        return self.broker_url or "filesystem://"
+
+
+class _Boolean(mf.Boolean):
+    # Strict: only these spellings; "yes please" or "" is an error, not False.
+    truthy = frozenset({"1", "true", "yes", "on"})
+    falsy = frozenset({"0", "false", "no", "off"})
+
+
+def _url_with_scheme(*schemes: str) -> validate.Validator:
+    def check(value: str) -> None:
+        scheme = urlparse(value).scheme.split("+")[0]
+        if scheme not in schemes:
+            raise ValidationError(f"must start with one of {', '.join(s + '://' for s in schemes)}")
+
+    return check
+
+
+class _EnvSchema(Schema):
+    """Environment variable name -> setting, with the parse rules for each."""
+
+    KOC_ENV = mf.String(
+        load_default="development", validate=validate.OneOf(["development", "production", "test"])
+    )
+    KOC_DATABASE_URL = mf.String(
+        load_default=None, validate=_url_with_scheme("sqlite", "postgresql", "postgres")
+    )
+    KOC_STORAGE_URL = mf.String(load_default=None, validate=_url_with_scheme("file", "s3"))
+    KOC_S3_ENDPOINT_URL = mf.String(load_default=None, validate=_url_with_scheme("http", "https"))
+    AWS_DEFAULT_REGION = mf.String(load_default="us-east-1")
+    KOC_BROKER_URL = mf.String(
+        load_default=None, validate=_url_with_scheme("redis", "rediss", "amqp", "amqps")
+    )
+    KOC_BROKER_DIR = mf.String(load_default=None)
+    KOC_SECRET_KEY = mf.String(load_default=DEV_SECRET_KEY, validate=validate.Length(min=16))
+    KOC_PUBLIC_URL = mf.String(load_default=None, validate=_url_with_scheme("http", "https"))
+    KOC_DOWNLOAD_URL_TTL = mf.Integer(
+        load_default=900, strict=False, validate=validate.Range(min=10, max=7 * 24 * 3600)
+    )
+    KOC_UPLOAD_URL_TTL = mf.Integer(
+        load_default=3600, strict=False, validate=validate.Range(min=60, max=7 * 24 * 3600)
+    )
+    KOC_MAX_UPLOAD_BYTES = mf.Integer(
+        load_default=5 * 1024**3, strict=False, validate=validate.Range(min=1)
+    )
+    KOC_INVITATION_DAYS = mf.Integer(load_default=14, validate=validate.Range(min=1, max=365))
+    KOC_TIER_RECALC_INTERVAL = mf.Integer(
+        load_default=300, validate=validate.Range(min=10, max=7 * 24 * 3600)
+    )
+    KOC_LOG_LEVEL = mf.String(
+        load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
+    )
+
+    @validates_schema
+    def _production_needs_a_secret(self, data: dict, **_: object) -> None:
+        if data["KOC_ENV"] == "production" and data["KOC_SECRET_KEY"] == DEV_SECRET_KEY:
+            raise ValidationError("must be set in production", "KOC_SECRET_KEY")
+
+
+def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse the environment into Settings, or raise SettingsError naming each bad variable."""
+    environ = os.environ if environ is None else environ
+    schema = _EnvSchema()
+    raw = {name: environ[name] for name in schema.fields if environ.get(name, "") != ""}
+    try:
+        data = schema.load(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.messages.items())
+        raise SettingsError(f"invalid settings: {problems}") from exc
+
+    instance = Path(instance_path)
+    settings = Settings(
+        env=data["KOC_ENV"],
+        database_url=data["KOC_DATABASE_URL"] or f"sqlite:///{instance / 'koc.db'}",
+        storage_url=data["KOC_STORAGE_URL"] or f"file://{instance / 'storage'}",
+        s3_endpoint_url=data["KOC_S3_ENDPOINT_URL"],
+        s3_region=data["AWS_DEFAULT_REGION"],
+        broker_url=data["KOC_BROKER_URL"],
+        broker_dir=data["KOC_BROKER_DIR"] or str(instance / "broker"),
+        secret_key=data["KOC_SECRET_KEY"],
+        public_url=data["KOC_PUBLIC_URL"],
+        download_url_ttl=data["KOC_DOWNLOAD_URL_TTL"],
+        upload_url_ttl=data["KOC_UPLOAD_URL_TTL"],
+        max_upload_bytes=data["KOC_MAX_UPLOAD_BYTES"],
+        invitation_days=data["KOC_INVITATION_DAYS"],
+        tier_recalc_interval=data["KOC_TIER_RECALC_INTERVAL"],
+        instance_path=str(instance),
+        log_level=data["KOC_LOG_LEVEL"],
+    )
+    return settings
+
+
+SETTING_NAMES = tuple(f.name for f in fields(Settings))

@@ -1,0 +1,1 @@
+"""Submissions: the posts KOCs report, their review, scoring and the points ledger."""

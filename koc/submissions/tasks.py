@@ -1,0 +1,43 @@
+"""Submissions background work: clearing media uploads never attached to a submission."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import sqlalchemy as sa
+from celery import shared_task
+
+from koc.core.db import utcnow
+from koc.core.storage import get_storage
+from koc.extensions import db
+from koc.settings import Settings
+from koc.submissions.models import MediaUpload
+
+log = logging.getLogger(__name__)
+UNATTACHED_AFTER = timedelta(days=2)
+
+
+def periodic_tasks(settings: Settings) -> dict:
+    return {
+        "submissions-clear-unattached-media": {
+            "task": "koc.submissions.tasks.clear_unattached_media",
+            "schedule": timedelta(hours=6),
+        }
+    }
+
+
+@shared_task(name="koc.submissions.tasks.clear_unattached_media")
+def clear_unattached_media() -> int:
+    """Delete uploads no submission claimed; object first, then row, so re-runs converge."""
+    cutoff = utcnow() - UNATTACHED_AFTER
+    stale = db.session.scalars(
+        sa.select(MediaUpload).where(MediaUpload.submission_id.is_(None),
+                                     MediaUpload.created_at < cutoff).limit(1000)
+    ).all()
+    storage = get_storage()
+    for upload in stale:
+        storage.delete(upload.storage_key)
+        db.session.delete(upload)
+    db.session.commit()
+    return len(stale)

@@ -1,0 +1,1 @@
+"""Tiers: the graded incentive system (badge, early access, senior group) and its recalculation."""

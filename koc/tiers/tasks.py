@@ -1,0 +1,50 @@
+"""Tiers background work: the periodic recalculation and recalculations asked for by staff."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+
+from koc.core.db import utcnow
+from koc.core.jobs import Job, JobStatus
+from koc.extensions import db
+from koc.settings import Settings
+from koc.tiers import services
+
+log = logging.getLogger(__name__)
+
+
+def periodic_tasks(settings: Settings) -> dict:
+    return {
+        "tiers-recalculate": {
+            "task": "koc.tiers.tasks.recalculate_tiers_periodic",
+            "schedule": timedelta(seconds=settings.tier_recalc_interval),
+        }
+    }
+
+
+@shared_task(name="koc.tiers.tasks.recalculate_tiers_periodic")
+def recalculate_tiers_periodic() -> dict:
+    summary = services.recalculate(trigger="schedule")
+    db.session.commit()
+    log.info("tier recalculation: %s", summary.as_dict())
+    return summary.as_dict()
+
+
+@shared_task(name="koc.tiers.tasks.recalculate_tiers_job")
+def recalculate_tiers_job(job_id: int) -> None:
+    job = db.session.get(Job, job_id)
+    if job is None or job.status == JobStatus.succeeded:
+        return
+    job.status = JobStatus.running.value
+    job.started_at = utcnow()
+    db.session.commit()
+    summary = services.recalculate(trigger="api")
+    job = db.session.get(Job, job_id)
+    job.processed = summary.members_evaluated
+    job.result = summary.as_dict()
+    job.status = JobStatus.succeeded.value
+    job.finished_at = utcnow()
+    db.session.commit()
