@@ -144,6 +144,19 @@ def demo_load() -> None:
     click.echo(summary)
 
 
+def _prepare_local_state(app) -> None:
+    """Folders the embedded set-up keeps in the instance folder; nothing for S3 or a broker."""
+    from koc.core.celery import ensure_broker_dirs
+    from koc.core.storage import get_storage
+
+    settings = app.config["KOC_SETTINGS"]
+    Path(settings.instance_path).mkdir(parents=True, exist_ok=True)
+    ensure_broker_dirs(settings)
+    if not settings.uses_s3:
+        with app.app_context():
+            get_storage().ensure_bucket()
+
+
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -161,7 +174,7 @@ def serve(host: str, port: int, workers: int) -> None:
         def load(self):
             return create_app()
 
-    create_app()  # fail here, before forking, if a setting is wrong
+    _prepare_local_state(create_app())  # fails here, before forking, on a bad setting
     _Server().run()
 
 
@@ -171,11 +184,7 @@ def serve(host: str, port: int, workers: int) -> None:
 @with_appcontext
 def worker(concurrency: int, no_beat: bool) -> None:
     """Run the background worker with the periodic scheduler."""
-    from koc.core.celery import ensure_broker_dirs
-
-    settings = current_app.config["KOC_SETTINGS"]
-    ensure_broker_dirs(settings)
-    Path(settings.instance_path).mkdir(parents=True, exist_ok=True)
+    _prepare_local_state(current_app)
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
     if not no_beat:
         argv.append("--beat")

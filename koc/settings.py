@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,6 +30,9 @@ class Settings:
     storage_url: str
     s3_endpoint_url: str | None
     s3_region: str
+    # Optional: without them boto3's own chain (profiles, instance roles) is used.
+    s3_access_key_id: str | None = field(repr=False)
+    s3_secret_access_key: str | None = field(repr=False)
     broker_url: str | None
     broker_dir: str
     secret_key: str
@@ -80,6 +83,8 @@ class _EnvSchema(Schema):
     KOC_STORAGE_URL = mf.String(load_default=None, validate=_url_with_scheme("file", "s3"))
     KOC_S3_ENDPOINT_URL = mf.String(load_default=None, validate=_url_with_scheme("http", "https"))
     AWS_DEFAULT_REGION = mf.String(load_default="us-east-1")
+    AWS_ACCESS_KEY_ID = mf.String(load_default=None)
+    AWS_SECRET_ACCESS_KEY = mf.String(load_default=None)
     KOC_BROKER_URL = mf.String(
         load_default=None, validate=_url_with_scheme("redis", "rediss", "amqp", "amqps")
     )
@@ -127,6 +132,8 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         storage_url=data["KOC_STORAGE_URL"] or f"file://{instance / 'storage'}",
         s3_endpoint_url=data["KOC_S3_ENDPOINT_URL"],
         s3_region=data["AWS_DEFAULT_REGION"],
+        s3_access_key_id=data["AWS_ACCESS_KEY_ID"],
+        s3_secret_access_key=data["AWS_SECRET_ACCESS_KEY"],
         broker_url=data["KOC_BROKER_URL"],
         broker_dir=data["KOC_BROKER_DIR"] or str(instance / "broker"),
         secret_key=data["KOC_SECRET_KEY"],

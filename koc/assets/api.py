@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from flask import current_app
 from flask_smorest import Page
 
@@ -12,8 +14,7 @@ from koc.assets.schemas import (
     AssetOutSchema,
     DownloadSchema,
     KitInSchema,
-    KitMemberSchema,
-    KitStaffSchema,
+    KitSchema,
 )
 from koc.core.auth import current_principal, member_required, staff_or_member, staff_required
 from koc.core.pagination import Blueprint, SelectPage
@@ -25,13 +26,22 @@ from koc.tiers.services import tier_ranks
 blp = Blueprint("kits", __name__, description="Creative kits and their assets")
 
 
+def _member_view(kit) -> SimpleNamespace:
+    # Only what a member may see; the schema leaves out attributes that are not there.
+    return SimpleNamespace(
+        id=kit.id, title=kit.title, notes=kit.notes, available_from=kit.available_from,
+        available_until=kit.available_until, published_at=kit.published_at,
+        assets=[asset for asset in kit.assets if asset.status == "ready"],
+    )
+
+
 def _settings():
     return current_app.config["KOC_SETTINGS"]
 
 
 @blp.post("/kits")
 @blp.arguments(KitInSchema)
-@blp.response(201, KitStaffSchema)
+@blp.response(201, KitSchema)
 @staff_required("admin")
 def create_kit(data: dict):
     kit = services.create_kit(data, staff_id=current_principal().staff_id,
@@ -41,7 +51,7 @@ def create_kit(data: dict):
 
 
 @blp.get("/kits")
-@blp.response(200, KitStaffSchema(many=True),
+@blp.response(200, KitSchema(many=True),
               description="Staff see every kit; members see the kits open to them.")
 @blp.paginate()
 @staff_or_member("viewer")
@@ -51,18 +61,18 @@ def list_kits(pagination_parameters):
         page = SelectPage(services.kits_query_for_staff(), pagination_parameters)
         return page.items
     kits = services.kits_visible_to(get_member(principal.member_id), tier_ranks())
-    return KitMemberSchema(many=True).dump(Page(kits, pagination_parameters).items)
+    return [_member_view(kit) for kit in Page(kits, pagination_parameters).items]
 
 
 @blp.get("/kits/<int:kit_id>")
-@blp.response(200, KitStaffSchema)
+@blp.response(200, KitSchema)
 @staff_or_member("viewer")
 def get_kit(kit_id: int):
     principal = current_principal()
     if principal.is_staff:
         return services.get_kit(kit_id)
     kit = services.get_kit_for_member(kit_id, get_member(principal.member_id), tier_ranks())
-    return KitMemberSchema().dump(kit)
+    return _member_view(kit)
 
 
 @blp.post("/kits/<int:kit_id>/assets")
@@ -92,7 +102,7 @@ def complete_asset(kit_id: int, asset_id: int):
 
 
 @blp.post("/kits/<int:kit_id>/publish")
-@blp.response(200, KitStaffSchema)
+@blp.response(200, KitSchema)
 @staff_required("admin")
 def publish_kit(kit_id: int):
     kit = services.publish_kit(services.get_kit(kit_id))

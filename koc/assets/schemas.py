@@ -52,22 +52,9 @@ class AssetOutSchema(Schema):
     created_at = fields.DateTime()
 
 
-class KitMemberSchema(Schema):
-    """What a member sees of a kit: the material, not the targeting."""
+class KitSchema(Schema):
+    """A kit. Members get the material only: targeting and status are left out for them."""
 
-    id = fields.Integer()
-    title = fields.String()
-    notes = fields.String()
-    available_from = fields.DateTime(allow_none=True)
-    available_until = fields.DateTime(allow_none=True)
-    published_at = fields.DateTime(allow_none=True)
-    assets = fields.Method("_ready_assets")
-
-    def _ready_assets(self, kit):
-        return AssetOutSchema(many=True).dump([a for a in kit.assets if a.status == "ready"])
-
-
-class KitStaffSchema(Schema):
     id = fields.Integer()
     title = fields.String()
     notes = fields.String()

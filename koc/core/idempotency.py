@@ -37,7 +37,7 @@ class IdempotencyRecord(db.Model):
     endpoint: Mapped[str] = mapped_column(sa.String(128))
     request_hash: Mapped[str] = mapped_column(sa.String(64))
     response_status: Mapped[int | None]
-    response_body: Mapped[Any] = mapped_column(JSONType)
+    response_body: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (sa.UniqueConstraint("member_id", "key"),)

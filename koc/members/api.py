@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 
 from flask import current_app
 from flask_smorest import abort
@@ -126,13 +127,17 @@ def list_members(query: dict):
     return services.members_query(**query)
 
 
-def _member_detail(member_id: int) -> dict:
+def _member_detail(member_id: int) -> SimpleNamespace:
     from koc.tiers.services import tier_history
 
     member = services.get_member(member_id)
-    detail = MemberStaffSchema().dump(member)
-    detail["tier_history"] = tier_history(member.id)
-    return detail
+    # The schema reads the member's columns and the history loaded here, side by side.
+    return SimpleNamespace(
+        id=member.id, user=member.user, display_name=member.display_name,
+        status=member.status, tier_key=member.tier_key, tier_locked=member.tier_locked,
+        tier_since=member.tier_since, joined_at=member.joined_at,
+        social_accounts=member.social_accounts, tier_history=tier_history(member.id),
+    )
 
 
 @blp.get("/members/<int:member_id>")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields, missing, validate
 
 from koc.members.models import PLATFORMS
 
@@ -31,8 +31,16 @@ class UserInSchema(Schema):
 
 
 class UserPutSchema(UserInSchema):
+    """PUT merges: fields left out keep their value, an explicit null clears one."""
+
     # The path names the user; the body may repeat it but not contradict it.
     external_id = fields.String(load_default=None)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            if name != "external_id":
+                field.load_default = missing
 
 
 class UserOutSchema(Schema):

@@ -94,14 +94,16 @@ def get_user(external_id: str) -> User:
 def upsert_user(external_id: str, values: dict[str, Any]) -> tuple[User, bool]:
     """Create or update one user; returns (user, created)."""
     fields = {name: values[name] for name in USER_FIELDS if name in values}
-    fields["candidate_score"] = candidate_score(values)
     user = db.session.scalar(sa.select(User).where(User.external_id == external_id))
     if user is not None:
         for name, value in fields.items():
             setattr(user, name, value)
+        user.candidate_score = candidate_score(
+            {name: getattr(user, name) for name in USER_FIELDS})
         db.session.flush()
         return user, False
-    user = User(external_id=external_id, **fields)
+    fields.setdefault("tags", [])
+    user = User(external_id=external_id, candidate_score=candidate_score(fields), **fields)
     try:
         with db.session.begin_nested():
             db.session.add(user)
