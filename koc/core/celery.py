@@ -33,6 +33,8 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
         "data_folder_in": str(queue_dir),
         "data_folder_out": str(queue_dir),
         "processed_folder": str(Path(settings.broker_dir) / "processed"),
+        # Exchange bindings; kombu's default is a "control" folder in the working directory.
+        "control_folder": str(Path(settings.broker_dir) / "control"),
         "store_processed": False,
     }
 
@@ -41,7 +43,7 @@ def ensure_broker_dirs(settings: Settings) -> None:
     """Create the filesystem transport's folders; called by commands, never at import."""
     if settings.broker_url:
         return
-    for name in ("queue", "processed"):
+    for name in ("queue", "processed", "control"):
         (Path(settings.broker_dir) / name).mkdir(parents=True, exist_ok=True)
 
 
