@@ -17,6 +17,7 @@ from flask import Flask
 from koc.settings import Settings
 
 TASK_MODULES = [
+    "koc.core.jobs",
     "koc.members.tasks",
     "koc.assets.tasks",
     "koc.submissions.tasks",
@@ -71,6 +72,10 @@ def celery_init_app(app: Flask) -> Celery:
         broker_url=settings.celery_broker_url,
         broker_transport_options=_broker_options(settings),
         broker_connection_retry_on_startup=True,
+        # A request that enqueues must not hang on a dead broker; the job row stays queued and
+        # koc.core.jobs.requeue_stale_jobs sends it later.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0,
+                                   "interval_step": 0.5, "interval_max": 1},
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,

@@ -9,7 +9,7 @@ from flask import current_app
 from flask_smorest import abort
 
 from koc.core.auth import current_principal, member_required, staff_required
-from koc.core.jobs import create_job, enqueue_after_commit
+from koc.core.jobs import start_job
 from koc.core.jobs_api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.storage import get_storage
@@ -74,9 +74,9 @@ def import_users(files: dict):
     key = f"imports/users/{uuid.uuid4().hex}.{fmt}"
     # The worker reads the file from the object store, so any worker host can run the job.
     get_storage().put_bytes(key, data, content_type="text/plain")
-    job = create_job("users.import", payload={"storage_key": key, "format": fmt},
-                     staff_id=current_principal().staff_id)
-    enqueue_after_commit(import_users_task, job.id)
+    job = start_job(import_users_task, kind="users.import",
+                    payload={"storage_key": key, "format": fmt},
+                    staff_id=current_principal().staff_id)
     db.session.commit()
     return {"job_id": job.id}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from koc.core.auth import any_token_required, current_principal, staff_required
-from koc.core.jobs import create_job, enqueue_after_commit
+from koc.core.jobs import start_job
 from koc.core.jobs_api import JobCreatedSchema
 from koc.core.pagination import Blueprint
 from koc.extensions import db
@@ -49,8 +49,8 @@ def preview_rules(data: dict):
 @blp.response(202, JobCreatedSchema)
 @staff_required("admin")
 def recalculate():
-    job = create_job("tiers.recalculate", staff_id=current_principal().staff_id)
-    enqueue_after_commit(recalculate_tiers_job, job.id)
+    job = start_job(recalculate_tiers_job, kind="tiers.recalculate",
+                    staff_id=current_principal().staff_id)
     db.session.commit()
     return {"job_id": job.id}
 

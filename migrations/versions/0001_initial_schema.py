@@ -69,6 +69,7 @@ def upgrade():
     op.create_table('jobs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('kind', sa.String(length=64), nullable=False),
+    sa.Column('task_name', sa.String(length=128), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('processed', sa.Integer(), nullable=False),
     sa.Column('failed', sa.Integer(), nullable=False),
