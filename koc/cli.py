@@ -14,7 +14,13 @@ from koc.extensions import db
 
 
 def _app_factory():
-    return create_app()
+    app = create_app()
+    # The embedded database lives in the instance folder, which a fresh checkout lacks. Commands
+    # create it; the app factory itself never touches the disk.
+    database_url = app.config["KOC_SETTINGS"].database_url
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return app
 
 
 @click.group(cls=FlaskGroup, create_app=_app_factory, add_version_option=False,

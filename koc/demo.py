@@ -14,6 +14,7 @@ from koc.extensions import db
 from koc.members import services as members
 from koc.members.models import Member
 from koc.submissions import services as submissions
+from koc.tiers.services import recalculate
 
 DEMO_ADMIN_EMAIL = "admin@demo.koc"
 DEMO_ADMIN_PASSWORD = "demo-admin-pass"  # noqa: S105 - printed to the person running the demo
@@ -86,9 +87,13 @@ def load_demo(seed: int = 7) -> str:
             if post == 0 and n % 3:
                 submissions.review_submission(submission, decision="approve", rating=4,
                                               reason=None, staff_id=reviewer.id)
+    db.session.flush()
+    # Tiers as the periodic job would set them, so the demo opens with a populated roster.
+    summary = recalculate(trigger="demo")
     db.session.commit()
     count = db.session.scalar(sa.select(sa.func.count()).select_from(Member))
-    return _login_text(f"loaded 500 users, {count} members, 1 kit")
+    return _login_text(f"loaded 500 users, {count} members ({summary.promotions} with a tier), "
+                       "1 kit")
 
 
 def _login_text(headline: str) -> str:
