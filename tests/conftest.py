@@ -5,6 +5,7 @@ Factories are fixtures that return callables, so a test says what it needs in on
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,8 @@ def staff_token_for(app: Flask, role: str = "admin", email: str | None = None) -
     from koc.core.auth import create_staff, issue_token
 
     with app.app_context():
-        staff = create_staff(email=email or f"{role}-{id(object())}@example.com", role=role,
-                             password="correct horse battery")
+        email = email or f"{role}-{uuid.uuid4().hex[:12]}@example.com"
+        staff = create_staff(email=email, role=role, password="correct horse battery")
         token = issue_token(staff_id=staff.id)
         db.session.commit()
         return token
@@ -141,3 +142,28 @@ def member_api(app: Flask, staff_api: Callable[[str], Api]) -> Callable[..., tup
         return new_member(app, admin, f"user-{next(counter)}", **user)
 
     return factory
+
+
+@pytest.fixture
+def count_queries() -> Callable[[Flask], Any]:
+    """`with count_queries(app) as queries:` collects the SQL statements run inside the block."""
+    from contextlib import contextmanager
+
+    from sqlalchemy import event
+
+    @contextmanager
+    def counter(app: Flask) -> Iterator[list[str]]:
+        statements: list[str] = []
+
+        def record(_conn, _cursor, statement, *_args) -> None:
+            statements.append(statement)
+
+        with app.app_context():
+            engine = db.engine
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            yield statements
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+
+    return counter

@@ -130,3 +130,23 @@ def test_two_runs_at_once_on_postgres_do_not_overlap(pg_app) -> None:
     assert first.skipped is False
     assert second.skipped is True
     assert third.skipped is False
+
+
+def test_recalculation_runs_the_same_queries_for_ten_members_or_thirty(
+    app, member_api, staff_api, count_queries
+) -> None:
+    """Set-based: the number of statements does not grow with the number of members."""
+    from koc.tiers.services import recalculate
+
+    def run() -> int:
+        with count_queries(app) as statements, app.app_context():
+            recalculate(trigger="test")
+            db.session.rollback()
+        return len(statements)
+
+    for n in range(10):
+        _approved_posts(app, member_api, staff_api, weeks_ago=[n % 3])
+    with_ten = run()
+    for n in range(20):
+        _approved_posts(app, member_api, staff_api, weeks_ago=[n % 3, 1])
+    assert run() == with_ten
