@@ -8,15 +8,16 @@ issuing queries, so the cost grows with the number of submissions read, not roun
 from __future__ import annotations
 
 import copy
+import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from koc.core.db import utcnow
+from koc.core.db import UTCDateTime, utcnow
 from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
@@ -116,7 +117,8 @@ def _metric_key(condition: dict[str, Any]) -> tuple[str, int | None]:
 def _week_index(column: sa.ColumnElement) -> sa.ColumnElement:
     """Whole weeks since the epoch, weeks starting on Monday (the epoch was a Thursday)."""
     if db.session.get_bind().dialect.name == "postgresql":
-        seconds = sa.extract("epoch", column)
+        # date_part gives double precision; extract() gives numeric, much slower to divide.
+        seconds = sa.func.date_part("epoch", column)
     else:
         seconds = sa.cast(sa.func.strftime("%s", column), sa.Integer)
     return sa.cast(sa.func.floor((seconds + 3 * 86400) / 604800), sa.BigInteger)
@@ -148,9 +150,11 @@ def _metric_query(metric: str, window_days: int | None, now: datetime,
     if metric == "weekly_streak":
         # Gaps and islands: consecutive week numbers minus their row number are constant
         # within a run of consecutive weeks.
-        weeks = (sa.select(Submission.member_id.label("member_id"),
-                           _week_index(Submission.posted_at).label("week"))
-                 .where(*approved).distinct().subquery())
+        week = _week_index(Submission.posted_at)
+        # GROUP BY rather than DISTINCT lets PostgreSQL follow the (member, status, posted_at)
+        # index instead of sorting every approved post.
+        weeks = (sa.select(Submission.member_id.label("member_id"), week.label("week"))
+                 .where(*approved).group_by(Submission.member_id, week).subquery())
         islands = sa.select(
             weeks.c.member_id,
             (weeks.c.week - sa.func.row_number().over(
@@ -174,20 +178,22 @@ def compute_metrics(rules: RuleSet, *, now: datetime,
     return values
 
 
-def _passes(tier: dict[str, Any], member_id: int,
-            metrics: dict[tuple[str, int | None], dict[int, float]]) -> bool:
-    rules = tier["rules"]
-    results = (metrics[_metric_key(c)].get(member_id, 0) >= c["min"] for c in _clauses(rules))
-    return all(results) if "all" in rules else any(results)
+def tier_evaluator(rules: RuleSet, metrics: dict[tuple[str, int | None], dict[int, float]]
+                   ) -> Callable[[int], str | None]:
+    """Compile the rules once; the result maps a member id to the highest tier it earns."""
+    compiled = []
+    for tier in sorted(rules.tiers, key=lambda t: t["rank"], reverse=True):
+        conditions = [(metrics[_metric_key(c)], c["min"]) for c in _clauses(tier["rules"])]
+        combine = all if "all" in tier["rules"] else any
+        compiled.append((tier["key"], combine, conditions))
 
+    def earned(member_id: int) -> str | None:
+        for key, combine, conditions in compiled:
+            if combine(values.get(member_id, 0) >= minimum for values, minimum in conditions):
+                return key
+        return None
 
-def earned_tier(rules: RuleSet, member_id: int,
-                metrics: dict[tuple[str, int | None], dict[int, float]]) -> str | None:
-    best = None
-    for tier in sorted(rules.tiers, key=lambda t: t["rank"]):
-        if _passes(tier, member_id, metrics):
-            best = tier["key"]
-    return best
+    return earned
 
 
 # --- the recalculation -------------------------------------------------------------------------
@@ -228,11 +234,11 @@ def plan_changes(rules: RuleSet, *, now: datetime) -> tuple[int, list[dict[str, 
         sa.select(Member.id, Member.tier_key)
         .where(Member.status == MemberStatus.active.value, Member.tier_locked.is_(False))
     ).all()
-    metrics = compute_metrics(rules, now=now)
+    earned = tier_evaluator(rules, compute_metrics(rules, now=now))
     ranks = rules.ranks
     changes = []
     for member_id, current in members:
-        target = earned_tier(rules, member_id, metrics)
+        target = earned(member_id)
         if target is not None and ranks[target] > ranks.get(current, 0):
             changes.append({"member_id": member_id, "from": current, "to": target})
     return len(members), changes
@@ -252,27 +258,81 @@ def recalculate(*, trigger: str, now: datetime | None = None) -> RecalcSummary:
     db.session.add(run)
     db.session.flush()
 
-    evaluated, changes = plan_changes(rules, now=now)
-    if changes:
-        db.session.execute(
-            sa.update(Member),
-            [{"id": c["member_id"], "tier_key": c["to"], "tier_since": now} for c in changes],
-        )
-        tier_names = {t["key"]: t["name"] for t in rules.tiers}
-        db.session.execute(
-            sa.insert(TierChange),
-            [{"member_id": c["member_id"], "from_tier": c["from"], "to_tier": c["to"],
-              "reason": f"met the requirements of {tier_names[c['to']]}",
-              "rules_version": rules.version, "run_id": run.id, "changed_at": now}
-             for c in changes],
-        )
+    evaluated, planned = plan_changes(rules, now=now)
+    tier_names = {t["key"]: t["name"] for t in rules.tiers}
+    for change in planned:
+        change["reason"] = f"met the requirements of {tier_names[change['to']]}"
+    applied = _apply_changes(planned, run_id=run.id, rules_version=rules.version, now=now)
     run.members_evaluated = evaluated
-    run.promotions = len(changes)
+    run.promotions = len(applied)
     run.status = "succeeded"
     run.finished_at = utcnow()
     db.session.flush()
     return RecalcSummary(run_id=run.id, rules_version=rules.version,
-                         members_evaluated=evaluated, promotions=len(changes), changes=changes)
+                         members_evaluated=evaluated, promotions=len(applied),
+                         changes=[c for c in planned if c["member_id"] in applied])
+
+
+# Both statements re-check each row as they write it: a member locked, suspended or moved by
+# staff after the metrics were read keeps what staff set, and gets no history row from this run.
+_APPLY_POSTGRES = sa.text("""
+WITH planned AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:changes AS jsonb))
+        AS c(member_id bigint, "from" text, "to" text, reason text)
+), updated AS (
+    UPDATE members AS m SET tier_key = p."to", tier_since = :now
+    FROM planned AS p
+    WHERE m.id = p.member_id AND NOT m.tier_locked AND m.status = 'active'
+      AND m.tier_key IS NOT DISTINCT FROM p."from"
+    RETURNING m.id, p."from", p."to", p.reason
+)
+INSERT INTO tier_changes (member_id, from_tier, to_tier, reason, rules_version, run_id,
+                          changed_at)
+SELECT id, "from", "to", reason, :rules_version, :run_id, :now FROM updated
+RETURNING member_id
+""").bindparams(sa.bindparam("now", type_=UTCDateTime))
+
+_PLANNED_SQLITE = """
+WITH planned AS (
+    SELECT json_extract(value, '$.member_id') AS member_id, json_extract(value, '$.from')
+           AS from_tier, json_extract(value, '$.to') AS to_tier,
+           json_extract(value, '$.reason') AS reason
+    FROM json_each(:changes)
+)"""
+_APPLY_SQLITE = sa.text(_PLANNED_SQLITE + """
+UPDATE members SET tier_key = planned.to_tier, tier_since = :now
+FROM planned
+WHERE members.id = planned.member_id AND NOT members.tier_locked
+  AND members.status = 'active' AND members.tier_key IS planned.from_tier
+""").bindparams(sa.bindparam("now", type_=UTCDateTime))
+_HISTORY_SQLITE = sa.text(_PLANNED_SQLITE + """
+INSERT INTO tier_changes (member_id, from_tier, to_tier, reason, rules_version, run_id,
+                          changed_at)
+SELECT planned.member_id, planned.from_tier, planned.to_tier, planned.reason, :rules_version,
+       :run_id, :now
+FROM planned JOIN members ON members.id = planned.member_id
+WHERE members.tier_key = planned.to_tier AND members.tier_since = :now
+RETURNING member_id
+""").bindparams(sa.bindparam("now", type_=UTCDateTime))
+
+
+def _apply_changes(planned: list[dict[str, Any]], *, run_id: int, rules_version: int,
+                   now: datetime) -> set[int]:
+    """Write the planned changes in one or two statements; returns the members changed.
+
+    One statement for all rows instead of one per member: at 60,000 promotions this is
+    seconds faster than executemany (see bench/).
+    """
+    if not planned:
+        return set()
+    payload = json.dumps([{k: c[k] for k in ("member_id", "from", "to", "reason")}
+                          for c in planned])
+    params = {"changes": payload, "now": now, "rules_version": rules_version,
+              "run_id": run_id}
+    if db.session.get_bind().dialect.name == "postgresql":
+        return set(db.session.scalars(_APPLY_POSTGRES, params))
+    db.session.execute(_APPLY_SQLITE, params)
+    return set(db.session.scalars(_HISTORY_SQLITE, params))
 
 
 def preview(tiers: list[dict[str, Any]]) -> dict[str, Any]:

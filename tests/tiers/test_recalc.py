@@ -150,3 +150,47 @@ def test_recalculation_runs_the_same_queries_for_ten_members_or_thirty(
     for n in range(20):
         _approved_posts(app, member_api, staff_api, weeks_ago=[n % 3, 1])
     assert run() == with_ten
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_member_locked_while_the_run_computes_keeps_the_tier_staff_set(
+    request, database, make_app
+) -> None:
+    from koc.members.models import Member
+    from koc.tiers import services
+    from tests.conftest import Api, new_member, staff_token_for
+
+    app = make_app() if database == "sqlite" else make_app(
+        KOC_DATABASE_URL=request.getfixturevalue("postgres_url"))
+    admin = Api(app.test_client(), staff_token_for(app, "admin"))
+    reviewer = Api(app.test_client(), staff_token_for(app, "reviewer"))
+    ids = []
+    for n in range(2):
+        member_id, member = new_member(app, admin, f"race-{n}")
+        created = member.post("/submissions", json={
+            "platform": "weibo", "post_url": f"https://weibo.com/1/{member_id}",
+            "posted_at": utcnow().isoformat(), "metrics": {"likes": 3}}).json
+        reviewer.post(f"/submissions/{created['id']}/review", json={"decision": "approve"})
+        ids.append(member_id)
+
+    with app.app_context():
+        rules = services.current_rules()
+        _, planned = services.plan_changes(rules, now=utcnow())
+        assert {c["member_id"] for c in planned} == set(ids)
+        # SQLite cannot turn a read transaction into a write after another writer committed
+        # (it answers "database is locked"), so the run's read ends here; PostgreSQL has no
+        # such limit, and the plan is just as stale either way.
+        db.session.commit()
+        # Staff lock the first member between the read and the write.
+        with app.app_context():
+            db.session.get(Member, ids[0]).tier_locked = True
+            db.session.commit()
+        for change in planned:
+            change["reason"] = "test"
+        applied = services._apply_changes(planned, run_id=None, rules_version=0, now=utcnow())
+        db.session.commit()
+        assert applied == {ids[1]}
+        assert db.session.get(Member, ids[0]).tier_key is None
+        assert db.session.get(Member, ids[1]).tier_key == "certified"
+        assert [h.member_id for h in services.tier_history(ids[1])] == [ids[1]]
+        assert services.tier_history(ids[0]) == []
