@@ -10,7 +10,7 @@ from celery import shared_task
 
 from koc.assets.models import Asset, AssetStatus
 from koc.core.db import utcnow
-from koc.core.storage import get_storage
+from koc.core.storage import delete_objects_then_rows
 from koc.extensions import db
 from koc.settings import Settings
 
@@ -29,21 +29,13 @@ def periodic_tasks(settings: Settings) -> dict:
 
 @shared_task(name="koc.assets.tasks.clear_abandoned_uploads")
 def clear_abandoned_uploads() -> int:
-    """Delete assets still pending long after their upload URL expired, and any partial object.
-
-    Deleting the object first and the row second means a crash in between leaves a row whose
-    object is gone, which the next run deletes again; it never leaves an object with no row.
-    """
+    """Delete assets still pending long after their upload URL expired, and any partial object."""
     cutoff = utcnow() - ABANDONED_AFTER
-    stale = db.session.scalars(
+    cleared = delete_objects_then_rows(db.session.scalars(
         sa.select(Asset).where(Asset.status == AssetStatus.pending.value,
                                Asset.created_at < cutoff).limit(1000)
-    ).all()
-    storage = get_storage()
-    for asset in stale:
-        storage.delete(asset.storage_key)
-        db.session.delete(asset)
+    ).all())
     db.session.commit()
-    if stale:
-        log.info("cleared %d abandoned uploads", len(stale))
-    return len(stale)
+    if cleared:
+        log.info("cleared %d abandoned uploads", cleared)
+    return cleared

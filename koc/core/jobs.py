@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,6 @@ from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
 from koc.extensions import db
 from koc.settings import Settings
 
-MAX_REPORTED_ERRORS = 1000
 STALE_AFTER = timedelta(minutes=5)
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,6 @@ class Job(db.Model):
         ),
     )
 
-    def add_error(self, line: int | None, message: str) -> None:
-        self.failed += 1
-        if len(self.errors) < MAX_REPORTED_ERRORS:
-            # Reassign so the JSON column is seen as changed.
-            self.errors = [*self.errors, {"line": line, "message": message}]
-
 
 def start_job(task: Task, *, kind: str, payload: dict[str, Any] | None = None,
               staff_id: int | None = None) -> Job:
@@ -75,6 +69,37 @@ def start_job(task: Task, *, kind: str, payload: dict[str, Any] | None = None,
     db.session.flush()
     enqueue_after_commit(task, job.id)
     return job
+
+
+def run_job(job_id: int, work: Callable[[Job], None]) -> bool:
+    """Run `work(job)` for a job that has not succeeded yet, and record how it ended.
+
+    `work` fills in processed, failed, errors and result; this commits. A job delivered twice
+    (or re-sent by the sweep) runs once; one that died half-way runs again from the start, so
+    `work` must be safe to repeat. Returns whether the work ran and succeeded.
+    """
+    job = db.session.get(Job, job_id)
+    if job is None or job.status == JobStatus.succeeded:
+        return False
+    job.status = JobStatus.running.value
+    job.started_at = utcnow()
+    db.session.commit()
+    try:
+        work(job)
+    except Exception:
+        db.session.rollback()
+        log.exception("job %s (%s) failed", job_id, job.kind)
+        job = db.session.get(Job, job_id)
+        job.status = JobStatus.failed.value
+        job.finished_at = utcnow()
+        internal = {"line": None, "message": "the job stopped on an internal error"}
+        job.errors = [*job.errors, internal]
+        db.session.commit()
+        raise
+    job.status = JobStatus.succeeded.value
+    job.finished_at = utcnow()
+    db.session.commit()
+    return True
 
 
 def enqueue_after_commit(task: Task, *args: Any) -> None:

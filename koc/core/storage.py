@@ -18,7 +18,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
@@ -37,6 +37,8 @@ from flask import (
 )
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
+
+from koc.extensions import db
 
 if TYPE_CHECKING:
     from koc.settings import Settings
@@ -589,6 +591,21 @@ def build_storage(settings: Settings) -> Storage:
     if scheme == "file":
         return LocalStorage.from_settings(settings)
     raise ValueError(f"unsupported storage URL: {settings.storage_url!r}")
+
+
+def delete_objects_then_rows(rows: Sequence[Any]) -> int:
+    """Delete each row's stored object (`row.storage_key`), then the rows; the caller commits.
+
+    Objects go first: a crash in between leaves rows whose objects are gone, which the next run
+    deletes again, and never an object that no row points to.
+    """
+    storage = get_storage()
+    for row in rows:
+        storage.delete(row.storage_key)
+    for row in rows:
+        db.session.delete(row)
+    db.session.flush()
+    return len(rows)
 
 
 def get_storage() -> Storage:

@@ -8,7 +8,7 @@ import json
 import math
 import secrets
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
@@ -149,10 +149,14 @@ def upsert_users_bulk(records: list[dict[str, Any]]) -> int:
 class ImportReport:
     processed: int = 0
     failed: int = 0
-    errors: list[dict[str, Any]] | None = None
+    # The first bad lines, with reasons; a file of millions of bad lines keeps memory flat.
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    max_errors: int = 1000
 
-    def __post_init__(self) -> None:
-        self.errors = self.errors or []
+    def refuse(self, line: int, message: str) -> None:
+        self.failed += 1
+        if len(self.errors) < self.max_errors:
+            self.errors.append({"line": line, "message": message})
 
 
 def _parse_lines(stream: TextIO, fmt: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -208,14 +212,12 @@ def import_users(stream: TextIO, *, fmt: str = "csv",
 
     for number, raw in _parse_lines(stream, fmt):
         if isinstance(raw, str):
-            report.failed += 1
-            report.errors.append({"line": number, "message": raw})
+            report.refuse(number, raw)
             continue
         try:
             batch.append(schema.load(raw))
         except ValidationError as exc:
-            report.failed += 1
-            report.errors.append({"line": number, "message": _describe(exc)})
+            report.refuse(number, _describe(exc))
             continue
         if len(batch) >= IMPORT_BATCH_SIZE:
             flush_batch()

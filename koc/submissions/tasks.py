@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from celery import shared_task
 
 from koc.core.db import utcnow
-from koc.core.storage import get_storage
+from koc.core.storage import delete_objects_then_rows
 from koc.extensions import db
 from koc.settings import Settings
 from koc.submissions.models import MediaUpload
@@ -29,15 +29,13 @@ def periodic_tasks(settings: Settings) -> dict:
 
 @shared_task(name="koc.submissions.tasks.clear_unattached_media")
 def clear_unattached_media() -> int:
-    """Delete uploads no submission claimed; object first, then row, so re-runs converge."""
+    """Delete uploads that no submission claimed, with their objects."""
     cutoff = utcnow() - UNATTACHED_AFTER
-    stale = db.session.scalars(
+    cleared = delete_objects_then_rows(db.session.scalars(
         sa.select(MediaUpload).where(MediaUpload.submission_id.is_(None),
                                      MediaUpload.created_at < cutoff).limit(1000)
-    ).all()
-    storage = get_storage()
-    for upload in stale:
-        storage.delete(upload.storage_key)
-        db.session.delete(upload)
+    ).all())
     db.session.commit()
-    return len(stale)
+    if cleared:
+        log.info("cleared %d unattached media uploads", cleared)
+    return cleared

@@ -7,8 +7,7 @@ from datetime import timedelta
 
 from celery import shared_task
 
-from koc.core.db import utcnow
-from koc.core.jobs import Job, JobStatus
+from koc.core.jobs import Job, run_job
 from koc.extensions import db
 from koc.settings import Settings
 from koc.tiers import services
@@ -35,16 +34,9 @@ def recalculate_tiers_periodic() -> dict:
 
 @shared_task(name="koc.tiers.tasks.recalculate_tiers_job")
 def recalculate_tiers_job(job_id: int) -> None:
-    job = db.session.get(Job, job_id)
-    if job is None or job.status == JobStatus.succeeded:
-        return
-    job.status = JobStatus.running.value
-    job.started_at = utcnow()
-    db.session.commit()
-    summary = services.recalculate(trigger="api")
-    job = db.session.get(Job, job_id)
-    job.processed = summary.members_evaluated
-    job.result = summary.as_dict()
-    job.status = JobStatus.succeeded.value
-    job.finished_at = utcnow()
-    db.session.commit()
+    def work(job: Job) -> None:
+        summary = services.recalculate(trigger="api")
+        job.processed = summary.members_evaluated
+        job.result = summary.as_dict()
+
+    run_job(job_id, work)

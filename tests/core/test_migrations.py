@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -21,20 +22,13 @@ def test_migrations_have_a_single_head() -> None:
     assert len(ScriptDirectory.from_config(config).get_heads()) == 1
 
 
-def test_upgrade_on_empty_postgres_creates_the_schema_the_models_describe(
-    empty_postgres_url: str, tmp_path: Path
+@pytest.mark.parametrize("database", ["postgres", "sqlite"])
+def test_upgrade_on_an_empty_database_creates_the_schema_the_models_describe(
+    request, database: str, tmp_path: Path
 ) -> None:
-    app = build_app(tmp_path, KOC_DATABASE_URL=empty_postgres_url)
-    with app.app_context():
-        upgrade()
-        with db.engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
-        db.engine.dispose()
-    assert diff == []
-
-
-def test_upgrade_on_empty_sqlite_creates_the_schema_the_models_describe(tmp_path: Path) -> None:
-    app = build_app(tmp_path, KOC_DATABASE_URL=f"sqlite:///{tmp_path / 'm.db'}")
+    url = (request.getfixturevalue("empty_postgres_url") if database == "postgres"
+           else f"sqlite:///{tmp_path / 'm.db'}")
+    app = build_app(tmp_path, KOC_DATABASE_URL=url)
     with app.app_context():
         upgrade()
         with db.engine.connect() as conn:

@@ -41,15 +41,19 @@ def _admin_execute(*statements: str) -> None:
             conn.execute(statement)
 
 
-@pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
-    """Name of a database holding the migrated schema, to clone per test."""
+def _require_postgres() -> None:
     import psycopg
 
     try:
         _admin_execute("SELECT 1")
     except psycopg.OperationalError as exc:
         missing_service(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """Name of a database holding the migrated schema, to clone per test."""
+    _require_postgres()
     name = f"koc_tpl_{uuid.uuid4().hex[:10]}"
     _admin_execute(f'CREATE DATABASE "{name}"')
     try:
@@ -82,12 +86,7 @@ def postgres_url(postgres_template: str) -> Iterator[str]:
 
 @pytest.fixture
 def empty_postgres_url() -> Iterator[str]:
-    import psycopg
-
-    try:
-        _admin_execute("SELECT 1")
-    except psycopg.OperationalError as exc:
-        missing_service(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    _require_postgres()
     name = f"koc_e_{uuid.uuid4().hex[:12]}"
     _admin_execute(f'CREATE DATABASE "{name}"')
     try:
