@@ -269,3 +269,48 @@ def test_concurrent_retries_with_one_idempotency_key_make_one_submission(pg_app)
     assert {status for status, _ in results} <= {200, 201}
     assert len({submission_id for _, submission_id in results}) == 1
     assert len(admin.get("/submissions").json) == 1
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("patch", "/members/{member}", {"status": "banned"}, "status"),
+    ("patch", "/members/{member}", {"tier_locked": "sometimes"}, "tier_locked"),
+    ("post", "/submissions/{submission}/review", {"decision": "maybe"}, "decision"),
+    ("post", "/submissions/{submission}/review", {"decision": "approve", "rating": 6}, "rating"),
+    ("post", "/submissions/{submission}/metrics", {"views": "many"}, "views"),
+    ("put", "/tiers/rules", {"tiers": []}, "tiers"),
+    ("post", "/tiers/rules/preview", {}, "tiers"),
+])
+def test_bad_input_on_staff_writes_is_422_and_changes_nothing(
+    staff_api, member_api, method, path, body, field
+) -> None:
+    admin = staff_api("admin")
+    member_id, member = member_api()
+    submission = member.post("/submissions", json=_submission(5)).json["id"]
+    before = (admin.get(f"/members/{member_id}").json, admin.get(f"/submissions/{submission}").json)
+    url = path.format(member=member_id, submission=submission)
+    response = getattr(admin, method)(url, json=body)
+    assert response.status_code == 422, response.json
+    assert field in str(response.json["errors"])
+    after = (admin.get(f"/members/{member_id}").json, admin.get(f"/submissions/{submission}").json)
+    assert after == before
+
+
+def test_bad_media_upload_is_422_naming_the_field(member_api) -> None:
+    _, member = member_api()
+    for body, field in [
+        ({"filename": "a.exe", "content_type": "application/x-msdownload", "size": 3},
+         "content_type"),
+        ({"filename": "a/b.png", "content_type": "image/png", "size": 3}, "filename"),
+        ({"filename": "a.png", "content_type": "image/png", "size": 0}, "size"),
+    ]:
+        response = member.post("/uploads", json=body)
+        assert response.status_code == 422 and field in str(response.json["errors"])
+
+
+def test_readyz_names_the_part_that_is_down(make_app) -> None:
+    broker_down = make_app(KOC_BROKER_URL="redis://127.0.0.1:9/0").test_client().get("/readyz")
+    assert broker_down.status_code == 503 and broker_down.json["failing"] == ["broker"]
+    store_down = make_app(KOC_STORAGE_URL="s3://nobucket", KOC_S3_ENDPOINT_URL="http://127.0.0.1:9",
+                          AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s")
+    response = store_down.test_client().get("/readyz")
+    assert response.status_code == 503 and response.json["failing"] == ["storage"]
