@@ -65,7 +65,7 @@ def postgres_template() -> Iterator[str]:
             app = create_app({"KOC_DATABASE_URL": _pg_url(name), "KOC_ENV": "test"},
                              instance_path=instance)
             with app.app_context():
-                upgrade()
+                upgrade(revision="heads")
                 from koc.extensions import db
 
                 db.engine.dispose()
