@@ -118,17 +118,19 @@ def tiers() -> None:
 
 
 @tiers.command("recalc")
+@click.option("--incremental", is_flag=True,
+              help="Only members with activity since the last run (the default is everyone).")
 @with_appcontext
-def tiers_recalc() -> None:
+def tiers_recalc(incremental: bool) -> None:
     """Run the tier recalculation now and print its summary."""
     from koc.tiers.services import recalculate
 
-    summary = recalculate(trigger="cli")
+    summary = recalculate(trigger="cli", incremental=incremental)
     db.session.commit()
     if summary.skipped:
         click.echo("another recalculation is running; nothing done")
         return
-    click.echo(f"run {summary.run_id} (rules v{summary.rules_version}): "
+    click.echo(f"{summary.kind} run {summary.run_id} (rules v{summary.rules_version}): "
                f"{summary.members_evaluated} members evaluated, "
                f"{summary.promotions} promoted, {summary.demotions} demoted")
 

@@ -63,6 +63,8 @@ class Member(db.Model):
     tier_key: Mapped[str | None] = mapped_column(sa.String(32), index=True)
     tier_locked: Mapped[bool] = mapped_column(default=False)
     tier_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the member's values fell below the tier's low-water mark; cleared when they recover.
+    tier_below_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     terms_accepted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

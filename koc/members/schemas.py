@@ -185,10 +185,23 @@ class RequirementSchema(Schema):
     met = fields.Boolean()
 
 
+class CurrentTierSchema(Schema):
+    key = fields.String()
+    name = fields.String()
+    locked = fields.Boolean()
+    at_risk = fields.Boolean(metadata={"description": "below the tier's low-water mark"})
+    below_since = fields.DateTime(allow_none=True)
+    grace_days_left = fields.Float(allow_none=True,
+                                   metadata={"description": "days before the member drops"})
+    hold_requirements = fields.List(fields.Nested(RequirementSchema), metadata={
+        "description": "what keeps the tier: the thresholds at the low-water mark"})
+
+
 class ProgressSchema(Schema):
     next_tier = fields.Nested(TierRefSchema, allow_none=True)
     mode = fields.String(allow_none=True, metadata={"description": "all or any requirement"})
     requirements = fields.List(fields.Nested(RequirementSchema))
+    current_tier = fields.Nested(CurrentTierSchema, allow_none=True)
 
 
 class PointsSchema(Schema):

@@ -29,6 +29,7 @@ class TierRun(db.Model):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     trigger: Mapped[str] = mapped_column(sa.String(16))
+    kind: Mapped[str] = mapped_column(sa.String(16), default="full")
     rules_version: Mapped[int]
     status: Mapped[str] = mapped_column(sa.String(16), default="running")
     members_evaluated: Mapped[int] = mapped_column(default=0)

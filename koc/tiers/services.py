@@ -21,22 +21,21 @@ from koc.core.db import UTCDateTime, utcnow
 from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
-from koc.submissions.models import PointsEntry, Submission, SubmissionStatus
+from koc.submissions.models import MetricSnapshot, PointsEntry, Submission
+from koc.tiers import metrics
+from koc.tiers.metrics import METRICS, MetricKey, MetricValues, metric_key
 from koc.tiers.models import TierChange, TierRuleSet, TierRun
 
-# Metric name -> what it measures; `window_days` bounds it to a rolling window.
-METRICS = {
-    "approved_submissions": "approved posts",
-    "points_earned": "points earned",
-    "weekly_streak": "consecutive weeks with an approved post",
-    "best_post_interactions": "likes + comments + saves of the best post",
-}
-STREAK_DEFAULT_WINDOW_DAYS = 90
 ADVISORY_LOCK_KEY = 0x6B6F6374  # "koct": one tier run at a time across all hosts
+
+# Hysteresis, unless a tier says otherwise: a member keeps a tier while each windowed value stays
+# above 90% of its threshold, and drops only after 7 days below it and 14 days at the tier.
+DEFAULT_DEMOTION = {"low_water": 0.9, "min_days_at_tier": 14, "days_below": 7}
 
 # The reference programme: one approved post makes a certified KOC (the badge); posts in three
 # consecutive weeks or five in sixty days give early access; one post with 1,000 likes +
-# comments + saves in ninety days makes a senior KOC.
+# comments + saves in ninety days makes a senior KOC, or the normalised equivalent: 100 per
+# 1,000 followers of the account posted on (1,000 on a 10,000-follower account).
 DEFAULT_TIERS: list[dict[str, Any]] = [
     {"key": "certified", "name": "Certified KOC", "rank": 1,
      "rules": {"any": [{"metric": "approved_submissions", "min": 1}]}},
@@ -44,7 +43,10 @@ DEFAULT_TIERS: list[dict[str, Any]] = [
      "rules": {"any": [{"metric": "weekly_streak", "min": 3, "window_days": 90},
                        {"metric": "approved_submissions", "min": 5, "window_days": 60}]}},
     {"key": "senior", "name": "Senior KOC", "rank": 3,
-     "rules": {"any": [{"metric": "best_post_interactions", "min": 1000, "window_days": 90}]}},
+     "rules": {"any": [{"metric": "best_post_interactions", "min": 1000, "window_days": 90},
+                       {"metric": "best_post_reach", "min": 100, "window_days": 90}]},
+     # Several consecutive weak notes take a member out of the senior group.
+     "weak_posts": {"count": 3, "below": 100}},
 ]
 
 
@@ -93,105 +95,62 @@ def validate_tiers(tiers: list[dict[str, Any]]) -> None:
                           errors={"json": {"tiers": ["duplicate tier rank"]}})
 
 
-# --- metrics, set-based ------------------------------------------------------------------------
-
-def _conditions(rules: RuleSet) -> set[tuple[str, int | None]]:
-    found = set()
-    for tier in rules.tiers:
-        for condition in _clauses(tier["rules"]):
-            found.add(_metric_key(condition))
-    return found
-
+# --- evaluating rules over metrics -----------------------------------------------------------
 
 def _clauses(rules: dict[str, Any]) -> list[dict[str, Any]]:
     return rules.get("all") or rules.get("any") or []
 
 
-def _metric_key(condition: dict[str, Any]) -> tuple[str, int | None]:
-    window = condition.get("window_days")
-    if condition["metric"] == "weekly_streak" and window is None:
-        window = STREAK_DEFAULT_WINDOW_DAYS
-    return condition["metric"], window
-
-
-def _week_index(column: sa.ColumnElement) -> sa.ColumnElement:
-    """Whole weeks since the epoch, weeks starting on Monday (the epoch was a Thursday)."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        # date_part gives double precision; extract() gives numeric, much slower to divide.
-        seconds = sa.func.date_part("epoch", column)
-    else:
-        seconds = sa.cast(sa.func.strftime("%s", column), sa.Integer)
-    return sa.cast(sa.func.floor((seconds + 3 * 86400) / 604800), sa.BigInteger)
-
-
-def _metric_query(metric: str, window_days: int | None, now: datetime,
-                  member_ids: Iterable[int] | None) -> sa.Select:
-    since = now - timedelta(days=window_days) if window_days else None
-    approved = [Submission.status == SubmissionStatus.approved.value]
-    if since is not None:
-        approved.append(Submission.posted_at >= since)
-    if member_ids is not None:
-        approved.append(Submission.member_id.in_(member_ids))
-
-    if metric == "approved_submissions":
-        return (sa.select(Submission.member_id, sa.func.count())
-                .where(*approved).group_by(Submission.member_id))
-    if metric == "best_post_interactions":
-        return (sa.select(Submission.member_id, sa.func.max(Submission.interactions))
-                .where(*approved).group_by(Submission.member_id))
-    if metric == "points_earned":
-        where = [PointsEntry.points > 0]
-        if since is not None:
-            where.append(PointsEntry.created_at >= since)
-        if member_ids is not None:
-            where.append(PointsEntry.member_id.in_(member_ids))
-        return (sa.select(PointsEntry.member_id, sa.func.sum(PointsEntry.points))
-                .where(*where).group_by(PointsEntry.member_id))
-    if metric == "weekly_streak":
-        # Gaps and islands: consecutive week numbers minus their row number are constant
-        # within a run of consecutive weeks.
-        week = _week_index(Submission.posted_at)
-        # GROUP BY rather than DISTINCT lets PostgreSQL follow the (member, status, posted_at)
-        # index instead of sorting every approved post.
-        weeks = (sa.select(Submission.member_id.label("member_id"), week.label("week"))
-                 .where(*approved).group_by(Submission.member_id, week).subquery())
-        islands = sa.select(
-            weeks.c.member_id,
-            (weeks.c.week - sa.func.row_number().over(
-                partition_by=weeks.c.member_id, order_by=weeks.c.week)).label("island"),
-        ).subquery()
-        runs = (sa.select(islands.c.member_id, sa.func.count().label("length"))
-                .group_by(islands.c.member_id, islands.c.island).subquery())
-        return sa.select(runs.c.member_id, sa.func.max(runs.c.length)).group_by(runs.c.member_id)
-    raise ValueError(f"unknown metric {metric}")
+def _metric_keys(tiers: Iterable[dict[str, Any]]) -> set[MetricKey]:
+    return {metric_key(c) for tier in tiers for c in _clauses(tier["rules"])}
 
 
 def compute_metrics(rules: RuleSet, *, now: datetime,
-                    member_ids: Iterable[int] | None = None
-                    ) -> dict[tuple[str, int | None], dict[int, float]]:
+                    member_ids: Iterable[int] | None = None) -> MetricValues:
     """For each (metric, window) the rules use: member id -> value, one grouped query each."""
-    ids = list(member_ids) if member_ids is not None else None
-    values: dict[tuple[str, int | None], dict[int, float]] = {}
-    for metric, window in sorted(_conditions(rules), key=str):
-        rows = db.session.execute(_metric_query(metric, window, now, ids))
-        values[(metric, window)] = {member_id: float(value or 0) for member_id, value in rows}
-    return values
+    return metrics.compute(_metric_keys(rules.tiers), now=now, member_ids=member_ids)
 
 
-def tier_evaluator(rules: RuleSet, metrics: dict[tuple[str, int | None], dict[int, float]]
-                   ) -> Callable[[int], str | None]:
-    """Compile the rules once; the result maps a member id to the highest tier it earns."""
+def _demotion(tier: dict[str, Any]) -> dict[str, float]:
+    return {**DEFAULT_DEMOTION, **(tier.get("demotion") or {})}
+
+
+@dataclass(frozen=True)
+class _CompiledTier:
+    key: str
+    rank: int
+    combine: Callable[[Iterable[bool]], bool]
+    conditions: list[tuple[dict[int, float], float]]
+    low_water: float
+    min_days_at_tier: float
+    days_below: float
+
+    def passes(self, member_id: int, factor: float = 1.0) -> bool:
+        return self.combine(values.get(member_id, 0) >= minimum * factor
+                            for values, minimum in self.conditions)
+
+
+def compile_tiers(rules: RuleSet, values: MetricValues) -> list[_CompiledTier]:
+    """The rules with their metric columns attached, highest rank first; built once per run."""
     compiled = []
     for tier in sorted(rules.tiers, key=lambda t: t["rank"], reverse=True):
-        conditions = [(metrics[_metric_key(c)], c["min"]) for c in _clauses(tier["rules"])]
-        combine = all if "all" in tier["rules"] else any
-        compiled.append((tier["key"], combine, conditions))
+        demotion = _demotion(tier)
+        compiled.append(_CompiledTier(
+            key=tier["key"], rank=tier["rank"],
+            combine=all if "all" in tier["rules"] else any,
+            conditions=[(values[metric_key(c)], c["min"]) for c in _clauses(tier["rules"])],
+            low_water=demotion["low_water"], min_days_at_tier=demotion["min_days_at_tier"],
+            days_below=demotion["days_below"],
+        ))
+    return compiled
+
+
+def tier_evaluator(rules: RuleSet, values: MetricValues) -> Callable[[int], str | None]:
+    """Member id -> the highest tier whose rules it meets in full."""
+    compiled = compile_tiers(rules, values)
 
     def earned(member_id: int) -> str | None:
-        for key, combine, conditions in compiled:
-            if combine(values.get(member_id, 0) >= minimum for values, minimum in conditions):
-                return key
-        return None
+        return next((t.key for t in compiled if t.passes(member_id)), None)
 
     return earned
 
@@ -202,6 +161,7 @@ def tier_evaluator(rules: RuleSet, metrics: dict[tuple[str, int | None], dict[in
 class RecalcSummary:
     run_id: int | None
     rules_version: int
+    kind: str = "full"
     members_evaluated: int = 0
     promotions: int = 0
     demotions: int = 0
@@ -209,9 +169,26 @@ class RecalcSummary:
     skipped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "rules_version": self.rules_version,
+        return {"run_id": self.run_id, "rules_version": self.rules_version, "kind": self.kind,
                 "members_evaluated": self.members_evaluated, "promotions": self.promotions,
                 "demotions": self.demotions, "skipped": self.skipped}
+
+
+@dataclass
+class Plan:
+    """What a run would do: tier changes, and members starting or ending a spell below."""
+
+    evaluated: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    marks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def promotions(self) -> list[dict[str, Any]]:
+        return [c for c in self.changes if c["direction"] == "up"]
+
+    @property
+    def demotions(self) -> list[dict[str, Any]]:
+        return [c for c in self.changes if c["direction"] == "down"]
 
 
 def _try_lock() -> bool:
@@ -224,53 +201,121 @@ def _try_lock() -> bool:
     return bool(db.session.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(ADVISORY_LOCK_KEY))))
 
 
-def plan_changes(rules: RuleSet, *, now: datetime) -> tuple[int, list[dict[str, Any]]]:
-    """Which members would change tier under `rules`; reads only, writes nothing.
+def _days(delta: timedelta) -> float:
+    return delta.total_seconds() / 86400
 
-    Promotion is immediate. Demotion (with a low-water mark and a grace period) is the subject of
-    issue #5; until then a member keeps a tier once earned, so nobody is surprised by a drop.
+
+def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = None) -> Plan:
+    """Decide every member's tier under `rules`; reads only, writes nothing.
+
+    Promotion is immediate. A member keeps a tier while it holds at its low-water mark; once it
+    does not, the member is marked below, and dropped only after the grace period (days below,
+    and a minimum time at the tier). Several consecutive weak posts drop a member at once.
+    Locked and suspended members are never changed.
     """
-    members = db.session.execute(
-        sa.select(Member.id, Member.tier_key)
-        .where(Member.status == MemberStatus.active.value, Member.tier_locked.is_(False))
-    ).all()
-    earned = tier_evaluator(rules, compute_metrics(rules, now=now))
-    ranks = rules.ranks
-    changes = []
-    for member_id, current in members:
-        target = earned(member_id)
-        if target is not None and ranks[target] > ranks.get(current, 0):
-            changes.append({"member_id": member_id, "from": current, "to": target})
-    return len(members), changes
+    ids = list(member_ids) if member_ids is not None else None
+    stmt = (sa.select(Member.id, Member.tier_key, Member.tier_since, Member.tier_below_since)
+            .where(Member.status == MemberStatus.active.value, Member.tier_locked.is_(False)))
+    if ids is not None:
+        stmt = stmt.where(Member.id.in_(ids))
+    members = db.session.execute(stmt).all()
+    compiled = compile_tiers(rules, compute_metrics(rules, now=now, member_ids=ids))
+    by_key = {t.key: t for t in compiled}
+    names = {t["key"]: t["name"] for t in rules.tiers}
+    weak = {t["key"]: metrics.members_with_weak_streak(
+                t["weak_posts"]["count"], t["weak_posts"]["below"], member_ids=ids)
+            for t in rules.tiers if t.get("weak_posts")}
+
+    result = Plan(evaluated=len(members))
+    for member_id, current, since, below_since in members:
+        tier = by_key.get(current)
+        earned = next((t for t in compiled if t.passes(member_id)), None)
+        if earned is not None and (tier is None or earned.rank > tier.rank):
+            result.changes.append({
+                "member_id": member_id, "from": current, "to": earned.key, "direction": "up",
+                "reason": f"met the requirements of {names[earned.key]}"})
+            continue
+        if tier is None:
+            continue
+        # The tier it would fall to: the highest lower tier it still holds at low water.
+        fallback = next((t.key for t in compiled
+                         if t.rank < tier.rank and t.passes(member_id, t.low_water)), None)
+        if member_id in weak.get(tier.key, ()):
+            rule = next(t["weak_posts"] for t in rules.tiers if t["key"] == tier.key)
+            result.changes.append({
+                "member_id": member_id, "from": current, "to": fallback, "direction": "down",
+                "reason": f"{rule['count']} consecutive posts under {rule['below']} interactions"})
+            continue
+        if tier.passes(member_id, tier.low_water):
+            if below_since is not None:
+                result.marks.append({"member_id": member_id, "tier": current, "below_since": None})
+            continue
+        if below_since is None:
+            result.marks.append({"member_id": member_id, "tier": current, "below_since": now})
+            continue
+        grace_over = _days(now - below_since) >= tier.days_below and (
+            since is None or _days(now - since) >= tier.min_days_at_tier)
+        if grace_over:
+            result.changes.append({
+                "member_id": member_id, "from": current, "to": fallback, "direction": "down",
+                "reason": f"below the requirements of {names[current]} for "
+                          f"{_days(now - below_since):.0f} days"})
+    return result
 
 
-def recalculate(*, trigger: str, now: datetime | None = None) -> RecalcSummary:
+def plan_changes(rules: RuleSet, *, now: datetime) -> tuple[int, list[dict[str, Any]]]:
+    """The tier changes a full run would make (used by the benchmark and previews)."""
+    result = plan(rules, now=now)
+    return result.evaluated, result.changes
+
+
+def members_with_activity_since(since: datetime) -> set[int]:
+    """Members with a review, points or new metrics since `since`: what an incremental run reads."""
+    reviewed = sa.select(Submission.member_id).where(Submission.reviewed_at >= since)
+    booked = sa.select(PointsEntry.member_id).where(PointsEntry.created_at >= since)
+    measured = (sa.select(Submission.member_id)
+                .join(MetricSnapshot, MetricSnapshot.submission_id == Submission.id)
+                .where(MetricSnapshot.recorded_at >= since))
+    return set(db.session.scalars(sa.union(reviewed, booked, measured)))
+
+
+def recalculate(*, trigger: str, now: datetime | None = None,
+                incremental: bool = False) -> RecalcSummary:
     """Run the recalculation in the current transaction; the caller commits.
 
-    Re-running converges: a member already at their earned tier is not touched, so a second run
-    (or a run after one that died before committing) changes nothing that is already right.
+    Re-running converges: members already at the right tier are not touched, so a second run
+    (or one after a run that died before committing) changes nothing that is already right.
+    An incremental run reads only members with activity since the last run started; windows
+    that roll past old posts are caught by the daily full run, inside the grace period.
     """
     now = now or utcnow()
     rules = current_rules()
+    kind = "incremental" if incremental else "full"
     if not _try_lock():
-        return RecalcSummary(run_id=None, rules_version=rules.version, skipped=True)
-    run = TierRun(trigger=trigger, rules_version=rules.version, started_at=now)
+        return RecalcSummary(run_id=None, rules_version=rules.version, kind=kind, skipped=True)
+    member_ids = None
+    if incremental:
+        last = db.session.scalar(sa.select(sa.func.max(TierRun.started_at))
+                                 .where(TierRun.status == "succeeded"))
+        if last is not None:
+            member_ids = members_with_activity_since(last)
+    run = TierRun(trigger=trigger, kind=kind, rules_version=rules.version, started_at=now)
     db.session.add(run)
     db.session.flush()
 
-    evaluated, planned = plan_changes(rules, now=now)
-    tier_names = {t["key"]: t["name"] for t in rules.tiers}
-    for change in planned:
-        change["reason"] = f"met the requirements of {tier_names[change['to']]}"
-    applied = _apply_changes(planned, run_id=run.id, rules_version=rules.version, now=now)
-    run.members_evaluated = evaluated
-    run.promotions = len(applied)
+    result = plan(rules, now=now, member_ids=member_ids)
+    applied = _apply_changes(result.changes, run_id=run.id, rules_version=rules.version, now=now)
+    _apply_marks(result.marks)
+    changes = [c for c in result.changes if c["member_id"] in applied]
+    run.members_evaluated = result.evaluated
+    run.promotions = sum(c["direction"] == "up" for c in changes)
+    run.demotions = sum(c["direction"] == "down" for c in changes)
     run.status = "succeeded"
     run.finished_at = utcnow()
     db.session.flush()
-    return RecalcSummary(run_id=run.id, rules_version=rules.version,
-                         members_evaluated=evaluated, promotions=len(applied),
-                         changes=[c for c in planned if c["member_id"] in applied])
+    return RecalcSummary(run_id=run.id, rules_version=rules.version, kind=kind,
+                         members_evaluated=result.evaluated, promotions=run.promotions,
+                         demotions=run.demotions, changes=changes)
 
 
 # Both statements re-check each row as they write it: a member locked, suspended or moved by
@@ -280,7 +325,7 @@ WITH planned AS (
     SELECT * FROM jsonb_to_recordset(CAST(:changes AS jsonb))
         AS c(member_id bigint, "from" text, "to" text, reason text)
 ), updated AS (
-    UPDATE members AS m SET tier_key = p."to", tier_since = :now
+    UPDATE members AS m SET tier_key = p."to", tier_since = :now, tier_below_since = NULL
     FROM planned AS p
     WHERE m.id = p.member_id AND NOT m.tier_locked AND m.status = 'active'
       AND m.tier_key IS NOT DISTINCT FROM p."from"
@@ -300,7 +345,7 @@ WITH planned AS (
     FROM json_each(:changes)
 )"""
 _APPLY_SQLITE = sa.text(_PLANNED_SQLITE + """
-UPDATE members SET tier_key = planned.to_tier, tier_since = :now
+UPDATE members SET tier_key = planned.to_tier, tier_since = :now, tier_below_since = NULL
 FROM planned
 WHERE members.id = planned.member_id AND NOT members.tier_locked
   AND members.status = 'active' AND members.tier_key IS planned.from_tier
@@ -311,12 +356,12 @@ INSERT INTO tier_changes (member_id, from_tier, to_tier, reason, rules_version, 
 SELECT planned.member_id, planned.from_tier, planned.to_tier, planned.reason, :rules_version,
        :run_id, :now
 FROM planned JOIN members ON members.id = planned.member_id
-WHERE members.tier_key = planned.to_tier AND members.tier_since = :now
+WHERE members.tier_key IS planned.to_tier AND members.tier_since = :now
 RETURNING member_id
 """).bindparams(sa.bindparam("now", type_=UTCDateTime))
 
 
-def _apply_changes(planned: list[dict[str, Any]], *, run_id: int, rules_version: int,
+def _apply_changes(planned: list[dict[str, Any]], *, run_id: int | None, rules_version: int,
                    now: datetime) -> set[int]:
     """Write the planned changes in one or two statements; returns the members changed.
 
@@ -335,36 +380,76 @@ def _apply_changes(planned: list[dict[str, Any]], *, run_id: int, rules_version:
     return set(db.session.scalars(_HISTORY_SQLITE, params))
 
 
+def _apply_marks(marks: list[dict[str, Any]]) -> None:
+    """Start or end members' spells below their tier, where the tier is still the planned one."""
+    for below_since in {m["below_since"] for m in marks}:
+        ids = [m["member_id"] for m in marks if m["below_since"] == below_since]
+        for chunk in range(0, len(ids), 10_000):
+            db.session.execute(
+                sa.update(Member)
+                .where(Member.id.in_(ids[chunk:chunk + 10_000]), Member.tier_locked.is_(False))
+                .values(tier_below_since=below_since)
+            )
+
+
 def preview(tiers: list[dict[str, Any]]) -> dict[str, Any]:
+    """What saving these rules would do, computed like a full run, writing nothing."""
     validate_tiers(tiers)
     rules = RuleSet(version=-1, tiers=sorted(tiers, key=lambda t: t["rank"]))
-    _, changes = plan_changes(rules, now=utcnow())
-    return {"promotions": len(changes), "demotions": 0, "changes": changes[:100]}
+    result = plan(rules, now=utcnow())
+    sample = [{k: c[k] for k in ("member_id", "from", "to", "reason")}
+              for c in result.promotions[:50] + result.demotions[:50]]
+    # A demotion needs a spell below first: count those who would start one.
+    return {"promotions": len(result.promotions), "demotions": len(result.demotions),
+            "entering_grace": sum(m["below_since"] is not None for m in result.marks),
+            "changes": sample}
 
 
 # --- explaining and manual changes -------------------------------------------------------------
 
 def progress(member: Member) -> dict[str, Any]:
-    """The next tier's requirements with the member's current values."""
+    """The next tier's requirements with the member's current values, and whether the current
+    tier is at risk (below its low-water mark) with the days of grace left."""
     rules = current_rules()
-    current_rank = rules.ranks.get(member.tier_key, 0)
-    higher = [t for t in sorted(rules.tiers, key=lambda t: t["rank"]) if t["rank"] > current_rank]
-    if not higher:
-        return {"next_tier": None, "mode": None, "requirements": []}
-    next_tier = higher[0]
-    metrics = compute_metrics(RuleSet(rules.version, [next_tier]), now=utcnow(),
-                              member_ids=[member.id])
-    requirements = []
-    for condition in _clauses(next_tier["rules"]):
-        current = metrics[_metric_key(condition)].get(member.id, 0)
-        window = _metric_key(condition)[1]
-        name = METRICS[condition["metric"]] + (f" in {window} days" if window else "")
-        requirements.append({"name": name, "metric": condition["metric"], "window_days": window,
-                             "current": current, "required": condition["min"],
-                             "met": current >= condition["min"]})
-    return {"next_tier": {"key": next_tier["key"], "name": next_tier["name"]},
-            "mode": "all" if "all" in next_tier["rules"] else "any",
-            "requirements": requirements}
+    now = utcnow()
+    ordered = sorted(rules.tiers, key=lambda t: t["rank"])
+    current = rules.tier(member.tier_key)
+    current_rank = current["rank"] if current else 0
+    higher = [t for t in ordered if t["rank"] > current_rank]
+    wanted = higher[:1] + ([current] if current else [])
+    values = compute_metrics(RuleSet(rules.version, wanted), now=now, member_ids=[member.id])
+
+    def requirements(tier: dict[str, Any], factor: float = 1.0) -> list[dict[str, Any]]:
+        rows = []
+        for condition in _clauses(tier["rules"]):
+            key = metric_key(condition)
+            value = values[key].get(member.id, 0)
+            required = condition["min"] * factor
+            name = METRICS[condition["metric"]] + (f" in {key[1]} days" if key[1] else "")
+            rows.append({"name": name, "metric": condition["metric"], "window_days": key[1],
+                         "current": value, "required": required, "met": value >= required})
+        return rows
+
+    result: dict[str, Any] = {"next_tier": None, "mode": None, "requirements": [],
+                              "current_tier": None}
+    if higher:
+        result.update(next_tier={"key": higher[0]["key"], "name": higher[0]["name"]},
+                      mode="all" if "all" in higher[0]["rules"] else "any",
+                      requirements=requirements(higher[0]))
+    if current:
+        demotion = _demotion(current)
+        holding = requirements(current, demotion["low_water"])
+        combine = all if "all" in current["rules"] else any
+        at_risk = not combine(r["met"] for r in holding)
+        grace_left = None
+        if at_risk:
+            spent = _days(now - member.tier_below_since) if member.tier_below_since else 0
+            grace_left = max(0, round(demotion["days_below"] - spent, 1))
+        result["current_tier"] = {
+            "key": current["key"], "name": current["name"], "locked": member.tier_locked,
+            "at_risk": at_risk and not member.tier_locked, "below_since": member.tier_below_since,
+            "grace_days_left": grace_left, "hold_requirements": holding}
+    return result
 
 
 def tier_ref(tier_key: str | None) -> dict[str, str] | None:
@@ -393,6 +478,7 @@ def set_tier_manually(member: Member, *, tier_key: str | None, locked: bool, sta
                                   changed_by_staff_id=staff_id))
         member.tier_key = tier_key
         member.tier_since = utcnow()
+        member.tier_below_since = None
     member.tier_locked = locked
     db.session.flush()
 

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
+from celery.schedules import crontab
 
 from koc.core.jobs import Job, run_job
 from koc.extensions import db
@@ -17,16 +18,25 @@ log = logging.getLogger(__name__)
 
 def periodic_tasks(settings: Settings) -> dict:
     return {
-        "tiers-recalculate": {
+        # Members with new activity, every few minutes: promotions show up quickly.
+        "tiers-recalculate-incremental": {
             "task": "koc.tiers.tasks.recalculate_tiers_periodic",
             "schedule": timedelta(seconds=settings.tier_recalc_interval),
-        }
+            "kwargs": {"incremental": True},
+        },
+        # Everyone, daily at 03:00 China time: windows roll past old posts even for members
+        # who did nothing, and grace periods run out.
+        "tiers-recalculate-full": {
+            "task": "koc.tiers.tasks.recalculate_tiers_periodic",
+            "schedule": crontab(hour=19, minute=0),
+            "kwargs": {"incremental": False},
+        },
     }
 
 
 @shared_task(name="koc.tiers.tasks.recalculate_tiers_periodic")
-def recalculate_tiers_periodic() -> dict:
-    summary = services.recalculate(trigger="schedule")
+def recalculate_tiers_periodic(incremental: bool = False) -> dict:
+    summary = services.recalculate(trigger="schedule", incremental=incremental)
     db.session.commit()
     log.info("tier recalculation: %s", summary.as_dict())
     return summary.as_dict()

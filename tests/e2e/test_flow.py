@@ -143,7 +143,7 @@ def test_main_flow_end_to_end(make_app, flow_env: dict[str, str], tmp_path: Path
     assert invitation.status_code == 201, invitation.json
     accepted = Api(client).post(f"/invitations/{invitation.json['code']}/accept", json={
         "display_name": "Lin the collector", "accept_terms": True,
-        "social_accounts": [{"platform": "xiaohongshu", "handle": "lin_c", "followers": 900}]})
+        "social_accounts": [{"platform": "xiaohongshu", "handle": "lin_c", "followers": 9000}]})
     assert accepted.status_code == 201, accepted.json
     member = Api(client, accepted.json["token"])
     member_id = accepted.json["member"]["id"]

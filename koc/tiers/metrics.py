@@ -1,0 +1,137 @@
+"""The metrics tier rules are written in, each computed for every member in one grouped query.
+
+A query returns (member_id, value) rows for the members that have any activity; members with
+none are 0. `member_ids` narrows a query to some members (incremental runs, one member's /me).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from koc.extensions import db
+from koc.members.models import SocialAccount
+from koc.submissions.models import PointsEntry, Submission, SubmissionStatus
+
+# Metric name -> what it measures, as a member reads it in /me.
+METRICS = {
+    "approved_submissions": "approved posts",
+    "points_earned": "points earned",
+    "weekly_streak": "consecutive weeks with an approved post",
+    "best_post_interactions": "likes + comments + saves of the best post",
+    "best_post_reach": "likes + comments + saves of the best post per 1,000 followers",
+    "average_rating": "average reviewer rating",
+    "distinct_kits": "different kits used",
+}
+STREAK_DEFAULT_WINDOW_DAYS = 90
+
+MetricKey = tuple[str, int | None]
+MetricValues = dict[MetricKey, dict[int, float]]
+
+
+def metric_key(condition: dict) -> MetricKey:
+    window = condition.get("window_days")
+    if condition["metric"] == "weekly_streak" and window is None:
+        window = STREAK_DEFAULT_WINDOW_DAYS
+    return condition["metric"], window
+
+
+def _week_index(column: sa.ColumnElement) -> sa.ColumnElement:
+    """Whole weeks since the epoch, weeks starting on Monday (the epoch was a Thursday)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        # date_part gives double precision; extract() gives numeric, much slower to divide.
+        seconds = sa.func.date_part("epoch", column)
+    else:
+        seconds = sa.cast(sa.func.strftime("%s", column), sa.Integer)
+    return sa.cast(sa.func.floor((seconds + 3 * 86400) / 604800), sa.BigInteger)
+
+
+def metric_query(  # noqa: PLR0911 - one branch per metric reads better than a table of lambdas
+    metric: str, window_days: int | None, now: datetime, member_ids: list[int] | None
+) -> sa.Select:
+    since = now - timedelta(days=window_days) if window_days else None
+    approved = [Submission.status == SubmissionStatus.approved.value]
+    if since is not None:
+        approved.append(Submission.posted_at >= since)
+    if member_ids is not None:
+        approved.append(Submission.member_id.in_(member_ids))
+    per_member = Submission.member_id
+
+    if metric == "approved_submissions":
+        return sa.select(per_member, sa.func.count()).where(*approved).group_by(per_member)
+    if metric == "best_post_interactions":
+        return (sa.select(per_member, sa.func.max(Submission.interactions))
+                .where(*approved).group_by(per_member))
+    if metric == "best_post_reach":
+        # Normalised to the audience of the account the post was made on, so a small creator's
+        # breakout post counts as much as a big account's routine one.
+        followers = (sa.select(sa.func.max(SocialAccount.followers))
+                     .where(SocialAccount.member_id == Submission.member_id,
+                            SocialAccount.platform == Submission.platform)
+                     .scalar_subquery())
+        reach = Submission.interactions * 1000.0 / sa.func.nullif(followers, 0)
+        return sa.select(per_member, sa.func.max(reach)).where(*approved).group_by(per_member)
+    if metric == "average_rating":
+        return (sa.select(per_member, sa.func.avg(Submission.rating))
+                .where(*approved, Submission.rating.is_not(None)).group_by(per_member))
+    if metric == "distinct_kits":
+        return (sa.select(per_member, sa.func.count(sa.distinct(Submission.kit_id)))
+                .where(*approved, Submission.kit_id.is_not(None)).group_by(per_member))
+    if metric == "points_earned":
+        where = [PointsEntry.points > 0]
+        if since is not None:
+            where.append(PointsEntry.created_at >= since)
+        if member_ids is not None:
+            where.append(PointsEntry.member_id.in_(member_ids))
+        return (sa.select(PointsEntry.member_id, sa.func.sum(PointsEntry.points))
+                .where(*where).group_by(PointsEntry.member_id))
+    if metric == "weekly_streak":
+        # Gaps and islands: consecutive week numbers minus their row number are constant
+        # within a run of consecutive weeks.
+        week = _week_index(Submission.posted_at)
+        # GROUP BY rather than DISTINCT lets PostgreSQL follow the (member, status, posted_at)
+        # index instead of sorting every approved post.
+        weeks = (sa.select(per_member.label("member_id"), week.label("week"))
+                 .where(*approved).group_by(per_member, week).subquery())
+        islands = sa.select(
+            weeks.c.member_id,
+            (weeks.c.week - sa.func.row_number().over(
+                partition_by=weeks.c.member_id, order_by=weeks.c.week)).label("island"),
+        ).subquery()
+        runs = (sa.select(islands.c.member_id, sa.func.count().label("length"))
+                .group_by(islands.c.member_id, islands.c.island).subquery())
+        return sa.select(runs.c.member_id, sa.func.max(runs.c.length)).group_by(runs.c.member_id)
+    raise ValueError(f"unknown metric {metric}")
+
+
+def compute(keys: Iterable[MetricKey], *, now: datetime,
+            member_ids: Iterable[int] | None = None) -> MetricValues:
+    ids = list(member_ids) if member_ids is not None else None
+    values: MetricValues = {}
+    for metric, window in sorted(set(keys), key=str):
+        rows = db.session.execute(metric_query(metric, window, now, ids))
+        values[(metric, window)] = {member_id: float(value or 0) for member_id, value in rows}
+    return values
+
+
+def members_with_weak_streak(count: int, below: int, *,
+                             member_ids: Iterable[int] | None = None) -> set[int]:
+    """Members whose last `count` approved posts all had fewer than `below` interactions."""
+    where = [Submission.status == SubmissionStatus.approved.value]
+    if member_ids is not None:
+        where.append(Submission.member_id.in_(list(member_ids)))
+    recent = sa.select(
+        Submission.member_id,
+        Submission.interactions,
+        sa.func.row_number().over(partition_by=Submission.member_id,
+                                  order_by=(Submission.posted_at.desc(), Submission.id.desc())
+                                  ).label("recency"),
+    ).where(*where).subquery()
+    weak = sa.func.sum(sa.case((recent.c.interactions < below, 1), else_=0))
+    stmt = (sa.select(recent.c.member_id)
+            .where(recent.c.recency <= count)
+            .group_by(recent.c.member_id)
+            .having(sa.func.count() == count, weak == count))
+    return set(db.session.scalars(stmt))

@@ -1,0 +1,178 @@
+"""The tier engine over time: low-water mark, grace period, weak posts, incremental runs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from koc.core.db import utcnow
+from koc.extensions import db
+
+T0 = utcnow().replace(microsecond=0)
+
+# One tier, easy to reason about: 10 approved posts in 30 days; holds at 9 (90%); drops after
+# 7 days below and 14 days at the tier.
+ONE_TIER = [{"key": "certified", "name": "Certified", "rank": 1,
+             "rules": {"all": [{"metric": "approved_submissions", "min": 10,
+                                "window_days": 30}]},
+             "demotion": {"low_water": 0.9, "min_days_at_tier": 14, "days_below": 7}}]
+
+
+def _post(app, member, reviewer, posted_at: datetime, likes: int = 10) -> None:
+    created = member.post("/submissions", json={
+        "platform": "douyin",
+        "post_url": f"https://www.douyin.com/video/{abs(hash((member.token, posted_at, likes)))}",
+        "posted_at": posted_at.isoformat(), "metrics": {"likes": likes}})
+    assert created.status_code == 201, created.json
+    reviewed = reviewer.post(f"/submissions/{created.json['id']}/review",
+                             json={"decision": "approve", "rating": 3})
+    assert reviewed.status_code == 200
+
+
+def _run(app, at: datetime, **kw):
+    from koc.tiers.services import recalculate
+
+    with app.app_context():
+        summary = recalculate(trigger="test", now=at, **kw)
+        db.session.commit()
+        return summary
+
+
+def _tier(app, member_id: int) -> str | None:
+    from koc.members.models import Member
+
+    with app.app_context():
+        return db.session.get(Member, member_id).tier_key
+
+
+@pytest.fixture
+def one_tier(staff_api):
+    admin = staff_api("admin")
+    assert admin.put("/tiers/rules", json={"tiers": ONE_TIER}).status_code == 200
+    return admin
+
+
+def test_member_holds_at_the_low_water_mark_and_drops_only_after_the_grace_period(
+    app, one_tier, member_api, staff_api
+) -> None:
+    reviewer = staff_api("reviewer")
+    member_id, member = member_api()
+    _post(app, member, reviewer, T0 - timedelta(days=25))
+    for n in range(9):
+        _post(app, member, reviewer, T0 - timedelta(days=1, minutes=n))
+    assert _run(app, T0).promotions == 1
+
+    # The oldest post leaves the window: 9 of 10 is exactly the low-water mark, still held.
+    _run(app, T0 + timedelta(days=6))
+    assert _tier(app, member_id) == "certified"
+
+    # Every post has left the window: below, and the grace period starts.
+    _run(app, T0 + timedelta(days=30))
+    assert _tier(app, member_id) == "certified"
+    six_days = _run(app, T0 + timedelta(days=36))
+    assert (six_days.demotions, _tier(app, member_id)) == (0, "certified")
+    seven_days = _run(app, T0 + timedelta(days=37, minutes=1))
+    assert seven_days.demotions == 1
+    assert _tier(app, member_id) is None
+    history = one_tier.get(f"/members/{member_id}").json["tier_history"]
+    assert history[0]["from_tier"] == "certified" and history[0]["to_tier"] is None
+    assert "below the requirements" in history[0]["reason"]
+
+
+def test_member_who_recovers_during_grace_keeps_the_tier(app, one_tier, member_api,
+                                                         staff_api) -> None:
+    reviewer = staff_api("reviewer")
+    member_id, member = member_api()
+    for n in range(10):
+        _post(app, member, reviewer, T0 - timedelta(days=20, minutes=n))
+    _run(app, T0)
+    _run(app, T0 + timedelta(days=11))  # all ten left the window: below from here
+    with app.app_context():
+        from koc.members.models import Member
+
+        assert db.session.get(Member, member_id).tier_below_since is not None
+    for n in range(9):
+        _post(app, member, reviewer, utcnow() - timedelta(minutes=n))
+    _run(app, utcnow() + timedelta(days=1))
+    _run(app, utcnow() + timedelta(days=20))  # long past the grace period, but recovered
+    assert _tier(app, member_id) == "certified"
+
+
+def test_member_below_the_mark_is_told_how_much_grace_is_left(app, one_tier, member_api,
+                                                              staff_api) -> None:
+    reviewer = staff_api("reviewer")
+    _, member = member_api()
+    for n in range(10):
+        _post(app, member, reviewer, utcnow() - timedelta(days=30, hours=1, minutes=n))
+    _run(app, utcnow() - timedelta(hours=3))  # the posts were inside the window then
+    _run(app, utcnow())
+    current = member.get("/me").json["progress"]["current_tier"]
+    assert current["key"] == "certified"
+    assert current["at_risk"] is True
+    assert 6 <= current["grace_days_left"] <= 7
+    hold = current["hold_requirements"][0]
+    assert (hold["current"], hold["required"], hold["met"]) == (0, 9, False)
+
+
+def test_locked_member_is_never_demoted(app, one_tier, member_api, staff_api) -> None:
+    reviewer = staff_api("reviewer")
+    member_id, member = member_api()
+    for n in range(10):
+        _post(app, member, reviewer, T0 - timedelta(days=1, minutes=n))
+    _run(app, T0)
+    assert one_tier.patch(f"/members/{member_id}", json={"tier_locked": True}).status_code == 200
+    for days in (40, 60, 90):
+        _run(app, T0 + timedelta(days=days))
+    assert _tier(app, member_id) == "certified"
+
+
+def test_three_weak_posts_in_a_row_take_a_member_out_of_senior(app, member_api,
+                                                               staff_api) -> None:
+    reviewer = staff_api("reviewer")
+    member_id, member = member_api()
+    _post(app, member, reviewer, utcnow() - timedelta(days=10), likes=1500)
+    _run(app, utcnow())
+    assert _tier(app, member_id) == "senior"
+    for n in range(2):
+        _post(app, member, reviewer, utcnow() - timedelta(days=5 - n), likes=20)
+    _run(app, utcnow())
+    assert _tier(app, member_id) == "senior"  # two weak posts are not yet a pattern
+    _post(app, member, reviewer, utcnow() - timedelta(days=1), likes=20)
+    summary = _run(app, utcnow())
+    assert summary.demotions == 1
+    # Out of senior, down to the highest tier still held: certified.
+    assert _tier(app, member_id) == "certified"
+    history = member.get("/me").json
+    assert history["tier"]["key"] == "certified"
+
+
+def test_incremental_run_reads_only_members_with_new_activity(app, member_api, staff_api,
+                                                              count_queries) -> None:
+    reviewer = staff_api("reviewer")
+    first_id, first = member_api()
+    _post(app, first, reviewer, utcnow() - timedelta(days=1))
+    assert _run(app, utcnow()).promotions == 1
+    second_id, second = member_api()
+    _post(app, second, reviewer, utcnow() - timedelta(hours=1))
+    summary = _run(app, utcnow() + timedelta(seconds=1), incremental=True)
+    assert (summary.kind, summary.members_evaluated, summary.promotions) == ("incremental", 1, 1)
+    assert _tier(app, second_id) == "certified"
+    again = _run(app, utcnow() + timedelta(seconds=2), incremental=True)
+    assert (again.members_evaluated, again.promotions) == (0, 0)
+    assert _tier(app, first_id) == "certified"
+
+
+def test_preview_counts_demotions_and_members_entering_grace(app, member_api,
+                                                             staff_api) -> None:
+    reviewer = staff_api("reviewer")
+    _, member = member_api()
+    for n in range(3):
+        _post(app, member, reviewer, utcnow() - timedelta(days=1, minutes=n))
+    _run(app, utcnow())
+    admin = staff_api("admin")
+    stricter = admin.get("/tiers").json["tiers"]
+    stricter[0]["rules"] = {"all": [{"metric": "approved_submissions", "min": 5}]}
+    preview = admin.post("/tiers/rules/preview", json={"tiers": stricter}).json
+    assert preview["demotions"] == 0 and preview["entering_grace"] == 1
+    assert member.get("/me").json["tier"]["key"] == "certified"
