@@ -7,6 +7,7 @@ variable, never a silent fallback.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -42,6 +43,9 @@ class Settings:
     max_upload_bytes: int
     invitation_days: int
     tier_recalc_interval: int
+    # Base64 of a 32-byte Ed25519 seed; without it the key is derived from the secret key.
+    badge_signing_key: str | None = field(repr=False)
+    senior_group_url: str | None
     instance_path: str
     log_level: str
 
@@ -104,9 +108,23 @@ class _EnvSchema(Schema):
     KOC_TIER_RECALC_INTERVAL = mf.Integer(
         load_default=300, validate=validate.Range(min=10, max=7 * 24 * 3600)
     )
+    KOC_BADGE_SIGNING_KEY = mf.String(load_default=None)
+    KOC_SENIOR_GROUP_URL = mf.String(load_default=None, validate=_url_with_scheme("http", "https"))
     KOC_LOG_LEVEL = mf.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
+
+    @validates_schema
+    def _signing_key_is_a_seed(self, data: dict, **_: object) -> None:
+        key = data.get("KOC_BADGE_SIGNING_KEY")
+        if key is None:
+            return
+        try:
+            seed = base64.b64decode(key, validate=True)
+        except ValueError as exc:
+            raise ValidationError("must be base64", "KOC_BADGE_SIGNING_KEY") from exc
+        if len(seed) != 32:
+            raise ValidationError("must be 32 bytes (an Ed25519 seed)", "KOC_BADGE_SIGNING_KEY")
 
     @validates_schema
     def _production_needs_a_secret(self, data: dict, **_: object) -> None:
@@ -143,6 +161,8 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         max_upload_bytes=data["KOC_MAX_UPLOAD_BYTES"],
         invitation_days=data["KOC_INVITATION_DAYS"],
         tier_recalc_interval=data["KOC_TIER_RECALC_INTERVAL"],
+        badge_signing_key=data["KOC_BADGE_SIGNING_KEY"],
+        senior_group_url=data["KOC_SENIOR_GROUP_URL"],
         instance_path=str(instance),
         log_level=data["KOC_LOG_LEVEL"],
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from types import SimpleNamespace
 
-from flask import current_app
+from flask import current_app, url_for
 from flask_smorest import abort
 
 from koc.core.auth import current_principal, member_required, staff_required
@@ -176,18 +176,19 @@ def patch_member(data: dict, member_id: int):
 def me():
     from koc.submissions.services import points_totals
     from koc.tiers import services as tiers
+    from koc.tiers.benefits import live_badges
 
     member = services.get_member(current_principal().member_id)
-    rules = tiers.current_rules()
-    rank = rules.ranks.get(member.tier_key, 0)
     return {
         "id": member.id,
         "display_name": member.display_name,
         "status": member.status,
         "tier": tiers.tier_ref(member.tier_key),
         "points": points_totals(member.id),
-        "badges": [{"tier": t["key"], "name": t["name"]} for t in rules.tiers
-                   if t["rank"] <= rank],
+        "badges": [{"badge_id": b.badge_id, "tier": b.tier_key,
+                    "name": tiers.tier_ref(b.tier_key)["name"], "issued_at": b.issued_at,
+                    "url": url_for("tiers.get_badge", badge_id=b.badge_id, _external=True)}
+                   for b in live_badges(member.id)],
         "progress": tiers.progress(member),
         "social_accounts": member.social_accounts,
     }

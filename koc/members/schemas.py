@@ -210,8 +210,11 @@ class PointsSchema(Schema):
 
 
 class BadgeSchema(Schema):
+    badge_id = fields.String()
     tier = fields.String()
     name = fields.String()
+    issued_at = fields.DateTime()
+    url = fields.String(metadata={"description": "the public page that verifies the badge"})
 
 
 class MeSchema(Schema):

@@ -310,5 +310,12 @@ def get_member(member_id: int) -> Member:
 
 
 def set_member_status(member: Member, status: str) -> None:
+    from koc.tiers import benefits
+    from koc.tiers.services import tier_ranks
+
     member.status = MemberStatus(status).value
     db.session.flush()
+    # A suspended member's badge is revoked and their group seat marked for removal now,
+    # not at the next recalculation.
+    benefits.sync_badges(member_ids=[member.id])
+    benefits.sync_group(tier_ranks())

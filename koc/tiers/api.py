@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
-from koc.core.auth import any_token_required, current_principal, staff_required
+from html import escape
+
+import sqlalchemy as sa
+from flask import Response, current_app
+from flask_smorest import Page
+
+from koc.core.auth import (
+    any_token_required,
+    current_principal,
+    member_required,
+    staff_or_member,
+    staff_required,
+)
+from koc.core.idempotency import idempotent
 from koc.core.jobs import start_job
 from koc.core.jobs_api import JobCreatedSchema
-from koc.core.pagination import Blueprint
+from koc.core.pagination import Blueprint, SelectPage
 from koc.extensions import db
-from koc.tiers import services
+from koc.members.services import get_member
+from koc.tiers import benefits, services
+from koc.tiers.models import Drop, DropClaim
 from koc.tiers.schemas import (
+    BadgeAssertionSchema,
+    ClaimSchema,
+    DropInSchema,
+    DropSchema,
+    LotterySchema,
+    MembershipSchema,
+    MyGroupsSchema,
     PreviewSchema,
+    PublicKeySchema,
+    RosterSchema,
+    SeedingSchema,
     TierCountSchema,
     TiersInSchema,
     TiersOutSchema,
@@ -60,3 +85,151 @@ def recalculate():
 @staff_required("viewer")
 def tier_stats():
     return {"tiers": services.members_per_tier()}
+
+
+# --- badges (public) ---------------------------------------------------------------------------
+
+@blp.get("/badges/public-key")
+@blp.response(200, PublicKeySchema)
+@blp.doc(security=[])
+def badge_public_key():
+    return {"algorithm": "Ed25519", "public_key": benefits.public_key_b64()}
+
+
+def _badge_view(badge_id: str) -> dict:
+    badge = benefits.get_badge(badge_id)
+    member = get_member(badge.member_id)
+    revoked = badge.revoked_at is not None
+    return {"badge_id": badge.badge_id,
+            "member": {"id": member.id, "display_name": member.display_name},
+            "tier": badge.tier_key, "issued_at": badge.issued_at, "revoked": revoked,
+            "revoked_at": badge.revoked_at,
+            "valid": benefits.verify_badge(badge) and not revoked,
+            "payload": benefits.badge_payload(badge).decode(), "signature": badge.signature,
+            "public_key": benefits.public_key_b64()}
+
+
+@blp.get("/badges/<string:badge_id>")
+@blp.response(200, BadgeAssertionSchema)
+@blp.doc(security=[])
+def get_badge(badge_id: str):
+    return _badge_view(badge_id)
+
+
+@blp.get("/badges/<string:badge_id>/badge.svg")
+@blp.doc(security=[], responses={"200": {"description": "SVG image",
+                                         "content": {"image/svg+xml": {}}}})
+def badge_image(badge_id: str):
+    view = _badge_view(badge_id)
+    name = services.tier_ref(view["tier"])["name"]
+    colour = "#2e7d32" if view["valid"] else "#9e9e9e"
+    label = escape(f"{name}" + ("" if view["valid"] else " (revoked)"))
+    width = 40 + 8 * len(str(label))
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="28" role="img" '
+           f'aria-label="{label}"><rect width="{width}" height="28" rx="6" fill="{colour}"/>'
+           f'<text x="{width // 2}" y="19" fill="#fff" font-family="sans-serif" '
+           f'font-size="14" text-anchor="middle">{label}</text></svg>')
+    return Response(svg, mimetype="image/svg+xml",
+                    headers={"Cache-Control": "public, max-age=300"})
+
+
+# --- early-access drops ------------------------------------------------------------------------
+
+@blp.post("/drops")
+@blp.arguments(DropInSchema)
+@blp.response(201, DropSchema)
+@staff_required("admin")
+def create_drop(data: dict):
+    drop = benefits.create_drop(data, tier_ranks=services.tier_ranks())
+    db.session.commit()
+    return drop
+
+
+@blp.get("/drops")
+@blp.response(200, DropSchema(many=True),
+              description="Members see the open drops they qualify for; staff see all.")
+@blp.paginate()
+@staff_or_member("viewer")
+def list_drops(pagination_parameters):
+    principal = current_principal()
+    if principal.is_staff:
+        page = SelectPage(sa.select(Drop).order_by(Drop.id.desc()), pagination_parameters)
+        return page.items
+    drops = benefits.open_drops_for(get_member(principal.member_id), services.tier_ranks())
+    return Page(drops, pagination_parameters).items
+
+
+@blp.post("/drops/<int:drop_id>/claims")
+@blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
+                      "description": "A retried claim with the same key is one claim."}])
+@member_required
+@idempotent
+@blp.response(201, ClaimSchema)
+def claim_drop(drop_id: int):
+    return benefits.claim(drop_id, get_member(current_principal().member_id),
+                          services.tier_ranks())
+
+
+@blp.post("/drops/<int:drop_id>/draw")
+@blp.response(200, LotterySchema)
+@staff_required("admin")
+def draw_drop(drop_id: int):
+    benefits.draw_lottery(benefits.get_drop(drop_id))
+    db.session.commit()
+    return _lottery_view(drop_id)
+
+
+def _lottery_view(drop_id: int) -> dict:
+    drop = benefits.get_drop(drop_id)
+    entries = db.session.execute(sa.select(DropClaim.id, DropClaim.status)
+                                 .where(DropClaim.drop_id == drop.id)).all()
+    return {"drop_id": drop.id, "seed": drop.lottery_seed, "quantity": drop.quantity,
+            "entry_ids": sorted(e for e, _ in entries),
+            "winner_ids": sorted(e for e, status in entries if status == "won"),
+            "drawn_at": drop.drawn_at}
+
+
+@blp.get("/drops/<int:drop_id>/lottery")
+@blp.response(200, LotterySchema,
+              description="The seed and entries, so anyone can re-run the draw.")
+@any_token_required
+def lottery(drop_id: int):
+    return _lottery_view(drop_id)
+
+
+@blp.get("/drops/<int:drop_id>/seeding")
+@blp.response(200, SeedingSchema(many=True),
+              description="Who got the product, whether they posted, who is overdue.")
+@staff_required("viewer")
+def seeding(drop_id: int):
+    return benefits.seeding_report(benefits.get_drop(drop_id))
+
+
+# --- the senior group --------------------------------------------------------------------------
+
+@blp.get("/me/groups")
+@blp.response(200, MyGroupsSchema)
+@member_required
+def my_groups():
+    membership = benefits.my_group(current_principal().member_id)
+    if membership is None:
+        return {"groups": []}
+    join_url = current_app.config["KOC_SETTINGS"].senior_group_url
+    return {"groups": [{"group": membership.group_key, "invited_at": membership.invited_at,
+                        "join_url": join_url, "code": None if join_url else membership.code}]}
+
+
+@blp.get("/groups/senior/roster")
+@blp.response(200, RosterSchema)
+@staff_required("viewer")
+def senior_roster():
+    return benefits.roster()
+
+
+@blp.post("/groups/senior/roster/<int:member_id>/removed")
+@blp.response(200, MembershipSchema)
+@staff_required("admin")
+def confirm_removed(member_id: int):
+    row = benefits.confirm_removed(member_id, staff_id=current_principal().staff_id)
+    db.session.commit()
+    return row

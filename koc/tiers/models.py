@@ -57,3 +57,97 @@ class TierChange(db.Model):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (sa.Index("ix_tier_changes_member_changed", "member_id", "changed_at"),)
+
+
+class Badge(db.Model):
+    """A signed assertion that a member holds a tier; anyone can check it with the public key."""
+
+    __tablename__ = "badges"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    # Opaque and unguessable: the public badge page is addressed by it, not by the member id.
+    badge_id: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id", ondelete="CASCADE"),
+                                           index=True)
+    tier_key: Mapped[str] = mapped_column(sa.String(32))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    signature: Mapped[str] = mapped_column(sa.String(128))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoke_reason: Mapped[str | None] = mapped_column(sa.String(200))
+
+    __table_args__ = (
+        # At most one live badge per member, whatever two runs do at once.
+        sa.Index("uq_badges_member_live", "member_id", unique=True,
+                 postgresql_where=sa.text("revoked_at IS NULL"),
+                 sqlite_where=sa.text("revoked_at IS NULL")),
+    )
+
+
+class Drop(db.Model):
+    """Early access to an unreleased product: limited stock, a tier gate and a window."""
+
+    __tablename__ = "drops"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    product_name: Mapped[str] = mapped_column(sa.String(200))
+    sku: Mapped[str] = mapped_column(sa.String(64))
+    quantity: Mapped[int]
+    per_member_limit: Mapped[int] = mapped_column(default=1)
+    min_tier: Mapped[str | None] = mapped_column(sa.String(32))
+    opens_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closes_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    allocation: Mapped[str] = mapped_column(sa.String(16), default="first_come")
+    # Units given out (first come) or won (lottery); never above quantity, checked by the DB.
+    allocated: Mapped[int] = mapped_column(default=0)
+    post_within_days: Mapped[int] = mapped_column(default=14)
+    lottery_seed: Mapped[str | None] = mapped_column(sa.String(64))
+    drawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.CheckConstraint("quantity > 0 AND per_member_limit > 0", name="positive"),
+        sa.CheckConstraint("allocated >= 0 AND allocated <= quantity", name="within_stock"),
+        sa.CheckConstraint("allocation IN ('first_come', 'lottery')", name="allocation_known"),
+        sa.CheckConstraint("opens_at < closes_at", name="window_ordered"),
+    )
+
+
+class DropClaim(db.Model):
+    __tablename__ = "drop_claims"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    drop_id: Mapped[int] = mapped_column(sa.ForeignKey("drops.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id", ondelete="CASCADE"),
+                                           index=True)
+    # claimed (first come), entered / won / lost (lottery)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('claimed', 'entered', 'won', 'lost')",
+                           name="status_known"),
+        sa.Index("ix_drop_claims_drop_member", "drop_id", "member_id"),
+    )
+
+
+class GroupMembership(db.Model):
+    """The senior group: who was invited, and who must be taken out after a demotion."""
+
+    __tablename__ = "group_memberships"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    group_key: Mapped[str] = mapped_column(sa.String(32))
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    invited_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the member no longer qualifies; cleared if they qualify again before removal.
+    removal_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    removed_by_staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="SET NULL"))
+
+    __table_args__ = (
+        sa.Index("uq_group_memberships_live", "group_key", "member_id", unique=True,
+                 postgresql_where=sa.text("removed_at IS NULL"),
+                 sqlite_where=sa.text("removed_at IS NULL")),
+    )

@@ -77,3 +77,109 @@ class PreviewSchema(Schema):
 
 class TierCountSchema(Schema):
     tiers = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class BadgeMemberSchema(Schema):
+    id = fields.Integer()
+    display_name = fields.String()
+
+
+class BadgeAssertionSchema(Schema):
+    badge_id = fields.String()
+    member = fields.Nested(BadgeMemberSchema)
+    tier = fields.String()
+    issued_at = fields.DateTime()
+    revoked = fields.Boolean()
+    revoked_at = fields.DateTime(allow_none=True)
+    valid = fields.Boolean(metadata={"description": "the signature checks out and the badge "
+                                                    "is not revoked"})
+    payload = fields.String(metadata={"description": "the signed bytes (canonical JSON)"})
+    signature = fields.String(metadata={"description": "Ed25519 signature, base64"})
+    public_key = fields.String(metadata={"description": "Ed25519 public key, base64 (raw)"})
+
+
+class PublicKeySchema(Schema):
+    algorithm = fields.String()
+    public_key = fields.String()
+
+
+class DropInSchema(Schema):
+    product_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    sku = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    per_member_limit = fields.Integer(load_default=1, strict=True,
+                                      validate=validate.Range(min=1))
+    min_tier = fields.String(load_default=None, allow_none=True)
+    opens_at = fields.AwareDateTime(required=True)
+    closes_at = fields.AwareDateTime(required=True)
+    allocation = fields.String(load_default="first_come",
+                               validate=validate.OneOf(["first_come", "lottery"]))
+    post_within_days = fields.Integer(load_default=14, strict=True,
+                                      validate=validate.Range(min=1, max=365))
+
+    @validates_schema
+    def _window_ordered(self, data: dict, **_: object) -> None:
+        if data["opens_at"] >= data["closes_at"]:
+            raise ValidationError("must be after opens_at", "closes_at")
+
+
+class DropSchema(Schema):
+    id = fields.Integer()
+    product_name = fields.String()
+    sku = fields.String()
+    quantity = fields.Integer()
+    per_member_limit = fields.Integer()
+    min_tier = fields.String(allow_none=True)
+    opens_at = fields.DateTime()
+    closes_at = fields.DateTime()
+    allocation = fields.String()
+    allocated = fields.Integer(metadata={"description": "units claimed or won so far"})
+    post_within_days = fields.Integer()
+    drawn_at = fields.DateTime(allow_none=True)
+
+
+class ClaimSchema(Schema):
+    id = fields.Integer()
+    drop_id = fields.Integer()
+    status = fields.String(metadata={"description": "claimed, entered, won or lost"})
+    created_at = fields.DateTime()
+
+
+class LotterySchema(Schema):
+    drop_id = fields.Integer()
+    seed = fields.String(allow_none=True)
+    quantity = fields.Integer()
+    entry_ids = fields.List(fields.Integer())
+    winner_ids = fields.List(fields.Integer())
+    drawn_at = fields.DateTime(allow_none=True)
+
+
+class SeedingSchema(Schema):
+    member_id = fields.Integer()
+    display_name = fields.String()
+    status = fields.String()
+    claimed_at = fields.DateTime()
+    posted = fields.Boolean()
+    overdue = fields.Boolean()
+
+
+class MembershipSchema(Schema):
+    member_id = fields.Integer()
+    invited_at = fields.DateTime()
+    removal_due_at = fields.DateTime(allow_none=True)
+
+
+class RosterSchema(Schema):
+    members = fields.List(fields.Nested(MembershipSchema))
+    to_remove = fields.List(fields.Nested(MembershipSchema))
+
+
+class MyGroupSchema(Schema):
+    group = fields.String()
+    invited_at = fields.DateTime()
+    join_url = fields.String(allow_none=True)
+    code = fields.String(allow_none=True)
+
+
+class MyGroupsSchema(Schema):
+    groups = fields.List(fields.Nested(MyGroupSchema))

@@ -22,7 +22,7 @@ from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import MetricSnapshot, PointsEntry, Submission
-from koc.tiers import metrics
+from koc.tiers import benefits, metrics
 from koc.tiers.metrics import METRICS, MetricKey, MetricValues, metric_key
 from koc.tiers.models import TierChange, TierRuleSet, TierRun
 
@@ -307,6 +307,10 @@ def recalculate(*, trigger: str, now: datetime | None = None,
     applied = _apply_changes(result.changes, run_id=run.id, rules_version=rules.version, now=now)
     _apply_marks(result.marks)
     changes = [c for c in result.changes if c["member_id"] in applied]
+    # Benefits follow the tiers just written: badges, and the senior group's roster.
+    scope = None if member_ids is None else sorted(applied)
+    benefits.sync_badges(now=now, member_ids=scope)
+    benefits.sync_group(rules.ranks, now=now)
     run.members_evaluated = result.evaluated
     run.promotions = sum(c["direction"] == "up" for c in changes)
     run.demotions = sum(c["direction"] == "down" for c in changes)
@@ -481,6 +485,8 @@ def set_tier_manually(member: Member, *, tier_key: str | None, locked: bool, sta
         member.tier_below_since = None
     member.tier_locked = locked
     db.session.flush()
+    benefits.sync_badges(member_ids=[member.id])
+    benefits.sync_group(rules.ranks)
 
 
 def members_per_tier() -> dict[str, int]:

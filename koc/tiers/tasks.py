@@ -11,7 +11,7 @@ from celery.schedules import crontab
 from koc.core.jobs import Job, run_job
 from koc.extensions import db
 from koc.settings import Settings
-from koc.tiers import services
+from koc.tiers import benefits, services
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ def periodic_tasks(settings: Settings) -> dict:
             "task": "koc.tiers.tasks.recalculate_tiers_periodic",
             "schedule": crontab(hour=19, minute=0),
             "kwargs": {"incremental": False},
+        },
+        "tiers-draw-closed-lotteries": {
+            "task": "koc.tiers.tasks.draw_closed_lotteries",
+            "schedule": timedelta(minutes=1),
         },
     }
 
@@ -50,3 +54,11 @@ def recalculate_tiers_job(job_id: int) -> None:
         job.result = summary.as_dict()
 
     run_job(job_id, work)
+
+
+@shared_task(name="koc.tiers.tasks.draw_closed_lotteries")
+def draw_closed_lotteries() -> int:
+    """Draw each lottery drop once it closes; a drawn one is left as it is."""
+    drawn = benefits.draw_closed_lotteries()
+    db.session.commit()
+    return drawn

@@ -1,0 +1,186 @@
+"""Benefits granted and revoked exactly once: badges, early-access drops, the senior group."""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from koc.core.db import utcnow
+from koc.extensions import db
+from tests.conftest import Api, new_member, staff_token_for
+
+
+def _approved(member: Api, reviewer: Api, *, likes: int = 10, days_ago: float = 1) -> None:
+    created = member.post("/submissions", json={
+        "platform": "weibo",
+        "post_url": f"https://weibo.com/7/{abs(hash((member.token, likes, days_ago)))}",
+        "posted_at": (utcnow() - timedelta(days=days_ago)).isoformat(),
+        "metrics": {"likes": likes}})
+    assert created.status_code == 201, created.json
+    assert reviewer.post(f"/submissions/{created.json['id']}/review",
+                         json={"decision": "approve"}).status_code == 200
+
+
+def _recalc(app) -> None:
+    from koc.tiers.services import recalculate
+
+    with app.app_context():
+        recalculate(trigger="test")
+        db.session.commit()
+
+
+def test_badge_is_signed_checkable_with_the_public_key_alone_and_revoked_on_suspension(
+    app, member_api, staff_api
+) -> None:
+    member_id, member = member_api()
+    _approved(member, staff_api("reviewer"))
+    _recalc(app)
+    _recalc(app)  # a second run issues nothing more
+    badges = member.get("/me").json["badges"]
+    assert len(badges) == 1
+    badge_id = badges[0]["badge_id"]
+
+    anonymous = Api(app.test_client())
+    key = anonymous.get("/badges/public-key").json
+    badge = anonymous.get(f"/badges/{badge_id}").json
+    assert badge["valid"] is True and badge["tier"] == "certified"
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key["public_key"]))
+    public.verify(base64.b64decode(badge["signature"]), badge["payload"].encode())
+    assert f'"member_id":{member_id}' in badge["payload"]
+    svg = app.test_client().get(f"/api/v1/badges/{badge_id}/badge.svg")
+    assert svg.mimetype == "image/svg+xml" and b"Certified KOC" in svg.data
+
+    staff_api("admin").patch(f"/members/{member_id}", json={"status": "suspended"})
+    revoked = anonymous.get(f"/badges/{badge_id}").json
+    assert revoked["revoked"] is True and revoked["valid"] is False
+    assert anonymous.get("/badges/not-a-badge").status_code == 404
+
+
+def test_tampered_badge_does_not_verify(app, member_api, staff_api) -> None:
+    from koc.tiers.models import Badge
+
+    _, member = member_api()
+    _approved(member, staff_api("reviewer"))
+    _recalc(app)
+    badge_id = member.get("/me").json["badges"][0]["badge_id"]
+    with app.app_context():
+        db.session.query(Badge).filter_by(badge_id=badge_id).update({"tier_key": "senior"})
+        db.session.commit()
+    assert Api(app.test_client()).get(f"/badges/{badge_id}").json["valid"] is False
+
+
+def _drop(admin: Api, **extra) -> dict:
+    body = {"product_name": "Blind box S2", "sku": "BB-S2", "quantity": 10,
+            "opens_at": (utcnow() - timedelta(hours=1)).isoformat(),
+            "closes_at": (utcnow() + timedelta(days=1)).isoformat(), **extra}
+    response = admin.post("/drops", json=body)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+@pytest.mark.postgres
+def test_fifty_concurrent_claims_for_ten_units_give_exactly_ten(pg_app) -> None:
+    admin = Api(pg_app.test_client(), staff_token_for(pg_app, "admin"))
+    drop = _drop(admin)
+    members = [new_member(pg_app, admin, f"claimer-{n}")[1] for n in range(50)]
+    statuses: list[int] = []
+
+    def claim(member: Api) -> None:
+        client = Api(pg_app.test_client(), member.token)
+        statuses.append(client.post(f"/drops/{drop['id']}/claims").status_code)
+
+    threads = [threading.Thread(target=claim, args=(m,)) for m in members]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201] * 10 + [409] * 40
+    assert admin.get("/drops").json[0]["allocated"] == 10
+    assert len(admin.get(f"/drops/{drop['id']}/seeding").json) == 10
+
+
+def test_retried_claim_is_one_claim_and_limits_and_tiers_are_enforced(app, member_api,
+                                                                       staff_api) -> None:
+    admin = staff_api("admin")
+    drop = _drop(admin, quantity=5)
+    gated = _drop(admin, min_tier="early_access")
+    _, member = member_api()
+    first = member.post(f"/drops/{drop['id']}/claims", headers={"Idempotency-Key": "c1"})
+    retry = member.post(f"/drops/{drop['id']}/claims", headers={"Idempotency-Key": "c1"})
+    assert first.status_code == 201 and retry.json["id"] == first.json["id"]
+    again = member.post(f"/drops/{drop['id']}/claims", headers={"Idempotency-Key": "c2"})
+    assert again.status_code == 409  # one per member
+    assert member.post(f"/drops/{gated['id']}/claims").status_code == 403
+    assert [d["id"] for d in member.get("/drops").json] == [drop["id"]]
+    assert admin.get("/drops").json[-1]["allocated"] == 1
+
+
+def test_lottery_is_drawn_once_and_anyone_can_rerun_it_from_the_seed(app, member_api,
+                                                                      staff_api) -> None:
+    from koc.tiers.models import Drop
+    from koc.tiers.tasks import draw_closed_lotteries
+
+    admin = staff_api("admin")
+    drop = _drop(admin, quantity=3, allocation="lottery")
+    members = [member_api()[1] for _ in range(7)]
+    for member in members:
+        assert member.post(f"/drops/{drop['id']}/claims").status_code == 201
+    assert members[0].post(f"/drops/{drop['id']}/claims").status_code == 409
+    with app.app_context():
+        db.session.get(Drop, drop["id"]).closes_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+        assert draw_closed_lotteries.run() == 1
+        assert draw_closed_lotteries.run() == 0
+    result = members[0].get(f"/drops/{drop['id']}/lottery").json
+    assert len(result["winner_ids"]) == 3 and len(result["entry_ids"]) == 7
+    rerun = sorted(random.Random(result["seed"]).sample(sorted(result["entry_ids"]), 3))
+    assert rerun == result["winner_ids"]
+    assert admin.post(f"/drops/{drop['id']}/draw").json["winner_ids"] == rerun
+
+
+def test_seeded_members_who_did_not_post_in_time_are_listed(app, member_api,
+                                                            staff_api) -> None:
+    from koc.tiers.models import DropClaim
+
+    admin = staff_api("admin")
+    drop = _drop(admin, post_within_days=7)
+    poster_id, poster = member_api()
+    silent_id, silent = member_api()
+    for member in (poster, silent):
+        assert member.post(f"/drops/{drop['id']}/claims").status_code == 201
+    with app.app_context():
+        db.session.query(DropClaim).update({"created_at": utcnow() - timedelta(days=8)})
+        db.session.commit()
+    _approved(poster, staff_api("reviewer"))
+    report = {row["member_id"]: row for row in admin.get(f"/drops/{drop['id']}/seeding").json}
+    assert (report[poster_id]["posted"], report[poster_id]["overdue"]) == (True, False)
+    assert (report[silent_id]["posted"], report[silent_id]["overdue"]) == (False, True)
+
+
+def test_senior_member_is_invited_and_listed_for_removal_after_demotion(app, member_api,
+                                                                        staff_api) -> None:
+    reviewer = staff_api("reviewer")
+    admin = staff_api("admin")
+    member_id, member = member_api()
+    _approved(member, reviewer, likes=1500, days_ago=10)
+    _recalc(app)
+    assert member.get("/me").json["tier"]["key"] == "senior"
+    groups = member.get("/me/groups").json["groups"]
+    assert len(groups) == 1 and groups[0]["code"]
+    assert [m["member_id"] for m in admin.get("/groups/senior/roster").json["members"]] == [
+        member_id]
+
+    for days in (3, 2, 1):
+        _approved(member, reviewer, likes=5, days_ago=days)
+    _recalc(app)
+    roster = admin.get("/groups/senior/roster").json
+    assert roster["members"] == [] and [m["member_id"] for m in roster["to_remove"]] == [
+        member_id]
+    assert member.get("/me/groups").json["groups"] == []
+    assert admin.post(f"/groups/senior/roster/{member_id}/removed").status_code == 200
+    assert admin.get("/groups/senior/roster").json["to_remove"] == []
