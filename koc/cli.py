@@ -135,6 +135,31 @@ def tiers_recalc(incremental: bool) -> None:
                f"{summary.promotions} promoted, {summary.demotions} demoted")
 
 
+# --- kits' objects -----------------------------------------------------------------------------
+
+@main.group()
+def assets() -> None:
+    """Creative kits' files in object storage."""
+
+
+@assets.command("reconcile")
+@with_appcontext
+def assets_reconcile() -> None:
+    """List stored objects no row points to, and rows whose object is gone (exit 1 if any)."""
+    from koc.assets.services import reconcile
+    from koc.core.storage import get_storage
+
+    result = reconcile(get_storage())
+    for key in result.orphans:
+        click.echo(f"object without a row: {key}")
+    for table, row_id, key in result.missing:
+        click.echo(f"row without an object: {table} {row_id} {key}")
+    click.echo(f"{len(result.orphans)} objects without a row, "
+               f"{len(result.missing)} rows without an object")
+    if result.orphans or result.missing:
+        sys.exit(1)
+
+
 # --- demo, serving, worker ---------------------------------------------------------------------
 
 @main.group()

@@ -1,43 +1,110 @@
-"""Kits HTTP API: thin handlers over assets.services."""
+"""Kits HTTP API: thin handlers over assets.services.
+
+Also the webhook registration (`/webhooks`), whose logic lives in koc.core.events, until core
+has a blueprint of its own for it.
+"""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from typing import Any
 
+import sqlalchemy as sa
 from flask import current_app
 from flask_smorest import Page
 
 from koc.assets import services
+from koc.assets.config import EXTENSION_KEY, load_assets_settings
+from koc.assets.models import AssetStatus, Kit
 from koc.assets.schemas import (
     AssetCreatedSchema,
     AssetInSchema,
     AssetOutSchema,
+    CompleteInSchema,
     DownloadSchema,
+    FunnelQuerySchema,
+    FunnelSchema,
     KitInSchema,
+    KitListQuerySchema,
+    KitPatchSchema,
     KitSchema,
+    LeakQuerySchema,
+    LeakSchema,
+    UploadSchema,
+    WebhookInSchema,
+    WebhookSchema,
 )
+from koc.core import events
 from koc.core.auth import current_principal, member_required, staff_or_member, staff_required
+from koc.core.db import utcnow
+from koc.core.errors import DomainError
+from koc.core.jobs import start_job
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.storage import get_storage
 from koc.extensions import db
+from koc.members.models import Member
 from koc.members.services import get_member
 from koc.tiers.services import tier_ranks
 
 blp = Blueprint("kits", __name__, description="Creative kits and their assets")
 
 
-def _member_view(kit) -> SimpleNamespace:
-    # Only what a member may see; the schema leaves out attributes that are not there.
-    return SimpleNamespace(
-        id=kit.id, title=kit.title, notes=kit.notes, available_from=kit.available_from,
-        available_until=kit.available_until, published_at=kit.published_at,
-        assets=[asset for asset in kit.assets if asset.status == "ready"],
-    )
+@blp.record_once
+def _load_settings(state) -> None:
+    # Parsed while the app is built, so a bad value stops start-up rather than an upload.
+    state.app.extensions[EXTENSION_KEY] = load_assets_settings()
 
 
 def _settings():
     return current_app.config["KOC_SETTINGS"]
 
+
+def _asset_view(asset, *, with_preview: bool) -> dict[str, Any]:
+    preview_url = None
+    if with_preview and asset.preview_key:
+        preview_url = get_storage().presign_get(asset.preview_key,
+                                                expires_in=_settings().download_url_ttl)
+    return {"id": asset.id, "filename": asset.filename, "content_type": asset.content_type,
+            "size": asset.size, "status": asset.status, "created_at": asset.created_at,
+            "sha256": asset.sha256, "width": asset.width, "height": asset.height,
+            "preview_url": preview_url}
+
+
+def _staff_view(kit: Kit) -> dict[str, Any]:
+    fields = ("id", "title", "notes", "min_tier", "segments", "available_from",
+              "available_until", "status", "created_at", "published_at", "archived_at",
+              "product_name", "launch_at", "embargo_tier", "watermark")
+    view = {name: getattr(kit, name) for name in fields}
+    view["bundle_ready"] = services.bundle_is_current(kit)
+    view["assets"] = [_asset_view(a, with_preview=True) for a in kit.assets]
+    return view
+
+
+def _member_view(kit: Kit) -> dict[str, Any]:
+    # Only what a member may see: targeting and status are left out.
+    # During a watermarked embargo even the small previews would be unmarked copies.
+    previews = not (kit.watermark and kit.embargoed(utcnow()))
+    return {
+        "id": kit.id, "title": kit.title, "notes": kit.notes, "product_name": kit.product_name,
+        "launch_at": kit.launch_at, "available_from": kit.available_from,
+        "available_until": kit.available_until, "published_at": kit.published_at,
+        "bundle_ready": services.bundle_is_current(kit) and previews,
+        "assets": [_asset_view(a, with_preview=previews) for a in kit.assets
+                   if a.status == AssetStatus.ready],
+    }
+
+
+def _upload_view(upload: services.UploadInstructions) -> dict[str, Any]:
+    if upload.multipart is not None:
+        return {"method": "PUT", "url": None, "headers": {}, "multipart": True,
+                "part_size": upload.multipart.part_size,
+                "parts": [{"part_number": n, "size": size, "url": url}
+                          for n, size, url in upload.multipart.parts]}
+    single = upload.single
+    return {"method": single.method, "url": single.url, "headers": single.headers,
+            "multipart": False, "part_size": None, "parts": []}
+
+
+# --- kits --------------------------------------------------------------------------------------
 
 @blp.post("/kits")
 @blp.arguments(KitInSchema)
@@ -47,19 +114,22 @@ def create_kit(data: dict):
     kit = services.create_kit(data, staff_id=current_principal().staff_id,
                               tier_ranks=tier_ranks())
     db.session.commit()
-    return kit
+    return _staff_view(kit)
 
 
 @blp.get("/kits")
+@blp.arguments(KitListQuerySchema, location="query")
 @blp.response(200, KitSchema(many=True),
-              description="Staff see every kit; members see the kits open to them.")
+              description="Staff see every kit (filter `status`); members see the kits open "
+                          "to them.")
 @blp.paginate()
 @staff_or_member("viewer")
-def list_kits(pagination_parameters):
+def list_kits(query: dict, pagination_parameters):
     principal = current_principal()
     if principal.is_staff:
-        page = SelectPage(services.kits_query_for_staff(), pagination_parameters)
-        return page.items
+        page = SelectPage(services.kits_query_for_staff(query.get("status")),
+                          pagination_parameters)
+        return [_staff_view(kit) for kit in page.items]
     kits = services.kits_visible_to(get_member(principal.member_id), tier_ranks())
     return [_member_view(kit) for kit in Page(kits, pagination_parameters).items]
 
@@ -70,35 +140,19 @@ def list_kits(pagination_parameters):
 def get_kit(kit_id: int):
     principal = current_principal()
     if principal.is_staff:
-        return services.get_kit(kit_id)
+        return _staff_view(services.get_kit(kit_id))
     kit = services.get_kit_for_member(kit_id, get_member(principal.member_id), tier_ranks())
     return _member_view(kit)
 
 
-@blp.post("/kits/<int:kit_id>/assets")
-@blp.arguments(AssetInSchema)
-@blp.response(201, AssetCreatedSchema)
+@blp.patch("/kits/<int:kit_id>")
+@blp.arguments(KitPatchSchema)
+@blp.response(200, KitSchema)
 @staff_required("admin")
-def add_asset(data: dict, kit_id: int):
-    settings = _settings()
-    asset, upload = services.add_asset(
-        services.get_kit(kit_id), **data, storage=get_storage(),
-        max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
-    )
+def update_kit(data: dict, kit_id: int):
+    kit = services.update_kit(services.get_kit(kit_id), data, tier_ranks=tier_ranks())
     db.session.commit()
-    return {"asset_id": asset.id,
-            "upload": {"method": upload.method, "url": upload.url, "headers": upload.headers}}
-
-
-@blp.post("/kits/<int:kit_id>/assets/<int:asset_id>/complete")
-@blp.response(200, AssetOutSchema)
-@staff_required("admin")
-def complete_asset(kit_id: int, asset_id: int):
-    asset = services.complete_asset(
-        services.get_asset(services.get_kit(kit_id), asset_id), storage=get_storage()
-    )
-    db.session.commit()
-    return asset
+    return _staff_view(kit)
 
 
 @blp.post("/kits/<int:kit_id>/publish")
@@ -107,16 +161,192 @@ def complete_asset(kit_id: int, asset_id: int):
 def publish_kit(kit_id: int):
     kit = services.publish_kit(services.get_kit(kit_id))
     db.session.commit()
-    return kit
+    return _staff_view(kit)
+
+
+@blp.post("/kits/<int:kit_id>/archive")
+@blp.response(200, KitSchema, description="Members no longer see the kit.")
+@staff_required("admin")
+def archive_kit(kit_id: int):
+    kit = services.archive_kit(services.get_kit(kit_id))
+    db.session.commit()
+    return _staff_view(kit)
+
+
+# --- assets ------------------------------------------------------------------------------------
+
+@blp.post("/kits/<int:kit_id>/assets")
+@blp.arguments(AssetInSchema)
+@blp.response(201, AssetCreatedSchema)
+@staff_required("admin")
+def add_asset(data: dict, kit_id: int):
+    from koc.assets.config import assets_settings
+
+    settings, kits = _settings(), assets_settings()
+    asset, upload = services.add_asset(
+        services.get_kit(kit_id), **data, storage=get_storage(),
+        max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
+        multipart_threshold=kits.multipart_threshold, part_size=kits.part_size,
+    )
+    db.session.commit()
+    return {"asset_id": asset.id, "upload": _upload_view(upload)}
+
+
+@blp.post("/kits/<int:kit_id>/assets/<int:asset_id>/upload")
+@blp.response(200, UploadSchema, description="Fresh upload URLs for an upload still open.")
+@staff_required("admin")
+def renew_upload(kit_id: int, asset_id: int):
+    asset = services.get_asset(services.get_kit(kit_id), asset_id)
+    return _upload_view(services.renew_upload(asset, storage=get_storage(),
+                                              url_ttl=_settings().upload_url_ttl))
+
+
+@blp.post("/kits/<int:kit_id>/assets/<int:asset_id>/complete")
+@blp.arguments(CompleteInSchema)
+@blp.response(200, AssetOutSchema)
+@staff_required("admin")
+def complete_asset(data: dict, kit_id: int, asset_id: int):
+    parts = [(p["part_number"], p["etag"]) for p in data.get("parts") or ()]
+    asset = services.get_asset(services.get_kit(kit_id), asset_id)
+    try:
+        asset = services.complete_asset(asset, storage=get_storage(), parts=parts or None)
+    except services.UploadRefused:
+        # The refused object and its row are deleted: keep that.
+        db.session.commit()
+        raise
+    db.session.commit()
+    return _asset_view(asset, with_preview=True)
+
+
+@blp.delete("/kits/<int:kit_id>/assets/<int:asset_id>")
+@blp.response(204)
+@staff_required("admin")
+def delete_asset(kit_id: int, asset_id: int):
+    services.delete_asset(services.get_asset(services.get_kit(kit_id), asset_id),
+                          storage=get_storage())
+    db.session.commit()
 
 
 @blp.get("/kits/<int:kit_id>/assets/<int:asset_id>/download")
 @blp.response(200, DownloadSchema)
+@blp.alt_response(202, description="A watermarked copy is being made: ask again after "
+                                   "Retry-After seconds.")
 @member_required
 def download_asset(kit_id: int, asset_id: int):
-    url, expires_at = services.issue_download(
+    ticket = services.issue_download(
         get_member(current_principal().member_id), kit_id, asset_id, storage=get_storage(),
         tier_ranks=tier_ranks(), ttl=_settings().download_url_ttl,
     )
     db.session.commit()
+    if ticket.preparing:
+        return ({"code": 202, "status": "Accepted",
+                 "message": "Your copy is being prepared; ask again shortly."},
+                202, {"Retry-After": "2"})
+    return {"url": ticket.url, "expires_at": ticket.expires_at}
+
+
+# --- the kit's zip -----------------------------------------------------------------------------
+
+@blp.post("/kits/<int:kit_id>/bundle")
+@blp.response(202, description="`{\"job_id\"}`: the zip is built in the background.")
+@staff_required("admin")
+def build_bundle(kit_id: int):
+    from koc.assets.tasks import build_bundle_job
+
+    kit = services.get_kit(kit_id)
+    if not services.ready_asset_ids(kit):
+        raise DomainError(409, "The kit has no uploaded files to pack.")
+    job = start_job(build_bundle_job, kind="kit_bundle", payload={"kit_id": kit.id},
+                    staff_id=current_principal().staff_id)
+    db.session.commit()
+    return {"job_id": job.id}, 202
+
+
+@blp.get("/kits/<int:kit_id>/bundle/download")
+@blp.response(200, DownloadSchema)
+@staff_or_member("viewer")
+def download_bundle(kit_id: int):
+    principal = current_principal()
+    member = None if principal.is_staff else get_member(principal.member_id)
+    kit = (services.get_kit(kit_id) if member is None
+           else services.get_kit_for_member(kit_id, member, tier_ranks()))
+    url, expires_at = services.issue_bundle_download(
+        kit, member=member, storage=get_storage(), ttl=_settings().download_url_ttl)
+    db.session.commit()
     return {"url": url, "expires_at": expires_at}
+
+
+# --- insight -----------------------------------------------------------------------------------
+
+@blp.get("/stats/funnel")
+@blp.arguments(FunnelQuerySchema, location="query")
+@blp.response(200, FunnelSchema)
+@staff_required("viewer")
+def kit_funnel(query: dict):
+    kit = services.get_kit(query["kit_id"])
+    result = services.funnel(kit, tier_ranks())
+    return {"kit_id": kit.id, "eligible": result.eligible, "downloaded": result.downloaded,
+            "submitted": result.submitted, "approved": result.approved,
+            "engagement": result.engagement}
+
+
+@blp.get("/leaks")
+@blp.arguments(LeakQuerySchema, location="query")
+@blp.response(200, LeakSchema, description="Which member a watermarked copy was issued to.")
+@staff_required("admin")
+def find_leak(query: dict):
+    from koc.assets.models import Download
+
+    mark = services.find_leak(code=query.get("code"), sha256=query.get("sha256"))
+    member = db.session.get(Member, mark.member_id)
+    downloads = db.session.scalar(sa.select(sa.func.count()).select_from(Download)
+                                  .where(Download.watermark_id == mark.id))
+    return {"code": mark.code, "member_id": mark.member_id,
+            "member_display_name": member.display_name if member else None,
+            "kit_id": mark.asset.kit_id, "asset_id": mark.asset_id,
+            "filename": mark.asset.filename, "issued_at": mark.created_at,
+            "downloads": downloads}
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+def _webhook_view(webhook: events.Webhook) -> dict[str, Any]:
+    counts = dict(db.session.execute(
+        sa.select(events.WebhookDelivery.status, sa.func.count())
+        .where(events.WebhookDelivery.webhook_id == webhook.id)
+        .group_by(events.WebhookDelivery.status)).all())
+    return {"id": webhook.id, "url": events.masked_url(webhook), "events": webhook.events,
+            "format": webhook.format, "active": webhook.active,
+            "created_at": webhook.created_at,
+            "pending": counts.get("pending", 0), "failed": counts.get("failed", 0)}
+
+
+@blp.post("/webhooks")
+@blp.arguments(WebhookInSchema)
+@blp.response(201, WebhookSchema)
+@staff_required("admin")
+def register_webhook(data: dict):
+    webhook = events.register_webhook(url=data["url"], events=data["events"],
+                                      secret=data["secret"], fmt=data["format"],
+                                      staff_id=current_principal().staff_id)
+    db.session.commit()
+    return _webhook_view(webhook)
+
+
+@blp.get("/webhooks")
+@blp.response(200, WebhookSchema(many=True))
+@staff_required("admin")
+def list_webhooks():
+    return [_webhook_view(w) for w in db.session.scalars(
+        sa.select(events.Webhook).order_by(events.Webhook.id)).all()]
+
+
+@blp.delete("/webhooks/<int:webhook_id>")
+@blp.response(204)
+@staff_required("admin")
+def delete_webhook(webhook_id: int):
+    webhook = db.session.get(events.Webhook, webhook_id)
+    if webhook is None:
+        raise DomainError(404, "No such webhook.")
+    db.session.delete(webhook)
+    db.session.commit()

@@ -38,6 +38,19 @@ class Kit(db.Model):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    product_name: Mapped[str | None] = mapped_column(sa.String(200))
+    # Before this moment the product is unreleased: only `embargo_tier` and above see the kit.
+    launch_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    embargo_tier: Mapped[str | None] = mapped_column(sa.String(32))
+    # Per-member visible watermark on image downloads while the embargo lasts.
+    watermark: Mapped[bool] = mapped_column(default=False)
+    # The zip of every ready asset, made by a task; stale once an asset changes.
+    bundle_key: Mapped[str | None] = mapped_column(sa.String(512), unique=True)
+    bundle_size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # Ids of the assets inside the zip: it is current while they are the ready assets.
+    bundle_assets: Mapped[list[int] | None] = mapped_column(JSONType)
+    bundle_built_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     assets: Mapped[list[Asset]] = relationship(
         back_populates="kit", order_by="Asset.id", cascade="all, delete-orphan"
@@ -50,7 +63,12 @@ class Kit(db.Model):
             "OR available_from < available_until",
             name="window_ordered",
         ),
+        sa.CheckConstraint("launch_at IS NULL OR embargo_tier IS NOT NULL",
+                           name="embargo_names_a_tier"),
     )
+
+    def embargoed(self, now: datetime) -> bool:
+        return self.launch_at is not None and now < self.launch_at
 
 
 class Asset(db.Model):
@@ -65,6 +83,15 @@ class Asset(db.Model):
     status: Mapped[str] = mapped_column(sa.String(16), default=AssetStatus.pending.value)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set while a presigned multipart upload is open; None for a single PUT.
+    upload_id: Mapped[str | None] = mapped_column(sa.String(1024))
+    part_size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # The store's ETag at completion: the checksum task hashes only that version.
+    etag: Mapped[str | None] = mapped_column(sa.String(128))
+    sha256: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    preview_key: Mapped[str | None] = mapped_column(sa.String(512), unique=True)
 
     kit: Mapped[Kit] = relationship(back_populates="assets")
 
@@ -73,9 +100,13 @@ class Asset(db.Model):
         sa.CheckConstraint("size > 0", name="size_positive"),
     )
 
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
 
 class Download(db.Model):
-    """One download URL issued to a member: who, what, when."""
+    """One download URL issued to a member: who, what, when; no asset for the kit's bundle."""
 
     __tablename__ = "downloads"
 
@@ -83,8 +114,35 @@ class Download(db.Model):
     member_id: Mapped[int] = mapped_column(
         sa.ForeignKey("members.id", ondelete="CASCADE"), index=True
     )
-    asset_id: Mapped[int] = mapped_column(sa.ForeignKey("assets.id", ondelete="CASCADE"),
-                                          index=True)
+    asset_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("assets.id", ondelete="CASCADE"), index=True)
     kit_id: Mapped[int] = mapped_column(sa.ForeignKey("kits.id", ondelete="CASCADE"), index=True)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    watermark_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("watermarks.id", ondelete="SET NULL"))
+
+
+class Watermark(db.Model):
+    """One member's marked copy of one embargoed image, made once and kept in storage.
+
+    `code` is printed on the image; a leaked copy names its member through it, or through
+    `sha256` when the copy is byte-identical.
+    """
+
+    __tablename__ = "watermarks"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    asset_id: Mapped[int] = mapped_column(sa.ForeignKey("assets.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id", ondelete="CASCADE"),
+                                           index=True)
+    code: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    storage_key: Mapped[str] = mapped_column(sa.String(512), unique=True)
+    # NULL until the task has stored the marked copy.
+    sha256: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    asset: Mapped[Asset] = relationship()
+
+    __table_args__ = (sa.UniqueConstraint("asset_id", "member_id"),)

@@ -26,6 +26,14 @@ class KitInSchema(Schema):
                            load_default=list, validate=validate.Length(max=100))
     available_from = fields.AwareDateTime(load_default=None, allow_none=True)
     available_until = fields.AwareDateTime(load_default=None, allow_none=True)
+    product_name = fields.String(load_default=None, allow_none=True,
+                                 validate=validate.Length(min=1, max=200))
+    launch_at = fields.AwareDateTime(load_default=None, allow_none=True, metadata={
+        "description": "Until then only `embargo_tier` and above see the kit."})
+    embargo_tier = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "Default early_access when launch_at is set."})
+    watermark = fields.Boolean(load_default=False, metadata={
+        "description": "During the embargo, images go to each member with a visible mark."})
 
     @validates("segments")
     def _segments_are_selectors(self, segments: list[dict], **_: object) -> None:
@@ -43,6 +51,14 @@ class KitInSchema(Schema):
             raise ValidationError("must be after available_from", "available_until")
 
 
+class KitPatchSchema(KitInSchema):
+    """Any of the kit's fields; the ones not named are kept (partial: no defaults apply)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("partial", True)
+        super().__init__(*args, **kwargs)
+
+
 class AssetOutSchema(Schema):
     id = fields.Integer()
     filename = fields.String()
@@ -50,6 +66,11 @@ class AssetOutSchema(Schema):
     size = fields.Integer()
     status = fields.String()
     created_at = fields.DateTime()
+    sha256 = fields.String(allow_none=True, metadata={"description": "Set by a task after "
+                                                                     "completion."})
+    width = fields.Integer(allow_none=True)
+    height = fields.Integer(allow_none=True)
+    preview_url = fields.String(allow_none=True)
 
 
 class KitSchema(Schema):
@@ -65,6 +86,12 @@ class KitSchema(Schema):
     status = fields.String()
     created_at = fields.DateTime()
     published_at = fields.DateTime(allow_none=True)
+    archived_at = fields.DateTime(allow_none=True)
+    product_name = fields.String(allow_none=True)
+    launch_at = fields.DateTime(allow_none=True)
+    embargo_tier = fields.String(allow_none=True)
+    watermark = fields.Boolean()
+    bundle_ready = fields.Boolean()
     assets = fields.List(fields.Nested(AssetOutSchema))
 
 
@@ -75,10 +102,20 @@ class AssetInSchema(Schema):
     size = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
 
 
+class UploadPartSchema(Schema):
+    part_number = fields.Integer()
+    size = fields.Integer()
+    url = fields.String()
+
+
 class UploadSchema(Schema):
     method = fields.String()
-    url = fields.String()
+    url = fields.String(allow_none=True, metadata={"description": "null for a multipart upload"})
     headers = fields.Dict(keys=fields.String(), values=fields.String())
+    multipart = fields.Boolean()
+    part_size = fields.Integer(allow_none=True)
+    parts = fields.List(fields.Nested(UploadPartSchema), metadata={
+        "description": "Multipart only: PUT each part's bytes to its URL, keep each ETag."})
 
 
 class AssetCreatedSchema(Schema):
@@ -86,6 +123,81 @@ class AssetCreatedSchema(Schema):
     upload = fields.Nested(UploadSchema)
 
 
+class CompletedPartSchema(Schema):
+    part_number = fields.Integer(required=True, strict=True,
+                                 validate=validate.Range(min=1, max=10_000))
+    etag = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class CompleteInSchema(Schema):
+    parts = fields.List(fields.Nested(CompletedPartSchema), load_default=None,
+                        validate=validate.Length(min=1, max=10_000), metadata={
+                            "description": "Multipart: the parts' ETags. Without them the "
+                                           "parts the store holds are used."})
+
+
 class DownloadSchema(Schema):
     url = fields.String()
     expires_at = fields.DateTime()
+
+
+class FunnelQuerySchema(Schema):
+    kit_id = fields.Integer(required=True)
+
+
+class EngagementSchema(Schema):
+    views = fields.Integer()
+    likes = fields.Integer()
+    comments = fields.Integer()
+    saves = fields.Integer()
+    shares = fields.Integer()
+
+
+class FunnelSchema(Schema):
+    kit_id = fields.Integer()
+    eligible = fields.Integer()
+    downloaded = fields.Integer()
+    submitted = fields.Integer()
+    approved = fields.Integer()
+    engagement = fields.Nested(EngagementSchema)
+
+
+class KitListQuerySchema(Schema):
+    status = fields.String(validate=validate.OneOf(["draft", "published", "archived"]))
+
+
+class LeakQuerySchema(Schema):
+    code = fields.String(validate=validate.Length(min=1, max=16))
+    sha256 = fields.String(validate=validate.Regexp(r"^[0-9a-fA-F]{64}$"))
+
+
+class LeakSchema(Schema):
+    code = fields.String()
+    member_id = fields.Integer()
+    member_display_name = fields.String()
+    kit_id = fields.Integer()
+    asset_id = fields.Integer()
+    filename = fields.String()
+    issued_at = fields.DateTime()
+    downloads = fields.Integer()
+
+
+class WebhookInSchema(Schema):
+    url = fields.String(required=True, validate=validate.Length(min=8, max=2000))
+    events = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+    secret = fields.String(load_default=None, allow_none=True,
+                           validate=validate.Length(min=16, max=200))
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "wecom"]))
+
+
+class WebhookSchema(Schema):
+    """A webhook as the API shows it: never the secret, nor a key in the URL."""
+
+    id = fields.Integer()
+    url = fields.String(metadata={"description": "Keys in the query are masked."})
+    events = fields.List(fields.String())
+    format = fields.String()
+    active = fields.Boolean()
+    created_at = fields.DateTime()
+    pending = fields.Integer()
+    failed = fields.Integer()

@@ -18,6 +18,7 @@ from koc.settings import Settings
 
 TASK_MODULES = [
     "koc.core.jobs",
+    "koc.core.events",
     "koc.members.tasks",
     "koc.assets.tasks",
     "koc.submissions.tasks",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import io
 import os
 import re
 import stat
@@ -46,8 +47,10 @@ if TYPE_CHECKING:
 __all__ = [
     "InvalidKey",
     "LocalStorage",
+    "MultipartUnsupported",
     "ObjectInfo",
     "ObjectNotFound",
+    "ObjectWriter",
     "PresignedRequest",
     "S3Storage",
     "Storage",
@@ -79,6 +82,10 @@ class ObjectNotFound(StorageError, KeyError):
 
     def __str__(self) -> str:
         return Exception.__str__(self)
+
+
+class MultipartUnsupported(StorageError):
+    """The backend takes any size in one PUT and has no multipart upload (the local directory)."""
 
 
 class InvalidKey(StorageError, ValueError):
@@ -114,11 +121,48 @@ class Storage(Protocol):
 
     def get_bytes(self, key: str) -> bytes: ...
 
+    def read_prefix(self, key: str, length: int) -> bytes: ...
+
     def delete(self, key: str) -> None: ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes: ...
+
+    def iter_chunks(self, key: str, chunk_size: int = _CHUNK) -> Iterator[bytes]: ...
+
+    def open_writer(self, key: str, *, content_type: str, part_size: int) -> ObjectWriter: ...
+
+    def list_keys(self, prefix: str) -> Iterator[str]: ...
 
     def ping(self) -> None: ...
 
     def ensure_bucket(self) -> None: ...
+
+
+class ObjectWriter(io.RawIOBase):
+    """A write-only, unseekable stream into one object; `close()` stores it, `abort()` drops it.
+
+    Memory stays at most one part whatever the object's size. Used as a context manager, an
+    exception inside the block aborts instead of storing a truncated object.
+    """
+
+    def writable(self) -> bool:
+        return True
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+    def __del__(self) -> None:
+        # IOBase would close(), i.e. store whatever was written so far; a writer dropped
+        # without close() is a failure, so it is aborted instead.
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self.abort()
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -366,10 +410,161 @@ class S3Storage:
 
         return self._call("get_bytes", do)
 
+    def read_prefix(self, key: str, length: int) -> bytes:
+        """The first `length` bytes (fewer for a shorter object), by one ranged GET."""
+        from botocore.exceptions import ClientError
+
+        validate_key(key)
+        if length < 1:
+            raise ValueError("length must be at least 1")
+
+        def do() -> bytes:
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=key,
+                                                  Range=f"bytes=0-{length - 1}")
+            except ClientError as exc:
+                status = self._status(exc)
+                if status == 404:
+                    raise ObjectNotFound(f"no object at {key!r}") from exc
+                if status == 416:  # an empty object has no byte 0
+                    return b""
+                raise
+            with contextlib.closing(response["Body"]) as body:
+                # A server that ignores Range sends the whole object; read only what was asked.
+                return body.read(length)
+
+        return self._call("read_prefix", do)
+
     def delete(self, key: str) -> None:
         validate_key(key)
         # S3 answers 204 for a missing key too, so deleting twice is fine.
         self._call("delete", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
+    # -- ranges, streams, listing and multipart upload
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Up to `length` bytes from `start`; fewer at the end of the object."""
+        from botocore.exceptions import ClientError
+
+        validate_key(key)
+        if start < 0 or length < 1:
+            raise ValueError("start must be >= 0 and length >= 1")
+
+        def do() -> bytes:
+            try:
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
+            except ClientError as exc:
+                if self._status(exc) == 404:
+                    raise ObjectNotFound(f"no object at {key!r}") from exc
+                if self._status(exc) == 416:  # the range starts past the end
+                    return b""
+                raise
+            with contextlib.closing(response["Body"]) as body:
+                return body.read()
+
+        return self._call("get_range", do)
+
+    def iter_chunks(self, key: str, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+        from botocore.exceptions import ClientError
+
+        validate_key(key)
+
+        def open_body() -> Any:
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            except ClientError as exc:
+                if self._status(exc) == 404:
+                    raise ObjectNotFound(f"no object at {key!r}") from exc
+                raise
+
+        body = self._call("iter_chunks", open_body)
+        with contextlib.closing(body):
+            while True:
+                chunk = self._call("iter_chunks", lambda: body.read(chunk_size))
+                if not chunk:
+                    return
+                yield chunk
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=prefix))
+        while True:
+            page = self._call("list_keys", lambda: next(pages, None))
+            if page is None:
+                return
+            for item in page.get("Contents", ()):
+                yield item["Key"]
+
+    def create_multipart(self, key: str, *, content_type: str) -> str:
+        validate_key(key)
+        content_type = _check_content_type(content_type)
+        response = self._call(
+            "create_multipart",
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type),
+        )
+        return response["UploadId"]
+
+    def presign_upload_part(
+        self, key: str, *, upload_id: str, part_number: int, expires_in: int
+    ) -> str:
+        validate_key(key)
+        _check_expires_in(expires_in)
+        if not 1 <= part_number <= 10_000:
+            raise ValueError("part_number must be between 1 and 10000")
+        params = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
+                  "PartNumber": part_number}
+        return self._call(
+            "presign_upload_part",
+            lambda: self.client.generate_presigned_url(
+                "upload_part", Params=params, ExpiresIn=expires_in, HttpMethod="PUT"),
+        )
+
+    def list_parts(self, key: str, *, upload_id: str) -> list[tuple[int, str]]:
+        """(part number, ETag) of the parts stored so far; StorageError for an unknown upload."""
+        validate_key(key)
+        parts: list[tuple[int, str]] = []
+        marker = 0
+        while True:
+            response = self._call(
+                "list_parts",
+                lambda m=marker: self.client.list_parts(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=m),
+            )
+            parts.extend((p["PartNumber"], p["ETag"]) for p in response.get("Parts", ()))
+            if not response.get("IsTruncated"):
+                return parts
+            marker = response["NextPartNumberMarker"]
+
+    def complete_multipart(
+        self, key: str, *, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None:
+        validate_key(key)
+        listed = [{"PartNumber": number, "ETag": etag} for number, etag in sorted(parts)]
+        self._call(
+            "complete_multipart",
+            lambda: self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": listed}),
+        )
+
+    def abort_multipart(self, key: str, *, upload_id: str) -> None:
+        validate_key(key)
+        try:
+            self._call(
+                "abort_multipart",
+                lambda: self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id),
+            )
+        except StorageUnavailable:
+            raise
+        except StorageError:
+            # Already completed or aborted: nothing is left to free.
+            pass
+
+    def open_writer(self, key: str, *, content_type: str, part_size: int) -> ObjectWriter:
+        return _S3MultipartWriter(self, key, content_type=content_type, part_size=part_size)
 
     def ping(self) -> None:
         try:
@@ -404,6 +599,70 @@ class S3Storage:
                     raise
 
         self._call("ensure_bucket", do)
+
+
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's minimum for every part but the last
+
+
+class _S3MultipartWriter(ObjectWriter):
+    def __init__(self, storage: S3Storage, key: str, *, content_type: str, part_size: int):
+        super().__init__()
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        self._storage = storage
+        self._key = key
+        self._part_size = part_size
+        self._buffer = bytearray()
+        self._parts: list[tuple[int, str]] = []
+        self._upload_id = storage.create_multipart(key, content_type=content_type)
+        self._done = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._done:
+            raise ValueError("write to a closed object writer")
+        self._buffer += data
+        while len(self._buffer) >= self._part_size:
+            # One copy of the part, not two: slicing the bytearray first would make another.
+            with memoryview(self._buffer) as view:
+                part = bytes(view[: self._part_size])
+            del self._buffer[: self._part_size]
+            self._send(part)
+            del part
+        return len(data)
+
+    def _send(self, body: bytes) -> None:
+        number = len(self._parts) + 1
+        storage = self._storage
+        response = storage._call(
+            "upload_part",
+            lambda: storage.client.upload_part(
+                Bucket=storage.bucket, Key=self._key, UploadId=self._upload_id,
+                PartNumber=number, Body=body),
+        )
+        self._parts.append((number, response["ETag"]))
+
+    def close(self) -> None:
+        if self._done:
+            return
+        try:
+            if self._buffer or not self._parts:
+                self._send(bytes(self._buffer))
+                self._buffer.clear()
+            self._storage.complete_multipart(
+                self._key, upload_id=self._upload_id, parts=self._parts)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        super().close()
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._buffer.clear()
+        self._storage.abort_multipart(self._key, upload_id=self._upload_id)
+        super().close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -564,10 +823,53 @@ class LocalStorage:
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(f"no object at {key!r}") from exc
 
+    def read_prefix(self, key: str, length: int) -> bytes:
+        if length < 1:
+            raise ValueError("length must be at least 1")
+        path = self.path_for(key)
+        try:
+            with path.open("rb") as handle:
+                return handle.read(length)
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(f"no object at {key!r}") from exc
+
     def delete(self, key: str) -> None:
         path = self.path_for(key)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 1:
+            raise ValueError("start must be >= 0 and length >= 1")
+        path = self.path_for(key)
+        try:
+            with path.open("rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(f"no object at {key!r}") from exc
+
+    def iter_chunks(self, key: str, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+        path = self.path_for(key)
+        try:
+            f = path.open("rb")
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(f"no object at {key!r}") from exc
+        with f:
+            while chunk := f.read(chunk_size):
+                yield chunk
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        # Sorted like S3 lists them; in-progress uploads (".upload-*.part") are not objects.
+        for path in sorted(self.root.rglob("*")):
+            if not path.is_file() or path.name.startswith(".upload-"):
+                continue
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix):
+                yield key
+
+    def open_writer(self, key: str, *, content_type: str, part_size: int) -> ObjectWriter:
+        return _LocalWriter(self, key)
 
     def ping(self) -> None:
         if not self.root.is_dir():
@@ -577,6 +879,43 @@ class LocalStorage:
 
     def ensure_bucket(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+
+
+class _LocalWriter(ObjectWriter):
+    """A temporary file beside the target, renamed into place on close (atomic for readers)."""
+
+    def __init__(self, storage: LocalStorage, key: str) -> None:
+        super().__init__()
+        self._path = storage.path_for(key)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self._path.parent, prefix=".upload-", suffix=".part")
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write {key!r}: {exc}") from exc
+        self._tmp = Path(name)
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        return self._file.write(data)
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._tmp.chmod(0o644)
+            self._tmp.replace(self._path)
+        except BaseException:
+            self.abort()
+            raise
+        super().close()
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+        super().close()
 
 
 # --------------------------------------------------------------------------------------------
