@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_PORT ?= 8000
 export KOC_PUBLIC_URL ?= http://127.0.0.1:$(DEMO_PORT)
 
-.PHONY: help install demo test lint bench chromium clean
+.PHONY: help install demo test lint bench chromium translations clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,8 +39,16 @@ test: install chromium ## run the whole test suite
 lint: install ## ruff
 	$(BIN)/ruff check .
 
-bench: install ## benchmarks (PostgreSQL): figures and ratios against same-run baselines
+bench: install ## benchmarks (PostgreSQL, SeaweedFS): figures and ratios against same-run baselines
 	$(BIN)/python -m bench.tier_recalc
+	$(BIN)/python -m bench.submissions_throughput
+	$(BIN)/python -m bench.kits_download_urls
+	$(BIN)/python -m bench.kits_upload_throughput
+
+translations: install ## extract admin-panel strings and update the zh-CN/en catalogs (then translate, re-run)
+	$(BIN)/pybabel extract -F babel.cfg -k _l -o koc/translations/messages.pot .
+	$(BIN)/pybabel update -i koc/translations/messages.pot -d koc/translations
+	$(BIN)/pybabel compile -d koc/translations
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) instance .pytest_cache

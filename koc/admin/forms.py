@@ -5,11 +5,21 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, SelectField, StringField, TextAreaField
-from wtforms.validators import AnyOf, DataRequired, InputRequired, Length
+from wtforms.validators import AnyOf, DataRequired, InputRequired, Length, Optional
 
 from koc.admin.i18n import SUPPORTED_LOCALES
+from koc.submissions.models import REJECT_REASONS
 
 RATINGS = (1, 2, 3, 4, 5)
+# Labels for the fixed reject reasons, in the order the select offers them.
+REJECT_REASON_LABELS = {
+    "invalid_proof": _l("Invalid proof"),
+    "duplicate": _l("Duplicate"),
+    "outside_window": _l("Outside the kit's window"),
+    "off_brief": _l("Did not follow the brief"),
+    "other": _l("Other"),
+}
+assert tuple(REJECT_REASON_LABELS) == REJECT_REASONS, "reject reasons out of step"
 
 
 class LoginForm(FlaskForm):
@@ -43,6 +53,13 @@ class ApproveForm(FlaskForm):
 
 
 class RejectForm(FlaskForm):
+    # Missing from the form (an older page, a script): "other", explained by the free text.
+    reason_code = SelectField(
+        _l("Reason"),
+        choices=list(REJECT_REASONS),
+        default="other",
+        validators=[Optional()],
+    )
     reason = TextAreaField(
         _l("Reason"),
         filters=[lambda value: value.strip() if value else value],

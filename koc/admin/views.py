@@ -19,6 +19,7 @@ from flask import (
     current_app,
     flash,
     g,
+    make_response,
     redirect,
     render_template,
     request,
@@ -31,12 +32,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import HTTPException
 
-from koc.admin.forms import REVIEW_FORMS, ApproveForm, LocaleForm, LoginForm, LogoutForm, RejectForm
+from koc.admin.forms import (
+    REJECT_REASON_LABELS,
+    REVIEW_FORMS,
+    ApproveForm,
+    LocaleForm,
+    LoginForm,
+    LogoutForm,
+    RejectForm,
+)
 from koc.admin.i18n import SUPPORTED_LOCALES, select_locale
 from koc.assets.models import Kit
 from koc.core.auth import Staff, StaffRole, find_staff
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
+from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import Member
 from koc.submissions.models import Submission, SubmissionStatus
@@ -301,6 +311,9 @@ def dashboard():
 
 # --- review queue ------------------------------------------------------------------------------
 
+PREVIEW_URL_TTL = 900
+
+
 @admin_blueprint.get("/reviews")
 @login_required("reviewer")
 def reviews():
@@ -312,24 +325,54 @@ def reviews():
         # Reviewing empties pages; land on the last one that still has rows.
         return redirect(url_for("admin.reviews", page=pages))
     rows = db.session.execute(
-        sa.select(Submission, Member.display_name, Kit.title)
+        sa.select(Submission, Member.display_name, Kit)
         .join(Member, Member.id == Submission.member_id)
         .outerjoin(Kit, Kit.id == Submission.kit_id)
         .where(pending)
         .order_by(Submission.created_at, Submission.id)
         .offset((page - 1) * REVIEWS_PER_PAGE)
         .limit(REVIEWS_PER_PAGE)
-        .options(selectinload(Submission.snapshots))
+        .options(selectinload(Submission.snapshots), selectinload(Submission.media),
+                 selectinload(Submission.flags))
     ).all()
-    return render_template(
+    previews = _media_previews(submission for submission, _name, _kit in rows)
+    response = make_response(render_template(
         "admin/reviews.html",
         rows=rows,
         page=page,
         pages=pages,
         total=total,
+        previews=previews,
         approve_form=ApproveForm(formdata=None),
         reject_form=RejectForm(formdata=None),
-    )
+        reject_reasons=REJECT_REASON_LABELS,
+    ))
+    # Previews come from the object store, which may be another origin than the panel's.
+    origins = sorted({_origin(url) for url in previews.values()} - {None})
+    if origins:
+        response.headers["Content-Security-Policy"] = _SECURITY_HEADERS[
+            "Content-Security-Policy"].replace("img-src 'self' data:",
+                                               "img-src 'self' data: " + " ".join(origins))
+    return response
+
+
+def _media_previews(submissions) -> dict[int, str]:
+    """Short-lived URLs of the images attached to these submissions, by media id."""
+    storage = get_storage()
+    previews = {}
+    for submission in submissions:
+        for media in submission.media:
+            if media.is_image:
+                previews[media.id] = storage.presign_get(media.storage_key,
+                                                         expires_in=PREVIEW_URL_TTL)
+    return previews
+
+
+def _origin(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 @admin_blueprint.post("/reviews/<int:submission_id>")
@@ -363,7 +406,8 @@ def review(submission_id: int):
             submission,
             decision=decision,
             rating=form.rating.data if decision == "approve" else None,
-            reason=form.reason.data if decision == "reject" else None,
+            reason=(form.reason_code.data or "other") if decision == "reject" else None,
+            note=form.reason.data if decision == "reject" else None,
             staff_id=_signed_in_staff().id,
         )
         db.session.commit()

@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
+import uuid
+
+import sqlalchemy as sa
 from flask import current_app
+from flask_smorest import abort
 
 from koc.assets.services import get_kit_for_member
 from koc.core.auth import current_principal, member_required, staff_or_member, staff_required
 from koc.core.errors import DomainError
 from koc.core.idempotency import idempotent
+from koc.core.jobs import start_job
+from koc.core.jobs_api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.services import get_member
 from koc.submissions import services
+from koc.submissions.models import MetricSnapshot
 from koc.submissions.schemas import (
+    BulkReviewInSchema,
+    BulkReviewOutSchema,
+    FlagOutSchema,
     MediaUploadCreatedSchema,
     MediaUploadInSchema,
+    MetricsImportFileSchema,
     MetricsSchema,
     PointsEntrySchema,
+    ReopenInSchema,
+    ReviewEventOutSchema,
     ReviewInSchema,
+    ScoringRulesInSchema,
+    ScoringRulesOutSchema,
+    SnapshotOutSchema,
     SubmissionInSchema,
     SubmissionOutSchema,
     SubmissionQuerySchema,
 )
+from koc.submissions.tasks import import_metrics_task
 from koc.tiers.services import tier_ranks
 
 blp = Blueprint("submissions", __name__, description="Submissions, review and points")
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
 
 
 @blp.post("/uploads")
@@ -61,7 +79,8 @@ def create_submission(data: dict):
             return False
         return True
 
-    return services.create_submission(member.id, data, kit_visible=kit_visible)
+    storage = get_storage() if data["media_upload_ids"] else None
+    return services.create_submission(member.id, data, kit_visible=kit_visible, storage=storage)
 
 
 @blp.get("/submissions")
@@ -72,8 +91,9 @@ def create_submission(data: dict):
 def list_submissions(query: dict):
     principal = current_principal()
     if principal.is_member:
-        # Members see their own, whatever member_id they ask for.
+        # Members see their own, whatever member_id they ask for; flags are for reviewers.
         query["member_id"] = principal.member_id
+        query.pop("flagged", None)
     return services.submissions_query(**query)
 
 
@@ -90,10 +110,37 @@ def get_submission(submission_id: int):
 @staff_or_member("admin")
 def add_metrics(data: dict, submission_id: int):
     principal = current_principal()
-    submission = services.get_submission(submission_id, member_id=principal.member_id)
+    submission = services.get_submission(submission_id, member_id=principal.member_id,
+                                         lock=True)
     services.add_metrics(submission, data, source="member" if principal.is_member else "admin")
     db.session.commit()
     return submission
+
+
+@blp.get("/submissions/<int:submission_id>/metrics")
+@blp.response(200, SnapshotOutSchema(many=True))
+@blp.paginate(SelectPage)
+@staff_or_member("viewer")
+def metrics_history(submission_id: int):
+    """Every engagement snapshot of a submission, newest first."""
+    services.get_submission(submission_id, member_id=current_principal().member_id)
+    return (sa.select(MetricSnapshot).where(MetricSnapshot.submission_id == submission_id)
+            .order_by(MetricSnapshot.id.desc()))
+
+
+@blp.get("/submissions/<int:submission_id>/flags")
+@blp.response(200, FlagOutSchema(many=True))
+@staff_required("viewer")
+def submission_flags(submission_id: int):
+    return services.get_submission(submission_id).flags
+
+
+@blp.get("/submissions/<int:submission_id>/events")
+@blp.response(200, ReviewEventOutSchema(many=True))
+@staff_required("viewer")
+def review_events(submission_id: int):
+    """The review log: each decision and re-opening, oldest first."""
+    return services.get_submission(submission_id).events
 
 
 @blp.post("/submissions/<int:submission_id>/review")
@@ -102,10 +149,78 @@ def add_metrics(data: dict, submission_id: int):
 @staff_required("reviewer")
 def review_submission(data: dict, submission_id: int):
     submission = services.review_submission(
-        services.get_submission(submission_id), **data, staff_id=current_principal().staff_id
+        services.get_submission(submission_id, lock=True), **data,
+        staff_id=current_principal().staff_id,
     )
     db.session.commit()
     return submission
+
+
+@blp.post("/submissions/bulk-review")
+@blp.arguments(BulkReviewInSchema)
+@blp.response(200, BulkReviewOutSchema)
+@staff_required("reviewer")
+def bulk_review(data: dict):
+    """Approve or reject up to 200 pending submissions with one decision, all or nothing."""
+    reviewed = services.bulk_review(data.pop("ids"), **data,
+                                    staff_id=current_principal().staff_id)
+    db.session.commit()
+    return {"reviewed": len(reviewed), "submissions": reviewed}
+
+
+@blp.post("/submissions/<int:submission_id>/reopen")
+@blp.arguments(ReopenInSchema)
+@blp.response(200, SubmissionOutSchema)
+@staff_required("reviewer")
+def reopen(data: dict, submission_id: int):
+    """Put a decided submission back in the queue; the log keeps the decision it undid."""
+    submission = services.reopen_submission(
+        services.get_submission(submission_id, lock=True), note=data["note"],
+        staff_id=current_principal().staff_id,
+    )
+    db.session.commit()
+    return submission
+
+
+@blp.post("/submissions/metrics/import")
+@blp.arguments(MetricsImportFileSchema, location="files")
+@blp.response(202, JobCreatedSchema)
+@staff_required("admin")
+def import_metrics(files: dict):
+    """CSV with submission_id or post_url and views, likes, comments, saves, shares."""
+    upload = files["file"]
+    data = upload.read(MAX_IMPORT_BYTES + 1)
+    if len(data) > MAX_IMPORT_BYTES:
+        abort(413, message="Metrics files over 64 MiB must be split.",
+              errors={"files": {"file": ["too large"]}})
+    key = f"imports/metrics/{uuid.uuid4().hex}.csv"
+    # The worker reads the file from the object store, so any worker host can run the job.
+    get_storage().put_bytes(key, data, content_type="text/csv")
+    job = start_job(import_metrics_task, kind="submissions.metrics_import",
+                    payload={"storage_key": key}, staff_id=current_principal().staff_id)
+    db.session.commit()
+    return {"job_id": job.id}
+
+
+@blp.get("/scoring/rules")
+@blp.response(200, ScoringRulesOutSchema)
+@staff_required("viewer")
+def get_scoring_rules():
+    row = services.scoring_rules_row()
+    version, rules = services.current_scoring()
+    return {"version": version, "rules": rules,
+            "created_at": row.created_at if row is not None else None}
+
+
+@blp.put("/scoring/rules")
+@blp.arguments(ScoringRulesInSchema)
+@blp.response(200, ScoringRulesOutSchema)
+@staff_required("admin")
+def put_scoring_rules(data: dict):
+    """Save a new rules version. Approved scores keep the version they were approved under."""
+    row = services.save_scoring_rules(data["rules"], staff_id=current_principal().staff_id)
+    db.session.commit()
+    return row
 
 
 @blp.get("/me/points")
@@ -114,3 +229,4 @@ def review_submission(data: dict, submission_id: int):
 @member_required
 def my_points():
     return services.ledger_query(current_principal().member_id)
+

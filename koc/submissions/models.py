@@ -12,6 +12,14 @@ from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
 from koc.extensions import db
 
 METRICS = ("views", "likes", "comments", "saves", "shares")
+REJECT_REASONS = ("invalid_proof", "duplicate", "outside_window", "off_brief", "other")
+REVIEW_ACTIONS = ("approve", "reject", "reopen")
+FLAG_KINDS = ("likes_above_views", "engagement_jump", "engagement_rate", "near_duplicate_media")
+SNAPSHOT_SOURCES = ("member", "admin", "import")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class SubmissionStatus(enum.StrEnum):
@@ -36,6 +44,14 @@ class MediaUpload(db.Model):
     size: Mapped[int] = mapped_column(sa.BigInteger)
     storage_key: Mapped[str] = mapped_column(sa.String(512), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # 64-bit perceptual hash of an image, stored signed (PostgreSQL has no unsigned bigint);
+    # NULL until the hashing task ran, or for files that are not images.
+    phash: Mapped[int | None] = mapped_column(sa.BigInteger)
+    hashed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
 
 
 class Submission(db.Model):
@@ -53,7 +69,9 @@ class Submission(db.Model):
     posted_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(sa.String(16), default=SubmissionStatus.pending.value)
     rating: Mapped[int | None]
+    # The reviewer's free text; `reject_reason` is the code from REJECT_REASONS.
     review_reason: Mapped[str | None] = mapped_column(sa.String(1000))
+    reject_reason: Mapped[str | None] = mapped_column(sa.String(32))
     reviewed_by_staff_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("staff.id", ondelete="SET NULL")
     )
@@ -63,16 +81,28 @@ class Submission(db.Model):
     interactions: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     score: Mapped[Decimal | None] = mapped_column(sa.Numeric(12, 2))
     score_breakdown: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The scoring rules version the approval used; re-scores on new metrics keep it, so a rules
+    # edit never silently changes a decided score.
+    scoring_version: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     snapshots: Mapped[list[MetricSnapshot]] = relationship(
         back_populates="submission", order_by="MetricSnapshot.id", cascade="all, delete-orphan"
     )
     media: Mapped[list[MediaUpload]] = relationship(order_by="MediaUpload.id")
+    flags: Mapped[list[SubmissionFlag]] = relationship(
+        order_by="SubmissionFlag.id", foreign_keys="SubmissionFlag.submission_id",
+        back_populates="submission", cascade="all, delete-orphan",
+    )
+    events: Mapped[list[ReviewEvent]] = relationship(
+        order_by="ReviewEvent.id", back_populates="submission", cascade="all, delete-orphan"
+    )
 
     __table_args__ = (
         sa.CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="status_known"),
         sa.CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating_range"),
+        sa.CheckConstraint(f"reject_reason IS NULL OR {_in('reject_reason', REJECT_REASONS)}",
+                           name="reject_reason_known"),
         # The tier recalculation reads approved submissions per member by date.
         sa.Index("ix_submissions_member_status_posted", "member_id", "status", "posted_at"),
         sa.Index("ix_submissions_status_created", "status", "created_at"),
@@ -102,6 +132,9 @@ class MetricSnapshot(db.Model):
     shares: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     source: Mapped[str] = mapped_column(sa.String(16))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # "job<id>:line<n>" for rows from a CSV import, so an import job that runs again after dying
+    # half-way does not add the same snapshot twice.
+    import_ref: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
 
     submission: Mapped[Submission] = relationship(back_populates="snapshots")
 
@@ -110,7 +143,12 @@ class MetricSnapshot(db.Model):
             "views >= 0 AND likes >= 0 AND comments >= 0 AND saves >= 0 AND shares >= 0",
             name="metrics_not_negative",
         ),
+        sa.CheckConstraint(_in("source", SNAPSHOT_SOURCES), name="source_known"),
     )
+
+    @property
+    def metrics(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in METRICS}
 
 
 class PointsEntry(db.Model):
@@ -125,8 +163,75 @@ class PointsEntry(db.Model):
     points: Mapped[Decimal] = mapped_column(sa.Numeric(12, 2))
     description: Mapped[str] = mapped_column(sa.String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The submission an entry is about, so "what is booked for this post" is one indexed sum.
+    submission_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("submissions.id", ondelete="SET NULL"), index=True
+    )
 
     __table_args__ = (
         sa.UniqueConstraint("member_id", "source", "reference"),
         sa.Index("ix_points_ledger_member_created", "member_id", "created_at"),
+    )
+
+
+class ScoringRuleSet(db.Model):
+    """One saved version of the scoring rules; the highest version is in force."""
+
+    __tablename__ = "scoring_rule_sets"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    version: Mapped[int] = mapped_column(unique=True)
+    rules: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_by_staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReviewEvent(db.Model):
+    """Every decision and every re-opening of one, in order: the review log."""
+
+    __tablename__ = "review_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("submissions.id", ondelete="CASCADE"), index=True
+    )
+    staff_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(sa.String(16))
+    rating: Mapped[int | None]
+    reason: Mapped[str | None] = mapped_column(sa.String(32))
+    note: Mapped[str | None] = mapped_column(sa.String(1000))
+    score: Mapped[Decimal | None] = mapped_column(sa.Numeric(12, 2))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    submission: Mapped[Submission] = relationship(back_populates="events")
+
+    __table_args__ = (sa.CheckConstraint(_in("action", REVIEW_ACTIONS), name="action_known"),)
+
+
+class SubmissionFlag(db.Model):
+    """Something a reviewer should look at; flags inform, they never decide."""
+
+    __tablename__ = "submission_flags"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("submissions.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    # What the flag is about (a snapshot, a pair of media), so a re-run raises it once.
+    reference: Mapped[str] = mapped_column(sa.String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    related_submission_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("submissions.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    submission: Mapped[Submission] = relationship(back_populates="flags",
+                                                  foreign_keys=[submission_id])
+
+    __table_args__ = (
+        sa.UniqueConstraint("submission_id", "kind", "reference"),
+        sa.CheckConstraint(_in("kind", FLAG_KINDS), name="kind_known"),
     )

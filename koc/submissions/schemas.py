@@ -1,13 +1,19 @@
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from datetime import timedelta
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from koc.assets.schemas import ALLOWED_CONTENT_TYPES, UploadSchema, validate_filename
+from koc.core.db import utcnow
 from koc.members.models import PLATFORMS
-from koc.submissions.models import METRICS
+from koc.submissions.models import FLAG_KINDS, METRICS, REJECT_REASONS, REVIEW_ACTIONS
 
 MEDIA_CONTENT_TYPES = tuple(t for t in ALLOWED_CONTENT_TYPES if t.startswith(("image/", "video/")))
-REJECT_REASONS = ("invalid_proof", "duplicate", "outside_window", "off_brief", "other")
+# Clocks on phones drift; a post "from the future" by more than this is a typo.
+POSTED_AT_SKEW = timedelta(hours=1)
+MAX_BULK_REVIEW = 200
 
 
 class MetricsSchema(Schema):
@@ -40,12 +46,18 @@ class SubmissionInSchema(Schema):
                                    validate=validate.Length(max=20))
     metrics = fields.Nested(MetricsSchema, load_default=lambda: dict.fromkeys(METRICS, 0))
 
+    @validates("posted_at")
+    def _not_in_the_future(self, value: Any, **_: Any) -> None:
+        if value > utcnow() + POSTED_AT_SKEW:
+            raise ValidationError("must not be in the future")
+
 
 class MediaOutSchema(Schema):
     id = fields.Integer()
     filename = fields.String()
     content_type = fields.String()
     size = fields.Integer()
+    hashed = fields.Function(lambda media: media.phash is not None)
 
 
 class SubmissionOutSchema(Schema):
@@ -59,7 +71,8 @@ class SubmissionOutSchema(Schema):
     posted_at = fields.DateTime()
     status = fields.String()
     rating = fields.Integer(allow_none=True)
-    reason = fields.String(attribute="review_reason", allow_none=True)
+    reason = fields.String(attribute="reject_reason", allow_none=True)
+    note = fields.String(attribute="review_reason", allow_none=True)
     reviewed_at = fields.DateTime(allow_none=True)
     score = fields.Float(allow_none=True)
     score_breakdown = fields.Dict(allow_none=True)
@@ -72,20 +85,169 @@ class SubmissionQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(["pending", "approved", "rejected"]))
     member_id = fields.Integer()
     kit_id = fields.Integer()
+    flagged = fields.Boolean()
 
 
-class ReviewInSchema(Schema):
+class _DecisionFields(Schema):
     decision = fields.String(required=True, validate=validate.OneOf(["approve", "reject"]))
     rating = fields.Integer(load_default=None, allow_none=True, strict=True,
                             validate=validate.Range(min=1, max=5))
     reason = fields.String(load_default=None, allow_none=True,
-                           validate=validate.Length(max=1000))
+                           validate=validate.OneOf(REJECT_REASONS))
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+
+    @validates_schema
+    def _reason_goes_with_reject(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("decision") == "reject" and not data.get("reason"):
+            raise ValidationError(f"required to reject: one of {', '.join(REJECT_REASONS)}",
+                                  "reason")
+        if data.get("decision") == "approve" and data.get("reason"):
+            raise ValidationError("only a rejection has a reason; use note", "reason")
+        if data.get("reason") == "other" and not (data.get("note") or "").strip():
+            raise ValidationError("say what the other reason is", "note")
+
+
+class ReviewInSchema(_DecisionFields):
+    pass
+
+
+class BulkReviewInSchema(_DecisionFields):
+    ids = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1)),
+                      required=True, validate=validate.Length(min=1, max=MAX_BULK_REVIEW))
+
+    @validates("ids")
+    def _unique(self, value: list[int], **_: Any) -> None:
+        if len(set(value)) != len(value):
+            raise ValidationError("must not repeat an id")
+
+
+class BulkReviewOutSchema(Schema):
+    reviewed = fields.Integer()
+    submissions = fields.List(fields.Nested(SubmissionOutSchema))
+
+
+class ReopenInSchema(Schema):
+    note = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+class SnapshotOutSchema(MetricsSchema):
+    id = fields.Integer()
+    source = fields.String()
+    recorded_at = fields.DateTime()
+
+
+class FlagOutSchema(Schema):
+    id = fields.Integer()
+    submission_id = fields.Integer()
+    kind = fields.String(validate=validate.OneOf(FLAG_KINDS))
+    detail = fields.Dict()
+    related_submission_id = fields.Integer(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class ReviewEventOutSchema(Schema):
+    id = fields.Integer()
+    action = fields.String(validate=validate.OneOf(REVIEW_ACTIONS))
+    staff_id = fields.Integer(allow_none=True)
+    rating = fields.Integer(allow_none=True)
+    reason = fields.String(allow_none=True)
+    note = fields.String(allow_none=True)
+    score = fields.Float(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class MetricsImportFileSchema(Schema):
+    file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
+
+
+class MetricsImportRowSchema(MetricsSchema):
+    submission_id = fields.Integer(load_default=None, allow_none=True, strict=True)
+    post_url = fields.String(load_default=None, allow_none=True,
+                             validate=validate.Length(max=1000))
+
+    @validates_schema
+    def _one_way_to_find_the_post(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("submission_id") is None) == (not data.get("post_url")):
+            raise ValidationError("give submission_id or post_url", "submission_id")
+
+
+# --- scoring rules -----------------------------------------------------------------------------
+
+def _points(**kw: Any) -> fields.Float:
+    return fields.Float(allow_nan=False, validate=validate.Range(min=0, max=10_000), **kw)
+
+
+class _WeightsSchema(Schema):
+    views = _points(required=True)
+    likes = _points(required=True)
+    comments = _points(required=True)
+    saves = _points(required=True)
+    shares = _points(required=True)
+
+
+class _EngagementSchema(Schema):
+    points_per_log = _points(required=True)
+    weights = fields.Nested(_WeightsSchema, required=True)
+    cap = _points(required=True, allow_none=True)
+
+
+class _AudienceSchema(Schema):
+    reference_followers = fields.Integer(required=True, strict=True,
+                                         validate=validate.Range(min=1, max=10**9))
+    min_followers = fields.Integer(required=True, strict=True,
+                                   validate=validate.Range(min=1, max=10**9))
+
+
+class _AnomaliesSchema(Schema):
+    likes_above_views = fields.Boolean(required=True)
+    jump_factor = fields.Float(required=True, allow_nan=False,
+                               validate=validate.Range(min=1, min_inclusive=False, max=10_000))
+    jump_min_daily = fields.Integer(required=True, strict=True,
+                                    validate=validate.Range(min=0, max=10**9))
+    rate_factor = fields.Float(required=True, allow_nan=False,
+                               validate=validate.Range(min=1, min_inclusive=False, max=10_000))
+    rate_min_history = fields.Integer(required=True, strict=True,
+                                      validate=validate.Range(min=1, max=1000))
+    media_max_distance = fields.Integer(required=True, strict=True,
+                                        validate=validate.Range(min=0, max=32))
+
+
+class ScoringRulesSchema(Schema):
+    base = _points(required=True)
+    engagement = fields.Nested(_EngagementSchema, required=True)
+    audience = fields.Nested(_AudienceSchema, required=True)
+    rating_multipliers = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(["1", "2", "3", "4", "5"])),
+        values=fields.Float(allow_nan=False, validate=validate.Range(min=0, max=10)),
+        required=True,
+    )
+    in_window_bonus = _points(required=True)
+    total_cap = _points(required=True, allow_none=True)
+    points_expire_after_days = fields.Integer(required=True, allow_none=True, strict=True,
+                                              validate=validate.Range(min=1, max=3650))
+    anomalies = fields.Nested(_AnomaliesSchema, required=True)
+
+    @validates("rating_multipliers")
+    def _every_rating(self, value: dict[str, float], **_: Any) -> None:
+        if set(value) != {"1", "2", "3", "4", "5"}:
+            raise ValidationError("needs a multiplier for each rating 1 to 5")
+
+
+class ScoringRulesInSchema(Schema):
+    rules = fields.Nested(ScoringRulesSchema, required=True)
+
+
+class ScoringRulesOutSchema(Schema):
+    version = fields.Integer()
+    rules = fields.Dict()
+    created_at = fields.DateTime(allow_none=True)
 
 
 class PointsEntrySchema(Schema):
     id = fields.Integer()
     source = fields.String()
     reference = fields.String()
+    submission_id = fields.Integer(allow_none=True)
     points = fields.Float()
     description = fields.String()
     created_at = fields.DateTime()

@@ -1,4 +1,4 @@
-"""Submissions background work: clearing media uploads never attached to a submission."""
+"""Submissions background work: media hashes, metrics imports, points expiry, upload clean-up."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import sqlalchemy as sa
 from celery import shared_task
 
 from koc.core.db import utcnow
-from koc.core.storage import delete_objects_then_rows
+from koc.core.jobs import Job, run_job
+from koc.core.storage import delete_objects_then_rows, get_storage
 from koc.extensions import db
 from koc.settings import Settings
+from koc.submissions import services
 from koc.submissions.models import MediaUpload
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,13 @@ def periodic_tasks(settings: Settings) -> dict:
         "submissions-clear-unattached-media": {
             "task": "koc.submissions.tasks.clear_unattached_media",
             "schedule": timedelta(hours=6),
-        }
+        },
+        # Expiry is off unless the scoring rules set points_expire_after_days; the task then
+        # books one entry per member per day at most, so hourly runs cost one grouped query.
+        "submissions-expire-points": {
+            "task": "koc.submissions.tasks.expire_points_task",
+            "schedule": timedelta(hours=1),
+        },
     }
 
 
@@ -39,3 +47,39 @@ def clear_unattached_media() -> int:
     if cleared:
         log.info("cleared %d unattached media uploads", cleared)
     return cleared
+
+
+@shared_task(name="koc.submissions.tasks.hash_media_task")
+def hash_media_task(media_id: int) -> int:
+    """Perceptual hash of one attached image, and near-duplicate flags; safe to run twice."""
+    flags = services.hash_media(media_id, get_storage())
+    db.session.commit()
+    return len(flags)
+
+
+@shared_task(name="koc.submissions.tasks.import_metrics_task")
+def import_metrics_task(job_id: int) -> None:
+    storage = get_storage()
+
+    def work(job: Job) -> None:
+        data = storage.get_bytes(job.payload["storage_key"])
+        report = services.import_metrics(data.decode("utf-8-sig"), job_id=job.id,
+                                         commit=db.session.commit)
+        job.processed = report.processed
+        job.failed = report.failed
+        job.errors = report.errors
+
+    if run_job(job_id, work):
+        storage.delete(db.session.get(Job, job_id).payload["storage_key"])
+
+
+@shared_task(name="koc.submissions.tasks.expire_points_task")
+def expire_points_task() -> int:
+    days = services.current_scoring()[1].get("points_expire_after_days")
+    if not days:
+        return 0
+    booked = services.expire_points(days=days)
+    db.session.commit()
+    if booked:
+        log.info("expired points for %d members", booked)
+    return booked

@@ -3,6 +3,7 @@
 Rules follow ../shared/PLATFORMS.md. Share text from the apps wraps the URL in other words, so the
 first http(s) URL in the text is taken. Short links (xhslink.com, v.douyin.com) cannot be resolved
 without a network call to the platform and are kept as given, normalised only in spelling.
+WeChat Channels posts often have no web URL at all: their share text is the key, as given.
 """
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-# Share text is Chinese: a full-width comma or full stop ends the URL.
-_URL_IN_TEXT = re.compile(r"https?://[^\s<>\"'，。！]+", re.IGNORECASE)  # noqa: RUF001
+# Only URL characters: share text often runs Chinese words straight after the link.
+_URL_IN_TEXT = re.compile(r"https?://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+", re.IGNORECASE)
+# Punctuation that ends a sentence around a link, not the link itself.
+_TRAILING = ".,;:!?)]'\""
 _XHS_NOTE = re.compile(r"^/(?:explore|discovery/item)/([0-9a-f]{24})$", re.IGNORECASE)
 _DOUYIN_POST = re.compile(r"^/(?:share/)?(video|note)/(\d+)$")
 _WEIBO_DETAIL = re.compile(r"^/(?:detail|status)/([A-Za-z0-9]+)$")
+_WEIBO_POST = re.compile(r"^/(?:u/)?\d+/([A-Za-z0-9]+)$")
+_BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_KEY_PREFIX_CHANNELS = "wechat_channels:"
 
 
 class NotAUrl(ValueError):
@@ -25,15 +31,21 @@ def extract_url(text: str) -> str:
     match = _URL_IN_TEXT.search(text.strip())
     if match is None:
         raise NotAUrl("must contain an http(s) URL")
-    return match.group(0)
+    return match.group(0).rstrip(_TRAILING)
 
 
-def canonical_post_url(text: str) -> str:
-    url = extract_url(text)
+def canonical_post_url(text: str, platform: str | None = None) -> str:
+    """The key a post is known by. Raises NotAUrl for text with no usable URL in it."""
+    try:
+        url = extract_url(text)
+    except NotAUrl:
+        if platform == "wechat_channels" and text.strip():
+            return _KEY_PREFIX_CHANNELS + " ".join(text.split())
+        raise
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
-    if not host:
-        raise NotAUrl("must contain an http(s) URL")
+    if not host or "." not in host:
+        raise NotAUrl("must contain an http(s) URL with a host name")
     bare_host = host.removeprefix("www.").removeprefix("m.")
     path = re.sub(r"/{2,}", "/", parts.path).rstrip("/")
 
@@ -48,10 +60,12 @@ def canonical_post_url(text: str) -> str:
         match = _DOUYIN_POST.match(path)
         if match:
             return f"https://www.douyin.com/{match.group(1)}/{match.group(2)}"
-    if bare_host == "weibo.cn":
-        match = _WEIBO_DETAIL.match(path)
+    if bare_host in {"weibo.cn", "weibo.com"}:
+        match = _WEIBO_DETAIL.match(path) or _WEIBO_POST.match(path)
         if match:
-            return f"https://m.weibo.cn/detail/{match.group(1)}"
+            mid = weibo_numeric_mid(match.group(1))
+            if mid is not None:
+                return f"https://m.weibo.cn/detail/{mid}"
     # Anything else: scheme and host case, tracking parameters, fragment and trailing slash
     # ignored; other query parameters may identify the post, so they stay (sorted).
     kept = sorted(
@@ -63,9 +77,37 @@ def canonical_post_url(text: str) -> str:
     return urlunsplit(("https", host, path or "/", urlencode(kept), ""))
 
 
+def weibo_numeric_mid(mid: str) -> str | None:
+    """A Weibo post id as digits. weibo.com links spell it in base 62, m.weibo.cn in decimal.
+
+    The base-62 form encodes the decimal id in groups of seven digits, four characters each,
+    counted from the right; every group but the leftmost is zero-padded to seven digits.
+    """
+    if mid.isdigit():
+        return mid.lstrip("0") or "0"
+    if len(mid) > 12:  # no real id is that long; refuse rather than guess
+        return None
+    groups = []
+    end = len(mid)
+    while end > 0:
+        start = max(end - 4, 0)
+        value = 0
+        for char in mid[start:end]:
+            value = value * 62 + _BASE62.index(char)
+        groups.append(value)
+        end = start
+    groups.reverse()
+    if any(value >= 10**7 for value in groups):
+        return None
+    return str(groups[0]) + "".join(f"{value:07d}" for value in groups[1:])
+
+
 _TRACKING_PREFIXES = ("utm_", "xsec_", "share_", "spm")
 _TRACKING_NAMES = frozenset({"source", "from", "timestamp", "app_platform", "app_version",
-                             "author_share", "is_copy_url", "is_from_webapp", "sender_device"})
+                             "author_share", "is_copy_url", "is_from_webapp", "sender_device",
+                             "refer_flag", "apptime", "ignoresign", "previous_page",
+                             "enter_from", "enter_method", "u_code", "did", "iid",
+                             "with_sec_did", "ts"})
 
 
 def _is_tracking(name: str) -> bool:

@@ -2,7 +2,7 @@
 badges, early-access drops and the senior group
 
 Revision ID: 0004_tiers
-Revises: 4f67c249bd41
+Revises: 0003_submissions
 Create Date: 2026-11-23 02:40:00
 
 """
@@ -12,7 +12,7 @@ from alembic import op
 import koc.core.db
 
 revision = '0004_tiers'
-down_revision = '4f67c249bd41'
+down_revision = '0003_submissions'
 branch_labels = None
 depends_on = None
 
