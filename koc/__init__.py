@@ -90,6 +90,7 @@ def _init_extensions(app: Flask) -> None:
 def _register_blueprints(app: Flask) -> None:
     from koc.admin.views import admin_blueprint
     from koc.assets.api import blp as assets_blp
+    from koc.core.events_api import blp as webhooks_blp
     from koc.core.health import health_blueprint
     from koc.core.jobs_api import blp as jobs_blp
     from koc.core.storage import storage_blueprint
@@ -98,7 +99,7 @@ def _register_blueprints(app: Flask) -> None:
     from koc.submissions.api import blp as submissions_blp
     from koc.tiers.api import blp as tiers_blp
 
-    for blp in (members_blp, assets_blp, submissions_blp, tiers_blp, jobs_blp):
+    for blp in (members_blp, assets_blp, submissions_blp, tiers_blp, jobs_blp, webhooks_blp):
         api.register_blueprint(blp, url_prefix="/api/v1")
         # Bearer-token API: no cookies, so no CSRF; the admin panel keeps CSRF on its forms.
         csrf.exempt(blp)

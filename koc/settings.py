@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from marshmallow import Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as mf
 
+MiB = 1024 * 1024
 DEV_SECRET_KEY = "koc-dev-insecure-secret-key-change-me"  # noqa: S105 - refused in production
 
 
@@ -42,6 +43,10 @@ class Settings:
     upload_url_ttl: int
     max_upload_bytes: int
     invitation_days: int
+    multipart_threshold: int
+    multipart_part_size: int
+    # Placeholders: {code} (what the leak lookup takes), {member_id}.
+    watermark_text: str
     tier_recalc_interval: int
     # Base64 of a 32-byte Ed25519 seed; without it the key is derived from the secret key.
     badge_signing_key: str | None = field(repr=False)
@@ -104,6 +109,13 @@ class _EnvSchema(Schema):
     KOC_MAX_UPLOAD_BYTES = mf.Integer(
         load_default=5 * 1024**3, strict=False, validate=validate.Range(min=1)
     )
+    KOC_MULTIPART_THRESHOLD = mf.Integer(
+        load_default=64 * MiB, strict=False, validate=validate.Range(min=5 * MiB))
+    # S3 wants parts of 5 MiB or more, and at most 10,000 of them: 16 MiB parts reach 156 GiB.
+    KOC_MULTIPART_PART_SIZE = mf.Integer(
+        load_default=16 * MiB, strict=False, validate=validate.Range(min=5 * MiB, max=512 * MiB))
+    KOC_WATERMARK_TEXT = mf.String(load_default="KOC {member_id} #{code}",
+                                   validate=validate.Length(min=1, max=120))
     KOC_INVITATION_DAYS = mf.Integer(load_default=14, validate=validate.Range(min=1, max=365))
     KOC_TIER_RECALC_INTERVAL = mf.Integer(
         load_default=300, validate=validate.Range(min=10, max=7 * 24 * 3600)
@@ -113,6 +125,16 @@ class _EnvSchema(Schema):
     KOC_LOG_LEVEL = mf.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
+
+    @validates_schema
+    def _watermark_names_the_code(self, data: dict, **_: object) -> None:
+        text = data["KOC_WATERMARK_TEXT"]
+        try:
+            text.format(code="x", member_id=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValidationError(f"bad placeholder {exc}", "KOC_WATERMARK_TEXT") from exc
+        if "{code}" not in text:
+            raise ValidationError("must contain {code}", "KOC_WATERMARK_TEXT")
 
     @validates_schema
     def _signing_key_is_a_seed(self, data: dict, **_: object) -> None:
@@ -160,6 +182,9 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         upload_url_ttl=data["KOC_UPLOAD_URL_TTL"],
         max_upload_bytes=data["KOC_MAX_UPLOAD_BYTES"],
         invitation_days=data["KOC_INVITATION_DAYS"],
+        multipart_threshold=data["KOC_MULTIPART_THRESHOLD"],
+        multipart_part_size=data["KOC_MULTIPART_PART_SIZE"],
+        watermark_text=data["KOC_WATERMARK_TEXT"],
         tier_recalc_interval=data["KOC_TIER_RECALC_INTERVAL"],
         badge_signing_key=data["KOC_BADGE_SIGNING_KEY"],
         senior_group_url=data["KOC_SENIOR_GROUP_URL"],

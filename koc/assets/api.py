@@ -1,8 +1,4 @@
-"""Kits HTTP API: thin handlers over assets.services.
-
-Also the webhook registration (`/webhooks`), whose logic lives in koc.core.events, until core
-has a blueprint of its own for it.
-"""
+"""Kits HTTP API: thin handlers over assets.services."""
 
 from __future__ import annotations
 
@@ -13,7 +9,6 @@ from flask import current_app
 from flask_smorest import Page
 
 from koc.assets import services
-from koc.assets.config import EXTENSION_KEY, load_assets_settings
 from koc.assets.models import AssetStatus, Kit
 from koc.assets.schemas import (
     AssetCreatedSchema,
@@ -30,10 +25,7 @@ from koc.assets.schemas import (
     LeakQuerySchema,
     LeakSchema,
     UploadSchema,
-    WebhookInSchema,
-    WebhookSchema,
 )
-from koc.core import events
 from koc.core.auth import current_principal, member_required, staff_or_member, staff_required
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
@@ -46,12 +38,6 @@ from koc.members.services import get_member
 from koc.tiers.services import tier_ranks
 
 blp = Blueprint("kits", __name__, description="Creative kits and their assets")
-
-
-@blp.record_once
-def _load_settings(state) -> None:
-    # Parsed while the app is built, so a bad value stops start-up rather than an upload.
-    state.app.extensions[EXTENSION_KEY] = load_assets_settings()
 
 
 def _settings():
@@ -180,13 +166,11 @@ def archive_kit(kit_id: int):
 @blp.response(201, AssetCreatedSchema)
 @staff_required("admin")
 def add_asset(data: dict, kit_id: int):
-    from koc.assets.config import assets_settings
-
-    settings, kits = _settings(), assets_settings()
+    settings = _settings()
     asset, upload = services.add_asset(
         services.get_kit(kit_id), **data, storage=get_storage(),
         max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
-        multipart_threshold=kits.multipart_threshold, part_size=kits.part_size,
+        multipart_threshold=settings.multipart_threshold, part_size=settings.multipart_part_size,
     )
     db.session.commit()
     return {"asset_id": asset.id, "upload": _upload_view(upload)}
@@ -306,47 +290,3 @@ def find_leak(query: dict):
             "kit_id": mark.asset.kit_id, "asset_id": mark.asset_id,
             "filename": mark.asset.filename, "issued_at": mark.created_at,
             "downloads": downloads}
-
-
-# --- webhooks ----------------------------------------------------------------------------------
-
-def _webhook_view(webhook: events.Webhook) -> dict[str, Any]:
-    counts = dict(db.session.execute(
-        sa.select(events.WebhookDelivery.status, sa.func.count())
-        .where(events.WebhookDelivery.webhook_id == webhook.id)
-        .group_by(events.WebhookDelivery.status)).all())
-    return {"id": webhook.id, "url": events.masked_url(webhook), "events": webhook.events,
-            "format": webhook.format, "active": webhook.active,
-            "created_at": webhook.created_at,
-            "pending": counts.get("pending", 0), "failed": counts.get("failed", 0)}
-
-
-@blp.post("/webhooks")
-@blp.arguments(WebhookInSchema)
-@blp.response(201, WebhookSchema)
-@staff_required("admin")
-def register_webhook(data: dict):
-    webhook = events.register_webhook(url=data["url"], events=data["events"],
-                                      secret=data["secret"], fmt=data["format"],
-                                      staff_id=current_principal().staff_id)
-    db.session.commit()
-    return _webhook_view(webhook)
-
-
-@blp.get("/webhooks")
-@blp.response(200, WebhookSchema(many=True))
-@staff_required("admin")
-def list_webhooks():
-    return [_webhook_view(w) for w in db.session.scalars(
-        sa.select(events.Webhook).order_by(events.Webhook.id)).all()]
-
-
-@blp.delete("/webhooks/<int:webhook_id>")
-@blp.response(204)
-@staff_required("admin")
-def delete_webhook(webhook_id: int):
-    webhook = db.session.get(events.Webhook, webhook_id)
-    if webhook is None:
-        raise DomainError(404, "No such webhook.")
-    db.session.delete(webhook)
-    db.session.commit()

@@ -180,24 +180,3 @@ class LeakSchema(Schema):
     filename = fields.String()
     issued_at = fields.DateTime()
     downloads = fields.Integer()
-
-
-class WebhookInSchema(Schema):
-    url = fields.String(required=True, validate=validate.Length(min=8, max=2000))
-    events = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
-    secret = fields.String(load_default=None, allow_none=True,
-                           validate=validate.Length(min=16, max=200))
-    format = fields.String(load_default="json", validate=validate.OneOf(["json", "wecom"]))
-
-
-class WebhookSchema(Schema):
-    """A webhook as the API shows it: never the secret, nor a key in the URL."""
-
-    id = fields.Integer()
-    url = fields.String(metadata={"description": "Keys in the query are masked."})
-    events = fields.List(fields.String())
-    format = fields.String()
-    active = fields.Boolean()
-    created_at = fields.DateTime()
-    pending = fields.Integer()
-    failed = fields.Integer()

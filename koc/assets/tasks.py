@@ -18,8 +18,8 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 from celery import shared_task
+from flask import current_app
 
-from koc.assets.config import assets_settings
 from koc.assets.models import Asset, AssetStatus, Kit, Watermark
 from koc.core.db import utcnow
 from koc.core.jobs import Job, run_job
@@ -179,7 +179,8 @@ def watermark_asset(watermark_id: int) -> str | None:
     asset = _current(mark.asset_id)
     if asset is None:
         return None
-    text = assets_settings().watermark_text.format(code=mark.code, member_id=mark.member_id)
+    template = current_app.config["KOC_SETTINGS"].watermark_text
+    text = template.format(code=mark.code, member_id=mark.member_id)
     with _spool(asset.storage_key) as source, _open_image(source) as image:
         fmt = image.format or "PNG"
         marked = mark_image(image, text)
@@ -211,8 +212,8 @@ def _bundle_work(job: Job) -> None:
     written = 0
     # The archive goes straight into a multipart upload: memory holds one part, whatever the
     # kit's size. Media is already compressed, so files are stored, not deflated again.
-    with storage.open_writer(key, content_type="application/zip",
-                             part_size=assets_settings().part_size) as out, \
+    part_size = current_app.config["KOC_SETTINGS"].multipart_part_size
+    with storage.open_writer(key, content_type="application/zip", part_size=part_size) as out, \
             zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
         for asset in assets:
             name = _unique_name(asset.filename, names)

@@ -36,7 +36,7 @@ from koc.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = ("kit.published",)
+EVENT_TYPES = ("kit.published", "member.tier_changed", "group.invite", "group.remove")
 FORMATS = ("json", "wecom")
 MAX_ATTEMPTS = 15
 RETRY_BASE = timedelta(seconds=5)
@@ -111,20 +111,29 @@ class WebhookDelivery(db.Model):
 
 def emit(event_type: str, payload: dict[str, Any]) -> OutboxEvent:
     """Record an event in the caller's transaction; delivery starts once it commits."""
+    return emit_many(event_type, [payload])[0]
+
+
+def emit_many(event_type: str, payloads: list[dict[str, Any]]) -> list[OutboxEvent]:
+    """Record several events of one type at once (a tier run can change thousands of members):
+    one read of the webhooks and batched inserts, rather than one round of each per event."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
-    event = OutboxEvent(event_type=event_type, payload=payload)
-    db.session.add(event)
-    db.session.flush()
+    if not payloads:
+        return []
+    now = utcnow()
+    emitted = list(db.session.scalars(
+        sa.insert(OutboxEvent).returning(OutboxEvent),
+        [{"event_type": event_type, "payload": payload, "created_at": now}
+         for payload in payloads]))
     webhooks = db.session.scalars(sa.select(Webhook).where(Webhook.active.is_(True))).all()
     subscribed = [w for w in webhooks if event_type in (w.events or ())]
-    for webhook in subscribed:
-        db.session.add(WebhookDelivery(event_id=event.id, webhook_id=webhook.id,
-                                       next_attempt_at=event.created_at))
-    db.session.flush()
     if subscribed:
+        db.session.execute(sa.insert(WebhookDelivery), [
+            {"event_id": event.id, "webhook_id": webhook.id, "next_attempt_at": now}
+            for webhook in subscribed for event in emitted])
         enqueue_after_commit(deliver_due)
-    return event
+    return emitted
 
 
 # --- registering webhooks ----------------------------------------------------------------------
@@ -267,6 +276,13 @@ def describe(event: OutboxEvent) -> str:
         if data.get("launch_at"):
             line += f" · launch {data['launch_at'][:10]}"
         return line
+    if event.event_type == "member.tier_changed":
+        return (f"等级变化 / Tier change: member #{data.get('member_id')} "
+                f"{data.get('from') or '-'} → {data.get('to') or '-'}")
+    if event.event_type == "group.invite":
+        return f"邀请入群 / Invite to the senior group: member #{data.get('member_id')}"
+    if event.event_type == "group.remove":
+        return f"移出群 / Remove from the senior group: member #{data.get('member_id')}"
     return f"{event.event_type} #{event.id}"
 
 

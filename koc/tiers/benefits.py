@@ -25,6 +25,7 @@ from flask import current_app
 
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
+from koc.core.events import emit_many
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import Submission
@@ -278,11 +279,11 @@ def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None) -> tu
             live, GroupMembership.removal_due_at.is_not(None),
             GroupMembership.member_id.in_(sa.select(Member.id).where(qualifies)))
         .values(removal_due_at=None))
-    due = db.session.execute(
+    leaving = db.session.scalars(
         sa.update(GroupMembership).where(
             live, GroupMembership.removal_due_at.is_(None),
             GroupMembership.member_id.in_(sa.select(Member.id).where(~qualifies)))
-        .values(removal_due_at=now)).rowcount
+        .values(removal_due_at=now).returning(GroupMembership.member_id)).all()
     newcomers = db.session.scalars(
         sa.select(Member.id).where(qualifies, ~sa.exists().where(
             live, GroupMembership.member_id == Member.id))).all()
@@ -290,7 +291,10 @@ def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None) -> tu
         db.session.execute(sa.insert(GroupMembership), [
             {"group_key": SENIOR_GROUP, "member_id": member_id,
              "code": secrets.token_urlsafe(12), "invited_at": now} for member_id in newcomers])
-    return len(newcomers), due
+    # The group lives in WeCom: whoever runs it is told whom to add and whom to take out.
+    emit_many("group.invite", [{"group": SENIOR_GROUP, "member_id": m} for m in newcomers])
+    emit_many("group.remove", [{"group": SENIOR_GROUP, "member_id": m} for m in leaving])
+    return len(newcomers), len(leaving)
 
 
 def roster() -> dict[str, list[GroupMembership]]:

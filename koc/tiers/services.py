@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from koc.core.db import UTCDateTime, utcnow
 from koc.core.errors import DomainError
+from koc.core.events import emit, emit_many
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import MetricSnapshot, PointsEntry, Submission
@@ -311,6 +312,11 @@ def recalculate(*, trigger: str, now: datetime | None = None,
     scope = None if member_ids is None else sorted(applied)
     benefits.sync_badges(now=now, member_ids=scope)
     benefits.sync_group(rules.ranks, now=now)
+    # Members are told when their tier changes, never silently.
+    emit_many("member.tier_changed", [
+        {"member_id": c["member_id"], "from": c["from"], "to": c["to"],
+         "direction": c["direction"], "reason": c["reason"], "rules_version": rules.version,
+         "run_id": run.id} for c in changes])
     run.members_evaluated = result.evaluated
     run.promotions = sum(c["direction"] == "up" for c in changes)
     run.demotions = sum(c["direction"] == "down" for c in changes)
@@ -480,6 +486,10 @@ def set_tier_manually(member: Member, *, tier_key: str | None, locked: bool, sta
         db.session.add(TierChange(member_id=member.id, from_tier=member.tier_key,
                                   to_tier=tier_key, reason=reason, rules_version=rules.version,
                                   changed_by_staff_id=staff_id))
+        emit("member.tier_changed", {
+            "member_id": member.id, "from": member.tier_key, "to": tier_key,
+            "direction": "manual", "reason": reason, "rules_version": rules.version,
+            "staff_id": staff_id})
         member.tier_key = tier_key
         member.tier_since = utcnow()
         member.tier_below_since = None

@@ -127,9 +127,8 @@ def test_after_launch_the_original_image_is_delivered(kits, app, embargoed_kit) 
 
 
 def test_kit_zip_is_streamed_into_storage_with_flat_memory(make_app, seaweedfs, s3_bucket,
-                                                          monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("KOC_MULTIPART_PART_SIZE", str(5 * MiB))
-    app = make_app(**s3_env(seaweedfs, s3_bucket))
+                                                          tmp_path: Path) -> None:
+    app = make_app(**s3_env(seaweedfs, s3_bucket), KOC_MULTIPART_PART_SIZE=str(5 * MiB))
     kits = Kits(app)
     kit_id = kits.kit()
     files = {"guide.pdf": b"%PDF-1.7\n" + os.urandom(16 * MiB),

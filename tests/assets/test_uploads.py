@@ -21,6 +21,8 @@ from koc.extensions import db
 from tests.assets.conftest import Kits, png_bytes, put, s3_env, status_of
 
 MiB = 1024 * 1024
+# Multipart from 5 MiB (S3's smallest part), so the tests need not move 64 MiB files.
+SMALL_PARTS = {"KOC_MULTIPART_THRESHOLD": str(5 * MiB), "KOC_MULTIPART_PART_SIZE": str(5 * MiB)}
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -205,10 +207,8 @@ def test_multipart_upload_of_200_mib_through_part_urls_keeps_memory_flat(s3_app,
 
 
 def test_multipart_completion_without_etags_uses_the_stored_parts(make_app, seaweedfs,
-                                                                  s3_bucket, monkeypatch) -> None:
-    monkeypatch.setenv("KOC_MULTIPART_THRESHOLD", str(5 * MiB))
-    monkeypatch.setenv("KOC_MULTIPART_PART_SIZE", str(5 * MiB))
-    kits = Kits(make_app(**s3_env(seaweedfs, s3_bucket)))
+                                                                  s3_bucket) -> None:
+    kits = Kits(make_app(**s3_env(seaweedfs, s3_bucket), **SMALL_PARTS))
     kit_id = kits.kit()
     body = b"%PDF-1.7\n" + os.urandom(11 * MiB)
     created = kits.admin.post(f"/kits/{kit_id}/assets", json={
@@ -274,21 +274,17 @@ def test_an_open_upload_gets_fresh_urls_until_it_is_completed(kits) -> None:
     ("KOC_WATERMARK_TEXT", "KOC {member_id}"),
     ("KOC_WATERMARK_TEXT", "{code} {who}"),
 ])
-def test_a_bad_kits_setting_stops_the_app_naming_it(make_app, monkeypatch, name,
-                                                    value) -> None:
+def test_a_bad_kits_setting_stops_the_app_naming_it(make_app, name, value) -> None:
     from koc.settings import SettingsError
 
-    monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
-        make_app()
+        make_app(**{name: value})
 
 
 def test_completion_retried_after_the_store_already_assembled_the_parts_succeeds(
-    make_app, seaweedfs, s3_bucket, monkeypatch
+    make_app, seaweedfs, s3_bucket
 ) -> None:
-    monkeypatch.setenv("KOC_MULTIPART_THRESHOLD", str(5 * MiB))
-    monkeypatch.setenv("KOC_MULTIPART_PART_SIZE", str(5 * MiB))
-    app = make_app(**s3_env(seaweedfs, s3_bucket))
+    app = make_app(**s3_env(seaweedfs, s3_bucket), **SMALL_PARTS)
     kits = Kits(app)
     kit_id = kits.kit()
     body = b"%PDF-1.7\n" + os.urandom(6 * MiB)

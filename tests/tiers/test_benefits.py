@@ -184,3 +184,25 @@ def test_senior_member_is_invited_and_listed_for_removal_after_demotion(app, mem
     assert member.get("/me/groups").json["groups"] == []
     assert admin.post(f"/groups/senior/roster/{member_id}/removed").status_code == 200
     assert admin.get("/groups/senior/roster").json["to_remove"] == []
+
+
+def test_tier_changes_and_group_moves_are_sent_to_subscribed_webhooks(app, member_api,
+                                                                      staff_api) -> None:
+    from koc.core.events import OutboxEvent, WebhookDelivery
+
+    admin = staff_api("admin")
+    hook = admin.post("/webhooks", json={
+        "url": "https://hooks.example.com/koc",
+        "events": ["member.tier_changed", "group.invite"], "secret": "s" * 20})
+    assert hook.status_code == 201, hook.json
+    member_id, member = member_api()
+    _approved(member, staff_api("reviewer"), likes=1500, days_ago=2)
+    _recalc(app)
+    _recalc(app)  # nothing changes the second time, so nothing more is sent
+    with app.app_context():
+        sent = {(e.event_type, e.payload["member_id"], e.payload.get("to"))
+                for e in db.session.query(OutboxEvent)}
+        deliveries = db.session.query(WebhookDelivery).count()
+    assert sent == {("member.tier_changed", member_id, "senior"),
+                    ("group.invite", member_id, None)}
+    assert deliveries == 2

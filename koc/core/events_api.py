@@ -1,0 +1,79 @@
+"""`/api/v1/webhooks`: where domain events are delivered (see koc.core.events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from marshmallow import Schema, fields, validate
+
+from koc.core import events
+from koc.core.auth import current_principal, staff_required
+from koc.core.errors import DomainError
+from koc.core.pagination import Blueprint
+from koc.extensions import db
+
+blp = Blueprint("webhooks", __name__, description="Webhooks for domain events")
+
+
+class WebhookInSchema(Schema):
+    url = fields.String(required=True, validate=validate.Length(min=8, max=2000))
+    events = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+    secret = fields.String(load_default=None, allow_none=True,
+                           validate=validate.Length(min=16, max=200))
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "wecom"]))
+
+
+class WebhookSchema(Schema):
+    """A webhook as the API shows it: never the secret, nor a key in the URL."""
+
+    id = fields.Integer()
+    url = fields.String(metadata={"description": "Keys in the query are masked."})
+    events = fields.List(fields.String())
+    format = fields.String()
+    active = fields.Boolean()
+    created_at = fields.DateTime()
+    pending = fields.Integer()
+    failed = fields.Integer()
+
+
+def _webhook_view(webhook: events.Webhook) -> dict[str, Any]:
+    counts = dict(db.session.execute(
+        sa.select(events.WebhookDelivery.status, sa.func.count())
+        .where(events.WebhookDelivery.webhook_id == webhook.id)
+        .group_by(events.WebhookDelivery.status)).all())
+    return {"id": webhook.id, "url": events.masked_url(webhook), "events": webhook.events,
+            "format": webhook.format, "active": webhook.active,
+            "created_at": webhook.created_at,
+            "pending": counts.get("pending", 0), "failed": counts.get("failed", 0)}
+
+
+@blp.post("/webhooks")
+@blp.arguments(WebhookInSchema)
+@blp.response(201, WebhookSchema)
+@staff_required("admin")
+def register_webhook(data: dict):
+    webhook = events.register_webhook(url=data["url"], events=data["events"],
+                                      secret=data["secret"], fmt=data["format"],
+                                      staff_id=current_principal().staff_id)
+    db.session.commit()
+    return _webhook_view(webhook)
+
+
+@blp.get("/webhooks")
+@blp.response(200, WebhookSchema(many=True))
+@staff_required("admin")
+def list_webhooks():
+    return [_webhook_view(w) for w in db.session.scalars(
+        sa.select(events.Webhook).order_by(events.Webhook.id)).all()]
+
+
+@blp.delete("/webhooks/<int:webhook_id>")
+@blp.response(204)
+@staff_required("admin")
+def delete_webhook(webhook_id: int):
+    webhook = db.session.get(events.Webhook, webhook_id)
+    if webhook is None:
+        raise DomainError(404, "No such webhook.")
+    db.session.delete(webhook)
+    db.session.commit()
