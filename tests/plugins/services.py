@@ -15,7 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 PG_ADMIN_URL = os.environ.get("KOC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("KOC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# A database number per test process, so two suites on one machine do not flush or consume
+# each other's queues.
+REDIS_URL = os.environ.get("KOC_TEST_REDIS_URL",
+                           f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
 
 
 def services_required() -> bool:
