@@ -48,6 +48,7 @@ class Settings:
     # Placeholders: {code} (what the leak lookup takes), {member_id}.
     watermark_text: str
     tier_recalc_interval: int
+    tier_part_size: int
     # Base64 of a 32-byte Ed25519 seed; without it the key is derived from the secret key.
     badge_signing_key: str | None = field(repr=False)
     senior_group_url: str | None
@@ -122,6 +123,7 @@ class _EnvSchema(Schema):
     )
     KOC_BADGE_SIGNING_KEY = mf.String(load_default=None)
     KOC_SENIOR_GROUP_URL = mf.String(load_default=None, validate=_url_with_scheme("http", "https"))
+    KOC_TIER_PART_SIZE = mf.Integer(load_default=50_000, validate=validate.Range(min=100))
     KOC_LOG_LEVEL = mf.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
@@ -186,6 +188,7 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         multipart_part_size=data["KOC_MULTIPART_PART_SIZE"],
         watermark_text=data["KOC_WATERMARK_TEXT"],
         tier_recalc_interval=data["KOC_TIER_RECALC_INTERVAL"],
+        tier_part_size=data["KOC_TIER_PART_SIZE"],
         badge_signing_key=data["KOC_BADGE_SIGNING_KEY"],
         senior_group_url=data["KOC_SENIOR_GROUP_URL"],
         instance_path=str(instance),

@@ -1,7 +1,8 @@
 """The metrics tier rules are written in, each computed for every member in one grouped query.
 
 A query returns (member_id, value) rows for the members that have any activity; members with
-none are 0. `member_ids` narrows a query to some members (incremental runs, one member's /me).
+none are 0. `member_ids` narrows a query to some members (incremental runs, one member's /me),
+`member_range` to an id range (one part of a run split across workers).
 """
 
 from __future__ import annotations
@@ -48,15 +49,28 @@ def _week_index(column: sa.ColumnElement) -> sa.ColumnElement:
     return sa.cast(sa.func.floor((seconds + 3 * 86400) / 604800), sa.BigInteger)
 
 
+MemberRange = tuple[int, int]
+
+
+def in_scope(column: sa.ColumnElement, member_ids: list[int] | None,
+             member_range: MemberRange | None) -> list[sa.ColumnElement]:
+    conditions = []
+    if member_ids is not None:
+        conditions.append(column.in_(member_ids))
+    if member_range is not None:
+        conditions.append(column.between(*member_range))
+    return conditions
+
+
 def metric_query(  # noqa: PLR0911 - one branch per metric reads better than a table of lambdas
-    metric: str, window_days: int | None, now: datetime, member_ids: list[int] | None
+    metric: str, window_days: int | None, now: datetime, member_ids: list[int] | None,
+    member_range: MemberRange | None = None,
 ) -> sa.Select:
     since = now - timedelta(days=window_days) if window_days else None
-    approved = [Submission.status == SubmissionStatus.approved.value]
+    approved = [Submission.status == SubmissionStatus.approved.value,
+                *in_scope(Submission.member_id, member_ids, member_range)]
     if since is not None:
         approved.append(Submission.posted_at >= since)
-    if member_ids is not None:
-        approved.append(Submission.member_id.in_(member_ids))
     per_member = Submission.member_id
 
     if metric == "approved_submissions":
@@ -80,11 +94,10 @@ def metric_query(  # noqa: PLR0911 - one branch per metric reads better than a t
         return (sa.select(per_member, sa.func.count(sa.distinct(Submission.kit_id)))
                 .where(*approved, Submission.kit_id.is_not(None)).group_by(per_member))
     if metric == "points_earned":
-        where = [PointsEntry.points > 0]
+        where = [PointsEntry.points > 0,
+                 *in_scope(PointsEntry.member_id, member_ids, member_range)]
         if since is not None:
             where.append(PointsEntry.created_at >= since)
-        if member_ids is not None:
-            where.append(PointsEntry.member_id.in_(member_ids))
         return (sa.select(PointsEntry.member_id, sa.func.sum(PointsEntry.points))
                 .where(*where).group_by(PointsEntry.member_id))
     if metric == "weekly_streak":
@@ -107,21 +120,23 @@ def metric_query(  # noqa: PLR0911 - one branch per metric reads better than a t
 
 
 def compute(keys: Iterable[MetricKey], *, now: datetime,
-            member_ids: Iterable[int] | None = None) -> MetricValues:
+            member_ids: Iterable[int] | None = None,
+            member_range: MemberRange | None = None) -> MetricValues:
     ids = list(member_ids) if member_ids is not None else None
     values: MetricValues = {}
     for metric, window in sorted(set(keys), key=str):
-        rows = db.session.execute(metric_query(metric, window, now, ids))
+        rows = db.session.execute(metric_query(metric, window, now, ids, member_range))
         values[(metric, window)] = {member_id: float(value or 0) for member_id, value in rows}
     return values
 
 
 def members_with_weak_streak(count: int, below: int, *,
-                             member_ids: Iterable[int] | None = None) -> set[int]:
+                             member_ids: Iterable[int] | None = None,
+                             member_range: MemberRange | None = None) -> set[int]:
     """Members whose last `count` approved posts all had fewer than `below` interactions."""
-    where = [Submission.status == SubmissionStatus.approved.value]
-    if member_ids is not None:
-        where.append(Submission.member_id.in_(list(member_ids)))
+    ids = list(member_ids) if member_ids is not None else None
+    where = [Submission.status == SubmissionStatus.approved.value,
+             *in_scope(Submission.member_id, ids, member_range)]
     recent = sa.select(
         Submission.member_id,
         Submission.interactions,

@@ -39,6 +39,28 @@ class TierRun(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class TierRunPart(db.Model):
+    """One member-id range of a run split across workers; done once, whoever runs it."""
+
+    __tablename__ = "tier_run_parts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("tier_runs.id", ondelete="CASCADE"))
+    first_member_id: Mapped[int] = mapped_column(sa.BigInteger)
+    last_member_id: Mapped[int] = mapped_column(sa.BigInteger)
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    members_evaluated: Mapped[int] = mapped_column(default=0)
+    promotions: Mapped[int] = mapped_column(default=0)
+    demotions: Mapped[int] = mapped_column(default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "first_member_id"),
+        sa.CheckConstraint("status IN ('pending', 'succeeded')", name="status_known"),
+    )
+
+
 class TierChange(db.Model):
     """Every change of a member's tier: by a run (with its rules version) or by staff."""
 

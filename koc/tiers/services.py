@@ -24,8 +24,8 @@ from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import MetricSnapshot, PointsEntry, Submission
 from koc.tiers import benefits, metrics
-from koc.tiers.metrics import METRICS, MetricKey, MetricValues, metric_key
-from koc.tiers.models import TierChange, TierRuleSet, TierRun
+from koc.tiers.metrics import METRICS, MemberRange, MetricKey, MetricValues, metric_key
+from koc.tiers.models import TierChange, TierRuleSet, TierRun, TierRunPart
 
 ADVISORY_LOCK_KEY = 0x6B6F6374  # "koct": one tier run at a time across all hosts
 
@@ -106,10 +106,11 @@ def _metric_keys(tiers: Iterable[dict[str, Any]]) -> set[MetricKey]:
     return {metric_key(c) for tier in tiers for c in _clauses(tier["rules"])}
 
 
-def compute_metrics(rules: RuleSet, *, now: datetime,
-                    member_ids: Iterable[int] | None = None) -> MetricValues:
+def compute_metrics(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = None,
+                    member_range: MemberRange | None = None) -> MetricValues:
     """For each (metric, window) the rules use: member id -> value, one grouped query each."""
-    return metrics.compute(_metric_keys(rules.tiers), now=now, member_ids=member_ids)
+    return metrics.compute(_metric_keys(rules.tiers), now=now, member_ids=member_ids,
+                           member_range=member_range)
 
 
 def _demotion(tier: dict[str, Any]) -> dict[str, float]:
@@ -206,7 +207,8 @@ def _days(delta: timedelta) -> float:
     return delta.total_seconds() / 86400
 
 
-def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = None) -> Plan:
+def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = None,
+         member_range: MemberRange | None = None) -> Plan:
     """Decide every member's tier under `rules`; reads only, writes nothing.
 
     Promotion is immediate. A member keeps a tier while it holds at its low-water mark; once it
@@ -215,16 +217,18 @@ def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = No
     Locked and suspended members are never changed.
     """
     ids = list(member_ids) if member_ids is not None else None
-    stmt = (sa.select(Member.id, Member.tier_key, Member.tier_since, Member.tier_below_since)
-            .where(Member.status == MemberStatus.active.value, Member.tier_locked.is_(False)))
-    if ids is not None:
-        stmt = stmt.where(Member.id.in_(ids))
-    members = db.session.execute(stmt).all()
-    compiled = compile_tiers(rules, compute_metrics(rules, now=now, member_ids=ids))
+    members = db.session.execute(
+        sa.select(Member.id, Member.tier_key, Member.tier_since, Member.tier_below_since)
+        .where(Member.status == MemberStatus.active.value, Member.tier_locked.is_(False),
+               *metrics.in_scope(Member.id, ids, member_range))
+    ).all()
+    compiled = compile_tiers(rules, compute_metrics(rules, now=now, member_ids=ids,
+                                                    member_range=member_range))
     by_key = {t.key: t for t in compiled}
     names = {t["key"]: t["name"] for t in rules.tiers}
     weak = {t["key"]: metrics.members_with_weak_streak(
-                t["weak_posts"]["count"], t["weak_posts"]["below"], member_ids=ids)
+                t["weak_posts"]["count"], t["weak_posts"]["below"], member_ids=ids,
+                member_range=member_range)
             for t in rules.tiers if t.get("weak_posts")}
 
     result = Plan(evaluated=len(members))
@@ -304,28 +308,125 @@ def recalculate(*, trigger: str, now: datetime | None = None,
     db.session.add(run)
     db.session.flush()
 
-    result = plan(rules, now=now, member_ids=member_ids)
-    applied = _apply_changes(result.changes, run_id=run.id, rules_version=rules.version, now=now)
-    _apply_marks(result.marks)
-    changes = [c for c in result.changes if c["member_id"] in applied]
-    # Benefits follow the tiers just written: badges, and the senior group's roster.
-    scope = None if member_ids is None else sorted(applied)
-    benefits.sync_badges(now=now, member_ids=scope)
-    benefits.sync_group(rules.ranks, now=now)
-    # Members are told when their tier changes, never silently.
-    emit_many("member.tier_changed", [
-        {"member_id": c["member_id"], "from": c["from"], "to": c["to"],
-         "direction": c["direction"], "reason": c["reason"], "rules_version": rules.version,
-         "run_id": run.id} for c in changes])
-    run.members_evaluated = result.evaluated
+    evaluated, changes = _recalculate_scope(rules, run.id, now=now, member_ids=member_ids)
+    run.members_evaluated = evaluated
     run.promotions = sum(c["direction"] == "up" for c in changes)
     run.demotions = sum(c["direction"] == "down" for c in changes)
     run.status = "succeeded"
     run.finished_at = utcnow()
     db.session.flush()
     return RecalcSummary(run_id=run.id, rules_version=rules.version, kind=kind,
-                         members_evaluated=result.evaluated, promotions=run.promotions,
+                         members_evaluated=evaluated, promotions=run.promotions,
                          demotions=run.demotions, changes=changes)
+
+
+def _recalculate_scope(rules: RuleSet, run_id: int, *, now: datetime,
+                       member_ids: Iterable[int] | None = None,
+                       member_range: MemberRange | None = None
+                       ) -> tuple[int, list[dict[str, Any]]]:
+    """Plan and write the members in scope; returns (members evaluated, changes made)."""
+    ids = None if member_ids is None else list(member_ids)
+    result = plan(rules, now=now, member_ids=ids, member_range=member_range)
+    applied = _apply_changes(result.changes, run_id=run_id, rules_version=rules.version, now=now)
+    _apply_marks(result.marks)
+    changes = [c for c in result.changes if c["member_id"] in applied]
+    # Benefits follow the tiers just written: badges, and the senior group's roster.
+    badge_scope = None if ids is None and member_range is None else sorted(applied)
+    benefits.sync_badges(now=now, member_ids=badge_scope)
+    benefits.sync_group(rules.ranks, now=now)
+    # Members are told when their tier changes, never silently.
+    emit_many("member.tier_changed", [
+        {"member_id": c["member_id"], "from": c["from"], "to": c["to"],
+         "direction": c["direction"], "reason": c["reason"], "rules_version": rules.version,
+         "run_id": run_id} for c in changes])
+    return result.evaluated, changes
+
+
+# --- a full run split across workers -----------------------------------------------------------
+
+STALE_PART_AFTER = timedelta(minutes=30)
+
+
+def start_split_run(*, trigger: str, part_size: int, now: datetime | None = None
+                    ) -> list[int]:
+    """Plan a full run as member-id ranges and return the parts to send to workers.
+
+    Runs never overlap: while a split run has parts sent recently, this returns nothing. A run
+    whose parts stopped moving (a worker died) is resumed: its unfinished parts are returned
+    again, and a part already done is never redone.
+    """
+    now = now or utcnow()
+    if not _try_lock():
+        return []
+    running = db.session.scalar(sa.select(TierRun).where(
+        TierRun.kind == "split", TierRun.status == "running").order_by(TierRun.id.desc()))
+    if running is not None:
+        pending = db.session.scalars(sa.select(TierRunPart).where(
+            TierRunPart.run_id == running.id, TierRunPart.status == "pending")).all()
+        if any(p.sent_at and now - p.sent_at < STALE_PART_AFTER for p in pending):
+            return []
+        for part in pending:
+            part.sent_at = now
+        db.session.flush()
+        return [p.id for p in pending]
+    lowest, highest = db.session.execute(
+        sa.select(sa.func.min(Member.id), sa.func.max(Member.id))).one()
+    run = TierRun(trigger=trigger, kind="split", rules_version=current_rules().version,
+                  started_at=now, status="running")
+    db.session.add(run)
+    db.session.flush()
+    if lowest is None:
+        run.status, run.finished_at = "succeeded", now
+        return []
+    parts = [TierRunPart(run_id=run.id, first_member_id=first,
+                         last_member_id=min(first + part_size - 1, highest), sent_at=now)
+             for first in range(lowest, highest + 1, part_size)]
+    db.session.add_all(parts)
+    db.session.flush()
+    return [p.id for p in parts]
+
+
+def _rules_of_version(version: int) -> RuleSet:
+    row = db.session.scalar(sa.select(TierRuleSet).where(TierRuleSet.version == version))
+    return RuleSet(version, row.tiers) if row else RuleSet(0, copy.deepcopy(DEFAULT_TIERS))
+
+
+def run_part(part_id: int, *, now: datetime | None = None) -> bool:
+    """Recalculate one part, once; the last part to finish closes the run. Returns whether
+    this call did the work (False: done already, or another worker is on it)."""
+    now = now or utcnow()
+    if db.session.get_bind().dialect.name == "postgresql" and not db.session.scalar(
+        sa.select(sa.func.pg_try_advisory_xact_lock(
+            sa.cast(ADVISORY_LOCK_KEY + 1, sa.Integer), sa.cast(part_id, sa.Integer)))
+    ):
+        return False
+    part = db.session.get(TierRunPart, part_id)
+    if part is None or part.status == "succeeded":
+        return False
+    run = db.session.get(TierRun, part.run_id)
+    # Every part evaluates with the rules the run started with.
+    rules = _rules_of_version(run.rules_version)
+    evaluated, changes = _recalculate_scope(
+        rules, run.id, now=now, member_range=(part.first_member_id, part.last_member_id))
+    part.members_evaluated = evaluated
+    part.promotions = sum(c["direction"] == "up" for c in changes)
+    part.demotions = sum(c["direction"] == "down" for c in changes)
+    part.status = "succeeded"
+    part.finished_at = utcnow()
+    db.session.flush()
+    # Lock the run row so two last parts finishing together cannot both miss closing it.
+    db.session.execute(sa.select(TierRun.id).where(TierRun.id == run.id).with_for_update())
+    totals = db.session.execute(
+        sa.select(sa.func.count().filter(TierRunPart.status == "pending"),
+                  sa.func.coalesce(sa.func.sum(TierRunPart.members_evaluated), 0),
+                  sa.func.coalesce(sa.func.sum(TierRunPart.promotions), 0),
+                  sa.func.coalesce(sa.func.sum(TierRunPart.demotions), 0))
+        .where(TierRunPart.run_id == run.id)).one()
+    if totals[0] == 0:
+        run.status, run.finished_at = "succeeded", utcnow()
+        run.members_evaluated, run.promotions, run.demotions = totals[1:]
+    db.session.flush()
+    return True
 
 
 # Both statements re-check each row as they write it: a member locked, suspended or moved by

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import sqlalchemy as sa
 from celery import shared_task
 from celery.schedules import crontab
+from flask import current_app
 
 from koc.core.jobs import Job, run_job
 from koc.extensions import db
+from koc.members.models import Member
 from koc.settings import Settings
 from koc.tiers import benefits, services
 
@@ -40,10 +43,28 @@ def periodic_tasks(settings: Settings) -> dict:
 
 @shared_task(name="koc.tiers.tasks.recalculate_tiers_periodic")
 def recalculate_tiers_periodic(incremental: bool = False) -> dict:
-    summary = services.recalculate(trigger="schedule", incremental=incremental)
+    """Incremental runs and small populations run here, in one transaction; a full run over
+    more members than one part is split into member-id ranges that any worker can take."""
+    part_size = current_app.config["KOC_SETTINGS"].tier_part_size
+    members = db.session.scalar(sa.select(sa.func.count()).select_from(Member))
+    if incremental or members <= part_size:
+        summary = services.recalculate(trigger="schedule", incremental=incremental)
+        db.session.commit()
+        log.info("tier recalculation: %s", summary.as_dict())
+        return summary.as_dict()
+    part_ids = services.start_split_run(trigger="schedule", part_size=part_size)
     db.session.commit()
-    log.info("tier recalculation: %s", summary.as_dict())
-    return summary.as_dict()
+    for part_id in part_ids:
+        recalculate_tier_part.delay(part_id)
+    log.info("tier recalculation split into %d parts", len(part_ids))
+    return {"parts": len(part_ids)}
+
+
+@shared_task(name="koc.tiers.tasks.recalculate_tier_part", acks_late=True)
+def recalculate_tier_part(part_id: int) -> bool:
+    done = services.run_part(part_id)
+    db.session.commit()
+    return done
 
 
 @shared_task(name="koc.tiers.tasks.recalculate_tiers_job")

@@ -24,6 +24,22 @@ def upgrade():
     with op.batch_alter_table('tier_runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('kind', sa.String(length=16), nullable=False,
                                       server_default='full'))
+    op.create_table('tier_run_parts',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('first_member_id', sa.BigInteger(), nullable=False),
+    sa.Column('last_member_id', sa.BigInteger(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('members_evaluated', sa.Integer(), nullable=False),
+    sa.Column('promotions', sa.Integer(), nullable=False),
+    sa.Column('demotions', sa.Integer(), nullable=False),
+    sa.Column('sent_at', koc.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', koc.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'succeeded')", name=op.f('ck_tier_run_parts_status_known')),
+    sa.ForeignKeyConstraint(['run_id'], ['tier_runs.id'], name=op.f('fk_tier_run_parts_run_id_tier_runs'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tier_run_parts')),
+    sa.UniqueConstraint('run_id', 'first_member_id', name=op.f('uq_tier_run_parts_run_id_first_member_id'))
+    )
     op.create_table('drops',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('product_name', sa.String(length=200), nullable=False),
@@ -96,6 +112,7 @@ def upgrade():
 
 
 def downgrade():
+    op.drop_table('tier_run_parts')
     with op.batch_alter_table('group_memberships', schema=None) as batch_op:
         batch_op.drop_index('uq_group_memberships_live', postgresql_where=sa.text('removed_at IS NULL'), sqlite_where=sa.text('removed_at IS NULL'))
 

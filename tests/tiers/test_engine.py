@@ -176,3 +176,64 @@ def test_preview_counts_demotions_and_members_entering_grace(app, member_api,
     preview = admin.post("/tiers/rules/preview", json={"tiers": stricter}).json
     assert preview["demotions"] == 0 and preview["entering_grace"] == 1
     assert member.get("/me").json["tier"]["key"] == "certified"
+
+
+def test_a_full_run_split_in_parts_survives_a_dead_worker_and_never_redoes_a_part(
+    app, member_api, staff_api
+) -> None:
+    from koc.tiers.models import TierRun
+    from koc.tiers.services import run_part, start_split_run
+
+    reviewer = staff_api("reviewer")
+    ids = []
+    for _ in range(5):
+        member_id, member = member_api()
+        _post(app, member, reviewer, utcnow() - timedelta(days=1))
+        ids.append(member_id)
+    with app.app_context():
+        parts = start_split_run(trigger="test", part_size=2)
+        db.session.commit()
+        assert len(parts) == 3
+        assert run_part(parts[0]) is True
+        db.session.commit()
+        # The worker with the other parts died. While the parts are fresh, no second run
+        # starts; once they are stale, the same run resumes with only the unfinished parts.
+        assert start_split_run(trigger="test", part_size=2) == []
+        resumed = start_split_run(trigger="test", part_size=2,
+                                  now=utcnow() + timedelta(minutes=31))
+        db.session.commit()
+        assert resumed == parts[1:]
+        for part in resumed:
+            assert run_part(part) is True
+            db.session.commit()
+        assert run_part(parts[0]) is False  # a re-delivered part does nothing
+        run = db.session.scalars(db.select(TierRun).where(TierRun.kind == "split")).one()
+        assert (run.status, run.members_evaluated, run.promotions) == ("succeeded", 5, 5)
+    assert {_tier(app, member_id) for member_id in ids} == {"certified"}
+
+    with app.app_context():
+        again = start_split_run(trigger="test", part_size=2)
+        db.session.commit()
+        for part in again:
+            run_part(part)
+            db.session.commit()
+        latest = db.session.scalars(db.select(TierRun).order_by(TierRun.id.desc())).first()
+        assert (latest.status, latest.promotions) == ("succeeded", 0)
+
+
+@pytest.mark.postgres
+def test_one_part_taken_by_two_workers_at_once_is_done_once(pg_app) -> None:
+    from koc.tiers.services import run_part, start_split_run
+    from tests.conftest import Api, new_member, staff_token_for
+
+    admin = Api(pg_app.test_client(), staff_token_for(pg_app, "admin"))
+    new_member(pg_app, admin, "part-1")
+    with pg_app.app_context():
+        (part,) = start_split_run(trigger="test", part_size=1000)
+        db.session.commit()
+        assert run_part(part) is True  # holds the part's lock until commit
+        with pg_app.app_context():  # a second worker, with its own connection
+            assert run_part(part) is False
+            db.session.rollback()
+        db.session.commit()
+        assert run_part(part) is False
