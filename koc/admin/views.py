@@ -436,3 +436,7 @@ def _review_error_message(exc: DomainError, submission_id: int) -> str:
         return _("Submission %(id)s does not exist.", id=submission_id)
     return _("Submission %(id)s could not be reviewed: %(message)s",
              id=submission_id, message=exc.message)
+
+
+from koc.admin import kits as _kits  # noqa: E402,F401
+from koc.admin import tiers as _tiers  # noqa: E402,F401

@@ -1,0 +1,391 @@
+"""Admin pages for creative kits: list, kit page, create/edit form and direct-to-storage upload.
+
+The upload page calls two small JSON endpoints with the admin session and the CSRF token (sent
+in the X-CSRFToken header); they call the same services as the staff API. The browser then sends
+the bytes straight to the object store (or, embedded, to the app's signed /storage route).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFError, validate_csrf
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+from marshmallow import ValidationError
+from wtforms import BooleanField, DateTimeLocalField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import ValidationError as FormValidationError
+
+from koc.admin.views import (
+    _SECURITY_HEADERS,
+    _origin,
+    _signed_in_staff,
+    admin_blueprint,
+    login_required,
+)
+from koc.assets import services
+from koc.assets.models import Asset, Kit, KitStatus
+from koc.assets.schemas import SEGMENT_KEYS, AssetInSchema, CompleteInSchema
+from koc.core.auth import StaffRole
+from koc.core.errors import DomainError, error_body
+from koc.core.storage import StorageUnavailable, get_storage
+from koc.extensions import csrf, db
+from koc.tiers.services import tier_ranks
+
+KITS_PER_PAGE = 50
+PREVIEW_URL_TTL = 900
+# Raw HTML in notes is shown as text, never as markup; commonmark also refuses javascript: links.
+_markdown = MarkdownIt("commonmark", {"html": False})
+
+
+def render_notes(notes: str | None) -> Markup:
+    # Safe as markup: the renderer escapes every raw HTML block and inline tag in the notes.
+    return Markup(_markdown.render(notes or ""))  # noqa: S704
+
+
+def _settings():
+    return current_app.config["KOC_SETTINGS"]
+
+
+# --- the form ----------------------------------------------------------------------------------
+
+def _strip(value: str | None) -> str | None:
+    return value.strip() if value else value
+
+
+def parse_segments(text: str | None) -> list[dict[str, str]]:
+    """One selector a line, `kind: value` (kind tag, city or store_code)."""
+    segments = []
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        kind, sep, value = line.partition(":")
+        kind, value = kind.strip(), value.strip()
+        if not sep or kind not in SEGMENT_KEYS or not value:
+            raise FormValidationError(
+                _("Write one selector a line as kind: value, where kind is one of %(kinds)s.",
+                  kinds=", ".join(SEGMENT_KEYS)))
+        segments.append({kind: value})
+    return segments
+
+
+def _segments_text(segments: list[dict[str, str]] | None) -> str:
+    return "\n".join(f"{kind}: {value}" for selector in segments or ()
+                     for kind, value in selector.items())
+
+
+# The first is what the field renders: the only form <input type="datetime-local"> accepts.
+_LOCAL_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+
+
+class KitForm(FlaskForm):
+    title = StringField(_l("Title"), filters=[_strip],
+                        validators=[DataRequired(), Length(max=200)])
+    notes = TextAreaField(_l("Notes (Markdown)"), validators=[Length(max=100_000)])
+    product_name = StringField(_l("Product"), filters=[_strip],
+                               validators=[Optional(), Length(max=200)])
+    launch_at = DateTimeLocalField(_l("Launch (UTC)"), format=_LOCAL_FORMATS,
+                                   validators=[Optional()])
+    embargo_tier = SelectField(_l("Before launch, visible to"), validators=[Optional()])
+    min_tier = SelectField(_l("Minimum tier"), validators=[Optional()])
+    segments = TextAreaField(_l("Segments (one a line: tag, city or store_code: value)"),
+                             validators=[Length(max=10_000)])
+    available_from = DateTimeLocalField(_l("Available from (UTC)"),
+                                        format=_LOCAL_FORMATS, validators=[Optional()])
+    available_until = DateTimeLocalField(_l("Available until (UTC)"),
+                                         format=_LOCAL_FORMATS, validators=[Optional()])
+    watermark = BooleanField(_l("Watermark images for each member during the embargo"))
+
+    def validate_segments(self, field: Any) -> None:
+        parse_segments(field.data)
+
+    def validate_available_until(self, field: Any) -> None:
+        start = self.available_from.data
+        if start and field.data and field.data <= start:
+            raise FormValidationError(_("Must be after the start of the window."))
+
+
+def _kit_form(kit: Kit | None) -> KitForm:
+    form = KitForm(obj=kit) if kit is not None and request.method == "GET" else KitForm()
+    ranks = tier_ranks()
+    tiers = [("", _("Any"))] + [(key, key) for key in sorted(ranks, key=ranks.get)]
+    form.min_tier.choices = tiers
+    form.embargo_tier.choices = [("", _("Default (early access)")), *tiers[1:]]
+    if kit is not None and request.method == "GET":
+        form.segments.data = _segments_text(kit.segments)
+        for name in ("launch_at", "available_from", "available_until"):
+            value = getattr(kit, name)
+            getattr(form, name).data = value.astimezone(UTC).replace(tzinfo=None) if value else None
+        form.min_tier.data = kit.min_tier or ""
+        form.embargo_tier.data = kit.embargo_tier or ""
+    return form
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value else None
+
+
+def _form_values(form: KitForm) -> dict[str, Any]:
+    embargo_tier = form.embargo_tier.data or None
+    if form.launch_at.data and embargo_tier is None and "early_access" in tier_ranks():
+        # As the service does for a new kit: unreleased products go to early access.
+        embargo_tier = "early_access"
+    return {
+        "title": form.title.data,
+        "notes": form.notes.data or "",
+        "product_name": form.product_name.data or None,
+        "launch_at": _utc(form.launch_at.data),
+        "embargo_tier": embargo_tier,
+        "min_tier": form.min_tier.data or None,
+        "segments": parse_segments(form.segments.data),
+        "available_from": _utc(form.available_from.data),
+        "available_until": _utc(form.available_until.data),
+        "watermark": bool(form.watermark.data),
+    }
+
+
+def _flash_domain_error(exc: DomainError) -> None:
+    details = "; ".join(f"{name}: {', '.join(map(str, problems))}"
+                        for fields in (exc.errors or {}).values()
+                        for name, problems in fields.items())
+    flash(_("The kit was not saved: %(message)s %(details)s", message=exc.message,
+            details=details), "error")
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+def _kit_or_404(kit_id: int) -> Kit:
+    kit = db.session.get(Kit, kit_id)
+    if kit is None:
+        abort(404)
+    return kit
+
+
+def _is_admin() -> bool:
+    staff = _signed_in_staff()
+    return staff is not None and StaffRole(staff.role).covers(StaffRole.admin)
+
+
+@admin_blueprint.get("/kits")
+@login_required("viewer")
+def kits():
+    page = max(request.args.get("page", 1, type=int), 1)
+    rows = db.session.scalars(services.kits_query_for_staff()
+                              .offset((page - 1) * KITS_PER_PAGE).limit(KITS_PER_PAGE + 1)).all()
+    has_next = len(rows) > KITS_PER_PAGE
+    rows = rows[:KITS_PER_PAGE]
+    counts = dict(db.session.execute(
+        sa.select(Asset.kit_id, sa.func.count()).where(Asset.kit_id.in_([k.id for k in rows]))
+        .group_by(Asset.kit_id)).all())
+    ranks = tier_ranks()
+    funnels = {kit.id: services.funnel(kit, ranks) for kit in rows}
+    return render_template("admin/kits/list.html", kits=rows, counts=counts, funnels=funnels,
+                           page=page, has_next=has_next, is_admin=_is_admin())
+
+
+@admin_blueprint.route("/kits/new", methods=["GET", "POST"])
+@login_required("admin")
+def new_kit():
+    form = _kit_form(None)
+    if form.validate_on_submit():
+        try:
+            kit = services.create_kit(_form_values(form), staff_id=_signed_in_staff().id,
+                                      tier_ranks=tier_ranks())
+            db.session.commit()
+        except DomainError as exc:
+            db.session.rollback()
+            _flash_domain_error(exc)
+        else:
+            flash(_("Kit %(title)s created.", title=kit.title), "success")
+            return redirect(url_for("admin.kit", kit_id=kit.id))
+    return render_template("admin/kits/form.html", form=form, kit=None)
+
+
+@admin_blueprint.route("/kits/<int:kit_id>/edit", methods=["GET", "POST"])
+@login_required("admin")
+def edit_kit(kit_id: int):
+    kit = _kit_or_404(kit_id)
+    form = _kit_form(kit)
+    if form.validate_on_submit():
+        try:
+            services.update_kit(kit, _form_values(form), tier_ranks=tier_ranks())
+            db.session.commit()
+        except DomainError as exc:
+            db.session.rollback()
+            _flash_domain_error(exc)
+        else:
+            flash(_("Kit %(title)s saved.", title=kit.title), "success")
+            return redirect(url_for("admin.kit", kit_id=kit.id))
+    return render_template("admin/kits/form.html", form=form, kit=kit)
+
+
+@admin_blueprint.get("/kits/<int:kit_id>")
+@login_required("viewer")
+def kit(kit_id: int):
+    kit = _kit_or_404(kit_id)
+    storage = get_storage()
+    previews = {}
+    for asset in kit.assets:
+        if asset.preview_key:
+            previews[asset.id] = storage.presign_get(asset.preview_key,
+                                                     expires_in=PREVIEW_URL_TTL)
+    response = current_app.make_response(render_template(
+        "admin/kits/detail.html",
+        kit=kit,
+        notes_html=render_notes(kit.notes),
+        previews=previews,
+        funnel=services.funnel(kit, tier_ranks()),
+        is_admin=_is_admin(),
+        action_form=FlaskForm(formdata=None),
+        max_upload_bytes=_settings().max_upload_bytes,
+    ))
+    # Previews come from, and uploads go to, the object store: maybe another origin.
+    store = _origin(storage.presign_get(f"kits/{kit.id}/origin-probe", expires_in=60))
+    origins = sorted(({_origin(url) for url in previews.values()} | {store}) - {None})
+    if origins:
+        extra = " ".join(origins)
+        response.headers["Content-Security-Policy"] = (
+            _SECURITY_HEADERS["Content-Security-Policy"]
+            .replace("img-src 'self' data:", f"img-src 'self' data: {extra}")
+            + f"; connect-src 'self' {extra}")
+    return response
+
+
+def _kit_action(kit_id: int, action: Callable[[Kit], Kit], done: str):
+    form = FlaskForm()
+    if not form.validate_on_submit():
+        abort(400)
+    kit = _kit_or_404(kit_id)
+    try:
+        action(kit)
+        db.session.commit()
+    except DomainError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+    else:
+        flash(done, "success")
+    return redirect(url_for("admin.kit", kit_id=kit_id))
+
+
+@admin_blueprint.post("/kits/<int:kit_id>/publish")
+@login_required("admin")
+def publish_kit(kit_id: int):
+    return _kit_action(kit_id, services.publish_kit, _("The kit is published."))
+
+
+@admin_blueprint.post("/kits/<int:kit_id>/archive")
+@login_required("admin")
+def archive_kit(kit_id: int):
+    return _kit_action(kit_id, services.archive_kit, _("The kit is archived."))
+
+
+# --- JSON endpoints for the upload script ------------------------------------------------------
+
+def _json_error(status: int, message: str, errors: dict[str, Any] | None = None):
+    return jsonify(error_body(status, message, errors)), status
+
+
+def json_admin(view: Callable) -> Callable:
+    """Admin session and CSRF header, answered in JSON (no redirect to the login page).
+
+    Exempt from CSRFProtect's automatic check only so that the check runs here, after the
+    session check, and fails as JSON rather than as an HTML page.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        staff = _signed_in_staff()
+        if staff is None:
+            return _json_error(401, _("Sign in again."))
+        if not StaffRole(staff.role).covers(StaffRole.admin):
+            return _json_error(403, _("Only admins can upload files."))
+        try:
+            validate_csrf(request.headers.get("X-CSRFToken"))
+        except (CSRFError, FormValidationError):
+            return _json_error(400, _("The CSRF token is missing or invalid; reload the page."))
+        try:
+            return view(*args, **kwargs)
+        except StorageUnavailable:
+            db.session.rollback()
+            return _json_error(503, _("The object store is not answering; try again shortly."))
+
+    return csrf.exempt(wrapper)
+
+
+def _load(schema: Any) -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise DomainError(422, "Send a JSON object.")
+    try:
+        return schema.load(body)
+    except ValidationError as exc:
+        raise DomainError(422, "The request is not valid.", errors={"json": exc.messages}) from exc
+
+
+def _upload_view(upload: services.UploadInstructions) -> dict[str, Any]:
+    if upload.multipart is not None:
+        return {"method": "PUT", "url": None, "headers": {}, "multipart": True,
+                "part_size": upload.multipart.part_size,
+                "parts": [{"part_number": n, "size": size, "url": url}
+                          for n, size, url in upload.multipart.parts]}
+    single = upload.single
+    return {"method": single.method, "url": single.url, "headers": single.headers,
+            "multipart": False, "part_size": None, "parts": []}
+
+
+@admin_blueprint.post("/kits/<int:kit_id>/assets")
+@json_admin
+def kit_asset_create(kit_id: int):
+    data = _load(AssetInSchema())
+    settings = _settings()
+    asset, upload = services.add_asset(
+        services.get_kit(kit_id), **data, storage=get_storage(),
+        max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
+        multipart_threshold=settings.multipart_threshold, part_size=settings.multipart_part_size,
+    )
+    db.session.commit()
+    return jsonify({
+        "asset_id": asset.id,
+        "upload": _upload_view(upload),
+        "complete_url": url_for("admin.kit_asset_complete", kit_id=kit_id, asset_id=asset.id),
+    }), 201
+
+
+@admin_blueprint.post("/kits/<int:kit_id>/assets/<int:asset_id>/complete")
+@json_admin
+def kit_asset_complete(kit_id: int, asset_id: int):
+    data = _load(CompleteInSchema())
+    parts = [(p["part_number"], p["etag"]) for p in data.get("parts") or ()]
+    asset = services.get_asset(services.get_kit(kit_id), asset_id)
+    try:
+        asset = services.complete_asset(asset, storage=get_storage(), parts=parts or None)
+    except services.UploadRefused:
+        # The refused object and its row are deleted: keep that.
+        db.session.commit()
+        raise
+    db.session.commit()
+    return jsonify({"id": asset.id, "filename": asset.filename, "status": asset.status})
+
+
+KIT_STATUS_LABELS = {
+    KitStatus.draft.value: _l("Draft"),
+    KitStatus.published.value: _l("Published"),
+    KitStatus.archived.value: _l("Archived"),
+}
+
+
+@admin_blueprint.app_template_global("kit_status_label")
+def kit_status_label(status: str) -> str:
+    return str(KIT_STATUS_LABELS.get(status, status))

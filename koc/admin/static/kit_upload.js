@@ -1,0 +1,182 @@
+// Direct-to-storage upload for the kit page. No inline script: loaded from this file only.
+// 1. POST the file's name, type and size to the admin endpoint (session cookie + X-CSRFToken);
+// 2. PUT the bytes where the presigned request says (the object store, or the app's /storage
+//    route in the embedded set-up), one request or one per multipart part, with progress;
+// 3. POST .../complete, then reload the page.
+(function () {
+  "use strict";
+
+  var form = document.getElementById("kit-upload");
+  if (!form) {
+    return;
+  }
+  var input = document.getElementById("upload-file");
+  var bar = document.getElementById("upload-progress");
+  var status = document.getElementById("upload-status");
+  var button = form.querySelector("button[type=submit]");
+  var DONE_KEY = "koc.kitUpload.done";
+  // Headers the browser sets itself and refuses from scripts.
+  var FORBIDDEN = { "content-length": true, host: true, connection: true };
+  var TYPES_BY_EXTENSION = {
+    jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", webp: "image/webp",
+    gif: "image/gif", heic: "image/heic", mp4: "video/mp4", mov: "video/quicktime",
+    pdf: "application/pdf", zip: "application/zip", txt: "text/plain", md: "text/markdown"
+  };
+
+  function message(name, values) {
+    var text = form.getAttribute("data-msg-" + name) || name;
+    Object.keys(values || {}).forEach(function (key) {
+      text = text.split("{" + key + "}").join(values[key]);
+    });
+    return text;
+  }
+
+  function show(percent, text) {
+    bar.value = Math.max(0, Math.min(100, percent));
+    if (text !== undefined) {
+      status.textContent = text;
+    }
+  }
+
+  function contentType(file) {
+    if (file.type) {
+      return file.type;
+    }
+    var dot = file.name.lastIndexOf(".");
+    var ext = dot >= 0 ? file.name.slice(dot + 1).toLowerCase() : "";
+    return TYPES_BY_EXTENSION[ext] || "application/octet-stream";
+  }
+
+  // A JSON request to the app itself, with the session cookie and the CSRF token.
+  function postJson(url, body) {
+    return new Promise(function (resolve, reject) {
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", url);
+      xhr.setRequestHeader("Content-Type", "application/json");
+      xhr.setRequestHeader("X-CSRFToken", form.getAttribute("data-csrf-token"));
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.onload = function () {
+        var data = null;
+        try {
+          data = JSON.parse(xhr.responseText);
+        } catch (ignored) {
+          data = null;
+        }
+        if (xhr.status >= 200 && xhr.status < 300 && data) {
+          resolve(data);
+        } else {
+          reject(new Error((data && data.message) || String(xhr.status)));
+        }
+      };
+      xhr.onerror = function () {
+        reject(new Error(message("network")));
+      };
+      xhr.send(JSON.stringify(body || {}));
+    });
+  }
+
+  // PUT bytes to a presigned URL; onBytes(loaded) reports the bytes sent so far.
+  function put(url, headers, blob, onBytes) {
+    return new Promise(function (resolve, reject) {
+      var xhr = new XMLHttpRequest();
+      xhr.open("PUT", url);
+      Object.keys(headers || {}).forEach(function (name) {
+        if (!FORBIDDEN[name.toLowerCase()]) {
+          xhr.setRequestHeader(name, headers[name]);
+        }
+      });
+      xhr.upload.onprogress = function (event) {
+        onBytes(event.loaded);
+      };
+      xhr.onload = function () {
+        if (xhr.status >= 200 && xhr.status < 300) {
+          onBytes(blob.size);
+          resolve(xhr.getResponseHeader("ETag"));
+        } else {
+          reject(new Error(message("network") + " (" + xhr.status + ")"));
+        }
+      };
+      xhr.onerror = function () {
+        reject(new Error(message("network")));
+      };
+      xhr.send(blob);
+    });
+  }
+
+  function uploadBytes(file, upload) {
+    var total = file.size || 1;
+    if (!upload.multipart) {
+      return put(upload.url, upload.headers, file, function (loaded) {
+        show(100 * loaded / total);
+      }).then(function () {
+        return null;
+      });
+    }
+    // Parts one after another: memory stays flat whatever the file's size.
+    var done = 0;
+    var etags = [];
+    return upload.parts.reduce(function (previous, part) {
+      return previous.then(function () {
+        var start = (part.part_number - 1) * upload.part_size;
+        var blob = file.slice(start, start + part.size);
+        return put(part.url, {}, blob, function (loaded) {
+          show(100 * (done + loaded) / total);
+        }).then(function (etag) {
+          done += part.size;
+          etags.push({ part_number: part.part_number, etag: etag });
+        });
+      });
+    }, Promise.resolve()).then(function () {
+      // Without CORS exposing ETag the server lists the stored parts itself.
+      var known = etags.every(function (p) { return p.etag; });
+      return known ? etags : null;
+    });
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var file = input.files && input.files[0];
+    if (!file) {
+      input.focus();
+      return;
+    }
+    if (file.size > Number(form.getAttribute("data-max-bytes"))) {
+      show(0, message("failed", { reason: message("too-large") }));
+      return;
+    }
+    button.disabled = true;
+    input.disabled = true;
+    show(0, message("uploading", { name: file.name }));
+    postJson(form.getAttribute("data-create-url"), {
+      filename: file.name, content_type: contentType(file), size: file.size
+    }).then(function (created) {
+      return uploadBytes(file, created.upload).then(function (parts) {
+        show(100, message("finishing"));
+        return postJson(created.complete_url, parts ? { parts: parts } : {});
+      });
+    }).then(function () {
+      show(100, message("done", { name: file.name }));
+      try {
+        window.sessionStorage.setItem(DONE_KEY, status.textContent);
+      } catch (ignored) {
+        // Private mode: the page still reloads with the new file in the list.
+      }
+      window.location.reload();
+    }).catch(function (error) {
+      show(0, message("failed", { reason: error.message }));
+      button.disabled = false;
+      input.disabled = false;
+    });
+  });
+
+  // After the reload: keep the finished bar and its message on screen once.
+  try {
+    var last = window.sessionStorage.getItem(DONE_KEY);
+    if (last) {
+      window.sessionStorage.removeItem(DONE_KEY);
+      show(100, last);
+    }
+  } catch (ignored) {
+    // sessionStorage unavailable: nothing to restore.
+  }
+}());
