@@ -408,7 +408,7 @@ def explain_metrics(now: datetime) -> None:
     """EXPLAIN ANALYZE of each statement the job reads with, as the job builds them."""
     from koc.extensions import db
     from koc.members.models import Member, MemberStatus
-    from koc.tiers import services
+    from koc.tiers import metrics, services
 
     rules = services.current_rules()
     queries: list[tuple[str, sa.Select]] = [(
@@ -416,9 +416,9 @@ def explain_metrics(now: datetime) -> None:
         sa.select(Member.id, Member.tier_key).where(
             Member.status == MemberStatus.active.value, Member.tier_locked.is_(False)),
     )]
-    for metric, window in sorted(services._conditions(rules), key=str):
+    for metric, window in sorted(services._metric_keys(rules.tiers), key=str):
         label = f"{metric}" + (f", {window} days" if window else "")
-        queries.append((label, services._metric_query(metric, window, now, None)))
+        queries.append((label, metrics.metric_query(metric, window, now, None)))
     with db.engine.connect() as conn:
         for label, query in queries:
             compiled = query.compile(dialect=db.engine.dialect)

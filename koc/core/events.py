@@ -109,31 +109,34 @@ class WebhookDelivery(db.Model):
 
 # --- emitting ----------------------------------------------------------------------------------
 
-def emit(event_type: str, payload: dict[str, Any]) -> OutboxEvent:
+def emit(event_type: str, payload: dict[str, Any]) -> None:
     """Record an event in the caller's transaction; delivery starts once it commits."""
-    return emit_many(event_type, [payload])[0]
+    emit_many(event_type, [payload])
 
 
-def emit_many(event_type: str, payloads: list[dict[str, Any]]) -> list[OutboxEvent]:
+def emit_many(event_type: str, payloads: list[dict[str, Any]], *, chunk: int = 2000) -> None:
     """Record several events of one type at once (a tier run can change thousands of members):
-    one read of the webhooks and batched inserts, rather than one round of each per event."""
+    one read of the webhooks and multi-row inserts, rather than a round of each per event."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
     if not payloads:
-        return []
+        return
     now = utcnow()
-    emitted = list(db.session.scalars(
-        sa.insert(OutboxEvent).returning(OutboxEvent),
-        [{"event_type": event_type, "payload": payload, "created_at": now}
-         for payload in payloads]))
     webhooks = db.session.scalars(sa.select(Webhook).where(Webhook.active.is_(True))).all()
     subscribed = [w for w in webhooks if event_type in (w.events or ())]
+    for start in range(0, len(payloads), chunk):
+        rows = [{"event_type": event_type, "payload": payload, "created_at": now}
+                for payload in payloads[start:start + chunk]]
+        insert = sa.insert(OutboxEvent).values(rows)
+        if not subscribed:
+            db.session.execute(insert)
+            continue
+        event_ids = db.session.scalars(insert.returning(OutboxEvent.id)).all()
+        db.session.execute(sa.insert(WebhookDelivery).values([
+            {"event_id": event_id, "webhook_id": webhook.id, "next_attempt_at": now}
+            for webhook in subscribed for event_id in event_ids]))
     if subscribed:
-        db.session.execute(sa.insert(WebhookDelivery), [
-            {"event_id": event.id, "webhook_id": webhook.id, "next_attempt_at": now}
-            for webhook in subscribed for event in emitted])
         enqueue_after_commit(deliver_due)
-    return emitted
 
 
 # --- registering webhooks ----------------------------------------------------------------------

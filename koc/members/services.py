@@ -318,4 +318,4 @@ def set_member_status(member: Member, status: str) -> None:
     # A suspended member's badge is revoked and their group seat marked for removal now,
     # not at the next recalculation.
     benefits.sync_badges(member_ids=[member.id])
-    benefits.sync_group(tier_ranks())
+    benefits.sync_group(tier_ranks(), member_ids=[member.id])

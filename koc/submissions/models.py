@@ -75,7 +75,8 @@ class Submission(db.Model):
     reviewed_by_staff_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("staff.id", ondelete="SET NULL")
     )
-    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Indexed for the incremental tier run: "members reviewed since the last run".
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # likes + comments + saves of the latest snapshot, kept here so the tier job reads one
     # column in a grouped query instead of finding each submission's latest snapshot.
     interactions: Mapped[int] = mapped_column(sa.BigInteger, default=0)
@@ -131,7 +132,7 @@ class MetricSnapshot(db.Model):
     saves: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     shares: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     source: Mapped[str] = mapped_column(sa.String(16))
-    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     # "job<id>:line<n>" for rows from a CSV import, so an import job that runs again after dying
     # half-way does not add the same snapshot twice.
     import_ref: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
@@ -171,6 +172,7 @@ class PointsEntry(db.Model):
     __table_args__ = (
         sa.UniqueConstraint("member_id", "source", "reference"),
         sa.Index("ix_points_ledger_member_created", "member_id", "created_at"),
+        sa.Index("ix_points_ledger_created_at", "created_at"),
     )
 
 

@@ -29,7 +29,7 @@ from koc.core.events import emit_many
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import Submission
-from koc.tiers.models import Badge, Drop, DropClaim, GroupMembership
+from koc.tiers.models import Badge, Drop, DropClaim, GroupMembership, TierChange
 
 SENIOR_GROUP = "senior"
 
@@ -73,19 +73,36 @@ def verify_badge(badge: Badge) -> bool:
     return True
 
 
-def _issue(member_id: int, tier_key: str, now: datetime) -> Badge:
-    badge = Badge(badge_id=secrets.token_urlsafe(18), member_id=member_id, tier_key=tier_key,
-                  issued_at=now.replace(microsecond=0))
-    badge.signature = base64.b64encode(_signing_key().sign(badge_payload(badge))).decode()
-    return badge
+def _badge_row(member_id: int, tier_key: str, now: datetime, key: Ed25519PrivateKey
+               ) -> dict[str, Any]:
+    row = {"badge_id": secrets.token_urlsafe(18), "member_id": member_id, "tier_key": tier_key,
+           "issued_at": now.replace(microsecond=0)}
+    row["signature"] = base64.b64encode(key.sign(badge_payload(Badge(**row)))).decode()
+    return row
 
 
-def sync_badges(*, now: datetime | None = None,
-                member_ids: list[int] | None = None) -> tuple[int, int]:
+def _scope(member_ids: list[int] | None, changed_in_run: int | None) -> list[Any]:
+    """Which members a sync looks at: all, some ids, or those whose tier a run just changed."""
+    if member_ids is not None:
+        return [Member.id.in_(member_ids)]
+    if changed_in_run is not None:
+        return [Member.id.in_(sa.select(TierChange.member_id)
+                              .where(TierChange.run_id == changed_in_run))]
+    return []
+
+
+def insert_in_chunks(model: type, rows: list[dict[str, Any]], chunk: int = 2000) -> None:
+    """Multi-row INSERTs: one statement per `chunk` rows, not one per row."""
+    for start in range(0, len(rows), chunk):
+        db.session.execute(sa.insert(model).values(rows[start:start + chunk]))
+
+
+def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = None,
+                changed_in_run: int | None = None) -> tuple[int, int]:
     """Issue a badge to every active member with a tier who has none; revoke the badges of
     members who lost their tier or were suspended. Returns (issued, revoked)."""
     now = now or utcnow()
-    scope = [Member.id.in_(member_ids)] if member_ids is not None else []
+    scope = _scope(member_ids, changed_in_run)
     lost = sa.select(Member.id).where(
         sa.or_(Member.tier_key.is_(None), Member.status != MemberStatus.active.value), *scope)
     revoked = db.session.execute(
@@ -98,16 +115,11 @@ def sync_badges(*, now: datetime | None = None,
             Member.tier_key.is_not(None), Member.status == MemberStatus.active.value, *scope,
             ~sa.exists().where(Badge.member_id == Member.id, Badge.revoked_at.is_(None)))
     ).all()
-    if missing:
-        # One executemany, not an INSERT per badge: a first run can issue tens of thousands.
-        db.session.execute(sa.insert(Badge), [_badge_row(_issue(member_id, tier, now))
-                                              for member_id, tier in missing])
+    key = _signing_key()
+    # A first run can issue tens of thousands: plain rows, multi-row inserts.
+    insert_in_chunks(Badge, [_badge_row(member_id, tier, now, key)
+                             for member_id, tier in missing])
     return len(missing), revoked
-
-
-def _badge_row(badge: Badge) -> dict[str, Any]:
-    return {name: getattr(badge, name)
-            for name in ("badge_id", "member_id", "tier_key", "issued_at", "signature")}
 
 
 def get_badge(badge_id: str) -> Badge:
@@ -266,31 +278,33 @@ def group_tier_key(tier_ranks: dict[str, int]) -> str | None:
     return max(tier_ranks, key=tier_ranks.get) if tier_ranks else None
 
 
-def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None) -> tuple[int, int]:
+def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None,
+               member_ids: list[int] | None = None,
+               changed_in_run: int | None = None) -> tuple[int, int]:
     """Invite members who reached the top tier; mark for removal those who left it.
     Returns (invited, due for removal)."""
     now = now or utcnow()
     top = group_tier_key(tier_ranks)
+    scope = _scope(member_ids, changed_in_run)
     qualifies = sa.and_(Member.tier_key == top, Member.status == MemberStatus.active.value)
     live = sa.and_(GroupMembership.group_key == SENIOR_GROUP, GroupMembership.removed_at.is_(None))
     # Back before anyone removed them: the removal is called off.
     db.session.execute(
         sa.update(GroupMembership).where(
             live, GroupMembership.removal_due_at.is_not(None),
-            GroupMembership.member_id.in_(sa.select(Member.id).where(qualifies)))
+            GroupMembership.member_id.in_(sa.select(Member.id).where(qualifies, *scope)))
         .values(removal_due_at=None))
     leaving = db.session.scalars(
         sa.update(GroupMembership).where(
             live, GroupMembership.removal_due_at.is_(None),
-            GroupMembership.member_id.in_(sa.select(Member.id).where(~qualifies)))
+            GroupMembership.member_id.in_(sa.select(Member.id).where(~qualifies, *scope)))
         .values(removal_due_at=now).returning(GroupMembership.member_id)).all()
     newcomers = db.session.scalars(
-        sa.select(Member.id).where(qualifies, ~sa.exists().where(
+        sa.select(Member.id).where(qualifies, *scope, ~sa.exists().where(
             live, GroupMembership.member_id == Member.id))).all()
-    if newcomers:
-        db.session.execute(sa.insert(GroupMembership), [
-            {"group_key": SENIOR_GROUP, "member_id": member_id,
-             "code": secrets.token_urlsafe(12), "invited_at": now} for member_id in newcomers])
+    insert_in_chunks(GroupMembership, [
+        {"group_key": SENIOR_GROUP, "member_id": member_id, "code": secrets.token_urlsafe(12),
+         "invited_at": now} for member_id in newcomers])
     # The group lives in WeCom: whoever runs it is told whom to add and whom to take out.
     emit_many("group.invite", [{"group": SENIOR_GROUP, "member_id": m} for m in newcomers])
     emit_many("group.remove", [{"group": SENIOR_GROUP, "member_id": m} for m in leaving])

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from koc.extensions import db
-from koc.members.models import SocialAccount
+from koc.members.models import Member, SocialAccount
 from koc.submissions.models import PointsEntry, Submission, SubmissionStatus
 
 # Metric name -> what it measures, as a member reads it in /me.
@@ -130,12 +130,15 @@ def compute(keys: Iterable[MetricKey], *, now: datetime,
     return values
 
 
-def members_with_weak_streak(count: int, below: int, *,
+def members_with_weak_streak(count: int, below: int, *, tier_key: str,
                              member_ids: Iterable[int] | None = None,
                              member_range: MemberRange | None = None) -> set[int]:
-    """Members whose last `count` approved posts all had fewer than `below` interactions."""
+    """Members holding `tier_key` whose last `count` approved posts all had fewer than `below`
+    interactions (only they can lose the tier by it, so only their posts are ranked)."""
     ids = list(member_ids) if member_ids is not None else None
+    holders = sa.select(Member.id).where(Member.tier_key == tier_key)
     where = [Submission.status == SubmissionStatus.approved.value,
+             Submission.member_id.in_(holders),
              *in_scope(Submission.member_id, ids, member_range)]
     recent = sa.select(
         Submission.member_id,

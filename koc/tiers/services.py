@@ -227,8 +227,8 @@ def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = No
     by_key = {t.key: t for t in compiled}
     names = {t["key"]: t["name"] for t in rules.tiers}
     weak = {t["key"]: metrics.members_with_weak_streak(
-                t["weak_posts"]["count"], t["weak_posts"]["below"], member_ids=ids,
-                member_range=member_range)
+                t["weak_posts"]["count"], t["weak_posts"]["below"], tier_key=t["key"],
+                member_ids=ids, member_range=member_range)
             for t in rules.tiers if t.get("weak_posts")}
 
     result = Plan(evaluated=len(members))
@@ -330,10 +330,10 @@ def _recalculate_scope(rules: RuleSet, run_id: int, *, now: datetime,
     applied = _apply_changes(result.changes, run_id=run_id, rules_version=rules.version, now=now)
     _apply_marks(result.marks)
     changes = [c for c in result.changes if c["member_id"] in applied]
-    # Benefits follow the tiers just written: badges, and the senior group's roster.
-    badge_scope = None if ids is None and member_range is None else sorted(applied)
-    benefits.sync_badges(now=now, member_ids=badge_scope)
-    benefits.sync_group(rules.ranks, now=now)
+    # Benefits follow the tiers just written: badges and the senior group's roster, for the
+    # members this run changed (suspensions and manual changes sync when they happen).
+    benefits.sync_badges(now=now, changed_in_run=run_id)
+    benefits.sync_group(rules.ranks, now=now, changed_in_run=run_id)
     # Members are told when their tier changes, never silently.
     emit_many("member.tier_changed", [
         {"member_id": c["member_id"], "from": c["from"], "to": c["to"],
@@ -597,7 +597,7 @@ def set_tier_manually(member: Member, *, tier_key: str | None, locked: bool, sta
     member.tier_locked = locked
     db.session.flush()
     benefits.sync_badges(member_ids=[member.id])
-    benefits.sync_group(rules.ranks)
+    benefits.sync_group(rules.ranks, member_ids=[member.id])
 
 
 def members_per_tier() -> dict[str, int]:

@@ -24,6 +24,10 @@ def upgrade():
     with op.batch_alter_table('tier_runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('kind', sa.String(length=16), nullable=False,
                                       server_default='full'))
+    # What an incremental run reads: activity since the last run.
+    op.create_index('ix_submissions_reviewed_at', 'submissions', ['reviewed_at'])
+    op.create_index('ix_metric_snapshots_recorded_at', 'metric_snapshots', ['recorded_at'])
+    op.create_index('ix_points_ledger_created_at', 'points_ledger', ['created_at'])
     op.create_table('tier_run_parts',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -112,6 +116,9 @@ def upgrade():
 
 
 def downgrade():
+    op.drop_index('ix_points_ledger_created_at', table_name='points_ledger')
+    op.drop_index('ix_metric_snapshots_recorded_at', table_name='metric_snapshots')
+    op.drop_index('ix_submissions_reviewed_at', table_name='submissions')
     op.drop_table('tier_run_parts')
     with op.batch_alter_table('group_memberships', schema=None) as batch_op:
         batch_op.drop_index('uq_group_memberships_live', postgresql_where=sa.text('removed_at IS NULL'), sqlite_where=sa.text('removed_at IS NULL'))
