@@ -59,8 +59,13 @@ def public_key_b64() -> str:
 
 def badge_payload(badge: Badge) -> bytes:
     """The signed bytes: canonical JSON, so anyone can rebuild them from the public fields."""
-    return json.dumps({"badge_id": badge.badge_id, "member_id": badge.member_id,
-                       "tier": badge.tier_key, "issued_at": badge.issued_at.isoformat()},
+    return _payload({"badge_id": badge.badge_id, "member_id": badge.member_id,
+                     "tier_key": badge.tier_key, "issued_at": badge.issued_at})
+
+
+def _payload(fields: dict[str, Any]) -> bytes:
+    return json.dumps({"badge_id": fields["badge_id"], "member_id": fields["member_id"],
+                       "tier": fields["tier_key"], "issued_at": fields["issued_at"].isoformat()},
                       sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -73,11 +78,11 @@ def verify_badge(badge: Badge) -> bool:
     return True
 
 
-def _badge_row(member_id: int, tier_key: str, now: datetime, key: Ed25519PrivateKey
+def _badge_row(member_id: int, tier_key: str, issued_at: datetime, key: Ed25519PrivateKey
                ) -> dict[str, Any]:
     row = {"badge_id": secrets.token_urlsafe(18), "member_id": member_id, "tier_key": tier_key,
-           "issued_at": now.replace(microsecond=0)}
-    row["signature"] = base64.b64encode(key.sign(badge_payload(Badge(**row)))).decode()
+           "issued_at": issued_at}
+    row["signature"] = base64.b64encode(key.sign(_payload(row))).decode()
     return row
 
 
@@ -115,10 +120,11 @@ def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = N
             Member.tier_key.is_not(None), Member.status == MemberStatus.active.value, *scope,
             ~sa.exists().where(Badge.member_id == Member.id, Badge.revoked_at.is_(None)))
     ).all()
-    key = _signing_key()
-    # A first run can issue tens of thousands: plain rows, multi-row inserts.
-    insert_in_chunks(Badge, [_badge_row(member_id, tier, now, key)
-                             for member_id, tier in missing])
+    key, issued_at = _signing_key(), now.replace(microsecond=0)
+    # A first run can issue tens of thousands: plain rows (no ORM objects), one executemany.
+    if missing:
+        db.session.execute(sa.insert(Badge), [_badge_row(member_id, tier, issued_at, key)
+                                              for member_id, tier in missing])
     return len(missing), revoked
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from koc.extensions import db
 from koc.members.models import Member, SocialAccount
@@ -55,7 +56,12 @@ MemberRange = tuple[int, int]
 def in_scope(column: sa.ColumnElement, member_ids: list[int] | None,
              member_range: MemberRange | None) -> list[sa.ColumnElement]:
     conditions = []
-    if member_ids is not None:
+    if member_ids is not None and db.session.get_bind().dialect.name == "postgresql":
+        # One array parameter however many ids: an IN list binds one parameter per id, and
+        # PostgreSQL takes at most 65,535 (an incremental run can have more active members).
+        conditions.append(column == sa.any_(sa.literal(list(member_ids),
+                                                       type_=ARRAY(sa.BigInteger))))
+    elif member_ids is not None:
         conditions.append(column.in_(member_ids))
     if member_range is not None:
         conditions.append(column.between(*member_range))

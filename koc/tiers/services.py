@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from koc.core.db import UTCDateTime, utcnow
 from koc.core.errors import DomainError
-from koc.core.events import emit, emit_many
+from koc.core.events import emit, emit_select, json_object
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import MetricSnapshot, PointsEntry, Submission
@@ -334,11 +334,13 @@ def _recalculate_scope(rules: RuleSet, run_id: int, *, now: datetime,
     # members this run changed (suspensions and manual changes sync when they happen).
     benefits.sync_badges(now=now, changed_in_run=run_id)
     benefits.sync_group(rules.ranks, now=now, changed_in_run=run_id)
-    # Members are told when their tier changes, never silently.
-    emit_many("member.tier_changed", [
-        {"member_id": c["member_id"], "from": c["from"], "to": c["to"],
-         "direction": c["direction"], "reason": c["reason"], "rules_version": rules.version,
-         "run_id": run_id} for c in changes])
+    # Members are told when their tier changes, never silently: one event per history row the
+    # run wrote, built in SQL.
+    emit_select("member.tier_changed", sa.select(json_object(
+        ("member_id", TierChange.member_id), ("from", TierChange.from_tier),
+        ("to", TierChange.to_tier), ("reason", TierChange.reason),
+        ("rules_version", TierChange.rules_version), ("run_id", TierChange.run_id),
+    )).where(TierChange.run_id == run_id, TierChange.changed_at == now))
     return result.evaluated, changes
 
 

@@ -237,3 +237,18 @@ def test_one_part_taken_by_two_workers_at_once_is_done_once(pg_app) -> None:
             db.session.rollback()
         db.session.commit()
         assert run_part(part) is False
+
+
+@pytest.mark.postgres
+def test_incremental_run_on_postgres_reads_only_active_members(pg_app) -> None:
+    from tests.conftest import Api, new_member, staff_token_for
+
+    admin = Api(pg_app.test_client(), staff_token_for(pg_app, "admin"))
+    reviewer = Api(pg_app.test_client(), staff_token_for(pg_app, "reviewer"))
+    new_member(pg_app, admin, "quiet")
+    _run(pg_app, utcnow())
+    active_id, active = new_member(pg_app, admin, "active")
+    _post(pg_app, active, reviewer, utcnow() - timedelta(hours=1))
+    summary = _run(pg_app, utcnow() + timedelta(seconds=1), incremental=True)
+    assert (summary.members_evaluated, summary.promotions) == (1, 1)
+    assert _tier(pg_app, active_id) == "certified"
