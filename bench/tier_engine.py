@@ -125,7 +125,7 @@ class Phases:
             (services, "_apply_marks", "below-water marks"),
             (benefits, "sync_badges", "badges (sign + insert)"),
             (benefits, "sync_group", "senior group + its events"),
-            (services, "emit_many", "member.tier_changed events"),
+            (services, "emit_select", "member.tier_changed events"),
         ]
         originals = [(module, attr, getattr(module, attr)) for module, attr, _ in targets]
         for module, attr, label in targets:
