@@ -142,6 +142,8 @@ def members_with_weak_streak(count: int, below: int, *, tier_key: str,
     """Members holding `tier_key` whose last `count` approved posts all had fewer than `below`
     interactions (only they can lose the tier by it, so only their posts are ranked)."""
     ids = list(member_ids) if member_ids is not None else None
+    if db.session.get_bind().dialect.name == "postgresql":
+        return _weak_streak_lateral(count, below, tier_key, ids, member_range)
     holders = sa.select(Member.id).where(Member.tier_key == tier_key)
     where = [Submission.status == SubmissionStatus.approved.value,
              Submission.member_id.in_(holders),
@@ -157,5 +159,25 @@ def members_with_weak_streak(count: int, below: int, *, tier_key: str,
     stmt = (sa.select(recent.c.member_id)
             .where(recent.c.recency <= count)
             .group_by(recent.c.member_id)
+            .having(sa.func.count() == count, weak == count))
+    return set(db.session.scalars(stmt))
+
+
+def _weak_streak_lateral(count: int, below: int, tier_key: str, ids: list[int] | None,
+                         member_range: MemberRange | None) -> set[int]:
+    """PostgreSQL: for each holder, its last `count` posts read straight off the
+    (member_id, status, posted_at) index, instead of ranking every post of every holder."""
+    holders = (sa.select(Member.id.label("member_id"))
+               .where(Member.tier_key == tier_key, *in_scope(Member.id, ids, member_range))
+               .subquery())
+    last_posts = (sa.select(Submission.interactions)
+                  .where(Submission.member_id == holders.c.member_id,
+                         Submission.status == SubmissionStatus.approved.value)
+                  .order_by(Submission.posted_at.desc(), Submission.id.desc())
+                  .limit(count).lateral())
+    weak = sa.func.sum(sa.case((last_posts.c.interactions < below, 1), else_=0))
+    stmt = (sa.select(holders.c.member_id)
+            .select_from(holders.join(last_posts, sa.true()))
+            .group_by(holders.c.member_id)
             .having(sa.func.count() == count, weak == count))
     return set(db.session.scalars(stmt))

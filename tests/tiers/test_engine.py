@@ -252,3 +252,23 @@ def test_incremental_run_on_postgres_reads_only_active_members(pg_app) -> None:
     summary = _run(pg_app, utcnow() + timedelta(seconds=1), incremental=True)
     assert (summary.members_evaluated, summary.promotions) == (1, 1)
     assert _tier(pg_app, active_id) == "certified"
+
+
+@pytest.mark.postgres
+def test_three_weak_posts_take_a_member_out_of_senior_on_postgres(pg_app) -> None:
+    from tests.conftest import Api, new_member, staff_token_for
+
+    admin = Api(pg_app.test_client(), staff_token_for(pg_app, "admin"))
+    reviewer = Api(pg_app.test_client(), staff_token_for(pg_app, "reviewer"))
+    member_id, member = new_member(pg_app, admin, "fading")
+    steady_id, steady = new_member(pg_app, admin, "steady")
+    for someone in (member, steady):
+        _post(pg_app, someone, reviewer, utcnow() - timedelta(days=10), likes=1500)
+    _run(pg_app, utcnow())
+    for n in range(3):
+        _post(pg_app, member, reviewer, utcnow() - timedelta(days=3 - n), likes=20)
+    for n in range(2):
+        _post(pg_app, steady, reviewer, utcnow() - timedelta(days=3 - n), likes=20)
+    summary = _run(pg_app, utcnow())
+    assert summary.demotions == 1
+    assert (_tier(pg_app, member_id), _tier(pg_app, steady_id)) == ("certified", "senior")
