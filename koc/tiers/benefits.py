@@ -26,6 +26,7 @@ from flask import current_app
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.events import emit_many
+from koc.core.jobs import enqueue_after_commit
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import Submission
@@ -102,10 +103,19 @@ def insert_in_chunks(model: type, rows: list[dict[str, Any]], chunk: int = 2000)
         db.session.execute(sa.insert(model).values(rows[start:start + chunk]))
 
 
+# Signing costs about 100 µs a badge: a run that promotes tens of thousands at once (the first
+# run, a rule change) issues the first ones itself and leaves the rest to a task after commit.
+BADGES_INLINE = 1000
+
+
 def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = None,
-                changed_in_run: int | None = None) -> tuple[int, int]:
+                changed_in_run: int | None = None, inline_limit: int | None = None,
+                defer_rest: bool = True) -> tuple[int, int]:
     """Issue a badge to every active member with a tier who has none; revoke the badges of
-    members who lost their tier or were suspended. Returns (issued, revoked)."""
+    members who lost their tier or were suspended. Returns (issued, revoked).
+
+    Revocation is always immediate. At most `inline_limit` badges are issued here; with
+    `defer_rest`, `koc.tiers.tasks.issue_badges` issues the others once the caller commits."""
     now = now or utcnow()
     scope = _scope(member_ids, changed_in_run)
     lost = sa.select(Member.id).where(
@@ -115,11 +125,18 @@ def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = N
         .where(Badge.revoked_at.is_(None), Badge.member_id.in_(lost))
         .values(revoked_at=now, revoke_reason="tier lost or member suspended")
     ).rowcount
-    missing = db.session.execute(
-        sa.select(Member.id, Member.tier_key).where(
-            Member.tier_key.is_not(None), Member.status == MemberStatus.active.value, *scope,
-            ~sa.exists().where(Badge.member_id == Member.id, Badge.revoked_at.is_(None)))
-    ).all()
+    stmt = sa.select(Member.id, Member.tier_key).where(
+        Member.tier_key.is_not(None), Member.status == MemberStatus.active.value, *scope,
+        ~sa.exists().where(Badge.member_id == Member.id, Badge.revoked_at.is_(None))
+    ).order_by(Member.id)
+    inline_limit = BADGES_INLINE if inline_limit is None else inline_limit
+    missing = db.session.execute(stmt.limit(inline_limit + 1)).all()
+    if len(missing) > inline_limit:
+        missing = missing[:inline_limit]
+        if defer_rest:
+            from koc.tiers.tasks import issue_badges
+
+            enqueue_after_commit(issue_badges)
     key, issued_at = _signing_key(), now.replace(microsecond=0)
     # A first run can issue tens of thousands: plain rows (no ORM objects), one executemany.
     if missing:

@@ -83,3 +83,17 @@ def draw_closed_lotteries() -> int:
     drawn = benefits.draw_closed_lotteries()
     db.session.commit()
     return drawn
+
+
+@shared_task(name="koc.tiers.tasks.issue_badges")
+def issue_badges(chunk: int = 5000) -> int:
+    """Issue the badges a large run left over, a chunk per transaction, until none is missing.
+    Safe to run twice: a member's second live badge is refused by a unique index, and the
+    query only picks members without one."""
+    issued = 0
+    while True:
+        count, _ = benefits.sync_badges(inline_limit=chunk, defer_rest=False)
+        db.session.commit()
+        issued += count
+        if count < chunk:
+            return issued

@@ -206,3 +206,26 @@ def test_tier_changes_and_group_moves_are_sent_to_subscribed_webhooks(app, membe
     assert sent == {("member.tier_changed", member_id, "senior"),
                     ("group.invite", member_id, None)}
     assert deliveries == 2
+
+
+def test_a_run_promoting_many_leaves_the_extra_badges_to_a_task(app, member_api, staff_api,
+                                                                monkeypatch) -> None:
+    from koc.core.jobs import _PENDING
+    from koc.tiers import benefits
+    from koc.tiers.models import Badge
+    from koc.tiers.services import recalculate
+    from koc.tiers.tasks import issue_badges
+
+    monkeypatch.setattr(benefits, "BADGES_INLINE", 2)
+    reviewer = staff_api("reviewer")
+    for _ in range(5):
+        _approved(member_api()[1], reviewer)
+    with app.app_context():
+        recalculate(trigger="test")
+        queued = [task.name for task, _ in db.session().info.get(_PENDING, [])]
+        db.session.commit()
+        assert db.session.query(Badge).count() == 2
+        assert "koc.tiers.tasks.issue_badges" in queued
+        assert issue_badges.run(chunk=2) == 3
+        assert issue_badges.run(chunk=2) == 0  # running it again issues nothing
+        assert db.session.query(Badge).filter(Badge.revoked_at.is_(None)).count() == 5
