@@ -117,8 +117,9 @@ def _send_pending_tasks(session: Session) -> None:
             task.delay(*args)
         except Exception:
             # The data is committed; a broker outage must not turn the request into an error.
-            # Jobs left queued are sent again by requeue_stale_jobs.
-            log.exception("could not send %s%r; it will be retried", task.name, args)
+            # Jobs left queued are resent by requeue_stale_jobs; periodic work catches up on
+            # its own schedule.
+            log.exception("could not send %s%r; it is sent again later", task.name, args)
 
 
 @event.listens_for(Session, "after_rollback")

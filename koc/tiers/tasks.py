@@ -34,6 +34,11 @@ def periodic_tasks(settings: Settings) -> dict:
             "schedule": crontab(hour=19, minute=0),
             "kwargs": {"incremental": False},
         },
+        # Catches up on badges a run left to issue_badges if that task was lost on the way.
+        "tiers-issue-missing-badges": {
+            "task": "koc.tiers.tasks.issue_badges",
+            "schedule": timedelta(minutes=10),
+        },
         "tiers-draw-closed-lotteries": {
             "task": "koc.tiers.tasks.draw_closed_lotteries",
             "schedule": timedelta(minutes=1),

@@ -21,7 +21,7 @@ def test_job_is_kept_when_the_broker_is_down_and_resent_later(make_app, redis_ur
     assert response.status_code == 202
     job_id = response.json["job_id"]
     assert admin.get(f"/jobs/{job_id}").json["status"] == "queued"
-    assert "will be retried" in caplog.text
+    assert "it is sent again later" in caplog.text
 
     with app.app_context():
         job = db.session.get(Job, job_id)

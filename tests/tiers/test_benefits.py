@@ -229,3 +229,24 @@ def test_a_run_promoting_many_leaves_the_extra_badges_to_a_task(app, member_api,
         assert issue_badges.run(chunk=2) == 3
         assert issue_badges.run(chunk=2) == 0  # running it again issues nothing
         assert db.session.query(Badge).filter(Badge.revoked_at.is_(None)).count() == 5
+
+
+def test_badges_left_over_are_issued_by_the_periodic_catch_up(app, member_api, staff_api,
+                                                              monkeypatch) -> None:
+    from koc.tiers import benefits
+    from koc.tiers.models import Badge
+    from koc.tiers.services import recalculate
+    from koc.tiers.tasks import issue_badges
+
+    schedule = app.extensions["celery"].conf.beat_schedule
+    assert schedule["tiers-issue-missing-badges"]["task"] == issue_badges.name
+    monkeypatch.setattr(benefits, "BADGES_INLINE", 1)
+    reviewer = staff_api("reviewer")
+    for _ in range(3):
+        _approved(member_api()[1], reviewer)
+    with app.app_context():
+        recalculate(trigger="test")
+        db.session.commit()  # the follow-up task is lost: nothing consumes the queue here
+        assert db.session.query(Badge).count() == 1
+        assert issue_badges.run() == 2
+        assert db.session.query(Badge).count() == 3
