@@ -334,17 +334,6 @@ def _load(schema: Any) -> dict[str, Any]:
         raise DomainError(422, "The request is not valid.", errors={"json": exc.messages}) from exc
 
 
-def _upload_view(upload: services.UploadInstructions) -> dict[str, Any]:
-    if upload.multipart is not None:
-        return {"method": "PUT", "url": None, "headers": {}, "multipart": True,
-                "part_size": upload.multipart.part_size,
-                "parts": [{"part_number": n, "size": size, "url": url}
-                          for n, size, url in upload.multipart.parts]}
-    single = upload.single
-    return {"method": single.method, "url": single.url, "headers": single.headers,
-            "multipart": False, "part_size": None, "parts": []}
-
-
 @admin_blueprint.post("/kits/<int:kit_id>/assets")
 @json_admin
 def kit_asset_create(kit_id: int):
@@ -358,7 +347,7 @@ def kit_asset_create(kit_id: int):
     db.session.commit()
     return jsonify({
         "asset_id": asset.id,
-        "upload": _upload_view(upload),
+        "upload": upload.as_dict(),
         "complete_url": url_for("admin.kit_asset_complete", kit_id=kit_id, asset_id=asset.id),
     }), 201
 

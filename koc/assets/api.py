@@ -79,17 +79,6 @@ def _member_view(kit: Kit) -> dict[str, Any]:
     }
 
 
-def _upload_view(upload: services.UploadInstructions) -> dict[str, Any]:
-    if upload.multipart is not None:
-        return {"method": "PUT", "url": None, "headers": {}, "multipart": True,
-                "part_size": upload.multipart.part_size,
-                "parts": [{"part_number": n, "size": size, "url": url}
-                          for n, size, url in upload.multipart.parts]}
-    single = upload.single
-    return {"method": single.method, "url": single.url, "headers": single.headers,
-            "multipart": False, "part_size": None, "parts": []}
-
-
 # --- kits --------------------------------------------------------------------------------------
 
 @blp.post("/kits")
@@ -173,7 +162,7 @@ def add_asset(data: dict, kit_id: int):
         multipart_threshold=settings.multipart_threshold, part_size=settings.multipart_part_size,
     )
     db.session.commit()
-    return {"asset_id": asset.id, "upload": _upload_view(upload)}
+    return {"asset_id": asset.id, "upload": upload.as_dict()}
 
 
 @blp.post("/kits/<int:kit_id>/assets/<int:asset_id>/upload")
@@ -181,8 +170,8 @@ def add_asset(data: dict, kit_id: int):
 @staff_required("admin")
 def renew_upload(kit_id: int, asset_id: int):
     asset = services.get_asset(services.get_kit(kit_id), asset_id)
-    return _upload_view(services.renew_upload(asset, storage=get_storage(),
-                                              url_ttl=_settings().upload_url_ttl))
+    return services.renew_upload(asset, storage=get_storage(),
+                                 url_ttl=_settings().upload_url_ttl).as_dict()
 
 
 @blp.post("/kits/<int:kit_id>/assets/<int:asset_id>/complete")

@@ -57,6 +57,17 @@ class UploadInstructions:
     single: PresignedRequest | None = None
     multipart: MultipartUpload | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The `upload` object of the API and the admin page's upload script."""
+        if self.multipart is not None:
+            return {"method": "PUT", "url": None, "headers": {}, "multipart": True,
+                    "part_size": self.multipart.part_size,
+                    "parts": [{"part_number": n, "size": size, "url": url}
+                              for n, size, url in self.multipart.parts]}
+        single = self.single
+        return {"method": single.method, "url": single.url, "headers": single.headers,
+                "multipart": False, "part_size": None, "parts": []}
+
 
 @dataclass(frozen=True)
 class DownloadTicket:
