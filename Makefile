@@ -41,6 +41,7 @@ lint: install ## ruff
 
 bench: install ## benchmarks (PostgreSQL, SeaweedFS): figures and ratios against same-run baselines
 	$(BIN)/python -m bench.tier_recalc
+	$(BIN)/python -m bench.tier_engine
 	$(BIN)/python -m bench.submissions_throughput
 	$(BIN)/python -m bench.kits_download_urls
 	$(BIN)/python -m bench.kits_upload_throughput
