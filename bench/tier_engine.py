@@ -21,13 +21,10 @@ naive / full, and where the full run spends its time. The database is dropped at
 from __future__ import annotations
 
 import argparse
-import logging
 import random
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,14 +36,13 @@ import psycopg
 import sqlalchemy as sa
 
 from bench.tier_recalc import (
-    ADMIN_URL,
     NaiveRun,
     StatementLog,
-    admin_execute,
-    database_url,
     explain_metrics,
     fmt_int,
     generate,
+    in_scratch_database,
+    migrated_app,
     naive_loop,
     print_header,
     print_population,
@@ -334,39 +330,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    name = f"koc_bench_{uuid.uuid4().hex[:10]}"
-    url = database_url(ADMIN_URL, name)
-    try:
-        admin_execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        print(f"cannot create a database through {ADMIN_URL} (set KOC_BENCH_POSTGRES_URL): {exc}",
-              file=sys.stderr)
-        return 2
-    try:
-        with tempfile.TemporaryDirectory() as instance:
-            benchmark(args, name, url, instance)
-    finally:
-        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        print(f"\ndropped database {name}")
-    return 0
+    return in_scratch_database(benchmark, parse_args(argv))
 
 
 def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> None:
-    import flask_migrate
-
-    from koc import create_app
     from koc.core.db import utcnow
     from koc.extensions import db
 
-    app = create_app({"KOC_DATABASE_URL": url, "KOC_ENV": "test", "KOC_LOG_LEVEL": "WARNING"},
-                     instance_path=instance)
-    with app.app_context():
-        logging.disable(logging.INFO)
-        try:
-            flask_migrate.upgrade()
-        finally:
-            logging.disable(logging.NOTSET)
+    with migrated_app(url, instance):
         print_header(name)
         population = generate(url, members=args.members, submissions=args.submissions,
                               seed=args.seed)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -466,7 +466,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return in_scratch_database(benchmark, parse_args(argv))
+
+
+def in_scratch_database(benchmark: Callable[..., None], args: argparse.Namespace) -> int:
+    """Run `benchmark(args, name, url, instance)` on a fresh database, always dropped after."""
     name = f"koc_bench_{uuid.uuid4().hex[:10]}"
     url = database_url(ADMIN_URL, name)
     try:
@@ -484,15 +488,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> None:
+@contextmanager
+def migrated_app(url: str, instance: str) -> Iterator[Any]:
+    """An app on `url` with the schema the migrations build, inside its app context."""
     import flask_migrate
 
     from koc import create_app
-    from koc.core.db import utcnow
-    from koc.extensions import db
+    from koc.core.celery import ensure_broker_dirs
 
     app = create_app({"KOC_DATABASE_URL": url, "KOC_ENV": "test", "KOC_LOG_LEVEL": "WARNING"},
                      instance_path=instance)
+    # Tasks a run sends after commit (the rest of a large run's badges) queue in the folder;
+    # no worker runs here, so the figures are the run's own.
+    ensure_broker_dirs(app.config["KOC_SETTINGS"])
     with app.app_context():
         # Migration chatter would bury the figures; the migrations' env.py reconfigures logging
         # from alembic.ini, so a logger level set here would be overridden.
@@ -501,6 +509,14 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
             flask_migrate.upgrade()
         finally:
             logging.disable(logging.NOTSET)
+        yield app
+
+
+def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> None:
+    from koc.core.db import utcnow
+    from koc.extensions import db
+
+    with migrated_app(url, instance):
         print_header(name)
         population = generate(url, members=args.members, submissions=args.submissions,
                               seed=args.seed)
