@@ -28,10 +28,14 @@ demo: install ## migrate an SQLite database, load demo data, serve API + admin p
 	  $(BIN)/koc worker --concurrency 1 & \
 	  $(BIN)/koc serve --port $(DEMO_PORT)
 
-chromium: ## the browser the admin-panel tests drive (Debian's package; never a download)
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is missing: sudo apt-get install -y chromium"; fi; }
+chromium: ## the browser the admin-panel tests drive, CJK fonts for its screenshots, wrk for bench (Debian packages; never a download)
+	@missing=""; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  [ -d /usr/share/fonts/opentype/noto ] || missing="$$missing fonts-noto-cjk"; \
+	  command -v wrk >/dev/null || missing="$$missing wrk"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "missing:$$missing (sudo apt-get install -y$$missing)"; fi; fi
 
 test: install chromium ## run the whole test suite
 	$(BIN)/pytest
