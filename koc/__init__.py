@@ -70,7 +70,7 @@ def _engine_options(settings: Settings) -> dict:
 
 
 def _init_extensions(app: Flask) -> None:
-    from koc.core import sqlite
+    from koc.core import sqlite, unit_of_work
     from koc.core.celery import celery_init_app
     from koc.core.errors import register_error_handlers
     from koc.extensions import api, babel, csrf, db, migrate
@@ -84,6 +84,7 @@ def _init_extensions(app: Flask) -> None:
 
     babel.init_app(app, locale_selector=select_locale)
     register_error_handlers(app)
+    unit_of_work.install(app)
     celery_init_app(app)
 
 

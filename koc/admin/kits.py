@@ -39,6 +39,7 @@ from koc.core.auth import StaffRole
 from koc.core.errors import DomainError, error_body
 from koc.core.storage import StorageUnavailable, get_storage
 from koc.extensions import csrf, db
+from koc.submissions.funnel import funnel
 from koc.tiers.services import tier_ranks
 
 KITS_PER_PAGE = 50
@@ -188,7 +189,7 @@ def kits():
         sa.select(Asset.kit_id, sa.func.count()).where(Asset.kit_id.in_([k.id for k in rows]))
         .group_by(Asset.kit_id)).all())
     ranks = tier_ranks()
-    funnels = {kit.id: services.funnel(kit, ranks) for kit in rows}
+    funnels = {kit.id: funnel(kit, ranks) for kit in rows}
     return render_template("admin/kits/list.html", kits=rows, counts=counts, funnels=funnels,
                            page=page, has_next=has_next, is_admin=_is_admin())
 
@@ -201,7 +202,6 @@ def new_kit():
         try:
             kit = services.create_kit(_form_values(form), staff_id=_signed_in_staff().id,
                                       tier_ranks=tier_ranks())
-            db.session.commit()
         except DomainError as exc:
             db.session.rollback()
             _flash_domain_error(exc)
@@ -219,7 +219,6 @@ def edit_kit(kit_id: int):
     if form.validate_on_submit():
         try:
             services.update_kit(kit, _form_values(form), tier_ranks=tier_ranks())
-            db.session.commit()
         except DomainError as exc:
             db.session.rollback()
             _flash_domain_error(exc)
@@ -244,7 +243,7 @@ def kit(kit_id: int):
         kit=kit,
         notes_html=render_notes(kit.notes),
         previews=previews,
-        funnel=services.funnel(kit, tier_ranks()),
+        funnel=funnel(kit, tier_ranks()),
         is_admin=_is_admin(),
         action_form=FlaskForm(formdata=None),
         max_upload_bytes=_settings().max_upload_bytes,
@@ -268,7 +267,6 @@ def _kit_action(kit_id: int, action: Callable[[Kit], Kit], done: str):
     kit = _kit_or_404(kit_id)
     try:
         action(kit)
-        db.session.commit()
     except DomainError as exc:
         db.session.rollback()
         flash(exc.message, "error")
@@ -344,7 +342,6 @@ def kit_asset_create(kit_id: int):
         max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
         multipart_threshold=settings.multipart_threshold, part_size=settings.multipart_part_size,
     )
-    db.session.commit()
     return jsonify({
         "asset_id": asset.id,
         "upload": upload.as_dict(),
@@ -358,13 +355,7 @@ def kit_asset_complete(kit_id: int, asset_id: int):
     data = _load(CompleteInSchema())
     parts = [(p["part_number"], p["etag"]) for p in data.get("parts") or ()]
     asset = services.get_asset(services.get_kit(kit_id), asset_id)
-    try:
-        asset = services.complete_asset(asset, storage=get_storage(), parts=parts or None)
-    except services.UploadRefused:
-        # The refused object and its row are deleted: keep that.
-        db.session.commit()
-        raise
-    db.session.commit()
+    asset = services.complete_asset(asset, storage=get_storage(), parts=parts or None)
     return jsonify({"id": asset.id, "filename": asset.filename, "status": asset.status})
 
 

@@ -129,7 +129,6 @@ def save_tier_rules():
         # Without JavaScript, the Preview button posts the form here.
         return _render_rules(text=text, preview=_preview(tiers))
     rules = services.save_rules(tiers, staff_id=_signed_in_staff().id)
-    db.session.commit()
     flash(_("Tier rules saved as version %(version)d.", version=rules.version), "success")
     return redirect(url_for("admin.tier_rules"))
 
@@ -230,7 +229,6 @@ def create_drop():
         db.session.rollback()
         return _render_drops(form=raw, errors=_field_errors(exc.errors or {"_": [exc.message]}),
                              status=422)
-    db.session.commit()
     flash(_("Drop %(id)d created: %(name)s.", id=drop.id, name=drop.product_name), "success")
     return redirect(url_for("admin.drops"))
 
@@ -257,7 +255,6 @@ def senior_removed(member_id: int):
         db.session.rollback()
         flash(_("Member %(id)d is not on the removal list.", id=member_id), "error")
         return redirect(url_for("admin.senior_roster"))
-    db.session.commit()
     flash(_("Member %(id)d marked as removed from the senior group.", id=member_id), "success")
     return redirect(url_for("admin.senior_roster"))
 

@@ -1,6 +1,7 @@
 """Admin panel pages: staff login, dashboard and the review queue (zh-CN and English).
 
-Handlers stay thin: they read forms, call the domain services and commit once.
+Handlers stay thin: they read forms and call the domain services; the request commits once
+(koc.core.unit_of_work).
 """
 
 from __future__ import annotations
@@ -238,7 +239,6 @@ def login():
             session.clear()
             session[SESSION_STAFF_KEY] = staff.id
             session["locale"] = _remember_locale(staff, chosen_locale)
-            db.session.commit()
             return redirect(next_url)
     return render_template("admin/login.html", form=form, error=error)
 
@@ -275,7 +275,6 @@ def set_locale():
         session[LOCALE_PICKED_KEY] = True
     else:
         staff.locale = form.locale.data
-        db.session.commit()
     return redirect(_safe_next(form.next.data, url_for("admin.dashboard")))
 
 
@@ -410,7 +409,6 @@ def review(submission_id: int):
             note=form.reason.data if decision == "reject" else None,
             staff_id=_signed_in_staff().id,
         )
-        db.session.commit()
     except DomainError as exc:
         db.session.rollback()
         flash(_review_error_message(exc, submission_id), "error")

@@ -35,6 +35,7 @@ from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import Member
 from koc.members.services import get_member
+from koc.submissions.funnel import funnel
 from koc.tiers.services import tier_ranks
 
 blp = Blueprint("kits", __name__, description="Creative kits and their assets")
@@ -88,7 +89,6 @@ def _member_view(kit: Kit) -> dict[str, Any]:
 def create_kit(data: dict):
     kit = services.create_kit(data, staff_id=current_principal().staff_id,
                               tier_ranks=tier_ranks())
-    db.session.commit()
     return _staff_view(kit)
 
 
@@ -126,7 +126,6 @@ def get_kit(kit_id: int):
 @staff_required("admin")
 def update_kit(data: dict, kit_id: int):
     kit = services.update_kit(services.get_kit(kit_id), data, tier_ranks=tier_ranks())
-    db.session.commit()
     return _staff_view(kit)
 
 
@@ -135,7 +134,6 @@ def update_kit(data: dict, kit_id: int):
 @staff_required("admin")
 def publish_kit(kit_id: int):
     kit = services.publish_kit(services.get_kit(kit_id))
-    db.session.commit()
     return _staff_view(kit)
 
 
@@ -144,7 +142,6 @@ def publish_kit(kit_id: int):
 @staff_required("admin")
 def archive_kit(kit_id: int):
     kit = services.archive_kit(services.get_kit(kit_id))
-    db.session.commit()
     return _staff_view(kit)
 
 
@@ -161,7 +158,6 @@ def add_asset(data: dict, kit_id: int):
         max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
         multipart_threshold=settings.multipart_threshold, part_size=settings.multipart_part_size,
     )
-    db.session.commit()
     return {"asset_id": asset.id, "upload": upload.as_dict()}
 
 
@@ -181,13 +177,7 @@ def renew_upload(kit_id: int, asset_id: int):
 def complete_asset(data: dict, kit_id: int, asset_id: int):
     parts = [(p["part_number"], p["etag"]) for p in data.get("parts") or ()]
     asset = services.get_asset(services.get_kit(kit_id), asset_id)
-    try:
-        asset = services.complete_asset(asset, storage=get_storage(), parts=parts or None)
-    except services.UploadRefused:
-        # The refused object and its row are deleted: keep that.
-        db.session.commit()
-        raise
-    db.session.commit()
+    asset = services.complete_asset(asset, storage=get_storage(), parts=parts or None)
     return _asset_view(asset, with_preview=True)
 
 
@@ -197,7 +187,6 @@ def complete_asset(data: dict, kit_id: int, asset_id: int):
 def delete_asset(kit_id: int, asset_id: int):
     services.delete_asset(services.get_asset(services.get_kit(kit_id), asset_id),
                           storage=get_storage())
-    db.session.commit()
 
 
 @blp.get("/kits/<int:kit_id>/assets/<int:asset_id>/download")
@@ -210,7 +199,6 @@ def download_asset(kit_id: int, asset_id: int):
         get_member(current_principal().member_id), kit_id, asset_id, storage=get_storage(),
         tier_ranks=tier_ranks(), ttl=_settings().download_url_ttl,
     )
-    db.session.commit()
     if ticket.preparing:
         return ({"code": 202, "status": "Accepted",
                  "message": "Your copy is being prepared; ask again shortly."},
@@ -224,14 +212,12 @@ def download_asset(kit_id: int, asset_id: int):
 @blp.response(202, description="`{\"job_id\"}`: the zip is built in the background.")
 @staff_required("admin")
 def build_bundle(kit_id: int):
-    from koc.assets.tasks import build_bundle_job
 
     kit = services.get_kit(kit_id)
     if not services.ready_asset_ids(kit):
         raise DomainError(409, "The kit has no uploaded files to pack.")
-    job = start_job(build_bundle_job, kind="kit_bundle", payload={"kit_id": kit.id},
-                    staff_id=current_principal().staff_id)
-    db.session.commit()
+    job = start_job("koc.assets.tasks.build_bundle_job", kind="kit_bundle",
+                    payload={"kit_id": kit.id}, staff_id=current_principal().staff_id)
     return {"job_id": job.id}, 202
 
 
@@ -245,7 +231,6 @@ def download_bundle(kit_id: int):
            else services.get_kit_for_member(kit_id, member, tier_ranks()))
     url, expires_at = services.issue_bundle_download(
         kit, member=member, storage=get_storage(), ttl=_settings().download_url_ttl)
-    db.session.commit()
     return {"url": url, "expires_at": expires_at}
 
 
@@ -257,7 +242,7 @@ def download_bundle(kit_id: int):
 @staff_required("viewer")
 def kit_funnel(query: dict):
     kit = services.get_kit(query["kit_id"])
-    result = services.funnel(kit, tier_ranks())
+    result = funnel(kit, tier_ranks())
     return {"kit_id": kit.id, "eligible": result.eligible, "downloaded": result.downloaded,
             "submitted": result.submitted, "approved": result.approved,
             "engagement": result.engagement}

@@ -32,8 +32,10 @@ MAX_PARTS = 10_000
 class UploadRefused(DomainError):
     """A finished upload that is refused: its object and row are already deleted.
 
-    The caller commits before answering, so the deletion is kept although this is an error.
+    The request commits before answering, so the deletion is kept although this is an error.
     """
+
+    keeps_changes = True
 
 
 @dataclass(frozen=True)
@@ -398,11 +400,9 @@ def complete_asset(asset: Asset, *, storage: Any,
     asset.etag = info.etag
     asset.completed_at = utcnow()
     db.session.flush()
-    from koc.assets import tasks
-
-    enqueue_after_commit(tasks.checksum_asset, asset.id)
+    enqueue_after_commit("koc.assets.tasks.checksum_asset", asset.id)
     if asset.content_type in MARKABLE_TYPES:
-        enqueue_after_commit(tasks.preview_asset, asset.id)
+        enqueue_after_commit("koc.assets.tasks.preview_asset", asset.id)
     return asset
 
 
@@ -465,9 +465,7 @@ def issue_download(member: Member, kit_id: int, asset_id: int, *, storage: Any,
     if kit.watermark and kit.embargoed(now) and asset.content_type in MARKABLE_TYPES:
         mark = _watermark_for(asset, member)
         if mark.ready_at is None:
-            from koc.assets import tasks
-
-            enqueue_after_commit(tasks.watermark_asset, mark.id)
+            enqueue_after_commit("koc.assets.tasks.watermark_asset", mark.id)
             return DownloadTicket(url=None, expires_at=None, preparing=True)
         key = mark.storage_key
     expires_at = now + timedelta(seconds=ttl)
@@ -545,43 +543,6 @@ def eligible_members(kit: Kit, tier_ranks: Mapping[str, int], now: datetime) -> 
         dialect = db.engine.dialect.name
         query = query.where(sa.or_(*(_segment_condition(s, dialect) for s in kit.segments)))
     return query
-
-
-@dataclass
-class Funnel:
-    eligible: int
-    downloaded: int
-    submitted: int
-    approved: int
-    engagement: dict[str, int] = field(default_factory=dict)
-
-
-def funnel(kit: Kit, tier_ranks: Mapping[str, int]) -> Funnel:
-    from koc.submissions.models import METRICS, MetricSnapshot, Submission, SubmissionStatus
-
-    eligible = db.session.scalar(sa.select(sa.func.count()).select_from(
-        eligible_members(kit, tier_ranks, utcnow()).subquery()))
-    downloaded = db.session.scalar(sa.select(sa.func.count(sa.distinct(Download.member_id)))
-                                   .where(Download.kit_id == kit.id))
-    submitted, approved = db.session.execute(
-        sa.select(sa.func.count(sa.distinct(Submission.member_id)),
-                  sa.func.count(sa.distinct(sa.case(
-                      (Submission.status == SubmissionStatus.approved.value,
-                       Submission.member_id)))))
-        .where(Submission.kit_id == kit.id)).one()
-    latest = (sa.select(sa.func.max(MetricSnapshot.id).label("id"))
-              .join(Submission, Submission.id == MetricSnapshot.submission_id)
-              .where(Submission.kit_id == kit.id,
-                     Submission.status == SubmissionStatus.approved.value)
-              .group_by(MetricSnapshot.submission_id).subquery())
-    sums = db.session.execute(
-        sa.select(*(sa.func.coalesce(sa.func.sum(getattr(MetricSnapshot, name)), 0)
-                    for name in METRICS))
-        .where(MetricSnapshot.id.in_(sa.select(latest.c.id)))).one()
-    return Funnel(eligible=eligible, downloaded=downloaded, submitted=submitted,
-                  approved=approved,
-                  engagement={name: int(value) for name, value in zip(METRICS, sums,
-                                                                       strict=True)})
 
 
 # --- reconcile ---------------------------------------------------------------------------------

@@ -21,11 +21,11 @@ from celery import shared_task
 from flask import current_app
 
 from koc.assets.models import Asset, AssetStatus, Kit, Watermark
+from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
 from koc.core.jobs import Job, run_job
 from koc.core.storage import get_storage
 from koc.extensions import db
-from koc.settings import Settings
 
 log = logging.getLogger(__name__)
 ABANDONED_AFTER = timedelta(days=2)
@@ -35,16 +35,7 @@ MAX_PIXELS = 80_000_000
 IN_MEMORY_LIMIT = 16 * 1024 * 1024
 
 
-def periodic_tasks(settings: Settings) -> dict:
-    return {
-        "assets-clear-abandoned-uploads": {
-            "task": "koc.assets.tasks.clear_abandoned_uploads",
-            "schedule": timedelta(hours=6),
-        }
-    }
-
-
-@shared_task(name="koc.assets.tasks.clear_abandoned_uploads")
+@periodic_task("koc.assets.tasks.clear_abandoned_uploads", Every(timedelta(hours=6)))
 def clear_abandoned_uploads() -> int:
     """Delete assets still pending long after their upload URL expired, and any partial object."""
     from koc.assets.services import delete_asset

@@ -8,12 +8,17 @@ Tasks keep their state in the `jobs` table, not in a result backend.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, shared_task
+from celery.schedules import crontab
 from flask import Flask
 
+from koc.extensions import db
 from koc.settings import Settings
 
 TASK_MODULES = [
@@ -49,14 +54,43 @@ def ensure_broker_dirs(settings: Settings) -> None:
         (Path(settings.broker_dir) / name).mkdir(parents=True, exist_ok=True)
 
 
+Schedule = timedelta | crontab
+
+
+@dataclass(frozen=True)
+class Every:
+    """One periodic run of a task: a fixed schedule, or one read from the settings."""
+
+    schedule: Schedule | Callable[[Settings], Schedule]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, settings: Settings) -> Schedule:
+        return self.schedule(settings) if callable(self.schedule) else self.schedule
+
+
+# Task name -> its runs; filled by @periodic_task as the task modules are imported.
+_PERIODIC: dict[str, tuple[Every, ...]] = {}
+
+
+def periodic_task(name: str, *runs: Every, **options: Any) -> Callable[[Callable], Task]:
+    """A shared task whose schedule is declared with it, so its name is written once."""
+
+    def decorator(function: Callable) -> Task:
+        _PERIODIC[name] = runs
+        return shared_task(name=name, **options)(function)
+
+    return decorator
+
+
 def _periodic_tasks(settings: Settings) -> dict[str, Any]:
-    # Each tasks module declares its own schedule next to its tasks.
-    schedule: dict[str, Any] = {}
     for module_name in TASK_MODULES:
-        module = importlib.import_module(module_name)
-        declare = getattr(module, "periodic_tasks", None)
-        if declare is not None:
-            schedule.update(declare(settings))
+        importlib.import_module(module_name)
+    schedule: dict[str, Any] = {}
+    for name, runs in _PERIODIC.items():
+        for index, run in enumerate(runs):
+            entry = name if len(runs) == 1 else f"{name}#{index}"
+            schedule[entry] = {"task": name, "schedule": run.resolve(settings),
+                               "kwargs": run.kwargs}
     return schedule
 
 
@@ -64,9 +98,17 @@ def celery_init_app(app: Flask) -> Celery:
     settings: Settings = app.config["KOC_SETTINGS"]
 
     class FlaskTask(Task):
+        """Runs inside an app context and owns the task's transaction: one commit, on success."""
+
         def __call__(self, *args: object, **kwargs: object) -> object:
             with app.app_context():
-                return self.run(*args, **kwargs)
+                try:
+                    result = self.run(*args, **kwargs)
+                except BaseException:
+                    db.session.rollback()
+                    raise
+                db.session.commit()
+                return result
 
     celery_app = Celery(app.name, task_cls=FlaskTask, include=TASK_MODULES)
     celery_app.conf.update(

@@ -20,6 +20,10 @@ class DomainError(Exception):
     contract's code for that rule (404 not found, 409 conflict, 410 gone, 422 invalid).
     """
 
+    # Set on an error raised after the service undid something outside the database (a refused
+    # upload it deleted): the request commits the rows that record it although it fails.
+    keeps_changes = False
+
     def __init__(
         self, status: int, message: str, *, errors: dict[str, Any] | None = None
     ) -> None:
@@ -52,9 +56,12 @@ class KocApi(Api):
 
 def register_error_handlers(app: Flask) -> None:
     from koc.core.storage import StorageUnavailable
+    from koc.core.unit_of_work import keep_changes_despite_error
 
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError):
+        if exc.keeps_changes:
+            keep_changes_despite_error()
         return jsonify(error_body(exc.status, exc.message, exc.errors)), exc.status
 
     @app.errorhandler(StorageUnavailable)

@@ -25,14 +25,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import sqlalchemy as sa
-from celery import shared_task
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from koc.core.celery import Every, periodic_task
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
 from koc.core.errors import DomainError
 from koc.core.jobs import enqueue_after_commit
 from koc.extensions import db
-from koc.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ def emit_select(event_type: str, payloads: sa.Select) -> int:
         db.session.execute(sa.insert(WebhookDelivery).values([
             {"event_id": event_id, "webhook_id": webhook.id, "next_attempt_at": now}
             for webhook in subscribed for event_id in event_ids[start:start + 2000]]))
-    enqueue_after_commit(deliver_due)
+    enqueue_after_commit("koc.core.events.deliver_due")
     return len(event_ids)
 
 
@@ -166,7 +165,7 @@ def emit_many(event_type: str, payloads: list[dict[str, Any]], *, chunk: int = 2
             {"event_id": event_id, "webhook_id": webhook.id, "next_attempt_at": now}
             for webhook in subscribed for event_id in event_ids]))
     if subscribed:
-        enqueue_after_commit(deliver_due)
+        enqueue_after_commit("koc.core.events.deliver_due")
 
 
 # --- registering webhooks ----------------------------------------------------------------------
@@ -375,12 +374,7 @@ def deliver_to(webhook_id: int) -> int:
     return _send_wecom(webhook) if webhook.format == "wecom" else _send_json(webhook)
 
 
-def periodic_tasks(settings: Settings) -> dict[str, Any]:
-    return {"events-deliver-due": {"task": "koc.core.events.deliver_due",
-                                   "schedule": timedelta(seconds=15)}}
-
-
-@shared_task(name="koc.core.events.deliver_due")
+@periodic_task("koc.core.events.deliver_due", Every(timedelta(seconds=15)))
 def deliver_due() -> int:
     """Send every delivery that is due, webhook by webhook; safe to run concurrently.
 

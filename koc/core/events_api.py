@@ -56,7 +56,6 @@ def register_webhook(data: dict):
     webhook = events.register_webhook(url=data["url"], events=data["events"],
                                       secret=data["secret"], fmt=data["format"],
                                       staff_id=current_principal().staff_id)
-    db.session.commit()
     return _webhook_view(webhook)
 
 
@@ -76,4 +75,3 @@ def delete_webhook(webhook_id: int):
     if webhook is None:
         raise DomainError(404, "No such webhook.")
     db.session.delete(webhook)
-    db.session.commit()

@@ -14,14 +14,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from celery import Task, shared_task
 from flask import current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from koc.core.celery import Every, periodic_task
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
 from koc.extensions import db
-from koc.settings import Settings
 
 STALE_AFTER = timedelta(minutes=5)
 log = logging.getLogger(__name__)
@@ -60,14 +59,14 @@ class Job(db.Model):
     )
 
 
-def start_job(task: Task, *, kind: str, payload: dict[str, Any] | None = None,
+def start_job(task_name: str, *, kind: str, payload: dict[str, Any] | None = None,
               staff_id: int | None = None) -> Job:
-    """Create a job row and send `task(job.id)` once the current transaction commits."""
-    job = Job(kind=kind, task_name=task.name, payload=payload or {},
+    """Create a job row and send the task `task_name(job.id)` once the transaction commits."""
+    job = Job(kind=kind, task_name=task_name, payload=payload or {},
               created_by_staff_id=staff_id, errors=[])
     db.session.add(job)
     db.session.flush()
-    enqueue_after_commit(task, job.id)
+    enqueue_after_commit(task_name, job.id)
     return job
 
 
@@ -102,9 +101,14 @@ def run_job(job_id: int, work: Callable[[Job], None]) -> bool:
     return True
 
 
-def enqueue_after_commit(task: Task, *args: Any) -> None:
-    """Send `task` once the current transaction commits; drop it if the transaction rolls back."""
-    db.session().info.setdefault(_PENDING, []).append((task, args))
+def enqueue_after_commit(task_name: str, *args: Any) -> None:
+    """Send the task named `task_name` once the current transaction commits; drop it if the
+    transaction rolls back.
+
+    Work is asked for by name so that services never import a tasks module (tasks sit above
+    services); tests/core/test_jobs.py checks that every name asked for is a registered task.
+    """
+    db.session().info.setdefault(_PENDING, []).append((task_name, args))
 
 
 _PENDING = "koc.pending_tasks"
@@ -112,14 +116,18 @@ _PENDING = "koc.pending_tasks"
 
 @event.listens_for(Session, "after_commit")
 def _send_pending_tasks(session: Session) -> None:
-    for task, args in session.info.pop(_PENDING, []):
+    pending = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    registry = current_app.extensions["celery"].tasks
+    for task_name, args in pending:
         try:
-            task.delay(*args)
+            registry[task_name].delay(*args)
         except Exception:
             # The data is committed; a broker outage must not turn the request into an error.
             # Jobs left queued are resent by requeue_stale_jobs; periodic work catches up on
             # its own schedule.
-            log.exception("could not send %s%r; it is sent again later", task.name, args)
+            log.exception("could not send %s%r; it is sent again later", task_name, args)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -127,16 +135,7 @@ def _drop_pending_tasks(session: Session) -> None:
     session.info.pop(_PENDING, None)
 
 
-def periodic_tasks(settings: Settings) -> dict[str, Any]:
-    return {
-        "jobs-requeue-stale": {
-            "task": "koc.core.jobs.requeue_stale_jobs",
-            "schedule": timedelta(minutes=1),
-        }
-    }
-
-
-@shared_task(name="koc.core.jobs.requeue_stale_jobs")
+@periodic_task("koc.core.jobs.requeue_stale_jobs", Every(timedelta(minutes=1)))
 def requeue_stale_jobs() -> int:
     """Send again jobs still queued long after they were created (lost on the way to the broker).
 

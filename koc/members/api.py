@@ -13,7 +13,6 @@ from koc.core.jobs import start_job
 from koc.core.jobs_api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.storage import get_storage
-from koc.extensions import db
 from koc.members import services
 from koc.members.schemas import (
     AcceptInSchema,
@@ -31,7 +30,6 @@ from koc.members.schemas import (
     UserOutSchema,
     UserPutSchema,
 )
-from koc.members.tasks import import_users_task
 
 blp = Blueprint("members", __name__, description="The user base, invitations and members")
 
@@ -49,7 +47,6 @@ def put_user(data: dict, external_id: str):
         abort(422, message="external_id in the body differs from the path.",
               errors={"json": {"external_id": ["must match the path"]}})
     user, created = services.upsert_user(external_id, data)
-    db.session.commit()
     return user, 201 if created else 200
 
 
@@ -74,10 +71,9 @@ def import_users(files: dict):
     key = f"imports/users/{uuid.uuid4().hex}.{fmt}"
     # The worker reads the file from the object store, so any worker host can run the job.
     get_storage().put_bytes(key, data, content_type="text/plain")
-    job = start_job(import_users_task, kind="users.import",
+    job = start_job("koc.members.tasks.import_users_task", kind="users.import",
                     payload={"storage_key": key, "format": fmt},
                     staff_id=current_principal().staff_id)
-    db.session.commit()
     return {"job_id": job.id}
 
 
@@ -102,7 +98,6 @@ def create_invitation(data: dict):
     invitation = services.create_invitation(
         data["external_id"], expires_in_days=days, staff_id=current_principal().staff_id
     )
-    db.session.commit()
     return invitation
 
 
@@ -114,7 +109,6 @@ def accept_invitation(data: dict, code: str):
     member, token = services.accept_invitation(
         code, display_name=data["display_name"], social_accounts=data["social_accounts"]
     )
-    db.session.commit()
     return {"member": member, "token": token}
 
 
@@ -166,7 +160,6 @@ def patch_member(data: dict, member_id: int):
             staff_id=staff_id,
             reason=data.get("reason") or "changed by staff",
         )
-    db.session.commit()
     return _member_detail(member_id)
 
 

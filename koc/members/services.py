@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from koc.core.auth import issue_token
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
+from koc.core.signals import member_status_changed
 from koc.extensions import db
 from koc.members.models import Invitation, Member, MemberStatus, SocialAccount, User
 from koc.members.schemas import UserImportRowSchema
@@ -310,12 +311,8 @@ def get_member(member_id: int) -> Member:
 
 
 def set_member_status(member: Member, status: str) -> None:
-    from koc.tiers import benefits
-    from koc.tiers.services import tier_ranks
-
     member.status = MemberStatus(status).value
     db.session.flush()
-    # A suspended member's badge is revoked and their group seat marked for removal now,
-    # not at the next recalculation.
-    benefits.sync_badges(member_ids=[member.id])
-    benefits.sync_group(tier_ranks(), member_ids=[member.id])
+    # The tiers package revokes a suspended member's badge and marks their group seat for
+    # removal now, not at the next recalculation.
+    member_status_changed.send(None, member_id=member.id)

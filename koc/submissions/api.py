@@ -16,7 +16,6 @@ from koc.core.jobs import start_job
 from koc.core.jobs_api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.storage import get_storage
-from koc.extensions import db
 from koc.members.services import get_member
 from koc.submissions import services
 from koc.submissions.models import MetricSnapshot
@@ -39,7 +38,6 @@ from koc.submissions.schemas import (
     SubmissionOutSchema,
     SubmissionQuerySchema,
 )
-from koc.submissions.tasks import import_metrics_task
 from koc.tiers.services import tier_ranks
 
 blp = Blueprint("submissions", __name__, description="Submissions, review and points")
@@ -56,7 +54,6 @@ def create_upload(data: dict):
         current_principal().member_id, **data, storage=get_storage(),
         max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
     )
-    db.session.commit()
     return {"upload_id": upload.id,
             "upload": {"method": request.method, "url": request.url, "headers": request.headers}}
 
@@ -113,7 +110,6 @@ def add_metrics(data: dict, submission_id: int):
     submission = services.get_submission(submission_id, member_id=principal.member_id,
                                          lock=True)
     services.add_metrics(submission, data, source="member" if principal.is_member else "admin")
-    db.session.commit()
     return submission
 
 
@@ -152,7 +148,6 @@ def review_submission(data: dict, submission_id: int):
         services.get_submission(submission_id, lock=True), **data,
         staff_id=current_principal().staff_id,
     )
-    db.session.commit()
     return submission
 
 
@@ -164,7 +159,6 @@ def bulk_review(data: dict):
     """Approve or reject up to 200 pending submissions with one decision, all or nothing."""
     reviewed = services.bulk_review(data.pop("ids"), **data,
                                     staff_id=current_principal().staff_id)
-    db.session.commit()
     return {"reviewed": len(reviewed), "submissions": reviewed}
 
 
@@ -178,7 +172,6 @@ def reopen(data: dict, submission_id: int):
         services.get_submission(submission_id, lock=True), note=data["note"],
         staff_id=current_principal().staff_id,
     )
-    db.session.commit()
     return submission
 
 
@@ -196,9 +189,8 @@ def import_metrics(files: dict):
     key = f"imports/metrics/{uuid.uuid4().hex}.csv"
     # The worker reads the file from the object store, so any worker host can run the job.
     get_storage().put_bytes(key, data, content_type="text/csv")
-    job = start_job(import_metrics_task, kind="submissions.metrics_import",
+    job = start_job("koc.submissions.tasks.import_metrics_task", kind="submissions.metrics_import",
                     payload={"storage_key": key}, staff_id=current_principal().staff_id)
-    db.session.commit()
     return {"job_id": job.id}
 
 
@@ -219,7 +211,6 @@ def get_scoring_rules():
 def put_scoring_rules(data: dict):
     """Save a new rules version. Approved scores keep the version they were approved under."""
     row = services.save_scoring_rules(data["rules"], staff_id=current_principal().staff_id)
-    db.session.commit()
     return row
 
 

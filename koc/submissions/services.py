@@ -269,11 +269,9 @@ def create_submission(member_id: int, values: dict[str, Any], *,
 
 
 def _hash_images_after_commit(media: Iterable[MediaUpload]) -> None:
-    from koc.submissions.tasks import hash_media_task
-
     for upload in media:
         if upload.is_image:
-            enqueue_after_commit(hash_media_task, upload.id)
+            enqueue_after_commit("koc.submissions.tasks.hash_media_task", upload.id)
 
 
 def _duplicate(existing_id: int | None) -> DomainError:

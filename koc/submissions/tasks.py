@@ -8,11 +8,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 from celery import shared_task
 
+from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
 from koc.core.jobs import Job, run_job
 from koc.core.storage import delete_objects_then_rows, get_storage
 from koc.extensions import db
-from koc.settings import Settings
 from koc.submissions import services
 from koc.submissions.models import MediaUpload
 
@@ -20,22 +20,7 @@ log = logging.getLogger(__name__)
 UNATTACHED_AFTER = timedelta(days=2)
 
 
-def periodic_tasks(settings: Settings) -> dict:
-    return {
-        "submissions-clear-unattached-media": {
-            "task": "koc.submissions.tasks.clear_unattached_media",
-            "schedule": timedelta(hours=6),
-        },
-        # Expiry is off unless the scoring rules set points_expire_after_days; the task then
-        # books one entry per member per day at most, so hourly runs cost one grouped query.
-        "submissions-expire-points": {
-            "task": "koc.submissions.tasks.expire_points_task",
-            "schedule": timedelta(hours=1),
-        },
-    }
-
-
-@shared_task(name="koc.submissions.tasks.clear_unattached_media")
+@periodic_task("koc.submissions.tasks.clear_unattached_media", Every(timedelta(hours=6)))
 def clear_unattached_media() -> int:
     """Delete uploads that no submission claimed, with their objects."""
     cutoff = utcnow() - UNATTACHED_AFTER
@@ -73,7 +58,9 @@ def import_metrics_task(job_id: int) -> None:
         storage.delete(db.session.get(Job, job_id).payload["storage_key"])
 
 
-@shared_task(name="koc.submissions.tasks.expire_points_task")
+# Expiry is off unless the scoring rules set points_expire_after_days; the task then books one
+# entry per member per day at most, so hourly runs cost one grouped query.
+@periodic_task("koc.submissions.tasks.expire_points_task", Every(timedelta(hours=1)))
 def expire_points_task() -> int:
     days = services.current_scoring()[1].get("points_expire_after_days")
     if not days:

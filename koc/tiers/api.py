@@ -39,7 +39,6 @@ from koc.tiers.schemas import (
     TiersInSchema,
     TiersOutSchema,
 )
-from koc.tiers.tasks import recalculate_tiers_job
 
 blp = Blueprint("tiers", __name__, description="Tier rules and recalculation")
 
@@ -58,7 +57,6 @@ def get_tiers():
 @staff_required("admin")
 def put_rules(data: dict):
     rules = services.save_rules(data["tiers"], staff_id=current_principal().staff_id)
-    db.session.commit()
     return {"version": rules.version, "tiers": rules.tiers}
 
 
@@ -74,9 +72,8 @@ def preview_rules(data: dict):
 @blp.response(202, JobCreatedSchema)
 @staff_required("admin")
 def recalculate():
-    job = start_job(recalculate_tiers_job, kind="tiers.recalculate",
+    job = start_job("koc.tiers.tasks.recalculate_tiers_job", kind="tiers.recalculate",
                     staff_id=current_principal().staff_id)
-    db.session.commit()
     return {"job_id": job.id}
 
 
@@ -141,7 +138,6 @@ def badge_image(badge_id: str):
 @staff_required("admin")
 def create_drop(data: dict):
     drop = benefits.create_drop(data, tier_ranks=services.tier_ranks())
-    db.session.commit()
     return drop
 
 
@@ -175,7 +171,6 @@ def claim_drop(drop_id: int):
 @staff_required("admin")
 def draw_drop(drop_id: int):
     benefits.draw_lottery(benefits.get_drop(drop_id))
-    db.session.commit()
     return _lottery_view(drop_id)
 
 
@@ -231,5 +226,4 @@ def senior_roster():
 @staff_required("admin")
 def confirm_removed(member_id: int):
     row = benefits.confirm_removed(member_id, staff_id=current_principal().staff_id)
-    db.session.commit()
     return row

@@ -134,9 +134,7 @@ def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = N
     if len(missing) > inline_limit:
         missing = missing[:inline_limit]
         if defer_rest:
-            from koc.tiers.tasks import issue_badges
-
-            enqueue_after_commit(issue_badges)
+            enqueue_after_commit("koc.tiers.tasks.issue_badges")
     key, issued_at = _signing_key(), now.replace(microsecond=0)
     # A first run can issue tens of thousands: plain rows (no ORM objects), one executemany.
     if missing:

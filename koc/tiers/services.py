@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from koc.core.db import UTCDateTime, utcnow
 from koc.core.errors import DomainError
 from koc.core.events import emit, emit_select, json_object
+from koc.core.signals import member_status_changed
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import MetricSnapshot, PointsEntry, Submission
@@ -73,6 +74,14 @@ def current_rules() -> RuleSet:
 
 def tier_ranks() -> dict[str, int]:
     return current_rules().ranks
+
+
+@member_status_changed.connect
+def _sync_benefits_of(_sender: object, *, member_id: int, **_: object) -> None:
+    """A suspension revokes the badge and marks the group seat at once; re-activation restores
+    the badge the member's tier gives."""
+    benefits.sync_badges(member_ids=[member_id])
+    benefits.sync_group(tier_ranks(), member_ids=[member_id])
 
 
 def save_rules(tiers: list[dict[str, Any]], *, staff_id: int | None) -> RuleSet:

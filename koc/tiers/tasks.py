@@ -10,43 +10,24 @@ from celery import shared_task
 from celery.schedules import crontab
 from flask import current_app
 
+from koc.core.celery import Every, periodic_task
 from koc.core.jobs import Job, run_job
 from koc.extensions import db
 from koc.members.models import Member
-from koc.settings import Settings
 from koc.tiers import benefits, services
 
 log = logging.getLogger(__name__)
 
 
-def periodic_tasks(settings: Settings) -> dict:
-    return {
-        # Members with new activity, every few minutes: promotions show up quickly.
-        "tiers-recalculate-incremental": {
-            "task": "koc.tiers.tasks.recalculate_tiers_periodic",
-            "schedule": timedelta(seconds=settings.tier_recalc_interval),
-            "kwargs": {"incremental": True},
-        },
-        # Everyone, daily at 03:00 China time: windows roll past old posts even for members
-        # who did nothing, and grace periods run out.
-        "tiers-recalculate-full": {
-            "task": "koc.tiers.tasks.recalculate_tiers_periodic",
-            "schedule": crontab(hour=19, minute=0),
-            "kwargs": {"incremental": False},
-        },
-        # Catches up on badges a run left to issue_badges if that task was lost on the way.
-        "tiers-issue-missing-badges": {
-            "task": "koc.tiers.tasks.issue_badges",
-            "schedule": timedelta(minutes=10),
-        },
-        "tiers-draw-closed-lotteries": {
-            "task": "koc.tiers.tasks.draw_closed_lotteries",
-            "schedule": timedelta(minutes=1),
-        },
-    }
-
-
-@shared_task(name="koc.tiers.tasks.recalculate_tiers_periodic")
+@periodic_task(
+    "koc.tiers.tasks.recalculate_tiers_periodic",
+    # Members with new activity, every few minutes: promotions show up quickly.
+    Every(lambda settings: timedelta(seconds=settings.tier_recalc_interval),
+          kwargs={"incremental": True}),
+    # Everyone, daily at 03:00 China time: windows roll past old posts even for members
+    # who did nothing, and grace periods run out.
+    Every(crontab(hour=19, minute=0), kwargs={"incremental": False}),
+)
 def recalculate_tiers_periodic(incremental: bool = False) -> dict:
     """Incremental runs and small populations run here, in one transaction; a full run over
     more members than one part is split into member-id ranges that any worker can take."""
@@ -82,7 +63,7 @@ def recalculate_tiers_job(job_id: int) -> None:
     run_job(job_id, work)
 
 
-@shared_task(name="koc.tiers.tasks.draw_closed_lotteries")
+@periodic_task("koc.tiers.tasks.draw_closed_lotteries", Every(timedelta(minutes=1)))
 def draw_closed_lotteries() -> int:
     """Draw each lottery drop once it closes; a drawn one is left as it is."""
     drawn = benefits.draw_closed_lotteries()
@@ -90,7 +71,8 @@ def draw_closed_lotteries() -> int:
     return drawn
 
 
-@shared_task(name="koc.tiers.tasks.issue_badges")
+# Every 10 minutes it also catches up on badges a run left to it if that task was lost.
+@periodic_task("koc.tiers.tasks.issue_badges", Every(timedelta(minutes=10)))
 def issue_badges(chunk: int = 5000) -> int:
     """Issue the badges a large run left over, a chunk per transaction, until none is missing.
     Safe to run twice: a member's second live badge is refused by a unique index, and the

@@ -38,3 +38,47 @@ def test_job_is_kept_when_the_broker_is_down_and_resent_later(make_app, redis_ur
     message = json.loads(queued[0])
     assert message["headers"]["task"] == "koc.tiers.tasks.recalculate_tiers_job"
     assert json.loads(message["headers"]["argsrepr"]) == [job_id]
+
+
+def _task_names_asked_for() -> list[tuple[str, str]]:
+    """Every (place, task name) that koc/ asks for through start_job or enqueue_after_commit."""
+    import ast
+    from pathlib import Path
+
+    import koc
+
+    found = []
+    root = Path(koc.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "core" / "jobs.py":
+            continue  # start_job passes its caller's name on
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in {"start_job", "enqueue_after_commit"}):
+                first = node.args[0]
+                place = f"{path.relative_to(root)}:{node.lineno}"
+                assert isinstance(first, ast.Constant) and isinstance(first.value, str), (
+                    f"{place}: ask for a task by its name, as a string")
+                found.append((place, first.value))
+    return found
+
+
+def test_every_task_asked_for_by_name_is_a_registered_task(app) -> None:
+    asked = _task_names_asked_for()
+    assert len(asked) >= 8  # the scan sees the call sites; an empty scan would pass vacuously
+    registered = set(app.extensions["celery"].tasks)
+    unknown = [(place, name) for place, name in asked if name not in registered]
+    assert unknown == []
+
+
+def test_each_periodic_task_is_scheduled_under_its_own_name(app) -> None:
+    celery_app = app.extensions["celery"]
+    schedule = celery_app.conf.beat_schedule
+    scheduled = {entry["task"] for entry in schedule.values()}
+    assert {"koc.core.jobs.requeue_stale_jobs", "koc.core.events.deliver_due",
+            "koc.tiers.tasks.recalculate_tiers_periodic"} <= scheduled
+    assert scheduled <= set(celery_app.tasks)
+    # The tier recalculation runs twice: incremental every few minutes and in full daily.
+    tier_runs = sorted(str(entry["kwargs"]) for entry in schedule.values()
+                       if entry["task"] == "koc.tiers.tasks.recalculate_tiers_periodic")
+    assert tier_runs == ["{'incremental': False}", "{'incremental': True}"]

@@ -222,7 +222,7 @@ def test_a_run_promoting_many_leaves_the_extra_badges_to_a_task(app, member_api,
         _approved(member_api()[1], reviewer)
     with app.app_context():
         recalculate(trigger="test")
-        queued = [task.name for task, _ in db.session().info.get(_PENDING, [])]
+        queued = [task_name for task_name, _ in db.session().info.get(_PENDING, [])]
         db.session.commit()
         assert db.session.query(Badge).count() == 2
         assert "koc.tiers.tasks.issue_badges" in queued
@@ -239,7 +239,7 @@ def test_badges_left_over_are_issued_by_the_periodic_catch_up(app, member_api, s
     from koc.tiers.tasks import issue_badges
 
     schedule = app.extensions["celery"].conf.beat_schedule
-    assert schedule["tiers-issue-missing-badges"]["task"] == issue_badges.name
+    assert schedule[issue_badges.name]["schedule"].total_seconds() == 600
     monkeypatch.setattr(benefits, "BADGES_INLINE", 1)
     reviewer = staff_api("reviewer")
     for _ in range(3):

@@ -1,0 +1,53 @@
+"""A kit's funnel: who could see it, downloaded it, posted about it and got the post approved.
+
+It reads kits' downloads and the submissions made for them, so it lives with submissions, the
+domain above kits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from koc.assets.models import Download, Kit
+from koc.assets.services import eligible_members
+from koc.core.db import utcnow
+from koc.extensions import db
+from koc.submissions.models import METRICS, MetricSnapshot, Submission, SubmissionStatus
+
+
+@dataclass
+class Funnel:
+    eligible: int
+    downloaded: int
+    submitted: int
+    approved: int
+    engagement: dict[str, int] = field(default_factory=dict)
+
+
+def funnel(kit: Kit, tier_ranks: Mapping[str, int]) -> Funnel:
+    eligible = db.session.scalar(sa.select(sa.func.count()).select_from(
+        eligible_members(kit, tier_ranks, utcnow()).subquery()))
+    downloaded = db.session.scalar(sa.select(sa.func.count(sa.distinct(Download.member_id)))
+                                   .where(Download.kit_id == kit.id))
+    submitted, approved = db.session.execute(
+        sa.select(sa.func.count(sa.distinct(Submission.member_id)),
+                  sa.func.count(sa.distinct(sa.case(
+                      (Submission.status == SubmissionStatus.approved.value,
+                       Submission.member_id)))))
+        .where(Submission.kit_id == kit.id)).one()
+    latest = (sa.select(sa.func.max(MetricSnapshot.id).label("id"))
+              .join(Submission, Submission.id == MetricSnapshot.submission_id)
+              .where(Submission.kit_id == kit.id,
+                     Submission.status == SubmissionStatus.approved.value)
+              .group_by(MetricSnapshot.submission_id).subquery())
+    sums = db.session.execute(
+        sa.select(*(sa.func.coalesce(sa.func.sum(getattr(MetricSnapshot, name)), 0)
+                    for name in METRICS))
+        .where(MetricSnapshot.id.in_(sa.select(latest.c.id)))).one()
+    return Funnel(eligible=eligible, downloaded=downloaded, submitted=submitted,
+                  approved=approved,
+                  engagement={name: int(value) for name, value in zip(METRICS, sums,
+                                                                       strict=True)})
