@@ -94,7 +94,7 @@ def _register_blueprints(app: Flask) -> None:
     from koc.core.events_api import blp as webhooks_blp
     from koc.core.health import health_blueprint
     from koc.core.jobs_api import blp as jobs_blp
-    from koc.core.storage import storage_blueprint
+    from koc.core.storage.views import storage_blueprint
     from koc.extensions import api, csrf
     from koc.members.api import blp as members_blp
     from koc.submissions.api import blp as submissions_blp

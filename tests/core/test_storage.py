@@ -30,8 +30,8 @@ from koc.core.storage import (
     StorageUnavailable,
     build_storage,
     get_storage,
-    storage_blueprint,
 )
+from koc.core.storage.views import storage_blueprint
 from koc.settings import Settings, load_settings
 
 SECRET = "test-secret-key-for-storage-0123456789"
