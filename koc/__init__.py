@@ -73,6 +73,7 @@ def _init_extensions(app: Flask) -> None:
     from koc.core import sqlite, unit_of_work
     from koc.core.celery import celery_init_app
     from koc.core.errors import register_error_handlers
+    from koc.core.jobs import dispatch
     from koc.extensions import api, babel, csrf, db, migrate
 
     db.init_app(app)
@@ -85,15 +86,16 @@ def _init_extensions(app: Flask) -> None:
     babel.init_app(app, locale_selector=select_locale)
     register_error_handlers(app)
     unit_of_work.install(app)
+    dispatch.install()
     celery_init_app(app)
 
 
 def _register_blueprints(app: Flask) -> None:
     from koc.admin.views import admin_blueprint
     from koc.assets.api import blp as assets_blp
-    from koc.core.events_api import blp as webhooks_blp
+    from koc.core.events.api import blp as webhooks_blp
     from koc.core.health import health_blueprint
-    from koc.core.jobs_api import blp as jobs_blp
+    from koc.core.jobs.api import blp as jobs_blp
     from koc.core.storage.views import storage_blueprint
     from koc.extensions import api, csrf
     from koc.members.api import blp as members_blp

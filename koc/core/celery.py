@@ -22,8 +22,8 @@ from koc.extensions import db
 from koc.settings import Settings
 
 TASK_MODULES = [
-    "koc.core.jobs",
-    "koc.core.events",
+    "koc.core.jobs.runner",
+    "koc.core.events.delivery",
     "koc.members.tasks",
     "koc.assets.tasks",
     "koc.submissions.tasks",

@@ -10,7 +10,7 @@ from flask_smorest import abort
 
 from koc.core.auth import current_principal, member_required, staff_required
 from koc.core.jobs import start_job
-from koc.core.jobs_api import JobCreatedSchema
+from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.storage import get_storage
 from koc.members import services

@@ -13,7 +13,7 @@ from koc.core.auth import current_principal, member_required, staff_or_member, s
 from koc.core.errors import DomainError
 from koc.core.idempotency import idempotent
 from koc.core.jobs import start_job
-from koc.core.jobs_api import JobCreatedSchema
+from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.storage import get_storage
 from koc.members.services import get_member

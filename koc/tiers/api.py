@@ -17,7 +17,7 @@ from koc.core.auth import (
 )
 from koc.core.idempotency import idempotent
 from koc.core.jobs import start_job
-from koc.core.jobs_api import JobCreatedSchema
+from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.extensions import db
 from koc.members.services import get_member

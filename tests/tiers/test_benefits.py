@@ -210,7 +210,7 @@ def test_tier_changes_and_group_moves_are_sent_to_subscribed_webhooks(app, membe
 
 def test_a_run_promoting_many_leaves_the_extra_badges_to_a_task(app, member_api, staff_api,
                                                                 monkeypatch) -> None:
-    from koc.core.jobs import _PENDING
+    from koc.core.jobs.dispatch import _PENDING
     from koc.tiers import benefits
     from koc.tiers.models import Badge
     from koc.tiers.services import recalculate

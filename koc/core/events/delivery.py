@@ -1,0 +1,226 @@
+"""Delivering: signed JSON posts and batched WeCom robot messages, retried with backoff."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from koc.core.celery import Every, periodic_task
+from koc.core.db import utcnow
+from koc.core.events.models import DeliveryStatus, OutboxEvent, Webhook, WebhookDelivery
+from koc.extensions import db
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 15
+RETRY_BASE = timedelta(seconds=5)
+RETRY_CAP = timedelta(hours=1)
+# A delivery being sent is pushed this far into the future, so a second worker skips it.
+CLAIM_LEASE = timedelta(minutes=2)
+SEND_TIMEOUT = 10
+WECOM_MAX_BYTES = 2048
+USER_AGENT = "koc-webhooks/1"
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(RETRY_BASE * 2 ** max(attempts - 1, 0), RETRY_CAP)
+
+
+class DeliveryFailed(Exception):
+    pass
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> bytes:
+    # Schemes were checked at registration: only http(s) URLs are ever stored.
+    request = urllib.request.Request(  # noqa: S310
+        url, data=body, method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as response:  # noqa: S310
+            return response.read(65536)
+    except urllib.error.HTTPError as exc:
+        raise DeliveryFailed(f"HTTP {exc.code}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise DeliveryFailed(f"unreachable: {exc}") from exc
+    except Exception as exc:
+        # Anything else (a malformed answer, a bad redirect) is one failed attempt too, so the
+        # claim is released by the normal backoff instead of waiting out its lease.
+        raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _claim(webhook_id: int, *, limit: int) -> list[WebhookDelivery]:
+    """Take due deliveries of one webhook for this run, committed, so a rival run skips them."""
+    now = utcnow()
+    query = (sa.select(WebhookDelivery)
+             .where(WebhookDelivery.webhook_id == webhook_id,
+                    WebhookDelivery.status == DeliveryStatus.pending.value,
+                    WebhookDelivery.next_attempt_at <= now)
+             .order_by(WebhookDelivery.event_id).limit(limit))
+    if db.engine.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    claimed = db.session.scalars(query).all()
+    for delivery in claimed:
+        delivery.next_attempt_at = now + CLAIM_LEASE
+    db.session.commit()
+    return claimed
+
+
+def _record(deliveries: list[WebhookDelivery], error: str | None) -> None:
+    now = utcnow()
+    for delivery in deliveries:
+        delivery.attempts += 1
+        if error is None:
+            delivery.status = DeliveryStatus.delivered.value
+            delivery.delivered_at = now
+            delivery.last_error = None
+        else:
+            delivery.last_error = error[:500]
+            if delivery.attempts >= MAX_ATTEMPTS:
+                delivery.status = DeliveryStatus.failed.value
+            else:
+                delivery.next_attempt_at = now + backoff(delivery.attempts)
+    db.session.commit()
+
+
+def _event_body(event: OutboxEvent) -> bytes:
+    return json.dumps({"id": event.id, "type": event.event_type,
+                       "created_at": event.created_at.isoformat(), "data": event.payload},
+                      ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def _send_json(webhook: Webhook) -> int:
+    sent = 0
+    for delivery in _claim(webhook.id, limit=50):
+        body = _event_body(delivery.event)
+        try:
+            _post(webhook.url, body, {
+                "X-KOC-Signature": signature(webhook.secret or "", body),
+                "X-KOC-Event": delivery.event.event_type,
+                "X-KOC-Event-Id": str(delivery.event_id),
+            })
+        except DeliveryFailed as exc:
+            log.warning("webhook %s: event %s not delivered (%s)", webhook.id,
+                        delivery.event_id, exc)
+            _record([delivery], str(exc))
+        else:
+            _record([delivery], None)
+            sent += 1
+    return sent
+
+
+def describe(event: OutboxEvent) -> str:
+    data = event.payload
+    if event.event_type == "kit.published":
+        line = f"新素材包 / New kit: {data.get('title', '')} (#{data.get('kit_id')})"
+        if data.get("product_name"):
+            line += f" · {data['product_name']}"
+        if data.get("launch_at"):
+            line += f" · launch {data['launch_at'][:10]}"
+        return line
+    if event.event_type == "member.tier_changed":
+        return (f"等级变化 / Tier change: member #{data.get('member_id')} "
+                f"{data.get('from') or '-'} → {data.get('to') or '-'}")
+    if event.event_type == "group.invite":
+        return f"邀请入群 / Invite to the senior group: member #{data.get('member_id')}"
+    if event.event_type == "group.remove":
+        return f"移出群 / Remove from the senior group: member #{data.get('member_id')}"
+    return f"{event.event_type} #{event.id}"
+
+
+def wecom_batches(lines: list[str], *, limit: int = WECOM_MAX_BYTES) -> list[tuple[str, int]]:
+    """Pack lines into messages of at most `limit` UTF-8 bytes: (content, lines it covers).
+
+    A line too long for a message on its own is cut at a character boundary.
+    """
+    messages: list[tuple[str, int]] = []
+    current: list[str] = []
+    size = 0
+    for original in lines:
+        line, encoded = original, original.encode("utf-8")
+        if len(encoded) > limit:
+            line = encoded[: limit - 3].decode("utf-8", "ignore") + "..."
+            encoded = line.encode("utf-8")
+        extra = len(encoded) + (1 if current else 0)
+        if current and size + extra > limit:
+            messages.append(("\n".join(current), len(current)))
+            current, size = [], 0
+            extra = len(encoded)
+        current.append(line)
+        size += extra
+    if current:
+        messages.append(("\n".join(current), len(current)))
+    return messages
+
+
+def _send_wecom(webhook: Webhook) -> int:
+    claimed = _claim(webhook.id, limit=200)
+    lines = [describe(delivery.event) for delivery in claimed]
+    sent = 0
+    for content, count in wecom_batches(lines):
+        batch, claimed = claimed[:count], claimed[count:]
+        body = json.dumps({"msgtype": "text", "text": {"content": content}},
+                          ensure_ascii=False).encode("utf-8")
+        try:
+            answer = json.loads(_post(webhook.url, body, {}) or b"{}")
+            # WeCom answers 200 with an error code for a bad key or the rate limit.
+            if answer.get("errcode", 0) != 0:
+                raise DeliveryFailed(f"WeCom errcode {answer.get('errcode')}: "
+                                     f"{answer.get('errmsg', '')}")
+        except (DeliveryFailed, ValueError) as exc:
+            log.warning("WeCom webhook %s: %d events not delivered (%s)", webhook.id,
+                        len(batch), exc)
+            _record(batch + claimed, str(exc))
+            return sent
+        _record(batch, None)
+        sent += len(batch)
+    return sent
+
+
+def deliver_to(webhook_id: int) -> int:
+    webhook = db.session.get(Webhook, webhook_id)
+    if webhook is None or not webhook.active:
+        return 0
+    return _send_wecom(webhook) if webhook.format == "wecom" else _send_json(webhook)
+
+
+@periodic_task("koc.core.events.deliver_due", Every(timedelta(seconds=15)))
+def deliver_due() -> int:
+    """Send every delivery that is due, webhook by webhook; safe to run concurrently.
+
+    Sent after each commit that emits, and every 15 seconds by the scheduler, which is also
+    what picks up retries once their backoff has passed.
+    """
+    webhook_ids = db.session.scalars(
+        sa.select(WebhookDelivery.webhook_id)
+        .where(WebhookDelivery.status == DeliveryStatus.pending.value,
+               WebhookDelivery.next_attempt_at <= utcnow())
+        .distinct()
+    ).all()
+    db.session.commit()
+    sent = 0
+    for webhook_id in webhook_ids:
+        sent += deliver_to(webhook_id)
+    earliest = db.session.scalar(
+        sa.select(sa.func.min(WebhookDelivery.next_attempt_at))
+        .where(WebhookDelivery.status == DeliveryStatus.pending.value))
+    db.session.commit()
+    if earliest is not None:
+        # The next retry does not wait for the scheduler's tick when it is due sooner.
+        delay = max((earliest - utcnow()).total_seconds(), 1.0)
+        if delay < 15:
+            try:
+                deliver_due.apply_async(countdown=delay)
+            except Exception:
+                log.warning("could not schedule the next delivery run; the scheduler will")
+    return sent

@@ -1,0 +1,46 @@
+"""Registering webhooks, and showing their URLs without the secrets a URL can hold."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from koc.core.errors import DomainError
+from koc.core.events.models import EVENT_TYPES, Webhook
+from koc.extensions import db
+
+
+def _is_wecom_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.path.endswith("/cgi-bin/webhook/send") and any(
+        name == "key" and value for name, value in parse_qsl(parts.query))
+
+
+def register_webhook(*, url: str, events: list[str], secret: str | None, fmt: str,
+                     staff_id: int | None) -> Webhook:
+    errors: dict[str, list[str]] = {}
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        errors["url"] = ["must be an http:// or https:// URL"]
+    elif fmt == "wecom" and not _is_wecom_url(url):
+        errors["url"] = ["a WeCom robot URL ends in /cgi-bin/webhook/send?key=..."]
+    unknown = sorted(set(events) - set(EVENT_TYPES))
+    if unknown or not events:
+        errors["events"] = [f"choose from {', '.join(EVENT_TYPES)}"]
+    if fmt == "json" and not secret:
+        errors["secret"] = ["required to sign deliveries"]
+    if errors:
+        raise DomainError(422, "The webhook is not valid.", errors={"json": errors})
+    webhook = Webhook(url=url, events=sorted(set(events)), secret=secret or None, format=fmt,
+                      created_by_staff_id=staff_id)
+    db.session.add(webhook)
+    db.session.flush()
+    return webhook
+
+
+def masked_url(webhook: Webhook) -> str:
+    """The URL with secrets in its query (a WeCom key) reduced to their last four characters."""
+    parts = urlsplit(webhook.url)
+    if not parts.query:
+        return webhook.url
+    query = [(name, "****" + value[-4:] if name.lower() in ("key", "token", "secret") else value)
+             for name, value in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))

@@ -1,0 +1,78 @@
+"""Starting a job, running its work once, and re-sending jobs lost on the way to the broker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from koc.core.celery import Every, periodic_task
+from koc.core.db import utcnow
+from koc.core.jobs.dispatch import enqueue_after_commit
+from koc.core.jobs.models import Job, JobStatus
+from koc.extensions import db
+
+STALE_AFTER = timedelta(minutes=5)
+log = logging.getLogger(__name__)
+
+
+def start_job(task_name: str, *, kind: str, payload: dict[str, Any] | None = None,
+              staff_id: int | None = None) -> Job:
+    """Create a job row and send the task `task_name(job.id)` once the transaction commits."""
+    job = Job(kind=kind, task_name=task_name, payload=payload or {},
+              created_by_staff_id=staff_id, errors=[])
+    db.session.add(job)
+    db.session.flush()
+    enqueue_after_commit(task_name, job.id)
+    return job
+
+
+def run_job(job_id: int, work: Callable[[Job], None]) -> bool:
+    """Run `work(job)` for a job that has not succeeded yet, and record how it ended.
+
+    `work` fills in processed, failed, errors and result; this commits. A job delivered twice
+    (or re-sent by the sweep) runs once; one that died half-way runs again from the start, so
+    `work` must be safe to repeat. Returns whether the work ran and succeeded.
+    """
+    job = db.session.get(Job, job_id)
+    if job is None or job.status == JobStatus.succeeded:
+        return False
+    job.status = JobStatus.running.value
+    job.started_at = utcnow()
+    db.session.commit()
+    try:
+        work(job)
+    except Exception:
+        db.session.rollback()
+        log.exception("job %s (%s) failed", job_id, job.kind)
+        job = db.session.get(Job, job_id)
+        job.status = JobStatus.failed.value
+        job.finished_at = utcnow()
+        internal = {"line": None, "message": "the job stopped on an internal error"}
+        job.errors = [*job.errors, internal]
+        db.session.commit()
+        raise
+    job.status = JobStatus.succeeded.value
+    job.finished_at = utcnow()
+    db.session.commit()
+    return True
+
+
+@periodic_task("koc.core.jobs.requeue_stale_jobs", Every(timedelta(minutes=1)))
+def requeue_stale_jobs() -> int:
+    """Send again jobs still queued long after they were created (lost on the way to the broker).
+
+    Job tasks skip a job that already succeeded, so a job sent twice runs its work once.
+    """
+    cutoff = utcnow() - STALE_AFTER
+    stale = db.session.scalars(
+        sa.select(Job).where(Job.status == JobStatus.queued.value, Job.created_at < cutoff,
+                             Job.task_name.is_not(None)).limit(100)
+    ).all()
+    for job in stale:
+        current_app.extensions["celery"].send_task(job.task_name, args=[job.id])
+    return len(stale)
