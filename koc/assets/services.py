@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from koc.assets.models import Asset, AssetStatus, Download, Kit, KitStatus, Watermark
+from koc.core import media
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.events import emit
@@ -24,7 +25,6 @@ from koc.members.models import Member, MemberStatus, User
 # Images Pillow reads and writes, so they can get a preview and a watermark.
 MARKABLE_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp",
                   "image/gif": "gif"}
-SNIFF_BYTES = 64
 _CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I to misread on a photo
 MAX_PARTS = 10_000
 
@@ -302,47 +302,6 @@ def renew_upload(asset: Asset, *, storage: Any, url_ttl: int) -> UploadInstructi
         expires_in=url_ttl))
 
 
-def _is_iso_bmff(head: bytes, brands: tuple[bytes, ...] | None = None) -> bool:
-    if len(head) < 12 or head[4:8] != b"ftyp":
-        return False
-    return brands is None or head[8:12] in brands
-
-
-_HEIC_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis")
-_SIGNATURES: dict[str, Any] = {
-    "image/jpeg": lambda h: h.startswith(b"\xff\xd8\xff"),
-    "image/png": lambda h: h.startswith(b"\x89PNG\r\n\x1a\n"),
-    "image/gif": lambda h: h[:6] in (b"GIF87a", b"GIF89a"),
-    "image/webp": lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP",
-    "image/heic": lambda h: _is_iso_bmff(h, _HEIC_BRANDS),
-    "video/mp4": lambda h: _is_iso_bmff(h) and h[8:12] not in _HEIC_BRANDS,
-    "video/quicktime": lambda h: _is_iso_bmff(h, (b"qt  ",)) or h[4:8] in (
-        b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"),
-    "application/pdf": lambda h: h.startswith(b"%PDF-"),
-    "application/zip": lambda h: h[:4] in (b"PK\x03\x04", b"PK\x05\x06"),
-}
-
-
-def sniff_problem(content_type: str, head: bytes) -> str | None:
-    """Why the first bytes contradict `content_type`, or None when they agree with it."""
-    check = _SIGNATURES.get(content_type)
-    if check is not None:
-        return None if check(head) else f"the file's first bytes are not {content_type}"
-    if content_type.startswith("text/"):
-        detected = next((t for t, c in _SIGNATURES.items() if c(head)), None)
-        if detected is not None:
-            return f"the file is {detected}, not text"
-        if b"\x00" in head:
-            return "the file is binary, not text"
-        try:
-            head.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            # A character cut by the end of the sample is not a contradiction.
-            if exc.start < len(head) - 3:
-                return "the file is not UTF-8 text"
-    return None
-
-
 def _forget_upload(asset: Asset, storage: Any) -> None:
     storage.delete(asset.storage_key)
     db.session.delete(asset)
@@ -390,8 +349,8 @@ def complete_asset(asset: Asset, *, storage: Any,
             409, f"The stored file has {info.size} bytes, not the {asset.size} declared; "
             "it was deleted: add the asset again.",
             errors={"json": {"size": ["does not match the uploaded file"]}})
-    problem = sniff_problem(asset.content_type, storage.get_range(asset.storage_key, 0,
-                                                                  SNIFF_BYTES))
+    problem = media.contradiction(asset.content_type,
+                                  storage.get_range(asset.storage_key, 0, media.SNIFF_BYTES))
     if problem is not None:
         _forget_upload(asset, storage)
         raise UploadRefused(422, f"Refused: {problem}; it was deleted.",

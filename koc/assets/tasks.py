@@ -9,18 +9,18 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import tempfile
 import uuid
-import warnings
 import zipfile
 from datetime import timedelta
-from typing import IO, Any
+from typing import Any
 
 import sqlalchemy as sa
 from celery import shared_task
 from flask import current_app
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from koc.assets.models import Asset, AssetStatus, Kit, Watermark
+from koc.core import media
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
 from koc.core.jobs import Job, run_job
@@ -30,9 +30,6 @@ from koc.extensions import db
 log = logging.getLogger(__name__)
 ABANDONED_AFTER = timedelta(days=2)
 PREVIEW_BOX = (640, 640)
-# Decoding more pixels than this is refused (a decompression bomb, or simply too big to mark).
-MAX_PIXELS = 80_000_000
-IN_MEMORY_LIMIT = 16 * 1024 * 1024
 
 
 @periodic_task("koc.assets.tasks.clear_abandoned_uploads", Every(timedelta(hours=6)))
@@ -82,48 +79,19 @@ def checksum_asset(asset_id: int) -> str | None:
     return asset.sha256
 
 
-def _spool(key: str) -> IO[bytes]:
-    # Small images stay in memory; big ones go to disk, so memory stays flat.
-    spool = tempfile.SpooledTemporaryFile(max_size=IN_MEMORY_LIMIT)  # noqa: SIM115
-    for chunk in get_storage().iter_chunks(key):
-        spool.write(chunk)
-    spool.seek(0)
-    return spool
-
-
-def _open_image(source: IO[bytes], *, draft_box: tuple[int, int] | None = None) -> Any:
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(source)
-        if image.width * image.height > MAX_PIXELS:
-            raise Image.DecompressionBombError(f"{image.width}x{image.height} is too large")
-        if draft_box is not None:
-            # JPEG decodes at a reduced scale straight away: much less memory for a preview.
-            image.draft("RGB", draft_box)
-        image.load()
-    return image
-
-
 @shared_task(name="koc.assets.tasks.preview_asset")
 def preview_asset(asset_id: int) -> str | None:
     """Read an image's dimensions and store a JPEG preview next to it."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     asset = _current(asset_id)
     if asset is None:
         return None
     if asset.preview_key and get_storage().head(asset.preview_key) is not None:
         return asset.preview_key
-    with _spool(asset.storage_key) as source:
+    with media.spool(get_storage(), asset.storage_key) as source:
         try:
-            with Image.open(source) as probe:
-                width, height = probe.size
-            source.seek(0)
-            image = _open_image(source, draft_box=PREVIEW_BOX)
-        except (UnidentifiedImageError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning, OSError) as exc:
+            width, height = media.image_size(source)
+            image = media.open_image(source, draft_box=PREVIEW_BOX)
+        except media.NotAnImage as exc:
             log.warning("asset %s: no preview (%s)", asset_id, exc)
             return None
     with image:
@@ -140,8 +108,6 @@ def preview_asset(asset_id: int) -> str | None:
 
 def mark_image(image: Any, text: str) -> Any:
     """The image with `text` on a dark band in its bottom-right corner, legible at any size."""
-    from PIL import Image, ImageDraw, ImageFont
-
     base = image.convert("RGBA")
     size = max(14, base.width // 28)
     try:
@@ -172,7 +138,8 @@ def watermark_asset(watermark_id: int) -> str | None:
         return None
     template = current_app.config["KOC_SETTINGS"].watermark_text
     text = template.format(code=mark.code, member_id=mark.member_id)
-    with _spool(asset.storage_key) as source, _open_image(source) as image:
+    with media.spool(get_storage(), asset.storage_key) as source, \
+            media.open_image(source) as image:
         fmt = image.format or "PNG"
         marked = mark_image(image, text)
     out = io.BytesIO()

@@ -12,7 +12,6 @@ import csv
 import io
 import statistics
 import uuid
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.jobs import enqueue_after_commit
+from koc.core.media import SNIFF_BYTES, perceptual_hash, sniff, spool, types_agree
 from koc.core.storage import ObjectNotFound, PresignedRequest, Storage
 from koc.extensions import db
 from koc.members.models import SocialAccount
@@ -46,7 +46,6 @@ from koc.submissions.urls import NotAUrl, canonical_post_url
 LEDGER_SOURCE_SUBMISSION = "submission"
 LEDGER_SOURCE_ADJUSTMENT = "submission_adjustment"
 LEDGER_SOURCE_EXPIRY = "expiry"
-SNIFF_BYTES = 32
 # Images above this are not fetched for hashing; phone photos are a few MB.
 MAX_HASH_BYTES = 40 * 1024 * 1024
 MAX_IMPORT_ERRORS = 100
@@ -153,41 +152,6 @@ def create_media_upload(member_id: int, *, filename: str, content_type: str, siz
                                        expires_in=url_ttl)
 
 
-_ISO_VIDEO = frozenset({"video/mp4", "video/quicktime"})
-_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1",
-                          b"msf1"})
-
-
-_SIGNATURES = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
-
-
-def sniff_content_type(head: bytes) -> str | None:
-    """The media type the first bytes of a file show, or None for anything else."""
-    found = next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
-    if found is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        found = "image/webp"
-    box = head[4:8]
-    if found is None and box == b"ftyp":
-        brand = head[8:12]
-        found = ("image/heic" if brand in _HEIF_BRANDS
-                 else "video/quicktime" if brand == b"qt  " else "video/mp4")
-    if found is None and box in (b"moov", b"mdat", b"wide", b"free", b"skip"):
-        found = "video/quicktime"
-    return found
-
-
-def _types_agree(declared: str, sniffed: str | None) -> bool:
-    if sniffed is None:
-        return False
-    # Phones write .mov and .mp4 with either brand; both are ISO media that players read.
-    return declared == sniffed or {declared, sniffed} <= _ISO_VIDEO
-
-
 def verify_media(media: Iterable[MediaUpload], storage: Storage) -> None:
     """Each upload is in the store, no larger than declared, and is what it says it is."""
     for upload in media:
@@ -202,7 +166,7 @@ def verify_media(media: Iterable[MediaUpload], storage: Storage) -> None:
         except ObjectNotFound as exc:
             raise _field_error(422, "media_upload_ids",
                                f"upload {upload.id} was not uploaded") from exc
-        if not _types_agree(upload.content_type, sniff_content_type(head)):
+        if not types_agree(upload.content_type, sniff(head)):
             raise _field_error(422, "media_upload_ids",
                                f"upload {upload.id} is not a {upload.content_type} file")
 
@@ -594,27 +558,6 @@ def check_anomalies(submission: Submission, snapshot: MetricSnapshot) -> list[Su
 
 # --- perceptual hashes -------------------------------------------------------------------------
 
-def _signed64(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def image_phash(data: bytes) -> int | None:
-    """64-bit DCT perceptual hash of an image, signed to fit a bigint; None if not an image."""
-    import imagehash
-    from PIL import Image, UnidentifiedImageError
-
-    with warnings.catch_warnings():
-        # A decompression bomb between 1x and 2x the pixel limit only warns; refuse it too.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                digest = imagehash.phash(image)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning):
-            return None
-    return _signed64(int(str(digest), 16))
-
-
 def near_duplicates(media: MediaUpload, max_distance: int) -> list[tuple[int, int, int]]:
     """(media id, submission id, distance) of other members' attached images close to `media`."""
     where = [MediaUpload.phash.is_not(None), MediaUpload.member_id != media.member_id,
@@ -648,7 +591,8 @@ def hash_media(media_id: int, storage: Storage) -> list[SubmissionFlag]:
     if media.phash is None:
         if media.hashed_at is not None or media.size > MAX_HASH_BYTES:
             return []  # tried before and it was not a readable image, or too big
-        media.phash = image_phash(storage.get_bytes(media.storage_key))
+        with spool(storage, media.storage_key) as source:
+            media.phash = perceptual_hash(source)
         media.hashed_at = utcnow()
         db.session.flush()
         if media.phash is None:
