@@ -13,7 +13,7 @@ from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members import services as members
 from koc.members.models import Member
-from koc.submissions import services as submissions
+from koc.submissions.services import posts, review
 from koc.tiers.services import recalculate
 
 DEMO_ADMIN_EMAIL = "admin@demo.koc"
@@ -75,7 +75,7 @@ def load_demo(seed: int = 7) -> str:
         )
         for post in range(rng.randint(0, 3)):
             likes = rng.randint(5, 1500)
-            submission = submissions.create_submission(
+            submission = posts.create_submission(
                 member.id,
                 {"kit_id": kit.id, "platform": "xiaohongshu",
                  "post_url": f"https://www.xiaohongshu.com/explore/{n:012x}{post:012x}",
@@ -85,7 +85,7 @@ def load_demo(seed: int = 7) -> str:
                 kit_visible=lambda _kit_id: True,
             )
             if post == 0 and n % 3:
-                submissions.review_submission(submission, decision="approve", rating=4,
+                review.review_submission(submission, decision="approve", rating=4,
                                               reason=None, staff_id=reviewer.id)
     db.session.flush()
     # Tiers as the periodic job would set them, so the demo opens with a populated roster.

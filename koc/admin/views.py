@@ -51,7 +51,7 @@ from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import Member
 from koc.submissions.models import Submission, SubmissionStatus
-from koc.submissions.services import review_submission
+from koc.submissions.services.review import review_submission
 from koc.tiers.models import TierRun
 from koc.tiers.services import members_per_tier
 

@@ -35,7 +35,7 @@ from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import Member
 from koc.members.services import get_member
-from koc.submissions.funnel import funnel
+from koc.submissions.services.funnel import funnel
 from koc.tiers.services import tier_ranks
 
 blp = Blueprint("kits", __name__, description="Creative kits and their assets")

@@ -33,6 +33,11 @@ class DomainError(Exception):
         self.errors = errors
 
 
+def field_error(status: int, field: str, message: str) -> DomainError:
+    """A DomainError about one field of the JSON body, named in the message and in `errors`."""
+    return DomainError(status, f"{field}: {message}", errors={"json": {field: [message]}})
+
+
 def error_body(status: int, message: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "code": status,

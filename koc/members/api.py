@@ -167,7 +167,7 @@ def patch_member(data: dict, member_id: int):
 @blp.response(200, MeSchema)
 @member_required
 def me():
-    from koc.submissions.services import points_totals
+    from koc.submissions.services.ledger import points_totals
     from koc.tiers import services as tiers
     from koc.tiers.benefits import live_badges
 

@@ -1,4 +1,4 @@
-"""Submissions HTTP API: thin handlers over submissions.services."""
+"""Submissions HTTP API: thin handlers over the topic modules of submissions.services."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.storage import get_storage
 from koc.members.services import get_member
-from koc.submissions import services
 from koc.submissions.models import MetricSnapshot
 from koc.submissions.schemas import (
     BulkReviewInSchema,
@@ -38,6 +37,7 @@ from koc.submissions.schemas import (
     SubmissionOutSchema,
     SubmissionQuerySchema,
 )
+from koc.submissions.services import ledger, posts, review, rules, uploads
 from koc.tiers.services import tier_ranks
 
 blp = Blueprint("submissions", __name__, description="Submissions, review and points")
@@ -50,7 +50,7 @@ MAX_IMPORT_BYTES = 64 * 1024 * 1024
 @member_required
 def create_upload(data: dict):
     settings = current_app.config["KOC_SETTINGS"]
-    upload, request = services.create_media_upload(
+    upload, request = uploads.create_media_upload(
         current_principal().member_id, **data, storage=get_storage(),
         max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
     )
@@ -77,7 +77,7 @@ def create_submission(data: dict):
         return True
 
     storage = get_storage() if data["media_upload_ids"] else None
-    return services.create_submission(member.id, data, kit_visible=kit_visible, storage=storage)
+    return posts.create_submission(member.id, data, kit_visible=kit_visible, storage=storage)
 
 
 @blp.get("/submissions")
@@ -91,14 +91,14 @@ def list_submissions(query: dict):
         # Members see their own, whatever member_id they ask for; flags are for reviewers.
         query["member_id"] = principal.member_id
         query.pop("flagged", None)
-    return services.submissions_query(**query)
+    return posts.submissions_query(**query)
 
 
 @blp.get("/submissions/<int:submission_id>")
 @blp.response(200, SubmissionOutSchema)
 @staff_or_member("viewer")
 def get_submission(submission_id: int):
-    return services.get_submission(submission_id, member_id=current_principal().member_id)
+    return posts.get_submission(submission_id, member_id=current_principal().member_id)
 
 
 @blp.post("/submissions/<int:submission_id>/metrics")
@@ -107,9 +107,9 @@ def get_submission(submission_id: int):
 @staff_or_member("admin")
 def add_metrics(data: dict, submission_id: int):
     principal = current_principal()
-    submission = services.get_submission(submission_id, member_id=principal.member_id,
+    submission = posts.get_submission(submission_id, member_id=principal.member_id,
                                          lock=True)
-    services.add_metrics(submission, data, source="member" if principal.is_member else "admin")
+    posts.add_metrics(submission, data, source="member" if principal.is_member else "admin")
     return submission
 
 
@@ -119,7 +119,7 @@ def add_metrics(data: dict, submission_id: int):
 @staff_or_member("viewer")
 def metrics_history(submission_id: int):
     """Every engagement snapshot of a submission, newest first."""
-    services.get_submission(submission_id, member_id=current_principal().member_id)
+    posts.get_submission(submission_id, member_id=current_principal().member_id)
     return (sa.select(MetricSnapshot).where(MetricSnapshot.submission_id == submission_id)
             .order_by(MetricSnapshot.id.desc()))
 
@@ -128,7 +128,7 @@ def metrics_history(submission_id: int):
 @blp.response(200, FlagOutSchema(many=True))
 @staff_required("viewer")
 def submission_flags(submission_id: int):
-    return services.get_submission(submission_id).flags
+    return posts.get_submission(submission_id).flags
 
 
 @blp.get("/submissions/<int:submission_id>/events")
@@ -136,7 +136,7 @@ def submission_flags(submission_id: int):
 @staff_required("viewer")
 def review_events(submission_id: int):
     """The review log: each decision and re-opening, oldest first."""
-    return services.get_submission(submission_id).events
+    return posts.get_submission(submission_id).events
 
 
 @blp.post("/submissions/<int:submission_id>/review")
@@ -144,8 +144,8 @@ def review_events(submission_id: int):
 @blp.response(200, SubmissionOutSchema)
 @staff_required("reviewer")
 def review_submission(data: dict, submission_id: int):
-    submission = services.review_submission(
-        services.get_submission(submission_id, lock=True), **data,
+    submission = review.review_submission(
+        posts.get_submission(submission_id, lock=True), **data,
         staff_id=current_principal().staff_id,
     )
     return submission
@@ -157,7 +157,7 @@ def review_submission(data: dict, submission_id: int):
 @staff_required("reviewer")
 def bulk_review(data: dict):
     """Approve or reject up to 200 pending submissions with one decision, all or nothing."""
-    reviewed = services.bulk_review(data.pop("ids"), **data,
+    reviewed = review.bulk_review(data.pop("ids"), **data,
                                     staff_id=current_principal().staff_id)
     return {"reviewed": len(reviewed), "submissions": reviewed}
 
@@ -168,8 +168,8 @@ def bulk_review(data: dict):
 @staff_required("reviewer")
 def reopen(data: dict, submission_id: int):
     """Put a decided submission back in the queue; the log keeps the decision it undid."""
-    submission = services.reopen_submission(
-        services.get_submission(submission_id, lock=True), note=data["note"],
+    submission = review.reopen_submission(
+        posts.get_submission(submission_id, lock=True), note=data["note"],
         staff_id=current_principal().staff_id,
     )
     return submission
@@ -198,9 +198,9 @@ def import_metrics(files: dict):
 @blp.response(200, ScoringRulesOutSchema)
 @staff_required("viewer")
 def get_scoring_rules():
-    row = services.scoring_rules_row()
-    version, rules = services.current_scoring()
-    return {"version": version, "rules": rules,
+    row = rules.scoring_rules_row()
+    version, current = rules.current_scoring()
+    return {"version": version, "rules": current,
             "created_at": row.created_at if row is not None else None}
 
 
@@ -210,7 +210,7 @@ def get_scoring_rules():
 @staff_required("admin")
 def put_scoring_rules(data: dict):
     """Save a new rules version. Approved scores keep the version they were approved under."""
-    row = services.save_scoring_rules(data["rules"], staff_id=current_principal().staff_id)
+    row = rules.save_scoring_rules(data["rules"], staff_id=current_principal().staff_id)
     return row
 
 
@@ -219,5 +219,5 @@ def put_scoring_rules(data: dict):
 @blp.paginate(SelectPage)
 @member_required
 def my_points():
-    return services.ledger_query(current_principal().member_id)
+    return ledger.ledger_query(current_principal().member_id)
 

@@ -13,8 +13,8 @@ from koc.core.db import utcnow
 from koc.core.jobs import Job, run_job
 from koc.core.storage import delete_objects_then_rows, get_storage
 from koc.extensions import db
-from koc.submissions import services
 from koc.submissions.models import MediaUpload
+from koc.submissions.services import anomalies, imports, ledger, rules
 
 log = logging.getLogger(__name__)
 UNATTACHED_AFTER = timedelta(days=2)
@@ -37,7 +37,7 @@ def clear_unattached_media() -> int:
 @shared_task(name="koc.submissions.tasks.hash_media_task")
 def hash_media_task(media_id: int) -> int:
     """Perceptual hash of one attached image, and near-duplicate flags; safe to run twice."""
-    flags = services.hash_media(media_id, get_storage())
+    flags = anomalies.hash_media(media_id, get_storage())
     db.session.commit()
     return len(flags)
 
@@ -48,7 +48,7 @@ def import_metrics_task(job_id: int) -> None:
 
     def work(job: Job) -> None:
         data = storage.get_bytes(job.payload["storage_key"])
-        report = services.import_metrics(data.decode("utf-8-sig"), job_id=job.id,
+        report = imports.import_metrics(data.decode("utf-8-sig"), job_id=job.id,
                                          commit=db.session.commit)
         job.processed = report.processed
         job.failed = report.failed
@@ -62,10 +62,10 @@ def import_metrics_task(job_id: int) -> None:
 # entry per member per day at most, so hourly runs cost one grouped query.
 @periodic_task("koc.submissions.tasks.expire_points_task", Every(timedelta(hours=1)))
 def expire_points_task() -> int:
-    days = services.current_scoring()[1].get("points_expire_after_days")
+    days = rules.current_scoring()[1].get("points_expire_after_days")
     if not days:
         return 0
-    booked = services.expire_points(days=days)
+    booked = ledger.expire_points(days=days)
     db.session.commit()
     if booked:
         log.info("expired points for %d members", booked)

@@ -85,7 +85,7 @@ def test_csv_import_adds_snapshots_reports_bad_lines_and_is_safe_to_rerun(
     job_id = response.json["job_id"]
     with app.app_context():
         from koc.extensions import db
-        from koc.submissions.services import import_metrics
+        from koc.submissions.services.imports import import_metrics
         from koc.submissions.tasks import import_metrics_task
 
         # A first attempt that committed its lines and died before finishing the job: the

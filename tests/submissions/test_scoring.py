@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from koc.submissions.scoring import ScoreInputs, default_rules, score
+from koc.submissions.services.scoring import ScoreInputs, default_rules, score
 
 POSTED = datetime(2026, 11, 1, 10, tzinfo=UTC)
 

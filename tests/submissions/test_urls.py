@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from koc.submissions.urls import NotAUrl, canonical_post_url, weibo_numeric_mid
+from koc.submissions.services.post_urls import NotAUrl, canonical_post_url, weibo_numeric_mid
 
 NOTE = "64b7f0c2000000001e03a1b2"
 XHS = f"https://www.xiaohongshu.com/explore/{NOTE}"

@@ -136,3 +136,8 @@ def score(inputs: ScoreInputs, rules: dict[str, Any], version: int
         },
     }
     return total.quantize(CENT), breakdown
+
+
+def interactions_of(metrics: dict[str, int]) -> int:
+    """The reference programme's measure of a post: likes + comments + saves."""
+    return metrics.get("likes", 0) + metrics.get("comments", 0) + metrics.get("saves", 0)

@@ -1,0 +1,92 @@
+"""Reviewers' decisions: approve or reject, in bulk, and re-opening a decision."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from koc.core.db import utcnow
+from koc.core.errors import DomainError, field_error
+from koc.extensions import db
+from koc.submissions.models import (
+    ReviewEvent,
+    Submission,
+    SubmissionStatus,
+)
+from koc.submissions.services.ledger import sync_points
+from koc.submissions.services.rules import score_of
+
+
+def review_submission(submission: Submission, *, decision: str, rating: int | None,
+                      reason: str | None, staff_id: int | None,
+                      note: str | None = None) -> Submission:
+    """Approve or reject a pending submission. Call with the submission locked."""
+    if submission.status != SubmissionStatus.pending:
+        raise DomainError(409, f"This submission was already {submission.status}.")
+    if decision == "reject" and not reason:
+        raise field_error(422, "reason", "a reason is required to reject")
+    submission.rating = rating if decision == "approve" else None
+    submission.reject_reason = reason if decision == "reject" else None
+    submission.review_reason = note
+    submission.reviewed_by_staff_id = staff_id
+    submission.reviewed_at = utcnow()
+    if decision == "reject":
+        submission.status = SubmissionStatus.rejected.value
+        submission.score, submission.score_breakdown = None, None
+    else:
+        submission.status = SubmissionStatus.approved.value
+        total, breakdown, version = score_of(submission)
+        submission.score, submission.score_breakdown = total, breakdown
+        submission.scoring_version = version
+    event = ReviewEvent(submission=submission, staff_id=staff_id, action=decision,
+                        rating=submission.rating, reason=submission.reject_reason, note=note,
+                        score=submission.score, created_at=utcnow())
+    db.session.add(event)
+    db.session.flush()
+    sync_points(submission, event=f"event:{event.id}",
+                description=f"{decision}d submission {submission.id}")
+    return submission
+
+
+def bulk_review(ids: list[int], *, decision: str, rating: int | None, reason: str | None,
+                note: str | None, staff_id: int | None) -> list[Submission]:
+    """Review many at once, all or nothing: one unknown or decided id and nothing is written."""
+    # Locked in id order, so two bulk reviews over overlapping ids cannot deadlock.
+    found = db.session.scalars(
+        sa.select(Submission).where(Submission.id.in_(ids)).order_by(Submission.id)
+        .with_for_update().execution_options(populate_existing=True)
+    ).all()
+    missing = sorted(set(ids) - {s.id for s in found})
+    if missing:
+        raise DomainError(422, f"No such submissions: {missing}.",
+                          errors={"json": {"ids": [f"no such submission: {i}" for i in missing]}})
+    decided = [s.id for s in found if s.status != SubmissionStatus.pending]
+    if decided:
+        raise DomainError(409, f"Already reviewed: {decided}; nothing was changed.",
+                          errors={"json": {"ids": [f"already reviewed: {i}" for i in decided]}})
+    by_id = {s.id: s for s in found}
+    return [review_submission(by_id[i], decision=decision, rating=rating, reason=reason,
+                              note=note, staff_id=staff_id) for i in ids]
+
+
+def reopen_submission(submission: Submission, *, note: str, staff_id: int | None
+                      ) -> Submission:
+    """Put a decided submission back in the queue; its points are taken back by a new entry."""
+    if submission.status == SubmissionStatus.pending:
+        raise DomainError(409, "This submission is waiting for review already.")
+    event = ReviewEvent(submission=submission, staff_id=staff_id, action="reopen", note=note,
+                        rating=submission.rating, reason=submission.reject_reason,
+                        score=submission.score, created_at=utcnow())
+    submission.status = SubmissionStatus.pending.value
+    submission.rating = None
+    submission.reject_reason = None
+    submission.review_reason = None
+    submission.reviewed_by_staff_id = None
+    submission.reviewed_at = None
+    submission.score = None
+    submission.score_breakdown = None
+    submission.scoring_version = None
+    db.session.add(event)
+    db.session.flush()
+    sync_points(submission, event=f"event:{event.id}",
+                description=f"decision on submission {submission.id} re-opened")
+    return submission

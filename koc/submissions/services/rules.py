@@ -1,0 +1,96 @@
+"""Scoring rules as versioned data, and a submission's score under a version of them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from koc.core.errors import DomainError
+from koc.extensions import db
+from koc.members.models import SocialAccount
+from koc.submissions.models import (
+    ScoringRuleSet,
+    Submission,
+)
+from koc.submissions.services import scoring
+
+
+def current_scoring() -> tuple[int, dict[str, Any]]:
+    """(version, rules) in force; version 0 is the built-in default, never saved."""
+    row = db.session.scalar(
+        sa.select(ScoringRuleSet).order_by(ScoringRuleSet.version.desc()).limit(1)
+    )
+    if row is None:
+        return 0, scoring.default_rules()
+    return row.version, row.rules
+
+
+def scoring_rules_row() -> ScoringRuleSet | None:
+    return db.session.scalar(
+        sa.select(ScoringRuleSet).order_by(ScoringRuleSet.version.desc()).limit(1)
+    )
+
+
+def scoring_rules_version(version: int) -> dict[str, Any]:
+    if version == 0:
+        return scoring.default_rules()
+    row = db.session.scalar(sa.select(ScoringRuleSet).where(ScoringRuleSet.version == version))
+    if row is None:  # cannot happen while rule sets are never deleted; fall back to current
+        return current_scoring()[1]
+    return row.rules
+
+
+def save_scoring_rules(rules: dict[str, Any], *, staff_id: int | None) -> ScoringRuleSet:
+    """Save a new version (already validated by ScoringRulesSchema). Decided scores keep theirs."""
+    audience = rules["audience"]
+    if audience["min_followers"] > audience["reference_followers"]:
+        raise DomainError(422, "min_followers must not exceed reference_followers.", errors={
+            "json": {"rules": {"audience": {"min_followers": [
+                "must not exceed reference_followers"]}}}})
+    latest = db.session.scalar(sa.select(sa.func.max(ScoringRuleSet.version))) or 0
+    row = ScoringRuleSet(version=latest + 1, rules=rules, created_by_staff_id=staff_id)
+    try:
+        with db.session.begin_nested():
+            db.session.add(row)
+    except IntegrityError as exc:
+        raise DomainError(409, "Another rules version was saved at the same moment; "
+                               "reload and try again.") from exc
+    return row
+
+
+def _followers(member_id: int, platform: str) -> int | None:
+    return db.session.scalar(
+        sa.select(sa.func.max(SocialAccount.followers))
+        .where(SocialAccount.member_id == member_id, SocialAccount.platform == platform)
+    )
+
+
+def _kit_window(kit_id: int | None) -> tuple[datetime | None, datetime | None] | None:
+    if kit_id is None:
+        return None
+    from koc.assets.models import Kit
+
+    row = db.session.execute(
+        sa.select(Kit.available_from, Kit.available_until).where(Kit.id == kit_id)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def score_of(submission: Submission, version: int | None = None
+             ) -> tuple[Decimal, dict[str, Any], int]:
+    """Score a submission under rules `version` (default: the rules in force)."""
+    if version is None:
+        version, rules = current_scoring()
+    else:
+        rules = scoring_rules_version(version)
+    inputs = scoring.ScoreInputs(
+        metrics=submission.latest_metrics, rating=submission.rating,
+        followers=_followers(submission.member_id, submission.platform),
+        posted_at=submission.posted_at, window=_kit_window(submission.kit_id),
+    )
+    total, breakdown = scoring.score(inputs, rules, version)
+    return total, breakdown, version
