@@ -58,6 +58,7 @@ def create_app(
     )
 
     _init_extensions(app)
+    _register_converters(app)
     _register_blueprints(app)
     return app
 
@@ -88,6 +89,15 @@ def _init_extensions(app: Flask) -> None:
     unit_of_work.install(app)
     dispatch.install()
     celery_init_app(app)
+
+
+def _register_converters(app: Flask) -> None:
+    # Before the blueprints: their rules are compiled against the converters known then.
+    # (koc.extensions tells the OpenAPI document how to describe them.)
+    from koc.core.fields import IdConverter, KeyConverter
+
+    app.url_map.converters["id"] = IdConverter
+    app.url_map.converters["key"] = KeyConverter
 
 
 def _register_blueprints(app: Flask) -> None:

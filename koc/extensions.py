@@ -8,6 +8,8 @@ from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
+from koc.core.fields import IdConverter, KeyConverter, id_parameter_schema, key_parameter_schema
+
 # Stable constraint names, so Alembic migrations name the same things on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -25,5 +27,8 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 api = Api()
+# Once, not per app: every app's OpenAPI document describes `<id:...>` and `<key:...>` paths.
+api.register_converter(IdConverter, id_parameter_schema)
+api.register_converter(KeyConverter, key_parameter_schema)
 babel = Babel()
 csrf = CSRFProtect()

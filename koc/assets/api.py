@@ -109,7 +109,7 @@ def list_kits(query: dict, pagination_parameters):
     return [_member_view(kit) for kit in Page(kits, pagination_parameters).items]
 
 
-@blp.get("/kits/<int:kit_id>")
+@blp.get("/kits/<id:kit_id>")
 @blp.response(200, KitSchema)
 @staff_or_member("viewer")
 def get_kit(kit_id: int):
@@ -120,7 +120,7 @@ def get_kit(kit_id: int):
     return _member_view(kit)
 
 
-@blp.patch("/kits/<int:kit_id>")
+@blp.patch("/kits/<id:kit_id>")
 @blp.arguments(KitPatchSchema)
 @blp.response(200, KitSchema)
 @staff_required("admin")
@@ -129,7 +129,7 @@ def update_kit(data: dict, kit_id: int):
     return _staff_view(kit)
 
 
-@blp.post("/kits/<int:kit_id>/publish")
+@blp.post("/kits/<id:kit_id>/publish")
 @blp.response(200, KitSchema)
 @staff_required("admin")
 def publish_kit(kit_id: int):
@@ -137,7 +137,7 @@ def publish_kit(kit_id: int):
     return _staff_view(kit)
 
 
-@blp.post("/kits/<int:kit_id>/archive")
+@blp.post("/kits/<id:kit_id>/archive")
 @blp.response(200, KitSchema, description="Members no longer see the kit.")
 @staff_required("admin")
 def archive_kit(kit_id: int):
@@ -147,7 +147,7 @@ def archive_kit(kit_id: int):
 
 # --- assets ------------------------------------------------------------------------------------
 
-@blp.post("/kits/<int:kit_id>/assets")
+@blp.post("/kits/<id:kit_id>/assets")
 @blp.arguments(AssetInSchema)
 @blp.response(201, AssetCreatedSchema)
 @staff_required("admin")
@@ -161,7 +161,7 @@ def add_asset(data: dict, kit_id: int):
     return {"asset_id": asset.id, "upload": upload.as_dict()}
 
 
-@blp.post("/kits/<int:kit_id>/assets/<int:asset_id>/upload")
+@blp.post("/kits/<id:kit_id>/assets/<id:asset_id>/upload")
 @blp.response(200, UploadSchema, description="Fresh upload URLs for an upload still open.")
 @staff_required("admin")
 def renew_upload(kit_id: int, asset_id: int):
@@ -170,7 +170,7 @@ def renew_upload(kit_id: int, asset_id: int):
                                  url_ttl=_settings().upload_url_ttl).as_dict()
 
 
-@blp.post("/kits/<int:kit_id>/assets/<int:asset_id>/complete")
+@blp.post("/kits/<id:kit_id>/assets/<id:asset_id>/complete")
 @blp.arguments(CompleteInSchema)
 @blp.response(200, AssetOutSchema)
 @staff_required("admin")
@@ -181,7 +181,7 @@ def complete_asset(data: dict, kit_id: int, asset_id: int):
     return _asset_view(asset, with_preview=True)
 
 
-@blp.delete("/kits/<int:kit_id>/assets/<int:asset_id>")
+@blp.delete("/kits/<id:kit_id>/assets/<id:asset_id>")
 @blp.response(204)
 @staff_required("admin")
 def delete_asset(kit_id: int, asset_id: int):
@@ -189,7 +189,7 @@ def delete_asset(kit_id: int, asset_id: int):
                           storage=get_storage())
 
 
-@blp.get("/kits/<int:kit_id>/assets/<int:asset_id>/download")
+@blp.get("/kits/<id:kit_id>/assets/<id:asset_id>/download")
 @blp.response(200, DownloadSchema)
 @blp.alt_response(202, description="A watermarked copy is being made: ask again after "
                                    "Retry-After seconds.")
@@ -208,7 +208,7 @@ def download_asset(kit_id: int, asset_id: int):
 
 # --- the kit's zip -----------------------------------------------------------------------------
 
-@blp.post("/kits/<int:kit_id>/bundle")
+@blp.post("/kits/<id:kit_id>/bundle")
 @blp.response(202, description="`{\"job_id\"}`: the zip is built in the background.")
 @staff_required("admin")
 def build_bundle(kit_id: int):
@@ -221,7 +221,7 @@ def build_bundle(kit_id: int):
     return {"job_id": job.id}, 202
 
 
-@blp.get("/kits/<int:kit_id>/bundle/download")
+@blp.get("/kits/<id:kit_id>/bundle/download")
 @blp.response(200, DownloadSchema)
 @staff_or_member("viewer")
 def download_bundle(kit_id: int):

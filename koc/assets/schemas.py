@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from koc.core import fields as kf
 
 SEGMENT_KEYS = ("tag", "city", "store_code")
 ALLOWED_CONTENT_TYPES = (
@@ -18,31 +20,35 @@ def validate_filename(value: str) -> None:
         raise ValidationError("must not contain control characters")
 
 
+class SegmentSchema(Schema):
+    """One selector: members with this tag, in this city or at this store."""
+
+    tag = kf.String(min_length=1, max_length=64)
+    city = kf.String(min_length=1, max_length=64)
+    store_code = kf.String(min_length=1, max_length=32)
+
+    @validates_schema
+    def _one_selector(self, data: dict, **_: object) -> None:
+        if len(data) != 1:
+            raise ValidationError(f"each selector has exactly one of {', '.join(SEGMENT_KEYS)}")
+        if not next(iter(data.values())).strip():
+            raise ValidationError("a selector needs a value")
+
+
 class KitInSchema(Schema):
-    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    notes = fields.String(load_default="", validate=validate.Length(max=100_000))
-    min_tier = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=32))
-    segments = fields.List(fields.Dict(keys=fields.String(), values=fields.String()),
-                           load_default=list, validate=validate.Length(max=100))
-    available_from = fields.AwareDateTime(load_default=None, allow_none=True)
-    available_until = fields.AwareDateTime(load_default=None, allow_none=True)
-    product_name = fields.String(load_default=None, allow_none=True,
-                                 validate=validate.Length(min=1, max=200))
-    launch_at = fields.AwareDateTime(load_default=None, allow_none=True, metadata={
+    title = kf.String(required=True, min_length=1, max_length=200)
+    notes = kf.String(load_default="", max_length=100_000, multiline=True)
+    min_tier = kf.String(load_default=None, allow_none=True, max_length=32)
+    segments = kf.List(fields.Nested(SegmentSchema), load_default=list, max_items=100)
+    available_from = kf.DateTime(load_default=None, allow_none=True)
+    available_until = kf.DateTime(load_default=None, allow_none=True)
+    product_name = kf.String(load_default=None, allow_none=True, min_length=1, max_length=200)
+    launch_at = kf.DateTime(load_default=None, allow_none=True, metadata={
         "description": "Until then only `embargo_tier` and above see the kit."})
-    embargo_tier = fields.String(load_default=None, allow_none=True, metadata={
+    embargo_tier = kf.String(load_default=None, allow_none=True, max_length=32, metadata={
         "description": "Default early_access when launch_at is set."})
     watermark = fields.Boolean(load_default=False, metadata={
         "description": "During the embargo, images go to each member with a visible mark."})
-
-    @validates("segments")
-    def _segments_are_selectors(self, segments: list[dict], **_: object) -> None:
-        for selector in segments:
-            if len(selector) != 1 or next(iter(selector)) not in SEGMENT_KEYS:
-                raise ValidationError(
-                    f"each selector has exactly one of {', '.join(SEGMENT_KEYS)}")
-            if not next(iter(selector.values())).strip():
-                raise ValidationError("a selector needs a value")
 
     @validates_schema
     def _window_ordered(self, data: dict, **_: object) -> None:
@@ -96,10 +102,9 @@ class KitSchema(Schema):
 
 
 class AssetInSchema(Schema):
-    filename = fields.String(required=True, validate=[validate.Length(min=1, max=200),
-                                                      validate_filename])
-    content_type = fields.String(required=True, validate=validate.OneOf(ALLOWED_CONTENT_TYPES))
-    size = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    filename = kf.String(required=True, min_length=1, max_length=200, validate=validate_filename)
+    content_type = kf.OneOf(ALLOWED_CONTENT_TYPES, required=True)
+    size = kf.BigInteger(required=True, minimum=1)
 
 
 class UploadPartSchema(Schema):
@@ -124,14 +129,13 @@ class AssetCreatedSchema(Schema):
 
 
 class CompletedPartSchema(Schema):
-    part_number = fields.Integer(required=True, strict=True,
-                                 validate=validate.Range(min=1, max=10_000))
-    etag = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    part_number = kf.Integer(required=True, minimum=1, maximum=10_000)
+    etag = kf.String(required=True, min_length=1, max_length=200)
 
 
 class CompleteInSchema(Schema):
-    parts = fields.List(fields.Nested(CompletedPartSchema), load_default=None,
-                        validate=validate.Length(min=1, max=10_000), metadata={
+    parts = kf.List(fields.Nested(CompletedPartSchema), load_default=None, allow_none=True,
+                    min_items=1, max_items=10_000, metadata={
                             "description": "Multipart: the parts' ETags. Without them the "
                                            "parts the store holds are used."})
 
@@ -142,7 +146,7 @@ class DownloadSchema(Schema):
 
 
 class FunnelQuerySchema(Schema):
-    kit_id = fields.Integer(required=True)
+    kit_id = kf.Id(required=True, strict=False)
 
 
 class EngagementSchema(Schema):
@@ -163,11 +167,11 @@ class FunnelSchema(Schema):
 
 
 class KitListQuerySchema(Schema):
-    status = fields.String(validate=validate.OneOf(["draft", "published", "archived"]))
+    status = kf.OneOf(["draft", "published", "archived"])
 
 
 class LeakQuerySchema(Schema):
-    code = fields.String(validate=validate.Length(min=1, max=16))
+    code = kf.String(min_length=1, max_length=16)
     sha256 = fields.String(validate=validate.Regexp(r"^[0-9a-fA-F]{64}$"))
 
 

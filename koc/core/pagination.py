@@ -1,4 +1,5 @@
-"""List endpoints: `?page=&page_size=` (default 20, max 200), echoed in an X-Pagination header."""
+"""List endpoints: `?page=&page_size=` (default 20, max 200, page at most 1,000,000), echoed in
+an X-Pagination header."""
 
 from __future__ import annotations
 
@@ -8,13 +9,33 @@ import flask_smorest
 import sqlalchemy as sa
 from flask_smorest import Page
 
+from koc.core import fields as kf
 from koc.extensions import db
+
+# page x page_size stays far inside a 64-bit OFFSET (and SQLite's INTEGER) whatever is asked.
+MAX_PAGE = 1_000_000
 
 
 class Blueprint(flask_smorest.Blueprint):
     """The blueprint every domain's api.py uses, so lists page the same way everywhere."""
 
     DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 20, "max_page_size": 200}  # noqa: RUF012
+
+    def paginate(self, pager: type[Page] | None = None, **kwargs: Any):
+        decorate = super().paginate(pager, **kwargs)
+
+        def decorator(func):
+            wrapper = decorate(func)
+            # flask-smorest builds the parameters schema inside paginate() and bounds only
+            # page_size; the same class parses the query and is documented, so bounding its
+            # page field here bounds both.
+            params = wrapper._apidoc["pagination"]["parameters"]["schema"]
+            params._declared_fields["page"] = kf.Integer(
+                load_default=params._declared_fields["page"].load_default, strict=False,
+                minimum=1, maximum=MAX_PAGE)
+            return wrapper
+
+        return decorator
 
     @staticmethod
     def _make_pagination_metadata(page: int, page_size: int, item_count: int) -> dict[str, Any]:

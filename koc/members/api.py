@@ -36,7 +36,7 @@ blp = Blueprint("members", __name__, description="The user base, invitations and
 MAX_IMPORT_UPLOAD_BYTES = 512 * 1024 * 1024
 
 
-@blp.put("/users/<string:external_id>")
+@blp.put("/users/<key:external_id>")
 @blp.arguments(UserPutSchema)
 @blp.response(200, UserOutSchema, description="Updated")
 @blp.alt_response(201, schema=UserOutSchema, description="Created")
@@ -50,7 +50,7 @@ def put_user(data: dict, external_id: str):
     return user, 201 if created else 200
 
 
-@blp.get("/users/<string:external_id>")
+@blp.get("/users/<key:external_id>")
 @blp.response(200, UserOutSchema)
 @staff_required("viewer")
 def get_user(external_id: str):
@@ -101,7 +101,7 @@ def create_invitation(data: dict):
     return invitation
 
 
-@blp.post("/invitations/<string:code>/accept")
+@blp.post("/invitations/<key:code>/accept")
 @blp.arguments(AcceptInSchema)
 @blp.response(201, AcceptOutSchema)
 @blp.doc(security=[])
@@ -134,14 +134,14 @@ def _member_detail(member_id: int) -> SimpleNamespace:
     )
 
 
-@blp.get("/members/<int:member_id>")
+@blp.get("/members/<id:member_id>")
 @blp.response(200, MemberDetailSchema)
 @staff_required("viewer")
 def get_member(member_id: int):
     return _member_detail(member_id)
 
 
-@blp.patch("/members/<int:member_id>")
+@blp.patch("/members/<id:member_id>")
 @blp.arguments(MemberPatchSchema)
 @blp.response(200, MemberDetailSchema)
 @staff_required("admin")

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, missing, validate
 
+from koc.core import fields as kf
 from koc.members.models import PLATFORMS
 
-_external_id = fields.String(
-    required=True,
-    validate=[validate.Length(min=1, max=64), validate.Regexp(r"^[A-Za-z0-9_.:\-]+$",
-              error="may hold only letters, digits and _ . : -")],
+_external_id = kf.String(
+    required=True, min_length=1, max_length=64,
+    validate=validate.Regexp(r"^[A-Za-z0-9_.:\-]+$",
+                             error="may hold only letters, digits and _ . : -"),
 )
 
 
@@ -15,26 +16,22 @@ class UserInSchema(Schema):
     """The fields of one user of the wider base, as upserted one by one or imported in bulk."""
 
     external_id = _external_id
-    display_name = fields.String(load_default=None, allow_none=True,
-                                 validate=validate.Length(max=100))
-    city = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
-    store_code = fields.String(load_default=None, allow_none=True,
-                               validate=validate.Length(max=32))
-    tags = fields.List(fields.String(validate=validate.Length(min=1, max=64)),
-                       load_default=list, validate=validate.Length(max=50))
-    orders_count = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
-    spend_cents = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
-    last_order_at = fields.AwareDateTime(load_default=None, allow_none=True)
-    shares_count = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
-    community_posts_count = fields.Integer(load_default=0, strict=True,
-                                           validate=validate.Range(min=0))
+    display_name = kf.String(load_default=None, allow_none=True, max_length=100)
+    city = kf.String(load_default=None, allow_none=True, max_length=64)
+    store_code = kf.String(load_default=None, allow_none=True, max_length=32)
+    tags = kf.List(kf.String(min_length=1, max_length=64), load_default=list, max_items=50)
+    orders_count = kf.Integer(load_default=0)
+    spend_cents = kf.BigInteger(load_default=0)
+    last_order_at = kf.DateTime(load_default=None, allow_none=True)
+    shares_count = kf.Integer(load_default=0)
+    community_posts_count = kf.Integer(load_default=0)
 
 
 class UserPutSchema(UserInSchema):
     """PUT merges: fields left out keep their value, an explicit null clears one."""
 
     # The path names the user; the body may repeat it but not contradict it.
-    external_id = fields.String(load_default=None)
+    external_id = kf.String(load_default=None, max_length=64)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -69,7 +66,7 @@ class ImportFileSchema(Schema):
 
 
 class CandidateQuerySchema(Schema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    limit = kf.Integer(load_default=50, strict=False, minimum=1, maximum=1000)
 
 
 class CandidateSchema(Schema):
@@ -83,7 +80,7 @@ class CandidateSchema(Schema):
 
 class InvitationInSchema(Schema):
     external_id = _external_id
-    expires_in_days = fields.Integer(load_default=None, validate=validate.Range(min=1, max=365))
+    expires_in_days = kf.Integer(load_default=None, minimum=1, maximum=365)
 
 
 class InvitationOutSchema(Schema):
@@ -93,19 +90,19 @@ class InvitationOutSchema(Schema):
 
 
 class SocialAccountSchema(Schema):
-    platform = fields.String(required=True, validate=validate.OneOf(PLATFORMS))
-    handle = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    platform = kf.OneOf(PLATFORMS, required=True)
+    handle = kf.String(required=True, min_length=1, max_length=100)
     url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"},
-                     validate=validate.Length(max=500))
-    followers = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
+                     validate=[validate.Length(max=500), kf.printable()])
+    followers = kf.Integer(load_default=0)
 
 
 class AcceptInSchema(Schema):
-    display_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    display_name = kf.String(required=True, min_length=1, max_length=100)
     accept_terms = fields.Boolean(required=True, validate=validate.Equal(
         True, error="The terms must be accepted."))
-    social_accounts = fields.List(fields.Nested(SocialAccountSchema), load_default=list,
-                                  validate=validate.Length(max=10))
+    social_accounts = kf.List(fields.Nested(SocialAccountSchema), load_default=list,
+                              max_items=10)
 
 
 class TierRefSchema(Schema):
@@ -155,25 +152,25 @@ class MemberDetailSchema(MemberStaffSchema):
 
 
 class MemberQuerySchema(Schema):
-    tier = fields.String(validate=validate.Length(max=32))
-    q = fields.String(validate=validate.Length(min=1, max=100))
-    status = fields.String(validate=validate.OneOf(["active", "suspended"]))
+    tier = kf.String(max_length=32)
+    q = kf.String(min_length=1, max_length=100)
+    status = kf.OneOf(["active", "suspended"])
 
 
 class MemberPatchSchema(Schema):
-    tier = fields.String(allow_none=True, validate=validate.Length(max=32))
+    tier = kf.String(allow_none=True, max_length=32)
     tier_locked = fields.Boolean()
-    status = fields.String(validate=validate.OneOf(["active", "suspended"]))
-    reason = fields.String(validate=validate.Length(max=500))
+    status = kf.OneOf(["active", "suspended"])
+    reason = kf.String(max_length=500)
 
 
 class UserImportRowSchema(UserInSchema):
     """One CSV or JSONL line of a bulk import: CSV cells are text, tags are `|`-separated."""
 
-    orders_count = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    spend_cents = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    shares_count = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    community_posts_count = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    orders_count = kf.Integer(load_default=0, strict=False)
+    spend_cents = kf.BigInteger(load_default=0, strict=False)
+    shares_count = kf.Integer(load_default=0, strict=False)
+    community_posts_count = kf.Integer(load_default=0, strict=False)
 
 
 class RequirementSchema(Schema):

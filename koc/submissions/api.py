@@ -94,14 +94,14 @@ def list_submissions(query: dict):
     return posts.submissions_query(**query)
 
 
-@blp.get("/submissions/<int:submission_id>")
+@blp.get("/submissions/<id:submission_id>")
 @blp.response(200, SubmissionOutSchema)
 @staff_or_member("viewer")
 def get_submission(submission_id: int):
     return posts.get_submission(submission_id, member_id=current_principal().member_id)
 
 
-@blp.post("/submissions/<int:submission_id>/metrics")
+@blp.post("/submissions/<id:submission_id>/metrics")
 @blp.arguments(MetricsSchema)
 @blp.response(201, SubmissionOutSchema)
 @staff_or_member("admin")
@@ -113,7 +113,7 @@ def add_metrics(data: dict, submission_id: int):
     return submission
 
 
-@blp.get("/submissions/<int:submission_id>/metrics")
+@blp.get("/submissions/<id:submission_id>/metrics")
 @blp.response(200, SnapshotOutSchema(many=True))
 @blp.paginate(SelectPage)
 @staff_or_member("viewer")
@@ -124,14 +124,14 @@ def metrics_history(submission_id: int):
             .order_by(MetricSnapshot.id.desc()))
 
 
-@blp.get("/submissions/<int:submission_id>/flags")
+@blp.get("/submissions/<id:submission_id>/flags")
 @blp.response(200, FlagOutSchema(many=True))
 @staff_required("viewer")
 def submission_flags(submission_id: int):
     return posts.get_submission(submission_id).flags
 
 
-@blp.get("/submissions/<int:submission_id>/events")
+@blp.get("/submissions/<id:submission_id>/events")
 @blp.response(200, ReviewEventOutSchema(many=True))
 @staff_required("viewer")
 def review_events(submission_id: int):
@@ -139,7 +139,7 @@ def review_events(submission_id: int):
     return posts.get_submission(submission_id).events
 
 
-@blp.post("/submissions/<int:submission_id>/review")
+@blp.post("/submissions/<id:submission_id>/review")
 @blp.arguments(ReviewInSchema)
 @blp.response(200, SubmissionOutSchema)
 @staff_required("reviewer")
@@ -162,7 +162,7 @@ def bulk_review(data: dict):
     return {"reviewed": len(reviewed), "submissions": reviewed}
 
 
-@blp.post("/submissions/<int:submission_id>/reopen")
+@blp.post("/submissions/<id:submission_id>/reopen")
 @blp.arguments(ReopenInSchema)
 @blp.response(200, SubmissionOutSchema)
 @staff_required("reviewer")

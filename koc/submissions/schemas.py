@@ -6,6 +6,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from koc.assets.schemas import ALLOWED_CONTENT_TYPES, UploadSchema, validate_filename
+from koc.core import fields as kf
 from koc.core.db import utcnow
 from koc.members.models import PLATFORMS
 from koc.submissions.models import FLAG_KINDS, METRICS, REJECT_REASONS, REVIEW_ACTIONS
@@ -14,21 +15,23 @@ MEDIA_CONTENT_TYPES = tuple(t for t in ALLOWED_CONTENT_TYPES if t.startswith(("i
 # Clocks on phones drift; a post "from the future" by more than this is a typo.
 POSTED_AT_SKEW = timedelta(hours=1)
 MAX_BULK_REVIEW = 200
+# Engagement counts: far above any real post, far enough below 2^63 that the scores and sums
+# made from them stay in their columns.
+MAX_COUNT = 10**12
 
 
 class MetricsSchema(Schema):
-    views = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
-    likes = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
-    comments = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
-    saves = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
-    shares = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
+    views = kf.BigInteger(load_default=0, maximum=MAX_COUNT)
+    likes = kf.BigInteger(load_default=0, maximum=MAX_COUNT)
+    comments = kf.BigInteger(load_default=0, maximum=MAX_COUNT)
+    saves = kf.BigInteger(load_default=0, maximum=MAX_COUNT)
+    shares = kf.BigInteger(load_default=0, maximum=MAX_COUNT)
 
 
 class MediaUploadInSchema(Schema):
-    filename = fields.String(required=True, validate=[validate.Length(min=1, max=200),
-                                                      validate_filename])
-    content_type = fields.String(required=True, validate=validate.OneOf(MEDIA_CONTENT_TYPES))
-    size = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    filename = kf.String(required=True, min_length=1, max_length=200, validate=validate_filename)
+    content_type = kf.OneOf(MEDIA_CONTENT_TYPES, required=True)
+    size = kf.BigInteger(required=True, minimum=1)
 
 
 class MediaUploadCreatedSchema(Schema):
@@ -37,13 +40,12 @@ class MediaUploadCreatedSchema(Schema):
 
 
 class SubmissionInSchema(Schema):
-    kit_id = fields.Integer(load_default=None, allow_none=True, strict=True)
-    platform = fields.String(required=True, validate=validate.OneOf(PLATFORMS))
-    post_url = fields.String(required=True, validate=validate.Length(min=8, max=1000))
-    caption = fields.String(load_default="", validate=validate.Length(max=5000))
-    posted_at = fields.AwareDateTime(required=True)
-    media_upload_ids = fields.List(fields.Integer(strict=True), load_default=list,
-                                   validate=validate.Length(max=20))
+    kit_id = kf.Id(load_default=None, allow_none=True)
+    platform = kf.OneOf(PLATFORMS, required=True)
+    post_url = kf.String(required=True, min_length=8, max_length=1000)
+    caption = kf.String(load_default="", max_length=5000, multiline=True)
+    posted_at = kf.DateTime(required=True)
+    media_upload_ids = kf.List(kf.Id(), load_default=list, max_items=20)
     metrics = fields.Nested(MetricsSchema, load_default=lambda: dict.fromkeys(METRICS, 0))
 
     @validates("posted_at")
@@ -82,19 +84,17 @@ class SubmissionOutSchema(Schema):
 
 
 class SubmissionQuerySchema(Schema):
-    status = fields.String(validate=validate.OneOf(["pending", "approved", "rejected"]))
-    member_id = fields.Integer()
-    kit_id = fields.Integer()
+    status = kf.OneOf(["pending", "approved", "rejected"])
+    member_id = kf.Id(strict=False)
+    kit_id = kf.Id(strict=False)
     flagged = fields.Boolean()
 
 
 class _DecisionFields(Schema):
-    decision = fields.String(required=True, validate=validate.OneOf(["approve", "reject"]))
-    rating = fields.Integer(load_default=None, allow_none=True, strict=True,
-                            validate=validate.Range(min=1, max=5))
-    reason = fields.String(load_default=None, allow_none=True,
-                           validate=validate.OneOf(REJECT_REASONS))
-    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    decision = kf.OneOf(["approve", "reject"], required=True)
+    rating = kf.Integer(load_default=None, allow_none=True, minimum=1, maximum=5)
+    reason = kf.OneOf(REJECT_REASONS, load_default=None, allow_none=True)
+    note = kf.String(load_default=None, allow_none=True, max_length=1000, multiline=True)
 
     @validates_schema
     def _reason_goes_with_reject(self, data: dict[str, Any], **_: Any) -> None:
@@ -112,13 +112,7 @@ class ReviewInSchema(_DecisionFields):
 
 
 class BulkReviewInSchema(_DecisionFields):
-    ids = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1)),
-                      required=True, validate=validate.Length(min=1, max=MAX_BULK_REVIEW))
-
-    @validates("ids")
-    def _unique(self, value: list[int], **_: Any) -> None:
-        if len(set(value)) != len(value):
-            raise ValidationError("must not repeat an id")
+    ids = kf.List(kf.Id(), required=True, min_items=1, max_items=MAX_BULK_REVIEW, unique=True)
 
 
 class BulkReviewOutSchema(Schema):
@@ -127,7 +121,7 @@ class BulkReviewOutSchema(Schema):
 
 
 class ReopenInSchema(Schema):
-    note = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    note = kf.String(required=True, min_length=1, max_length=1000, multiline=True)
 
 
 class SnapshotOutSchema(MetricsSchema):
@@ -161,9 +155,8 @@ class MetricsImportFileSchema(Schema):
 
 
 class MetricsImportRowSchema(MetricsSchema):
-    submission_id = fields.Integer(load_default=None, allow_none=True, strict=True)
-    post_url = fields.String(load_default=None, allow_none=True,
-                             validate=validate.Length(max=1000))
+    submission_id = kf.Id(load_default=None, allow_none=True)
+    post_url = kf.String(load_default=None, allow_none=True, max_length=1000)
 
     @validates_schema
     def _one_way_to_find_the_post(self, data: dict[str, Any], **_: Any) -> None:
@@ -174,7 +167,7 @@ class MetricsImportRowSchema(MetricsSchema):
 # --- scoring rules -----------------------------------------------------------------------------
 
 def _points(**kw: Any) -> fields.Float:
-    return fields.Float(allow_nan=False, validate=validate.Range(min=0, max=10_000), **kw)
+    return kf.Float(maximum=10_000, **kw)
 
 
 class _WeightsSchema(Schema):
@@ -192,24 +185,19 @@ class _EngagementSchema(Schema):
 
 
 class _AudienceSchema(Schema):
-    reference_followers = fields.Integer(required=True, strict=True,
-                                         validate=validate.Range(min=1, max=10**9))
-    min_followers = fields.Integer(required=True, strict=True,
-                                   validate=validate.Range(min=1, max=10**9))
+    reference_followers = kf.Integer(required=True, minimum=1, maximum=10**9)
+    min_followers = kf.Integer(required=True, minimum=1, maximum=10**9)
 
 
 class _AnomaliesSchema(Schema):
     likes_above_views = fields.Boolean(required=True)
-    jump_factor = fields.Float(required=True, allow_nan=False,
-                               validate=validate.Range(min=1, min_inclusive=False, max=10_000))
-    jump_min_daily = fields.Integer(required=True, strict=True,
-                                    validate=validate.Range(min=0, max=10**9))
-    rate_factor = fields.Float(required=True, allow_nan=False,
-                               validate=validate.Range(min=1, min_inclusive=False, max=10_000))
-    rate_min_history = fields.Integer(required=True, strict=True,
-                                      validate=validate.Range(min=1, max=1000))
-    media_max_distance = fields.Integer(required=True, strict=True,
-                                        validate=validate.Range(min=0, max=32))
+    jump_factor = kf.Float(required=True, minimum=1, maximum=10_000,
+                           validate=validate.Range(min=1, min_inclusive=False))
+    jump_min_daily = kf.Integer(required=True, maximum=10**9)
+    rate_factor = kf.Float(required=True, minimum=1, maximum=10_000,
+                           validate=validate.Range(min=1, min_inclusive=False))
+    rate_min_history = kf.Integer(required=True, minimum=1, maximum=1000)
+    media_max_distance = kf.Integer(required=True, maximum=32)
 
 
 class ScoringRulesSchema(Schema):
@@ -218,13 +206,13 @@ class ScoringRulesSchema(Schema):
     audience = fields.Nested(_AudienceSchema, required=True)
     rating_multipliers = fields.Dict(
         keys=fields.String(validate=validate.OneOf(["1", "2", "3", "4", "5"])),
-        values=fields.Float(allow_nan=False, validate=validate.Range(min=0, max=10)),
+        values=kf.Float(maximum=10),
         required=True,
     )
     in_window_bonus = _points(required=True)
     total_cap = _points(required=True, allow_none=True)
-    points_expire_after_days = fields.Integer(required=True, allow_none=True, strict=True,
-                                              validate=validate.Range(min=1, max=3650))
+    points_expire_after_days = kf.Integer(required=True, allow_none=True, minimum=1,
+                                          maximum=3650)
     anomalies = fields.Nested(_AnomaliesSchema, required=True)
 
     @validates("rating_multipliers")

@@ -106,14 +106,14 @@ def _badge_view(badge_id: str) -> dict:
             "public_key": benefits.public_key_b64()}
 
 
-@blp.get("/badges/<string:badge_id>")
+@blp.get("/badges/<key:badge_id>")
 @blp.response(200, BadgeAssertionSchema)
 @blp.doc(security=[])
 def get_badge(badge_id: str):
     return _badge_view(badge_id)
 
 
-@blp.get("/badges/<string:badge_id>/badge.svg")
+@blp.get("/badges/<key:badge_id>/badge.svg")
 @blp.doc(security=[], responses={"200": {"description": "SVG image",
                                          "content": {"image/svg+xml": {}}}})
 def badge_image(badge_id: str):
@@ -155,7 +155,7 @@ def list_drops(pagination_parameters):
     return Page(drops, pagination_parameters).items
 
 
-@blp.post("/drops/<int:drop_id>/claims")
+@blp.post("/drops/<id:drop_id>/claims")
 @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
                       "description": "A retried claim with the same key is one claim."}])
 @member_required
@@ -166,7 +166,7 @@ def claim_drop(drop_id: int):
                           services.tier_ranks())
 
 
-@blp.post("/drops/<int:drop_id>/draw")
+@blp.post("/drops/<id:drop_id>/draw")
 @blp.response(200, LotterySchema)
 @staff_required("admin")
 def draw_drop(drop_id: int):
@@ -184,7 +184,7 @@ def _lottery_view(drop_id: int) -> dict:
             "drawn_at": drop.drawn_at}
 
 
-@blp.get("/drops/<int:drop_id>/lottery")
+@blp.get("/drops/<id:drop_id>/lottery")
 @blp.response(200, LotterySchema,
               description="The seed and entries, so anyone can re-run the draw.")
 @any_token_required
@@ -192,7 +192,7 @@ def lottery(drop_id: int):
     return _lottery_view(drop_id)
 
 
-@blp.get("/drops/<int:drop_id>/seeding")
+@blp.get("/drops/<id:drop_id>/seeding")
 @blp.response(200, SeedingSchema(many=True),
               description="Who got the product, whether they posted, who is overdue.")
 @staff_required("viewer")
@@ -221,7 +221,7 @@ def senior_roster():
     return benefits.roster()
 
 
-@blp.post("/groups/senior/roster/<int:member_id>/removed")
+@blp.post("/groups/senior/roster/<id:member_id>/removed")
 @blp.response(200, MembershipSchema)
 @staff_required("admin")
 def confirm_removed(member_id: int):

@@ -2,19 +2,19 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from koc.core import fields as kf
 from koc.tiers.metrics import METRICS
 
 
 class ConditionSchema(Schema):
-    metric = fields.String(required=True, validate=validate.OneOf(sorted(METRICS)))
-    min = fields.Float(required=True, validate=validate.Range(min=0))
-    window_days = fields.Integer(load_default=None, allow_none=True,
-                                 validate=validate.Range(min=1, max=3650))
+    metric = kf.OneOf(sorted(METRICS), required=True)
+    min = kf.Float(required=True, maximum=1e15)
+    window_days = kf.Integer(load_default=None, allow_none=True, minimum=1, maximum=3650)
 
 
 class RulesSchema(Schema):
-    all = fields.List(fields.Nested(ConditionSchema), validate=validate.Length(min=1, max=20))
-    any = fields.List(fields.Nested(ConditionSchema), validate=validate.Length(min=1, max=20))
+    all = kf.List(fields.Nested(ConditionSchema), min_items=1, max_items=20)
+    any = kf.List(fields.Nested(ConditionSchema), min_items=1, max_items=20)
 
     @validates_schema
     def _one_combinator(self, data: dict, **_: object) -> None:
@@ -23,21 +23,21 @@ class RulesSchema(Schema):
 
 
 class DemotionSchema(Schema):
-    low_water = fields.Float(load_default=0.9, validate=validate.Range(min=0, max=1))
-    min_days_at_tier = fields.Float(load_default=14, validate=validate.Range(min=0, max=3650))
-    days_below = fields.Float(load_default=7, validate=validate.Range(min=0, max=3650))
+    low_water = kf.Float(load_default=0.9, maximum=1)
+    min_days_at_tier = kf.Float(load_default=14, maximum=3650)
+    days_below = kf.Float(load_default=7, maximum=3650)
 
 
 class WeakPostsSchema(Schema):
-    count = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=50))
-    below = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    count = kf.Integer(required=True, minimum=1, maximum=50)
+    below = kf.Integer(required=True, minimum=1)
 
 
 class TierSchema(Schema):
-    key = fields.String(required=True, validate=[validate.Length(min=1, max=32),
-                                                 validate.Regexp(r"^[a-z][a-z0-9_]*$")])
-    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    rank = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=100))
+    key = kf.String(required=True, min_length=1, max_length=32,
+                    validate=validate.Regexp(r"^[a-z][a-z0-9_]*$"))
+    name = kf.String(required=True, min_length=1, max_length=100)
+    rank = kf.Integer(required=True, minimum=1, maximum=100)
     rules = fields.Nested(RulesSchema, required=True)
     demotion = fields.Nested(DemotionSchema, metadata={
         "description": "hysteresis: keep the tier while values stay above low_water x the "
@@ -48,10 +48,9 @@ class TierSchema(Schema):
 
 
 class TiersInSchema(Schema):
-    tiers = fields.List(fields.Nested(TierSchema), required=True,
-                        validate=validate.Length(min=1, max=20))
+    tiers = kf.List(fields.Nested(TierSchema), required=True, min_items=1, max_items=20)
     # GET returns the version; sending it back is harmless and ignored.
-    version = fields.Integer(load_only=True)
+    version = kf.Integer(load_only=True)
 
 
 class TiersOutSchema(Schema):
@@ -104,22 +103,19 @@ class PublicKeySchema(Schema):
 
 
 class DropInSchema(Schema):
-    product_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    sku = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
-    per_member_limit = fields.Integer(load_default=1, strict=True,
-                                      validate=validate.Range(min=1))
-    min_tier = fields.String(load_default=None, allow_none=True)
-    opens_at = fields.AwareDateTime(required=True)
-    closes_at = fields.AwareDateTime(required=True)
-    allocation = fields.String(load_default="first_come",
-                               validate=validate.OneOf(["first_come", "lottery"]))
-    post_within_days = fields.Integer(load_default=14, strict=True,
-                                      validate=validate.Range(min=1, max=365))
+    product_name = kf.String(required=True, min_length=1, max_length=200)
+    sku = kf.String(required=True, min_length=1, max_length=64)
+    quantity = kf.Integer(required=True, minimum=1)
+    per_member_limit = kf.Integer(load_default=1, minimum=1)
+    min_tier = kf.String(load_default=None, allow_none=True, max_length=32)
+    opens_at = kf.DateTime(required=True)
+    closes_at = kf.DateTime(required=True)
+    allocation = kf.OneOf(["first_come", "lottery"], load_default="first_come")
+    post_within_days = kf.Integer(load_default=14, minimum=1, maximum=365)
 
     @validates_schema
     def _window_ordered(self, data: dict, **_: object) -> None:
-        if data["opens_at"] >= data["closes_at"]:
+        if "opens_at" in data and "closes_at" in data and data["opens_at"] >= data["closes_at"]:
             raise ValidationError("must be after opens_at", "closes_at")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 
 import pytest
@@ -218,8 +219,7 @@ def test_cli_import_exits_non_zero_with_a_per_line_report(app, tmp_path) -> None
 def test_openapi_lists_every_api_route(app, client) -> None:
     paths = client.get("/api/v1/openapi.json").json["paths"]
     served = {
-        rule.rule.replace("<int:", "{").replace("<string:", "{").replace("<", "{")
-        .replace(">", "}")
+        re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")
         and rule.endpoint != "api-docs.openapi_json" and "docs" not in rule.rule
     }

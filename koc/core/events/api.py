@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 from koc.core import events
+from koc.core import fields as kf
 from koc.core.auth import current_principal, staff_required
 from koc.core.errors import DomainError
 from koc.core.pagination import Blueprint
@@ -17,11 +18,11 @@ blp = Blueprint("webhooks", __name__, description="Webhooks for domain events")
 
 
 class WebhookInSchema(Schema):
-    url = fields.String(required=True, validate=validate.Length(min=8, max=2000))
-    events = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
-    secret = fields.String(load_default=None, allow_none=True,
-                           validate=validate.Length(min=16, max=200))
-    format = fields.String(load_default="json", validate=validate.OneOf(["json", "wecom"]))
+    url = kf.String(required=True, min_length=8, max_length=2000)
+    events = kf.List(kf.OneOf(events.EVENT_TYPES), required=True, min_items=1,
+                     max_items=len(events.EVENT_TYPES))
+    secret = kf.String(load_default=None, allow_none=True, min_length=16, max_length=200)
+    format = kf.OneOf(["json", "wecom"], load_default="json")
 
 
 class WebhookSchema(Schema):
@@ -67,7 +68,7 @@ def list_webhooks():
         sa.select(events.Webhook).order_by(events.Webhook.id)).all()]
 
 
-@blp.delete("/webhooks/<int:webhook_id>")
+@blp.delete("/webhooks/<id:webhook_id>")
 @blp.response(204)
 @staff_required("admin")
 def delete_webhook(webhook_id: int):

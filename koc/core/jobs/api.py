@@ -35,7 +35,7 @@ class JobSchema(Schema):
     finished_at = fields.DateTime(allow_none=True)
 
 
-@blp.get("/jobs/<int:job_id>")
+@blp.get("/jobs/<id:job_id>")
 @blp.response(200, JobSchema)
 @staff_required("viewer")
 def get_job(job_id: int):
