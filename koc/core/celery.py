@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, Task
 from flask import Flask
 
+from koc.core.sqlite import run_task
 from koc.settings import Settings
 
 TASK_MODULES = [
@@ -66,7 +67,8 @@ def celery_init_app(app: Flask) -> Celery:
     class FlaskTask(Task):
         def __call__(self, *args: object, **kwargs: object) -> object:
             with app.app_context():
-                return self.run(*args, **kwargs)
+                # A task writes: it begins immediate on SQLite, and runs again if still busy.
+                return run_task(self.name, lambda: self.run(*args, **kwargs))
 
     celery_app = Celery(app.name, task_cls=FlaskTask, include=TASK_MODULES)
     celery_app.conf.update(
