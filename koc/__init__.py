@@ -27,7 +27,11 @@ def create_app(
     environ: Mapping[str, str] | None = None, *, instance_path: str | None = None
 ) -> Flask:
     """Build the app from the environment (or `environ`). Fails fast on a bad setting."""
-    app = Flask(__name__, instance_path=instance_path, instance_relative_config=False)
+    from koc.core.sqlite import BusyRetryingFlask
+
+    # On PostgreSQL the retry never fires: it only answers SQLite's "database is locked".
+    app = BusyRetryingFlask(__name__, instance_path=instance_path,
+                            instance_relative_config=False)
     settings: Settings = load_settings(app.instance_path, environ)
     logging.basicConfig(level=settings.log_level)
 
@@ -65,8 +69,8 @@ def create_app(
 
 def _engine_options(settings: Settings) -> dict:
     if settings.database_url.startswith("sqlite"):
-        # Writers wait for each other instead of failing at once with "database is locked".
-        return {"connect_args": {"timeout": 30}}
+        # The busy timeout, WAL and BEGIN IMMEDIATE are set up in koc.core.sqlite.
+        return {}
     return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
 
 

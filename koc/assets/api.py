@@ -31,6 +31,7 @@ from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.jobs import start_job
 from koc.core.pagination import Blueprint, SelectPage
+from koc.core.sqlite import writes
 from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import Member
@@ -190,6 +191,7 @@ def delete_asset(kit_id: int, asset_id: int):
 
 
 @blp.get("/kits/<id:kit_id>/assets/<id:asset_id>/download")
+@writes  # records the download
 @blp.response(200, DownloadSchema)
 @blp.alt_response(202, description="A watermarked copy is being made: ask again after "
                                    "Retry-After seconds.")
@@ -222,6 +224,7 @@ def build_bundle(kit_id: int):
 
 
 @blp.get("/kits/<id:kit_id>/bundle/download")
+@writes  # records the download
 @blp.response(200, DownloadSchema)
 @staff_or_member("viewer")
 def download_bundle(kit_id: int):

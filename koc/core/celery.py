@@ -18,6 +18,7 @@ from celery import Celery, Task, shared_task
 from celery.schedules import crontab
 from flask import Flask
 
+from koc.core.sqlite import run_task
 from koc.extensions import db
 from koc.settings import Settings
 
@@ -102,13 +103,17 @@ def celery_init_app(app: Flask) -> Celery:
 
         def __call__(self, *args: object, **kwargs: object) -> object:
             with app.app_context():
-                try:
-                    result = self.run(*args, **kwargs)
-                except BaseException:
-                    db.session.rollback()
-                    raise
-                db.session.commit()
-                return result
+                # A task writes: it begins immediate on SQLite, and runs again if still busy.
+                return run_task(self.name, lambda: self._run_and_commit(*args, **kwargs))
+
+        def _run_and_commit(self, *args: object, **kwargs: object) -> object:
+            try:
+                result = self.run(*args, **kwargs)
+            except BaseException:
+                db.session.rollback()
+                raise
+            db.session.commit()
+            return result
 
     celery_app = Celery(app.name, task_cls=FlaskTask, include=TASK_MODULES)
     celery_app.conf.update(

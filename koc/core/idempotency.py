@@ -1,9 +1,12 @@
 """`Idempotency-Key` on member writes: the same key and body replay the first response.
 
-The key row is inserted (and flushed) before the write runs, in the same transaction. A concurrent
-retry with the same key then blocks on the unique index until the first request commits, fails
-its insert, and replays the stored response, so twenty retries racing each other still make one
-row. A request that fails rolls back its key row with everything else, so it can be retried.
+The key row is inserted (and flushed) before the write runs, in the same transaction. On
+PostgreSQL a concurrent retry with the same key then blocks on the unique index until the first
+request commits, fails its insert, and replays the stored response. On SQLite a write request's
+transaction holds the database's write lock from its first statement (koc.core.sqlite), so the
+retry waits before its lookup and finds the stored response there. Either way fifty retries
+racing each other make one row. A request that fails rolls back its key row with everything
+else, so it can be retried.
 """
 
 from __future__ import annotations

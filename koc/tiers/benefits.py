@@ -194,7 +194,8 @@ def claim(drop_id: int, member: Member, tier_ranks: dict[str, int]) -> DropClaim
     """One claim (first come) or one lottery entry; never more claims than quantity.
 
     The stock counter is taken with a conditional UPDATE, which also locks the drop row until
-    commit: concurrent claims queue there, and the per-member count read after it is current.
+    commit (the whole database on SQLite): concurrent claims queue there, and the per-member
+    count read after it is current.
     """
     drop = get_drop(drop_id)
     now = utcnow()

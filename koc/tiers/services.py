@@ -203,9 +203,13 @@ class Plan:
 
 
 def _try_lock() -> bool:
-    """One run at a time: a transaction-scoped PostgreSQL advisory lock.
+    """One run at a time. PostgreSQL: a transaction-scoped advisory lock, and a second run
+    started meanwhile is skipped.
 
-    SQLite, the embedded single-host set-up, already serialises writers.
+    SQLite: a run's transaction begins immediate (koc.core.sqlite), holding the database's write
+    lock from its first read to its commit; a second run waits for it, then plans from what the
+    first one wrote and changes nothing already right. Even a run in a read transaction could not
+    write from a stale plan: SQLite refuses the write once another writer has committed.
     """
     if db.session.get_bind().dialect.name != "postgresql":
         return True
