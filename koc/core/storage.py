@@ -18,7 +18,6 @@ import re
 import stat
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from flask import (
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
+from koc.core.db import utcnow
 from koc.extensions import db
 
 if TYPE_CHECKING:
@@ -754,7 +754,7 @@ class LocalStorage:
         content_type = _check_content_type(content_type)
         _check_size(size)
         _check_expires_in(expires_in)
-        expires = int(time.time()) + expires_in
+        expires = int(utcnow().timestamp()) + expires_in
         signature = self._put_signature(key, expires, size, content_type)
         url = self._url(key, {"expires": expires, "size": size, "signature": signature})
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
@@ -763,7 +763,7 @@ class LocalStorage:
     def presign_get(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         validate_key(key)
         _check_expires_in(expires_in)
-        expires = int(time.time()) + expires_in
+        expires = int(utcnow().timestamp()) + expires_in
         params: dict[str, str | int] = {"expires": expires}
         name = _clean_filename(filename) if filename else ""
         if name:
@@ -995,7 +995,7 @@ def object_view(key: str) -> Response:
     signature = request.args.get("signature", "")
     if expires is None or not signature:
         return _error(403, "missing or malformed signature")
-    if expires < time.time():
+    if expires < utcnow().timestamp():
         return _error(403, "this link has expired")
     if request.method == "PUT":
         return _put_object(storage, key, expires, signature)
