@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_PORT ?= 8000
 export KOC_PUBLIC_URL ?= http://127.0.0.1:$(DEMO_PORT)
 
-.PHONY: help install demo test fuzz lint bench chromium translations clean
+.PHONY: help install demo test test-dates fuzz lint bench chromium translations clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,17 @@ FUZZ_EXAMPLES ?= 100
 fuzz: install ## schemathesis over the OpenAPI document, 4 callers x SQLite/PostgreSQL (FUZZ_SEED, FUZZ_EXAMPLES)
 	@echo "fuzz: FUZZ_SEED=$(FUZZ_SEED) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)"
 	FUZZ_SEED=$(FUZZ_SEED) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -m fuzz -p no:cacheprovider --timeout 3600 tests/fuzz
+
+# The instants the tests marked `clock` run at: Monday to Sunday of one week (Monday just after
+# the week turns over in UTC, Sunday just before), a month end, the UTC year end, the year end in
+# Shanghai (UTC+8, 16:00 UTC), and a leap day.
+TEST_DATES ?= 2027-03-01T00:20:00Z,2027-03-02T10:00:00+08:00,2027-03-03T10:00:00+08:00,\
+  2027-03-04T10:00:00+08:00,2027-03-05T10:00:00+08:00,2027-03-06T10:00:00+08:00,\
+  2027-03-07T23:40:00Z,2027-04-30T23:30:00Z,2026-12-31T23:30:00Z,2026-12-31T23:50:00+08:00,\
+  2028-02-29T12:00:00Z
+
+test-dates: install ## run the tests marked clock once at each of TEST_DATES, in one pytest process
+	$(BIN)/pytest -m clock --clock='$(TEST_DATES)'
 
 lint: install ## ruff
 	$(BIN)/ruff check .

@@ -17,7 +17,8 @@ from flask.testing import FlaskClient
 from koc import create_app
 from koc.extensions import db
 
-pytest_plugins = ["tests.plugins.services", "tests.plugins.seaweedfs"]
+pytest_plugins = ["tests.plugins.services", "tests.plugins.seaweedfs", "tests.plugins.clock",
+                  "tests.plugins.passwords"]
 
 
 def build_app(instance: Path, **env: str) -> Flask:

@@ -224,6 +224,7 @@ def _drop_form(token: str, **overrides: str) -> dict[str, str]:
             "post_within_days": "7", **overrides}
 
 
+@pytest.mark.clock
 def test_admin_creates_a_drop_and_sees_claims_and_the_seeding_report(
     app: Flask, signed_in: Callable, member_api: Callable, staff_api: Callable
 ):
@@ -296,6 +297,7 @@ def test_viewer_sees_drops_but_cannot_create_one(app: Flask, signed_in: Callable
 
 # --- the senior roster -------------------------------------------------------------------------
 
+@pytest.mark.clock
 def test_roster_lists_members_and_removal_is_confirmed_by_an_admin(
     app: Flask, make_staff: Callable, signed_in: Callable, member_api: Callable,
     staff_api: Callable

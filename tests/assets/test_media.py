@@ -8,7 +8,7 @@ import io
 import os
 import tracemalloc
 import zipfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from PIL import Image
 
 from koc.assets.models import Download, Watermark
 from koc.assets.tasks import build_bundle_job, preview_asset, watermark_asset
+from koc.core.db import utcnow
 from koc.core.jobs import Job
 from koc.extensions import db
 from tests.assets.conftest import Kits, fetch, png_bytes, s3_env
@@ -51,7 +52,7 @@ def test_a_file_that_is_not_really_an_image_gets_no_preview(kits, app) -> None:
 
 @pytest.fixture
 def embargoed_kit(kits):
-    launch = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    launch = (utcnow() + timedelta(days=3)).isoformat()
     kit_id = kits.kit(product_name="Blind box S3", launch_at=launch, watermark=True)
     original = png_bytes(800, 600, color=(240, 240, 240))
     image_id = kits.upload(kit_id, original)
@@ -118,7 +119,7 @@ def test_after_launch_the_original_image_is_delivered(kits, app, embargoed_kit) 
     kit_id, image_id, _, original = embargoed_kit
     _, member = kits.member(tier="early_access")
     assert _marked_download(kits, app, member, kit_id, image_id) != original
-    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    past = (utcnow() - timedelta(minutes=1)).isoformat()
     assert kits.admin.patch(f"/kits/{kit_id}", json={"launch_at": past}).status_code == 200
     _, newcomer = kits.member()
     for someone in (member, newcomer):

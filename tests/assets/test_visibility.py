@@ -3,40 +3,42 @@ download URLs alike; and the funnel, whose set-based "eligible" must agree with 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from koc.assets.models import Download
+from koc.core.db import utcnow
 from koc.extensions import db
 from tests.assets.conftest import Kits, png_bytes
 
-NOW = datetime.now(UTC)
-
 
 def iso(delta: timedelta) -> str:
-    return (NOW + delta).isoformat()
+    return (utcnow() + delta).isoformat()
 
 
 DAY = timedelta(days=1)
 
-# kit name -> (fields, published)
-KITS = {
-    "open": ({}, True),
-    "early_only": ({"min_tier": "early_access"}, True),
-    "guangzhou": ({"segments": [{"city": "Guangzhou"}]}, True),
-    "beauty_or_gz01": ({"segments": [{"tag": "beauty"}, {"store_code": "GZ01"}]}, True),
-    "not_yet_open": ({"available_from": iso(DAY)}, True),
-    "closed": ({"available_from": iso(-2 * DAY), "available_until": iso(-DAY)}, True),
-    "embargoed": ({"product_name": "Blind box S3", "launch_at": iso(DAY)}, True),
-    "launched": ({"product_name": "Blind box S2", "launch_at": iso(-DAY)}, True),
-    "embargo_gz_certified": ({"launch_at": iso(DAY), "min_tier": "certified",
-                              "segments": [{"city": "Guangzhou"}]}, True),
-    "senior_embargo": ({"launch_at": iso(DAY), "embargo_tier": "senior"}, True),
-    "draft": ({}, False),
-    "archived": ({}, True),
-}
+
+def kits_to_make() -> dict[str, tuple[dict, bool]]:
+    """Kit name -> (fields, published), the windows relative to now."""
+    return {
+        "open": ({}, True),
+        "early_only": ({"min_tier": "early_access"}, True),
+        "guangzhou": ({"segments": [{"city": "Guangzhou"}]}, True),
+        "beauty_or_gz01": ({"segments": [{"tag": "beauty"}, {"store_code": "GZ01"}]}, True),
+        "not_yet_open": ({"available_from": iso(DAY)}, True),
+        "closed": ({"available_from": iso(-2 * DAY), "available_until": iso(-DAY)}, True),
+        "embargoed": ({"product_name": "Blind box S3", "launch_at": iso(DAY)}, True),
+        "launched": ({"product_name": "Blind box S2", "launch_at": iso(-DAY)}, True),
+        "embargo_gz_certified": ({"launch_at": iso(DAY), "min_tier": "certified",
+                                  "segments": [{"city": "Guangzhou"}]}, True),
+        "senior_embargo": ({"launch_at": iso(DAY), "embargo_tier": "senior"}, True),
+        "draft": ({}, False),
+        "archived": ({}, True),
+    }
+
 
 # member name -> (tier, user attributes)
 MEMBERS = {
@@ -60,7 +62,7 @@ SEES = {
 def world(app):
     kits = Kits(app)
     ids, assets = {}, {}
-    for name, (fields, published) in KITS.items():
+    for name, (fields, published) in kits_to_make().items():
         kit_id = kits.kit(title=name, **fields)
         assets[name] = kits.upload(kit_id, png_bytes())
         if published:
@@ -134,10 +136,10 @@ def test_download_url_lifetime_is_configurable(make_app) -> None:
     asset_id = kits.upload(kit_id, png_bytes())
     kits.publish(kit_id)
     _, member = kits.member()
-    before = datetime.now(UTC)
+    before = utcnow()
     issued = member.get(f"/kits/{kit_id}/assets/{asset_id}/download").json
     expires_at = datetime.fromisoformat(issued["expires_at"])
-    assert before + timedelta(seconds=59) <= expires_at <= datetime.now(UTC) + \
+    assert before + timedelta(seconds=59) <= expires_at <= utcnow() + \
         timedelta(seconds=60)
     signed_expiry = int(parse_qs(urlsplit(issued["url"]).query)["expires"][0])
     assert abs(signed_expiry - expires_at.timestamp()) <= 1
@@ -173,7 +175,7 @@ def _submit(member, kit_id: int, n: int, likes: int) -> int:
     response = member.post("/submissions", json={
         "kit_id": kit_id, "platform": "xiaohongshu",
         "post_url": f"https://www.xiaohongshu.com/explore/{n:024x}",
-        "posted_at": NOW.isoformat(),
+        "posted_at": utcnow().isoformat(),
         "metrics": {"views": 10 * likes, "likes": likes, "comments": 2, "saves": 1,
                     "shares": 0}})
     assert response.status_code == 201, response.json
@@ -237,6 +239,7 @@ def test_funnel_counts_eligible_downloaders_submitters_approvals_and_engagement(
     assert viewer.get("/stats/funnel").status_code == 422
 
 
+@pytest.mark.clock
 def test_funnel_eligible_counts_the_embargo_tier_until_launch(funnel_app) -> None:
     from tests.conftest import Api, staff_token_for
 

@@ -30,6 +30,7 @@ def test_likes_above_views_are_flagged_not_rejected(member_api, staff_api,
     assert len(member.get("/submissions?flagged=true").json) == 2
 
 
+@pytest.mark.clock
 def test_a_jump_many_times_the_members_usual_daily_engagement_is_flagged(
     member_api, staff_api, post_submission
 ) -> None:
@@ -46,6 +47,7 @@ def test_a_jump_many_times_the_members_usual_daily_engagement_is_flagged(
     assert detail["daily_gain"] == 5000
 
 
+@pytest.mark.clock
 def test_engagement_rate_far_above_the_members_baseline_is_flagged(member_api, staff_api,
                                                                    post_submission) -> None:
     _, member = member_api()

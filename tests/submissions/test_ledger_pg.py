@@ -149,6 +149,7 @@ def test_concurrent_metric_updates_book_each_difference_once(pg_app) -> None:
     assert Decimal(str(member.get("/me").json["points"]["balance"])) == final
 
 
+@pytest.mark.clock
 def test_points_expire_after_n_days_as_ledger_entries_once_per_day(pg_app) -> None:
     from koc.submissions.tasks import expire_points_task
 

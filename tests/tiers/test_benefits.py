@@ -143,6 +143,7 @@ def test_lottery_is_drawn_once_and_anyone_can_rerun_it_from_the_seed(app, member
     assert admin.post(f"/drops/{drop['id']}/draw").json["winner_ids"] == rerun
 
 
+@pytest.mark.clock
 def test_seeded_members_who_did_not_post_in_time_are_listed(app, member_api,
                                                             staff_api) -> None:
     from koc.tiers.models import DropClaim
@@ -162,6 +163,7 @@ def test_seeded_members_who_did_not_post_in_time_are_listed(app, member_api,
     assert (report[silent_id]["posted"], report[silent_id]["overdue"]) == (False, True)
 
 
+@pytest.mark.clock
 def test_senior_member_is_invited_and_listed_for_removal_after_demotion(app, member_api,
                                                                         staff_api) -> None:
     reviewer = staff_api("reviewer")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from koc.core.db import utcnow
 from koc.extensions import db
-
-T0 = utcnow().replace(microsecond=0)
 
 # One tier, easy to reason about: 10 approved posts in 30 days; holds at 9 (90%); drops after
 # 7 days below and 14 days at the tier.
@@ -17,6 +15,23 @@ ONE_TIER = [{"key": "certified", "name": "Certified", "rank": 1,
              "rules": {"all": [{"metric": "approved_submissions", "min": 10,
                                 "window_days": 30}]},
              "demotion": {"low_water": 0.9, "min_days_at_tier": 14, "days_below": 7}}]
+
+
+@pytest.fixture
+def t0() -> datetime:
+    """The moment the test starts; its dates are stated relative to it."""
+    return utcnow().replace(microsecond=0)
+
+
+def week_start(at: datetime) -> datetime:
+    """Monday 00:00 UTC of the week holding `at`: where the weekly streak's weeks begin."""
+    midnight = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight - timedelta(days=midnight.weekday())
+
+
+def midweek(weeks_ago: int, now: datetime) -> datetime:
+    """Wednesday noon of the week `weeks_ago` weeks before the one holding `now`."""
+    return week_start(now) - timedelta(weeks=weeks_ago) + timedelta(days=2, hours=12)
 
 
 def _post(app, member, reviewer, posted_at: datetime, likes: int = 10) -> None:
@@ -53,26 +68,27 @@ def one_tier(staff_api):
     return admin
 
 
+@pytest.mark.clock
 def test_member_holds_at_the_low_water_mark_and_drops_only_after_the_grace_period(
-    app, one_tier, member_api, staff_api
+    app, one_tier, member_api, staff_api, t0
 ) -> None:
     reviewer = staff_api("reviewer")
     member_id, member = member_api()
-    _post(app, member, reviewer, T0 - timedelta(days=25))
+    _post(app, member, reviewer, t0 - timedelta(days=25))
     for n in range(9):
-        _post(app, member, reviewer, T0 - timedelta(days=1, minutes=n))
-    assert _run(app, T0).promotions == 1
+        _post(app, member, reviewer, t0 - timedelta(days=1, minutes=n))
+    assert _run(app, t0).promotions == 1
 
     # The oldest post leaves the window: 9 of 10 is exactly the low-water mark, still held.
-    _run(app, T0 + timedelta(days=6))
+    _run(app, t0 + timedelta(days=6))
     assert _tier(app, member_id) == "certified"
 
     # Every post has left the window: below, and the grace period starts.
-    _run(app, T0 + timedelta(days=30))
+    _run(app, t0 + timedelta(days=30))
     assert _tier(app, member_id) == "certified"
-    six_days = _run(app, T0 + timedelta(days=36))
+    six_days = _run(app, t0 + timedelta(days=36))
     assert (six_days.demotions, _tier(app, member_id)) == (0, "certified")
-    seven_days = _run(app, T0 + timedelta(days=37, minutes=1))
+    seven_days = _run(app, t0 + timedelta(days=37, minutes=1))
     assert seven_days.demotions == 1
     assert _tier(app, member_id) is None
     history = one_tier.get(f"/members/{member_id}").json["tier_history"]
@@ -80,14 +96,15 @@ def test_member_holds_at_the_low_water_mark_and_drops_only_after_the_grace_perio
     assert "below the requirements" in history[0]["reason"]
 
 
+@pytest.mark.clock
 def test_member_who_recovers_during_grace_keeps_the_tier(app, one_tier, member_api,
-                                                         staff_api) -> None:
+                                                         staff_api, t0) -> None:
     reviewer = staff_api("reviewer")
     member_id, member = member_api()
     for n in range(10):
-        _post(app, member, reviewer, T0 - timedelta(days=20, minutes=n))
-    _run(app, T0)
-    _run(app, T0 + timedelta(days=11))  # all ten left the window: below from here
+        _post(app, member, reviewer, t0 - timedelta(days=20, minutes=n))
+    _run(app, t0)
+    _run(app, t0 + timedelta(days=11))  # all ten left the window: below from here
     with app.app_context():
         from koc.members.models import Member
 
@@ -99,6 +116,7 @@ def test_member_who_recovers_during_grace_keeps_the_tier(app, one_tier, member_a
     assert _tier(app, member_id) == "certified"
 
 
+@pytest.mark.clock
 def test_member_below_the_mark_is_told_how_much_grace_is_left(app, one_tier, member_api,
                                                               staff_api) -> None:
     reviewer = staff_api("reviewer")
@@ -115,36 +133,73 @@ def test_member_below_the_mark_is_told_how_much_grace_is_left(app, one_tier, mem
     assert (hold["current"], hold["required"], hold["met"]) == (0, 9, False)
 
 
-def test_locked_member_is_never_demoted(app, one_tier, member_api, staff_api) -> None:
+@pytest.mark.clock
+def test_locked_member_is_never_demoted(app, one_tier, member_api, staff_api, t0) -> None:
     reviewer = staff_api("reviewer")
     member_id, member = member_api()
     for n in range(10):
-        _post(app, member, reviewer, T0 - timedelta(days=1, minutes=n))
-    _run(app, T0)
+        _post(app, member, reviewer, t0 - timedelta(days=1, minutes=n))
+    _run(app, t0)
     assert one_tier.patch(f"/members/{member_id}", json={"tier_locked": True}).status_code == 200
     for days in (40, 60, 90):
-        _run(app, T0 + timedelta(days=days))
+        _run(app, t0 + timedelta(days=days))
     assert _tier(app, member_id) == "certified"
 
 
-def test_three_weak_posts_in_a_row_take_a_member_out_of_senior(app, member_api,
-                                                               staff_api) -> None:
+@pytest.mark.clock
+def test_three_weak_posts_in_a_row_take_a_member_out_of_senior(app, member_api, staff_api,
+                                                               t0) -> None:
     reviewer = staff_api("reviewer")
     member_id, member = member_api()
-    _post(app, member, reviewer, utcnow() - timedelta(days=10), likes=1500)
-    _run(app, utcnow())
+    # One post a fortnight: never two weeks in a row, so no weekly streak gives early access
+    # on the way down, whichever weekday the test runs on.
+    _post(app, member, reviewer, midweek(7, t0), likes=1500)
+    _run(app, t0)
     assert _tier(app, member_id) == "senior"
-    for n in range(2):
-        _post(app, member, reviewer, utcnow() - timedelta(days=5 - n), likes=20)
-    _run(app, utcnow())
+    for weeks_ago in (5, 3):
+        _post(app, member, reviewer, midweek(weeks_ago, t0), likes=20)
+    _run(app, t0)
     assert _tier(app, member_id) == "senior"  # two weak posts are not yet a pattern
-    _post(app, member, reviewer, utcnow() - timedelta(days=1), likes=20)
-    summary = _run(app, utcnow())
+    _post(app, member, reviewer, midweek(1, t0), likes=20)
+    summary = _run(app, t0)
     assert summary.demotions == 1
     # Out of senior, down to the highest tier still held: certified.
     assert _tier(app, member_id) == "certified"
     history = member.get("/me").json
     assert history["tier"]["key"] == "certified"
+
+
+@pytest.mark.clock
+def test_weak_posts_in_three_weeks_running_leave_a_senior_member_with_early_access(
+    app, member_api, staff_api, t0
+) -> None:
+    reviewer = staff_api("reviewer")
+    member_id, member = member_api()
+    _post(app, member, reviewer, midweek(7, t0), likes=1500)
+    _run(app, t0)
+    for weeks_ago in (3, 2, 1):
+        _post(app, member, reviewer, midweek(weeks_ago, t0), likes=20)
+    assert _run(app, t0).demotions == 1
+    assert _tier(app, member_id) == "early_access"
+
+
+@pytest.mark.clock
+def test_weekly_streak_weeks_start_on_monday_at_midnight_utc(app, member_api, staff_api,
+                                                              t0) -> None:
+    from koc.tiers import metrics
+
+    reviewer = staff_api("reviewer")
+    across_id, across = member_api()
+    within_id, within = member_api()
+    monday = week_start(t0) - timedelta(weeks=2)
+    # Sunday 23:59:59 and Monday 00:00 are two weeks; Monday 00:00 and Sunday 23:59:59 one.
+    for at in (monday - timedelta(seconds=1), monday):
+        _post(app, across, reviewer, at)
+    for at in (monday, monday + timedelta(weeks=1, seconds=-1)):
+        _post(app, within, reviewer, at)
+    with app.app_context():
+        streaks = metrics.compute([("weekly_streak", 90)], now=t0)[("weekly_streak", 90)]
+    assert (streaks[across_id], streaks[within_id]) == (2, 1)
 
 
 def test_incremental_run_reads_only_members_with_new_activity(app, member_api, staff_api,
@@ -254,8 +309,9 @@ def test_incremental_run_on_postgres_reads_only_active_members(pg_app) -> None:
     assert _tier(pg_app, active_id) == "certified"
 
 
+@pytest.mark.clock
 @pytest.mark.postgres
-def test_three_weak_posts_take_a_member_out_of_senior_on_postgres(pg_app) -> None:
+def test_three_weak_posts_take_a_member_out_of_senior_on_postgres(pg_app, t0) -> None:
     from tests.conftest import Api, new_member, staff_token_for
 
     admin = Api(pg_app.test_client(), staff_token_for(pg_app, "admin"))
@@ -263,12 +319,13 @@ def test_three_weak_posts_take_a_member_out_of_senior_on_postgres(pg_app) -> Non
     member_id, member = new_member(pg_app, admin, "fading")
     steady_id, steady = new_member(pg_app, admin, "steady")
     for someone in (member, steady):
-        _post(pg_app, someone, reviewer, utcnow() - timedelta(days=10), likes=1500)
-    _run(pg_app, utcnow())
-    for n in range(3):
-        _post(pg_app, member, reviewer, utcnow() - timedelta(days=3 - n), likes=20)
-    for n in range(2):
-        _post(pg_app, steady, reviewer, utcnow() - timedelta(days=3 - n), likes=20)
-    summary = _run(pg_app, utcnow())
+        _post(pg_app, someone, reviewer, midweek(7, t0), likes=1500)
+    _run(pg_app, t0)
+    # A fortnight apart, so no weekly streak holds early access for either of them.
+    for weeks_ago in (5, 3, 1):
+        _post(pg_app, member, reviewer, midweek(weeks_ago, t0), likes=20)
+    for weeks_ago in (5, 3):
+        _post(pg_app, steady, reviewer, midweek(weeks_ago, t0), likes=20)
+    summary = _run(pg_app, t0)
     assert summary.demotions == 1
     assert (_tier(pg_app, member_id), _tier(pg_app, steady_id)) == ("certified", "senior")

@@ -33,6 +33,7 @@ def _recalc(app):
         return summary
 
 
+@pytest.mark.clock
 def test_default_rules_promote_by_posts_streak_and_best_post(app, member_api, staff_api) -> None:
     _, nobody = member_api()
     _, one_post = _approved_posts(app, member_api, staff_api, weeks_ago=[0])

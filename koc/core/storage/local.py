@@ -12,7 +12,6 @@ import hmac
 import os
 import stat
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from flask import current_app, has_app_context, has_request_context, url_for
 
+from koc.core.db import utcnow
 from koc.core.storage.base import (
     CHUNK,
     InvalidKey,
@@ -125,7 +125,7 @@ class LocalStorage:
         content_type = check_content_type(content_type)
         check_size(size)
         check_expires_in(expires_in)
-        expires = int(time.time()) + expires_in
+        expires = int(utcnow().timestamp()) + expires_in
         signature = self._put_signature(key, expires, size, content_type)
         url = self._url(key, {"expires": expires, "size": size, "signature": signature})
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
@@ -134,7 +134,7 @@ class LocalStorage:
     def presign_get(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         validate_key(key)
         check_expires_in(expires_in)
-        expires = int(time.time()) + expires_in
+        expires = int(utcnow().timestamp()) + expires_in
         params: dict[str, str | int] = {"expires": expires}
         name = clean_filename(filename) if filename else ""
         if name:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import IO
 
@@ -10,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request, send_file
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
+from koc.core.db import utcnow
 from koc.core.storage.base import CHUNK, InvalidKey, StorageUnavailable
 from koc.core.storage.factory import get_storage
 from koc.core.storage.local import LocalStorage
@@ -49,7 +49,7 @@ def object_view(key: str) -> Response:
     signature = request.args.get("signature", "")
     if expires is None or not signature:
         return _error(403, "missing or malformed signature")
-    if expires < time.time():
+    if expires < utcnow().timestamp():
         return _error(403, "this link has expired")
     if request.method == "PUT":
         return _put_object(storage, key, expires, signature)
