@@ -174,9 +174,12 @@ def current_principal() -> Principal:
 
 def _caller() -> Principal | None:
     # Looked up once per request: the before-request check and the route's guard share it.
-    if "koc_caller" not in g:
-        g.koc_caller = _principal_from_header()
-    return g.koc_caller
+    # Kept in the WSGI environ, not `g`: a request made inside an app context already pushed
+    # (a test, a shell) shares that context's `g` with every other request made there.
+    environ = request.environ
+    if "koc.caller" not in environ:
+        environ["koc.caller"] = _principal_from_header()
+    return environ["koc.caller"]
 
 
 def _authorize(check: Callable[[Principal], bool]) -> None:

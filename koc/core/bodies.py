@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import IO
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from koc.core.errors import error_body
@@ -80,7 +80,7 @@ def install_body_limits(app: Flask, settings: Settings) -> None:
             return
         limit = (settings.max_import_file_bytes if request.endpoint in file_endpoints
                  else settings.max_body_bytes)
-        g.body_limit = limit
+        request.environ["koc.body_limit"] = limit
         request.max_content_length = limit
         if request.content_length is None and request.environ.get("wsgi.input_terminated"):
             request.environ["wsgi.input"] = _CappedInput(request.environ["wsgi.input"], limit)
@@ -91,7 +91,7 @@ def install_body_limits(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(_error: RequestEntityTooLarge):
-        limit = g.get("body_limit", request.max_content_length)
+        limit = request.environ.get("koc.body_limit", request.max_content_length)
         message = (f"The request body is over the {describe_size(limit)} this route accepts."
                    if limit is not None else "The request body is too large.")
         if way_around := _WAY_AROUND.get(request.endpoint or ""):

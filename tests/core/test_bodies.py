@@ -242,3 +242,12 @@ def test_a_guarded_route_documented_as_public_stops_start_up() -> None:
     app.register_blueprint(blp)
     with pytest.raises(RuntimeError, match=r"documented as public on \['toy.confused'\]"):
         install_api_guards(app, ["toy"])
+
+
+def test_requests_made_inside_one_app_context_are_each_authenticated(app, staff_api) -> None:
+    admin, viewer = staff_api("admin"), staff_api("viewer")
+    with app.app_context():
+        assert viewer.get("/users/u-1").status_code == 404
+        assert viewer.put("/users/u-1", json={}).status_code == 403
+        assert admin.put("/users/u-1", json={}).status_code == 201
+        assert Api(app.test_client()).get("/users/u-1").status_code == 401
