@@ -58,12 +58,19 @@ def create_app(
         },
         BABEL_DEFAULT_LOCALE="zh_CN",
         WTF_CSRF_TIME_LIMIT=None,
-        MAX_CONTENT_LENGTH=None,
+        # Where no route is matched; koc.core.bodies sets each request's limit by its route.
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
     )
 
     _init_extensions(app)
     _register_converters(app)
-    _register_blueprints(app)
+    api_blueprints = _register_blueprints(app)
+    from koc.core.auth import install_api_guards
+    from koc.core.bodies import install_body_limits
+
+    # After every route is registered: both read the routes' declarations.
+    install_api_guards(app, api_blueprints)
+    install_body_limits(app, settings)
     return app
 
 
@@ -104,7 +111,8 @@ def _register_converters(app: Flask) -> None:
     app.url_map.converters["key"] = KeyConverter
 
 
-def _register_blueprints(app: Flask) -> None:
+def _register_blueprints(app: Flask) -> list[str]:
+    """Register every blueprint; returns the names of the bearer-token API ones."""
     from koc.admin.views import admin_blueprint
     from koc.assets.api import blp as assets_blp
     from koc.core.events.api import blp as webhooks_blp
@@ -116,7 +124,8 @@ def _register_blueprints(app: Flask) -> None:
     from koc.submissions.api import blp as submissions_blp
     from koc.tiers.api import blp as tiers_blp
 
-    for blp in (members_blp, assets_blp, submissions_blp, tiers_blp, jobs_blp, webhooks_blp):
+    api_blueprints = (members_blp, assets_blp, submissions_blp, tiers_blp, jobs_blp, webhooks_blp)
+    for blp in api_blueprints:
         api.register_blueprint(blp, url_prefix="/api/v1")
         # Bearer-token API: no cookies, so no CSRF; the admin panel keeps CSRF on its forms.
         csrf.exempt(blp)
@@ -124,3 +133,4 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(storage_blueprint)
     csrf.exempt(storage_blueprint)
     app.register_blueprint(admin_blueprint, url_prefix="/admin")
+    return [blp.name for blp in api_blueprints]

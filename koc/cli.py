@@ -89,12 +89,14 @@ def users() -> None:
               help="Default: from the file name (.jsonl, else CSV); stdin defaults to CSV.")
 @with_appcontext
 def users_import(path: str, fmt: str | None) -> None:
-    """Bulk import users from CSV or JSONL (`-` for stdin)."""
+    """Bulk import users from CSV or JSONL, optionally gzipped (`-` for stdin)."""
     from koc.members.services import import_format, import_users
 
     fmt = fmt or ("csv" if path == "-" else import_format(path))
-    stream = (click.get_text_stream("stdin") if path == "-"
-              else Path(path).open(encoding="utf-8-sig", newline=""))  # noqa: SIM115
+    # Bytes: each line is decoded on its own, so one bad byte refuses one line; gzip is
+    # recognised by its first bytes.
+    stream = (click.get_binary_stream("stdin") if path == "-"
+              else Path(path).open("rb"))  # noqa: SIM115
     with stream, click.progressbar(length=0, label="importing", show_pos=True,
                                    file=sys.stderr) as bar:
         def progress(report) -> None:

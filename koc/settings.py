@@ -42,6 +42,10 @@ class Settings:
     download_url_ttl: int
     upload_url_ttl: int
     max_upload_bytes: int
+    # Request bodies the web process reads: every route (JSON API writes, admin forms) ...
+    max_body_bytes: int
+    # ... except the multipart file imports, which get this larger, still small, cap.
+    max_import_file_bytes: int
     invitation_days: int
     multipart_threshold: int
     multipart_part_size: int
@@ -110,6 +114,12 @@ class _EnvSchema(Schema):
     KOC_MAX_UPLOAD_BYTES = mf.Integer(
         load_default=5 * 1024**3, strict=False, validate=validate.Range(min=1)
     )
+    KOC_MAX_BODY_BYTES = mf.Integer(
+        load_default=1 * MiB, strict=False, validate=validate.Range(min=1024, max=64 * MiB))
+    # The web process holds an imported file in memory and copies it to the object store; files
+    # past this go through the command line (or object storage), not through a web worker.
+    KOC_MAX_IMPORT_FILE_BYTES = mf.Integer(
+        load_default=32 * MiB, strict=False, validate=validate.Range(min=1024, max=1024 * MiB))
     KOC_MULTIPART_THRESHOLD = mf.Integer(
         load_default=64 * MiB, strict=False, validate=validate.Range(min=5 * MiB))
     # S3 wants parts of 5 MiB or more, and at most 10,000 of them: 16 MiB parts reach 156 GiB.
@@ -183,6 +193,8 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         download_url_ttl=data["KOC_DOWNLOAD_URL_TTL"],
         upload_url_ttl=data["KOC_UPLOAD_URL_TTL"],
         max_upload_bytes=data["KOC_MAX_UPLOAD_BYTES"],
+        max_body_bytes=data["KOC_MAX_BODY_BYTES"],
+        max_import_file_bytes=data["KOC_MAX_IMPORT_FILE_BYTES"],
         invitation_days=data["KOC_INVITATION_DAYS"],
         multipart_threshold=data["KOC_MULTIPART_THRESHOLD"],
         multipart_part_size=data["KOC_MULTIPART_PART_SIZE"],

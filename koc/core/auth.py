@@ -11,7 +11,7 @@ import enum
 import functools
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import g, request
+from flask import Flask, g, request
 from flask_smorest import abort
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -172,21 +172,83 @@ def current_principal() -> Principal:
     return g.principal
 
 
+def _caller() -> Principal | None:
+    # Looked up once per request: the before-request check and the route's guard share it.
+    # Kept in the WSGI environ, not `g`: a request made inside an app context already pushed
+    # (a test, a shell) shares that context's `g` with every other request made there.
+    environ = request.environ
+    if "koc.caller" not in environ:
+        environ["koc.caller"] = _principal_from_header()
+    return environ["koc.caller"]
+
+
+def _authorize(check: Callable[[Principal], bool]) -> None:
+    principal = _caller()
+    if principal is None:
+        abort(401, message="A valid bearer token is required.")
+    if not check(principal):
+        abort(403, message="This token may not do that.")
+    g.principal = principal
+
+
 def _guard(check: Callable[[Principal], bool]) -> Callable:
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            principal = _principal_from_header()
-            if principal is None:
-                abort(401, message="A valid bearer token is required.")
-            if not check(principal):
-                abort(403, message="This token may not do that.")
-            g.principal = principal
+            _authorize(check)
             return view(*args, **kwargs)
 
+        # functools.wraps copies this onto every decorator stacked above, so the view function
+        # Flask holds tells `install_api_guards` what the route needs.
+        wrapper.koc_access = check  # type: ignore[attr-defined]
         return wrapper
 
     return decorator
+
+
+def _documented_public(view: Callable) -> bool:
+    # `@blp.doc(security=[])` is how a route says, in the served OpenAPI document, that it takes
+    # no token; reading the same declaration keeps the document and the behaviour in step.
+    return getattr(view, "_apidoc", {}).get("manual_doc", {}).get("security") == []
+
+
+def install_api_guards(app: Flask, blueprints: Iterable[str]) -> None:
+    """Authenticate every API request before anything reads its body.
+
+    `@blp.arguments` parses the body in a wrapper outside the route's guard, so left alone a
+    caller without a token would have a large body read and validated before the 401. Here
+    each route's guard runs first, in a before-request hook. A route of these blueprints that
+    declares neither a guard nor `@blp.doc(security=[])` stops the app at start-up.
+    """
+    names = set(blueprints)
+    checks: dict[str, Callable[[Principal], bool]] = {}
+    undeclared, contradictory = [], []
+    for endpoint, view in app.view_functions.items():
+        if endpoint.partition(".")[0] not in names:
+            continue
+        check = getattr(view, "koc_access", None)
+        public = _documented_public(view)
+        if check is None and not public:
+            undeclared.append(endpoint)
+        elif check is not None and public:
+            contradictory.append(endpoint)
+        elif check is not None:
+            checks[endpoint] = check
+    if undeclared or contradictory:
+        raise RuntimeError(
+            f"API routes must declare who may call them: no guard and no "
+            f"@blp.doc(security=[]) on {sorted(undeclared)}; a guard but documented as "
+            f"public on {sorted(contradictory)}"
+        )
+
+    @app.before_request
+    def _authorize_before_the_body() -> None:
+        check = checks.get(request.endpoint or "")
+        if check is None:
+            return
+        if request.method == "OPTIONS" and request.url_rule.provide_automatic_options:
+            return
+        _authorize(check)
 
 
 def staff_required(role: str = "viewer") -> Callable:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import gzip
 import io
 import json
 import math
+import re
 import secrets
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, TextIO
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
@@ -160,45 +164,221 @@ class ImportReport:
             self.errors.append({"line": line, "message": message})
 
 
-def _parse_lines(stream: TextIO, fmt: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """Yield (line number, raw record) or (line number, error message)."""
-    if fmt == "jsonl":
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
+# One physical line of an import file: far above any real user's line (50 tags of 64 characters
+# take 13 KiB), small enough that a file without newlines cannot fill the worker's memory.
+MAX_LINE_BYTES = 64 * 1024
+MAX_MESSAGE_CHARS = 500
+_GZIP_MAGIC = b"\x1f\x8b"
+# Characters no column should hold: C0 and C1 controls (PostgreSQL refuses NUL outright) and lone
+# surrogates, which JSON escapes can produce and which neither database driver can encode.
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_INT_LIMITS = {sa.SmallInteger: 2**15 - 1, sa.BigInteger: 2**63 - 1, sa.Integer: 2**31 - 1}
+
+
+def _column_max(name: str) -> int:
+    column_type = type(User.__table__.c[name].type)
+    return next(limit for kind, limit in _INT_LIMITS.items() if issubclass(column_type, kind))
+
+
+_INT_FIELD_MAX = {name: _column_max(name) for name in (
+    "orders_count", "spend_cents", "shares_count", "community_posts_count")}
+
+
+def _printable(text: str, limit: int = 40) -> str:
+    """A name taken from the file, safe to store and print: escapes, and cut short."""
+    text = _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _binary_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, str | None]]:
+    """(number, bytes, why the line cannot be used, or None) per physical line."""
+    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
+    source: BinaryIO = buffered
+    if buffered.peek(len(_GZIP_MAGIC))[:len(_GZIP_MAGIC)] == _GZIP_MAGIC:
+        source = gzip.GzipFile(fileobj=buffered, mode="rb")
+    number = 0
+    try:
+        while raw := source.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while (rest := source.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    pass
+                # The head stands in for the line, so a CSV record it belongs to is refused
+                # with it rather than read without it.
+                yield number, raw[:MAX_LINE_BYTES] + b"\n", f"longer than {MAX_LINE_BYTES} bytes"
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, f"not valid JSON: {exc.msg}"
-                continue
-            yield number, record if isinstance(record, dict) else "a line must be a JSON object"
+            yield number, raw, None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        yield number + 1, b"\n", f"the compressed data is damaged from here on ({exc})"
+
+
+def _text_lines(stream: BinaryIO) -> Iterator[tuple[int, str, str | None]]:
+    """Decode each line on its own, so one bad byte costs one line, not the file.
+
+    A line that cannot be used is still yielded (with U+FFFD for bad bytes) with the reason,
+    so a CSV reader keeps its place and the caller refuses the line.
+    """
+    for number, line, unusable in _binary_lines(stream):
+        raw = line.removeprefix(codecs.BOM_UTF8) if number == 1 else line
+        try:
+            yield number, raw.decode("utf-8"), unusable
+        except UnicodeDecodeError as exc:
+            yield number, raw.decode("utf-8", "replace"), unusable or (
+                f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})")
+
+
+ParsedLine = tuple[int, dict[str, Any] | str]
+
+
+def _parse_jsonl(stream: BinaryIO) -> Iterator[ParsedLine]:
+    for number, line, problem in _text_lines(stream):
+        if problem is not None:
+            yield number, problem
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, f"not valid JSON: {exc.msg}"
+            continue
+        except ValueError:  # Python refuses to convert integers of more than 4,300 digits
+            yield number, "a number has too many digits"
+            continue
+        except RecursionError:
+            yield number, "nested too deeply"
+            continue
+        yield number, record if isinstance(record, dict) else "a line must be a JSON object"
+
+
+def _parse_csv(stream: BinaryIO) -> Iterator[ParsedLine]:
+    problems: dict[int, str] = {}
+
+    def lines() -> Iterator[str]:
+        for number, line, problem in _text_lines(stream):
+            if problem is not None:
+                problems[number] = problem
+            yield line
+
+    reader = csv.DictReader(lines())
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        yield 1, f"the header row is not valid CSV: {exc}"
         return
-    reader = csv.DictReader(stream)
-    if reader.fieldnames is None or "external_id" not in reader.fieldnames:
+    if 1 in problems:
+        yield 1, f"the header row is {problems[1]}; nothing was read"
+        return
+    if fieldnames is None or "external_id" not in fieldnames:
         yield 1, "the header row must name an external_id column"
         return
-    for row in reader:
-        # DictReader counts physical lines; the header is line 1.
-        record: dict[str, Any] = {k: v for k, v in row.items() if k is not None and v != ""}
-        if None in row:
-            yield reader.line_num, "more cells than header columns"
+    last_line = reader.line_num
+    while True:
+        row: dict[str | None, Any] | str
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            row = f"not valid CSV: {exc}"
+        first_line, last_line = last_line + 1, reader.line_num
+        # A record refused for its own reasons is reported once, at its last line (where the
+        # reader is); lines that could not be read are reported each at its own number.
+        unreadable = [n for n in range(first_line, last_line + 1) if n in problems]
+        for number in unreadable:
+            yield number, problems.pop(number)
+        if unreadable:
             continue
+        if isinstance(row, str):
+            yield last_line, row
+            continue
+        if None in row:
+            yield last_line, "more cells than header columns"
+            continue
+        record: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
         if "tags" in record:
             record["tags"] = [t.strip() for t in record["tags"].split("|") if t.strip()]
-        yield reader.line_num, record
+        yield last_line, record
+    # The damaged end of a gzipped file reaches the reader as a blank line, which it skips.
+    yield from sorted(problems.items())
 
 
-def _describe(error: ValidationError) -> str:
-    messages = error.messages if isinstance(error.messages, dict) else {"_": error.messages}
-    return "; ".join(f"{field}: {' '.join(map(str, msgs))}" for field, msgs in messages.items())
+def _flatten(messages: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(messages, dict):
+        for key, inner in messages.items():
+            name = _printable(str(key))
+            yield from _flatten(inner, f"{prefix}.{name}" if prefix else name)
+    elif isinstance(messages, list):
+        for message in messages:
+            yield from _flatten(message, prefix)
+    else:
+        yield prefix or "_", str(messages)
 
 
-def import_users(stream: TextIO, *, fmt: str = "csv",
+def _describe(problems: dict[str, Any]) -> str:
+    by_field: dict[str, list[str]] = {}
+    for name, message in _flatten(problems):
+        by_field.setdefault(name, []).append(message)
+    text = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in by_field.items())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
+
+
+def _raw_problems(raw: dict[str, Any]) -> dict[str, list[str]]:
+    """What the schema would let through but no column can store, or would silently change."""
+    problems: dict[str, list[str]] = {}
+    for name, value in raw.items():
+        texts = value if isinstance(value, list) else [value]
+        for text in texts:
+            if isinstance(text, str) and (found := _UNSTORABLE.search(text)):
+                kind = ("a lone surrogate" if "\ud800" <= found.group() <= "\udfff"
+                        else "a control character")
+                problems[str(name)] = [f"holds {kind} (U+{ord(found.group()):04X})"]
+                break
+        if name in _INT_FIELD_MAX and isinstance(value, float) and not value.is_integer():
+            problems[name] = ["must be a whole number"]
+    return problems
+
+
+def _column_problems(record: dict[str, Any]) -> dict[str, list[str]]:
+    """Values that loaded but lie outside their column's range."""
+    problems: dict[str, list[str]] = {}
+    for name, limit in _INT_FIELD_MAX.items():
+        value = record.get(name)
+        if isinstance(value, int) and value > limit:
+            problems[name] = [f"must be at most {limit}"]
+    when = record.get("last_order_at")
+    if when is not None:
+        try:
+            when.astimezone(UTC)
+        except OverflowError:
+            problems["last_order_at"] = ["out of range once converted to UTC"]
+    return problems
+
+
+def _check_line(schema: UserImportRowSchema, raw: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(record, problems): every field's problem at once, so one pass fixes the line."""
+    problems: dict[str, Any] = _raw_problems(raw)
+    try:
+        record = schema.load(raw)
+    except ValidationError as exc:
+        record = exc.valid_data if isinstance(exc.valid_data, dict) else {}
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages}
+        for name, message in messages.items():
+            problems.setdefault(str(name), message)
+    for name, message in _column_problems(record).items():
+        problems.setdefault(name, message)
+    return record, problems
+
+
+def import_users(stream: BinaryIO, *, fmt: str = "csv",
                  on_progress: Any = None) -> ImportReport:
     """Validate every line, upsert the good ones in batches, report the bad ones by line.
 
-    Batches are upserts keyed on external_id, so re-running an import (after fixing the bad
-    lines, or after a crash half-way) converges to the same rows.
+    The file is bytes (CSV or JSONL, gzipped or not), read line by line: a line with a bad
+    byte, a value its column cannot hold or a JSON error is refused on its own. Batches are
+    upserts keyed on external_id, so re-running an import (after fixing the bad lines, or
+    after a crash half-way) converges to the same rows.
     """
     schema = UserImportRowSchema()
     report = ImportReport()
@@ -211,15 +391,16 @@ def import_users(stream: TextIO, *, fmt: str = "csv",
         if on_progress:
             on_progress(report)
 
-    for number, raw in _parse_lines(stream, fmt):
+    parse = _parse_jsonl if fmt == "jsonl" else _parse_csv
+    for number, raw in parse(stream):
         if isinstance(raw, str):
             report.refuse(number, raw)
             continue
-        try:
-            batch.append(schema.load(raw))
-        except ValidationError as exc:
-            report.refuse(number, _describe(exc))
+        record, problems = _check_line(schema, raw)
+        if problems:
+            report.refuse(number, _describe(problems))
             continue
+        batch.append(record)
         if len(batch) >= IMPORT_BATCH_SIZE:
             flush_batch()
     flush_batch()
@@ -227,11 +408,9 @@ def import_users(stream: TextIO, *, fmt: str = "csv",
 
 
 def import_format(filename: str) -> str:
-    return "jsonl" if filename.lower().endswith((".jsonl", ".ndjson", ".json")) else "csv"
-
-
-def text_stream(data: bytes) -> TextIO:
-    return io.StringIO(data.decode("utf-8-sig"))
+    """csv or jsonl, from the file name; a .gz file is recognised by its content."""
+    name = filename.lower().removesuffix(".gz")
+    return "jsonl" if name.endswith((".jsonl", ".ndjson", ".json")) else "csv"
 
 
 # --- invitations and the roster ----------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from celery import shared_task
 
 from koc.core.jobs import Job, run_job
@@ -16,8 +18,10 @@ def import_users_task(job_id: int) -> None:
     storage = get_storage()
 
     def work(job: Job) -> None:
+        # At most KOC_MAX_IMPORT_FILE_BYTES (the web process held it whole too); decoded and
+        # parsed line by line, so a gzipped file's lines are never all in memory at once.
         data = storage.get_bytes(job.payload["storage_key"])
-        report = services.import_users(services.text_stream(data), fmt=job.payload["format"])
+        report = services.import_users(io.BytesIO(data), fmt=job.payload["format"])
         # The job runs to the end either way; `failed` and `errors` say which lines were refused.
         job.processed = report.processed
         job.failed = report.failed
