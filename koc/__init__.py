@@ -97,6 +97,10 @@ def _init_extensions(app: Flask) -> None:
 
     babel.init_app(app, locale_selector=select_locale)
     register_error_handlers(app)
+    from koc.core.auth import MEMBER_ACCESS_RULE
+    from koc.members.models import member_may_use_tokens
+
+    app.extensions[MEMBER_ACCESS_RULE] = member_may_use_tokens
     unit_of_work.install(app)
     dispatch.install()
     celery_init_app(app)

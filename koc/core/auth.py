@@ -19,13 +19,16 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask_smorest import abort
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from koc.core.db import BigIntPK, UTCDateTime, utcnow
 from koc.extensions import db
 
+# Whether a member may use their tokens is the members package's rule (a suspended member may
+# not); create_app puts its SQL condition here, so core never imports a domain.
+MEMBER_ACCESS_RULE = "koc.member_access_rule"
 TOKEN_PREFIX = "koc_"  # noqa: S105 - a marker that makes leaked tokens easy to scan for
 _password_hasher = PasswordHasher()
 
@@ -150,20 +153,18 @@ def _principal_from_header() -> Principal | None:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return None
-    from koc.members.models import Member, MemberStatus
-
+    member_may_use = current_app.extensions[MEMBER_ACCESS_RULE](ApiToken.member_id)
     row = db.session.execute(
-        sa.select(ApiToken, Staff.role, Staff.active, Member.status)
+        sa.select(ApiToken, Staff.role, Staff.active, member_may_use)
         .outerjoin(Staff, Staff.id == ApiToken.staff_id)
-        .outerjoin(Member, Member.id == ApiToken.member_id)
         .where(ApiToken.token_hash == hash_token(secret.strip()), ApiToken.revoked_at.is_(None))
     ).first()
     if row is None:
         return None
-    token, role, staff_active, member_status = row
+    token, role, staff_active, member_active = row
     if token.staff_id is not None:
         return Principal(staff_id=token.staff_id, role=StaffRole(role)) if staff_active else None
-    if member_status != MemberStatus.active:
+    if not member_active:
         return None
     return Principal(member_id=token.member_id)
 

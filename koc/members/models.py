@@ -78,6 +78,15 @@ class Member(db.Model):
     )
 
 
+
+def member_may_use_tokens(member_id: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+    """SQL: the member owning a token is active (a suspended member's tokens stop working).
+
+    koc.core.auth asks this through the app (create_app wires it), as core knows no Member.
+    """
+    return sa.exists().where(Member.id == member_id, Member.status == MemberStatus.active.value)
+
+
 class SocialAccount(db.Model):
     __tablename__ = "social_accounts"
 
