@@ -8,9 +8,15 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
+from gunicorn.app.base import BaseApplication
 
 from koc import create_app
+from koc.core.auth import create_staff, find_staff, issue_token
+from koc.core.celery import ensure_broker_dirs
+from koc.core.storage import get_storage
+from koc.demo import load_demo
 from koc.extensions import db
+from koc.members.services import import_format, import_users
 
 
 def _app_factory():
@@ -43,8 +49,6 @@ def staff() -> None:
 @with_appcontext
 def staff_create(email: str, role: str, password: str) -> None:
     """Create a staff account."""
-    from koc.core.auth import create_staff, find_staff
-
     if len(password) < 8:
         raise click.BadParameter("must be at least 8 characters", param_hint="--password")
     if find_staff(email) is not None:
@@ -64,8 +68,6 @@ def token() -> None:
 @with_appcontext
 def token_create(email: str) -> None:
     """Print a new staff API token (shown once, alone on the last line)."""
-    from koc.core.auth import find_staff, issue_token
-
     account = find_staff(email)
     if account is None:
         raise click.ClickException(f"no staff account {email}")
@@ -90,8 +92,6 @@ def users() -> None:
 @with_appcontext
 def users_import(path: str, fmt: str | None) -> None:
     """Bulk import users from CSV or JSONL, optionally gzipped (`-` for stdin)."""
-    from koc.members.services import import_format, import_users
-
     fmt = fmt or ("csv" if path == "-" else import_format(path))
     # Bytes: each line is decoded on its own, so one bad byte refuses one line; gzip is
     # recognised by its first bytes.
@@ -149,7 +149,6 @@ def assets() -> None:
 def assets_reconcile() -> None:
     """List stored objects no row points to, and rows whose object is gone (exit 1 if any)."""
     from koc.assets.services import reconcile
-    from koc.core.storage import get_storage
 
     result = reconcile(get_storage())
     for key in result.orphans:
@@ -173,17 +172,12 @@ def demo() -> None:
 @with_appcontext
 def demo_load() -> None:
     """Load the demo data set (safe to run again)."""
-    from koc.demo import load_demo
-
     summary = load_demo()
     click.echo(summary)
 
 
 def _prepare_local_state(app) -> None:
     """Folders the embedded set-up keeps in the instance folder; nothing for S3 or a broker."""
-    from koc.core.celery import ensure_broker_dirs
-    from koc.core.storage import get_storage
-
     settings = app.config["KOC_SETTINGS"]
     Path(settings.instance_path).mkdir(parents=True, exist_ok=True)
     ensure_broker_dirs(settings)
@@ -198,8 +192,6 @@ def _prepare_local_state(app) -> None:
 @click.option("--workers", default=2, show_default=True, type=int)
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the web app (API and admin panel) with gunicorn."""
-    from gunicorn.app.base import BaseApplication
-
     class _Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")

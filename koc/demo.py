@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from koc.assets.models import Asset, AssetStatus, Kit, KitStatus
 from koc.core.auth import create_staff, find_staff
 from koc.core.db import utcnow
 from koc.core.storage import get_storage
@@ -46,8 +47,6 @@ def load_demo(seed: int = 7) -> str:
         for n in range(1, 501)
     ]
     members.upsert_users_bulk(records)
-
-    from koc.assets.models import Asset, AssetStatus, Kit, KitStatus
 
     storage = get_storage()
     storage.ensure_bucket()

@@ -10,6 +10,9 @@ from flask import Flask, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
+from koc.core.storage import StorageUnavailable
+from koc.core.unit_of_work import keep_changes_despite_error
+
 log = logging.getLogger(__name__)
 
 
@@ -60,8 +63,6 @@ class KocApi(Api):
 
 
 def register_error_handlers(app: Flask) -> None:
-    from koc.core.storage import StorageUnavailable
-    from koc.core.unit_of_work import keep_changes_despite_error
 
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError):

@@ -34,6 +34,9 @@ from flask import Flask, Response, current_app, has_request_context, jsonify, re
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from koc.core.errors import error_body
+from koc.extensions import db
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -107,8 +110,6 @@ def _pause(attempt: int) -> None:
 
 def run_retrying(unit: Callable[[], T], *, what: str) -> T:
     """Run `unit`, and run it again (rolled back, writing) while the database is busy."""
-    from koc.extensions import db
-
     for attempt in range(1, ATTEMPTS + 1):
         try:
             if attempt == 1:
@@ -138,9 +139,6 @@ class BusyRetryingFlask(Flask):
         except Exception as exc:
             if not is_busy(exc):
                 raise
-            from koc.core.errors import error_body
-            from koc.extensions import db
-
             db.session.rollback()
             log.warning("database still busy after %d attempts: %s", ATTEMPTS, self._what())
             body = error_body(503, "The database is busy; try again shortly.")

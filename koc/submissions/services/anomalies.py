@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.exc import IntegrityError
 
 from koc.core.db import utcnow
@@ -100,8 +101,6 @@ def near_duplicates(media: MediaUpload, max_distance: int) -> list[tuple[int, in
     where = [MediaUpload.phash.is_not(None), MediaUpload.member_id != media.member_id,
              MediaUpload.submission_id.is_not(None), MediaUpload.id != media.id]
     if db.session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import BIT
-
         distance = sa.func.bit_count(sa.cast(MediaUpload.phash.op("#")(media.phash), BIT(64)))
         rows = db.session.execute(
             sa.select(MediaUpload.id, MediaUpload.submission_id, distance)

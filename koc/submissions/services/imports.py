@@ -18,6 +18,7 @@ from koc.submissions.models import (
     MetricSnapshot,
     Submission,
 )
+from koc.submissions.schemas import MetricsImportRowSchema
 from koc.submissions.services.post_urls import NotAUrl, canonical_post_url
 from koc.submissions.services.posts import add_metrics, get_submission
 
@@ -53,8 +54,6 @@ def import_metrics(text: str, *, job_id: int,
     Each line's snapshot carries "job<id>:line<n>", so running the job again after it died
     half-way adds only the lines it had not reached.
     """
-    from koc.submissions.schemas import MetricsImportRowSchema
-
     schema = MetricsImportRowSchema()
     report = ImportReport()
     reader = csv.DictReader(io.StringIO(text))

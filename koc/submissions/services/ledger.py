@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from koc.core.db import utcnow
 from koc.extensions import db
@@ -119,10 +120,8 @@ def expire_points(*, days: int, now: datetime | None = None) -> int:
         sa.literal(now, PointsEntry.created_at.type),
     ).where(totals.c.due > 0)
     columns = ["member_id", "source", "reference", "points", "description", "created_at"]
-    if db.session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = (postgresql.insert if db.session.get_bind().dialect.name == "postgresql"
+              else sqlite.insert)
     statement = (insert(PointsEntry.__table__).from_select(columns, rows)
                  .on_conflict_do_nothing().returning(PointsEntry.__table__.c.id))
     return len(db.session.execute(statement).all())

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from koc.assets.models import Kit
 from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import SocialAccount
@@ -72,7 +73,6 @@ def _followers(member_id: int, platform: str) -> int | None:
 def _kit_window(kit_id: int | None) -> tuple[datetime | None, datetime | None] | None:
     if kit_id is None:
         return None
-    from koc.assets.models import Kit
 
     row = db.session.execute(
         sa.select(Kit.available_from, Kit.available_until).where(Kit.id == kit_id)
