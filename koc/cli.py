@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import IO
 
 import click
 from flask import current_app
@@ -95,8 +96,7 @@ def users_import(path: str, fmt: str | None) -> None:
     fmt = fmt or ("csv" if path == "-" else import_format(path))
     # Bytes: each line is decoded on its own, so one bad byte refuses one line; gzip is
     # recognised by its first bytes.
-    stream = (click.get_binary_stream("stdin") if path == "-"
-              else Path(path).open("rb"))  # noqa: SIM115
+    stream: IO[bytes] = sys.stdin.buffer if path == "-" else Path(path).open("rb")  # noqa: SIM115
     with stream, click.progressbar(length=0, label="importing", show_pos=True,
                                    file=sys.stderr) as bar:
         def progress(report) -> None:

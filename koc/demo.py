@@ -64,6 +64,8 @@ def load_demo(seed: int = 7) -> str:
                          completed_at=utcnow()))
 
     reviewer = find_staff("reviewer@demo.koc")
+    if reviewer is None:
+        raise RuntimeError("the demo reviewer is created above; it must exist here")
     for n in range(1, 21):
         invitation = members.create_invitation(f"crm-{n:05d}", expires_in_days=14,
                                                 staff_id=None)

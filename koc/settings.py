@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
@@ -72,11 +72,11 @@ class Settings:
 
 class _Boolean(mf.Boolean):
     # Strict: only these spellings; "yes please" or "" is an error, not False.
-    truthy = frozenset({"1", "true", "yes", "on"})
-    falsy = frozenset({"0", "false", "no", "off"})
+    truthy: set[object] = {"1", "true", "yes", "on"}  # noqa: RUF012 - marshmallow's own attribute
+    falsy: set[object] = {"0", "false", "no", "off"}  # noqa: RUF012
 
 
-def _url_with_scheme(*schemes: str) -> validate.Validator:
+def _url_with_scheme(*schemes: str) -> Callable[[str], None]:
     def check(value: str) -> None:
         scheme = urlparse(value).scheme.split("+")[0]
         if scheme not in schemes:
@@ -174,7 +174,8 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
     try:
         data = schema.load(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.messages.items())
+        messages = exc.normalized_messages()
+        problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in messages.items())
         raise SettingsError(f"invalid settings: {problems}") from exc
 
     instance = Path(instance_path)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from celery import Celery, Task, shared_task
 from celery.schedules import crontab
@@ -55,7 +55,7 @@ def ensure_broker_dirs(settings: Settings) -> None:
         (Path(settings.broker_dir) / name).mkdir(parents=True, exist_ok=True)
 
 
-Schedule = timedelta | crontab
+Schedule: TypeAlias = timedelta | crontab
 
 
 @dataclass(frozen=True)

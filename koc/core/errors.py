@@ -7,8 +7,6 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, jsonify, request
-from flask_smorest import Api
-from werkzeug.exceptions import HTTPException
 
 from koc.core.storage import StorageUnavailable
 from koc.core.unit_of_work import keep_changes_despite_error
@@ -50,16 +48,6 @@ def error_body(status: int, message: str, errors: dict[str, Any] | None = None) 
     if errors:
         body["errors"] = errors
     return body
-
-
-class KocApi(Api):
-    def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
-        data = getattr(error, "data", {}) or {}
-        message = data.get("message") or error.description or HTTPStatus(error.code).phrase
-        errors = data.get("errors")
-        body = error_body(error.code, message, errors)
-        headers = data.get("headers") or {}
-        return jsonify(body), error.code, headers
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -25,13 +25,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
-from koc.extensions import db
+from koc.extensions import Model, db
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 
 
-class IdempotencyRecord(db.Model):
+class IdempotencyRecord(Model):
     __tablename__ = "idempotency_keys"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -106,9 +106,9 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
         except IntegrityError:
             # A concurrent request with this key committed first: answer as it did.
             db.session.rollback()
-            winner = db.session.scalar(
+            winner = db.session.scalars(
                 sa.select(IdempotencyRecord).filter_by(member_id=member_id, key=key)
-            )
+            ).one()
             return _replay(winner, fingerprint)
 
         response = view(*args, **kwargs)

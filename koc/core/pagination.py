@@ -63,4 +63,4 @@ class SelectPage(Page):
         count_stmt = sa.select(sa.func.count()).select_from(
             self.collection.order_by(None).subquery()
         )
-        return db.session.scalar(count_stmt)
+        return db.session.scalar(count_stmt) or 0

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from flask import current_app, url_for
 from flask_smorest import abort
 
-from koc.core.auth import current_principal, member_required, staff_required
+from koc.core.auth import current_principal, current_staff_id, member_required, staff_required
 from koc.core.jobs import start_job
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
@@ -144,7 +144,7 @@ def patch_member(data: dict, member_id: int):
     from koc.tiers.services import set_tier_manually
 
     member = services.get_member(member_id)
-    staff_id = current_principal().staff_id
+    staff_id = current_staff_id()
     if "status" in data:
         services.set_member_status(member, data["status"])
     if "tier" in data or "tier_locked" in data:

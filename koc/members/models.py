@@ -7,12 +7,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
-from koc.extensions import db
+from koc.extensions import Model
 
 PLATFORMS = ("xiaohongshu", "douyin", "wechat_channels", "weibo", "other")
 
 
-class User(db.Model):
+class User(Model):
     """One customer of the brand's wider base (tens of millions of rows), imported from the CRM."""
 
     __tablename__ = "users"
@@ -49,7 +49,7 @@ class MemberStatus(enum.StrEnum):
     suspended = "suspended"
 
 
-class Member(db.Model):
+class Member(Model):
     """A KOC: a user who accepted an invitation."""
 
     __tablename__ = "members"
@@ -87,7 +87,7 @@ def member_may_use_tokens(member_id: sa.ColumnElement[int]) -> sa.ColumnElement[
     return sa.exists().where(Member.id == member_id, Member.status == MemberStatus.active.value)
 
 
-class SocialAccount(db.Model):
+class SocialAccount(Model):
     __tablename__ = "social_accounts"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -107,7 +107,7 @@ class SocialAccount(db.Model):
     )
 
 
-class Invitation(db.Model):
+class Invitation(Model):
     __tablename__ = "invitations"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)

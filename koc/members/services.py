@@ -13,8 +13,8 @@ import secrets
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from datetime import datetime, timedelta
+from typing import IO, Any, cast
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
@@ -172,16 +172,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # Characters no column should hold: C0 and C1 controls (PostgreSQL refuses NUL outright) and lone
 # surrogates, which JSON escapes can produce and which neither database driver can encode.
 _UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_INT_LIMITS = {sa.SmallInteger: 2**15 - 1, sa.BigInteger: 2**63 - 1, sa.Integer: 2**31 - 1}
-
-
-def _column_max(name: str) -> int:
-    column_type = type(User.__table__.c[name].type)
-    return next(limit for kind, limit in _INT_LIMITS.items() if issubclass(column_type, kind))
-
-
-_INT_FIELD_MAX = {name: _column_max(name) for name in (
-    "orders_count", "spend_cents", "shares_count", "community_posts_count")}
+# JSON may give these as 3.5; the schema would truncate that to 3 rather than refuse it.
+_COUNT_FIELDS = frozenset({"orders_count", "spend_cents", "shares_count", "community_posts_count"})
 
 
 def _printable(text: str, limit: int = 40) -> str:
@@ -190,10 +182,11 @@ def _printable(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _binary_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, str | None]]:
+def _binary_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes, str | None]]:
     """(number, bytes, why the line cannot be used, or None) per physical line."""
-    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
-    source: BinaryIO = buffered
+    buffered = (stream if isinstance(stream, io.BufferedReader)
+                else io.BufferedReader(cast(io.RawIOBase, stream)))
+    source: io.BufferedIOBase = buffered
     if buffered.peek(len(_GZIP_MAGIC))[:len(_GZIP_MAGIC)] == _GZIP_MAGIC:
         source = gzip.GzipFile(fileobj=buffered, mode="rb")
     number = 0
@@ -212,7 +205,7 @@ def _binary_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, str | None]]:
         yield number + 1, b"\n", f"the compressed data is damaged from here on ({exc})"
 
 
-def _text_lines(stream: BinaryIO) -> Iterator[tuple[int, str, str | None]]:
+def _text_lines(stream: IO[bytes]) -> Iterator[tuple[int, str, str | None]]:
     """Decode each line on its own, so one bad byte costs one line, not the file.
 
     A line that cannot be used is still yielded (with U+FFFD for bad bytes) with the reason,
@@ -230,7 +223,7 @@ def _text_lines(stream: BinaryIO) -> Iterator[tuple[int, str, str | None]]:
 ParsedLine = tuple[int, dict[str, Any] | str]
 
 
-def _parse_jsonl(stream: BinaryIO) -> Iterator[ParsedLine]:
+def _parse_jsonl(stream: IO[bytes]) -> Iterator[ParsedLine]:
     for number, line, problem in _text_lines(stream):
         if problem is not None:
             yield number, problem
@@ -251,7 +244,7 @@ def _parse_jsonl(stream: BinaryIO) -> Iterator[ParsedLine]:
         yield number, record if isinstance(record, dict) else "a line must be a JSON object"
 
 
-def _parse_csv(stream: BinaryIO) -> Iterator[ParsedLine]:
+def _parse_csv(stream: IO[bytes]) -> Iterator[ParsedLine]:
     problems: dict[int, str] = {}
 
     def lines() -> Iterator[str]:
@@ -295,7 +288,8 @@ def _parse_csv(stream: BinaryIO) -> Iterator[ParsedLine]:
         if None in row:
             yield last_line, "more cells than header columns"
             continue
-        record: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
+        record: dict[str, Any] = {k: v for k, v in row.items()
+                                  if k is not None and v not in ("", None)}
         if "tags" in record:
             record["tags"] = [t.strip() for t in record["tags"].split("|") if t.strip()]
         yield last_line, record
@@ -334,30 +328,17 @@ def _raw_problems(raw: dict[str, Any]) -> dict[str, list[str]]:
                         else "a control character")
                 problems[str(name)] = [f"holds {kind} (U+{ord(found.group()):04X})"]
                 break
-        if name in _INT_FIELD_MAX and isinstance(value, float) and not value.is_integer():
+        if name in _COUNT_FIELDS and isinstance(value, float) and not value.is_integer():
             problems[name] = ["must be a whole number"]
-    return problems
-
-
-def _column_problems(record: dict[str, Any]) -> dict[str, list[str]]:
-    """Values that loaded but lie outside their column's range."""
-    problems: dict[str, list[str]] = {}
-    for name, limit in _INT_FIELD_MAX.items():
-        value = record.get(name)
-        if isinstance(value, int) and value > limit:
-            problems[name] = [f"must be at most {limit}"]
-    when = record.get("last_order_at")
-    if when is not None:
-        try:
-            when.astimezone(UTC)
-        except OverflowError:
-            problems["last_order_at"] = ["out of range once converted to UTC"]
     return problems
 
 
 def _check_line(schema: UserImportRowSchema, raw: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(record, problems): every field's problem at once, so one pass fixes the line."""
+    """(record, problems): every field's problem at once, so one pass fixes the line.
+
+    The schema's fields bound numbers and dates to what their columns hold (koc.core.fields).
+    """
     problems: dict[str, Any] = _raw_problems(raw)
     try:
         record = schema.load(raw)
@@ -366,12 +347,10 @@ def _check_line(schema: UserImportRowSchema, raw: dict[str, Any]
         messages = exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages}
         for name, message in messages.items():
             problems.setdefault(str(name), message)
-    for name, message in _column_problems(record).items():
-        problems.setdefault(name, message)
     return record, problems
 
 
-def import_users(stream: BinaryIO, *, fmt: str = "csv",
+def import_users(stream: IO[bytes], *, fmt: str = "csv",
                  on_progress: Any = None) -> ImportReport:
     """Validate every line, upsert the good ones in batches, report the bad ones by line.
 

@@ -28,4 +28,4 @@ def import_users_task(job_id: int) -> None:
         job.errors = report.errors
 
     if run_job(job_id, work):
-        storage.delete(db.session.get(Job, job_id).payload["storage_key"])
+        storage.delete(db.session.get_one(Job, job_id).payload["storage_key"])

@@ -9,7 +9,13 @@ from flask import current_app
 from flask_smorest import abort
 
 from koc.assets.services import get_kit_for_member
-from koc.core.auth import current_principal, member_required, staff_or_member, staff_required
+from koc.core.auth import (
+    current_member_id,
+    current_principal,
+    member_required,
+    staff_or_member,
+    staff_required,
+)
 from koc.core.errors import DomainError
 from koc.core.idempotency import idempotent
 from koc.core.jobs import start_job
@@ -51,7 +57,7 @@ MAX_IMPORT_BYTES = 64 * 1024 * 1024
 def create_upload(data: dict):
     settings = current_app.config["KOC_SETTINGS"]
     upload, request = uploads.create_media_upload(
-        current_principal().member_id, **data, storage=get_storage(),
+        current_member_id(), **data, storage=get_storage(),
         max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
     )
     return {"upload_id": upload.id,
@@ -66,7 +72,7 @@ def create_upload(data: dict):
 @blp.arguments(SubmissionInSchema)
 @blp.response(201, SubmissionOutSchema)
 def create_submission(data: dict):
-    member = get_member(current_principal().member_id)
+    member = get_member(current_member_id())
     ranks = tier_ranks()
 
     def kit_visible(kit_id: int) -> bool:

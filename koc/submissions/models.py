@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
-from koc.extensions import db
+from koc.extensions import Model
 
 METRICS = ("views", "likes", "comments", "saves", "shares")
 REJECT_REASONS = ("invalid_proof", "duplicate", "outside_window", "off_brief", "other")
@@ -28,7 +28,7 @@ class SubmissionStatus(enum.StrEnum):
     rejected = "rejected"
 
 
-class MediaUpload(db.Model):
+class MediaUpload(Model):
     """A file a member uploaded (presigned) to attach to a submission."""
 
     __tablename__ = "media_uploads"
@@ -54,7 +54,7 @@ class MediaUpload(db.Model):
         return self.content_type.startswith("image/")
 
 
-class Submission(db.Model):
+class Submission(Model):
     __tablename__ = "submissions"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -117,7 +117,7 @@ class Submission(db.Model):
         return {name: getattr(latest, name) for name in METRICS}
 
 
-class MetricSnapshot(db.Model):
+class MetricSnapshot(Model):
     """Engagement of a submission at one moment; history is kept, never overwritten."""
 
     __tablename__ = "metric_snapshots"
@@ -152,7 +152,7 @@ class MetricSnapshot(db.Model):
         return {name: getattr(self, name) for name in METRICS}
 
 
-class PointsEntry(db.Model):
+class PointsEntry(Model):
     """Append-only points ledger; (member, source, reference) is unique so nothing books twice."""
 
     __tablename__ = "points_ledger"
@@ -176,7 +176,7 @@ class PointsEntry(db.Model):
     )
 
 
-class ScoringRuleSet(db.Model):
+class ScoringRuleSet(Model):
     """One saved version of the scoring rules; the highest version is in force."""
 
     __tablename__ = "scoring_rule_sets"
@@ -190,7 +190,7 @@ class ScoringRuleSet(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class ReviewEvent(db.Model):
+class ReviewEvent(Model):
     """Every decision and every re-opening of one, in order: the review log."""
 
     __tablename__ = "review_events"
@@ -212,7 +212,7 @@ class ReviewEvent(db.Model):
     __table_args__ = (sa.CheckConstraint(_in("action", REVIEW_ACTIONS), name="action_known"),)
 
 
-class SubmissionFlag(db.Model):
+class SubmissionFlag(Model):
     """Something a reviewer should look at; flags inform, they never decide."""
 
     __tablename__ = "submission_flags"

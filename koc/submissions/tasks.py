@@ -55,7 +55,7 @@ def import_metrics_task(job_id: int) -> None:
         job.errors = report.errors
 
     if run_job(job_id, work):
-        storage.delete(db.session.get(Job, job_id).payload["storage_key"])
+        storage.delete(db.session.get_one(Job, job_id).payload["storage_key"])
 
 
 # Expiry is off unless the scoring rules set points_expire_after_days; the task then books one

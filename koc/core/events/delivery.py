@@ -69,7 +69,7 @@ def _claim(webhook_id: int, *, limit: int) -> list[WebhookDelivery]:
              .order_by(WebhookDelivery.event_id).limit(limit))
     if db.engine.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    claimed = db.session.scalars(query).all()
+    claimed = list(db.session.scalars(query))
     for delivery in claimed:
         delivery.next_attempt_at = now + CLAIM_LEASE
     db.session.commit()

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
-from koc.extensions import db
+from koc.extensions import Model
 
 EVENT_TYPES = ("kit.published", "member.tier_changed", "group.invite", "group.remove")
 FORMATS = ("json", "wecom")
@@ -22,7 +22,7 @@ class DeliveryStatus(enum.StrEnum):
     failed = "failed"  # gave up after MAX_ATTEMPTS; kept for inspection and replay
 
 
-class Webhook(db.Model):
+class Webhook(Model):
     __tablename__ = "webhooks"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -42,7 +42,7 @@ class Webhook(db.Model):
     )
 
 
-class OutboxEvent(db.Model):
+class OutboxEvent(Model):
     __tablename__ = "outbox_events"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -51,7 +51,7 @@ class OutboxEvent(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class WebhookDelivery(db.Model):
+class WebhookDelivery(Model):
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)

@@ -37,7 +37,7 @@ def emit_select(event_type: str, payloads: sa.Select) -> int:
     webhooks = db.session.scalars(sa.select(Webhook).where(Webhook.active.is_(True))).all()
     subscribed = [w for w in webhooks if event_type in (w.events or ())]
     if not subscribed:
-        return db.session.execute(insert).rowcount
+        return db.session.execute(insert).rowcount  # type: ignore[attr-defined]  # a CursorResult
     event_ids = db.session.scalars(insert.returning(OutboxEvent.id)).all()
     for start in range(0, len(event_ids), 2000):
         db.session.execute(sa.insert(WebhookDelivery).values([

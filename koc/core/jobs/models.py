@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
-from koc.extensions import db
+from koc.extensions import Model
 
 
 class JobStatus(enum.StrEnum):
@@ -20,7 +20,7 @@ class JobStatus(enum.StrEnum):
     failed = "failed"
 
 
-class Job(db.Model):
+class Job(Model):
     __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)

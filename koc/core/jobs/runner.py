@@ -49,7 +49,7 @@ def run_job(job_id: int, work: Callable[[Job], None]) -> bool:
     except Exception:
         db.session.rollback()
         log.exception("job %s (%s) failed", job_id, job.kind)
-        job = db.session.get(Job, job_id)
+        job = db.session.get_one(Job, job_id)
         job.status = JobStatus.failed.value
         job.finished_at = utcnow()
         internal = {"line": None, "message": "the job stopped on an internal error"}

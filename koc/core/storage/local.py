@@ -101,7 +101,8 @@ class LocalStorage:
 
     def _url(self, key: str, params: dict[str, str | int]) -> str:
         if has_request_context():
-            return url_for("storage.object", key=key, _external=True, **params)
+            return url_for("storage.object", key=key, _external=True,
+                           **{name: str(value) for name, value in params.items()})
         if not self.public_url:
             raise StorageError(
                 "cannot build an absolute storage URL outside a request: set KOC_PUBLIC_URL"

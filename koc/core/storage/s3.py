@@ -6,6 +6,7 @@ It hands out presigned URLs, so bytes go straight between the client and the sto
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -333,8 +334,8 @@ class S3Storage:
         while True:
             response = self._call(
                 "list_parts",
-                lambda m=marker: self.client.list_parts(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=m),
+                functools.partial(self.client.list_parts, Bucket=self.bucket, Key=key,
+                                  UploadId=upload_id, PartNumberMarker=marker),
             )
             parts.extend((p["PartNumber"], p["ETag"]) for p in response.get("Parts", ()))
             if not response.get("IsTruncated"):

@@ -109,13 +109,16 @@ def near_duplicates(media: MediaUpload, max_distance: int) -> list[tuple[int, in
         return [(row[0], row[1], int(row[2])) for row in rows]
     # SQLite has no popcount; the embedded set-up holds few images.
     mask = (1 << 64) - 1
-    found = []
+    found: list[tuple[int, int, int]] = []
+    mine = media.phash or 0  # where[] already keeps to images that have a hash
     for media_id, submission_id, phash in db.session.execute(
         sa.select(MediaUpload.id, MediaUpload.submission_id, MediaUpload.phash).where(*where)
     ):
-        distance = ((phash ^ media.phash) & mask).bit_count()
-        if distance <= max_distance:
-            found.append((media_id, submission_id, distance))
+        if phash is None or submission_id is None:
+            continue
+        bits = ((phash ^ mine) & mask).bit_count()
+        if bits <= max_distance:
+            found.append((media_id, submission_id, bits))
     return sorted(found, key=lambda row: (row[2], row[0]))[:20]
 
 

@@ -47,7 +47,7 @@ def funnel(kit: Kit, tier_ranks: Mapping[str, int]) -> Funnel:
         sa.select(*(sa.func.coalesce(sa.func.sum(getattr(MetricSnapshot, name)), 0)
                     for name in METRICS))
         .where(MetricSnapshot.id.in_(sa.select(latest.c.id)))).one()
-    return Funnel(eligible=eligible, downloaded=downloaded, submitted=submitted,
+    return Funnel(eligible=eligible or 0, downloaded=downloaded or 0, submitted=submitted,
                   approved=approved,
                   engagement={name: int(value) for name, value in zip(METRICS, sums,
                                                                        strict=True)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,7 +41,7 @@ def booked_for(submission: Submission) -> Decimal:
                            PointsEntry.reference == str(submission.id))),
         )
     )
-    return Decimal(booked)
+    return Decimal(booked or 0)
 
 
 def sync_points(submission: Submission, *, event: str, description: str) -> Decimal:
@@ -122,6 +123,7 @@ def expire_points(*, days: int, now: datetime | None = None) -> int:
     columns = ["member_id", "source", "reference", "points", "description", "created_at"]
     insert = (postgresql.insert if db.session.get_bind().dialect.name == "postgresql"
               else sqlite.insert)
-    statement = (insert(PointsEntry.__table__).from_select(columns, rows)
-                 .on_conflict_do_nothing().returning(PointsEntry.__table__.c.id))
+    table = cast(sa.Table, PointsEntry.__table__)
+    statement = (insert(table).from_select(columns, rows)
+                 .on_conflict_do_nothing().returning(table.c.id))
     return len(db.session.execute(statement).all())
