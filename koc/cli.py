@@ -146,10 +146,10 @@ def assets() -> None:
 @with_appcontext
 def assets_reconcile() -> None:
     """List stored objects no row points to, and rows whose object is gone (exit 1 if any)."""
-    from koc.assets.services import reconcile
+    from koc.assets.services import reconciliation
     from koc.core.storage import get_storage
 
-    result = reconcile(get_storage())
+    result = reconciliation.reconcile(get_storage())
     for key in result.orphans:
         click.echo(f"object without a row: {key}")
     for table, row_id, key in result.missing:
