@@ -12,6 +12,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from gunicorn.app.base import BaseApplication
 
 from koc import create_app
+from koc.assets.services import reconciliation
 from koc.core.auth import create_staff, find_staff, issue_token
 from koc.core.celery import ensure_broker_dirs
 from koc.core.storage import get_storage
@@ -148,9 +149,7 @@ def assets() -> None:
 @with_appcontext
 def assets_reconcile() -> None:
     """List stored objects no row points to, and rows whose object is gone (exit 1 if any)."""
-    from koc.assets.services import reconcile
-
-    result = reconcile(get_storage())
+    result = reconciliation.reconcile(get_storage())
     for key in result.orphans:
         click.echo(f"object without a row: {key}")
     for table, row_id, key in result.missing:

@@ -32,9 +32,10 @@ from koc.admin.views import (
     admin_blueprint,
     login_required,
 )
-from koc.assets import services
 from koc.assets.models import Asset, Kit, KitStatus
 from koc.assets.schemas import SEGMENT_KEYS, AssetInSchema, CompleteInSchema
+from koc.assets.services import kits as kit_services
+from koc.assets.services import uploads
 from koc.core.auth import StaffRole
 from koc.core.errors import DomainError, error_body
 from koc.core.storage import StorageUnavailable, get_storage
@@ -181,7 +182,7 @@ def _is_admin() -> bool:
 @login_required("viewer")
 def kits():
     page = max(request.args.get("page", 1, type=int), 1)
-    rows = db.session.scalars(services.kits_query_for_staff()
+    rows = db.session.scalars(kit_services.kits_query_for_staff()
                               .offset((page - 1) * KITS_PER_PAGE).limit(KITS_PER_PAGE + 1)).all()
     has_next = len(rows) > KITS_PER_PAGE
     rows = rows[:KITS_PER_PAGE]
@@ -200,7 +201,7 @@ def new_kit():
     form = _kit_form(None)
     if form.validate_on_submit():
         try:
-            kit = services.create_kit(_form_values(form), staff_id=_signed_in_staff().id,
+            kit = kit_services.create_kit(_form_values(form), staff_id=_signed_in_staff().id,
                                       tier_ranks=tier_ranks())
         except DomainError as exc:
             db.session.rollback()
@@ -218,7 +219,7 @@ def edit_kit(kit_id: int):
     form = _kit_form(kit)
     if form.validate_on_submit():
         try:
-            services.update_kit(kit, _form_values(form), tier_ranks=tier_ranks())
+            kit_services.update_kit(kit, _form_values(form), tier_ranks=tier_ranks())
         except DomainError as exc:
             db.session.rollback()
             _flash_domain_error(exc)
@@ -278,13 +279,13 @@ def _kit_action(kit_id: int, action: Callable[[Kit], Kit], done: str):
 @admin_blueprint.post("/kits/<int:kit_id>/publish")
 @login_required("admin")
 def publish_kit(kit_id: int):
-    return _kit_action(kit_id, services.publish_kit, _("The kit is published."))
+    return _kit_action(kit_id, kit_services.publish_kit, _("The kit is published."))
 
 
 @admin_blueprint.post("/kits/<int:kit_id>/archive")
 @login_required("admin")
 def archive_kit(kit_id: int):
-    return _kit_action(kit_id, services.archive_kit, _("The kit is archived."))
+    return _kit_action(kit_id, kit_services.archive_kit, _("The kit is archived."))
 
 
 # --- JSON endpoints for the upload script ------------------------------------------------------
@@ -337,8 +338,8 @@ def _load(schema: Any) -> dict[str, Any]:
 def kit_asset_create(kit_id: int):
     data = _load(AssetInSchema())
     settings = _settings()
-    asset, upload = services.add_asset(
-        services.get_kit(kit_id), **data, storage=get_storage(),
+    asset, upload = uploads.add_asset(
+        kit_services.get_kit(kit_id), **data, storage=get_storage(),
         max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
         multipart_threshold=settings.multipart_threshold, part_size=settings.multipart_part_size,
     )
@@ -354,8 +355,8 @@ def kit_asset_create(kit_id: int):
 def kit_asset_complete(kit_id: int, asset_id: int):
     data = _load(CompleteInSchema())
     parts = [(p["part_number"], p["etag"]) for p in data.get("parts") or ()]
-    asset = services.get_asset(services.get_kit(kit_id), asset_id)
-    asset = services.complete_asset(asset, storage=get_storage(), parts=parts or None)
+    asset = kit_services.get_asset(kit_services.get_kit(kit_id), asset_id)
+    asset = uploads.complete_asset(asset, storage=get_storage(), parts=parts or None)
     return jsonify({"id": asset.id, "filename": asset.filename, "status": asset.status})
 
 

@@ -1,4 +1,4 @@
-"""Kits HTTP API: thin handlers over assets.services."""
+"""Kits HTTP API: thin handlers over koc.assets.services."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_smorest import Page
 
-from koc.assets import services
-from koc.assets.models import AssetStatus, Kit
+from koc.assets.models import Asset, AssetStatus, Download, Kit
 from koc.assets.schemas import (
     AssetCreatedSchema,
     AssetInSchema,
@@ -26,7 +25,14 @@ from koc.assets.schemas import (
     LeakSchema,
     UploadSchema,
 )
-from koc.core.auth import current_principal, member_required, staff_or_member, staff_required
+from koc.assets.services import bundles, downloads, kits, uploads, watermarks
+from koc.core.auth import (
+    Principal,
+    current_principal,
+    member_required,
+    staff_or_member,
+    staff_required,
+)
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.jobs import start_job
@@ -46,7 +52,14 @@ def _settings():
     return current_app.config["KOC_SETTINGS"]
 
 
-def _asset_view(asset, *, with_preview: bool) -> dict[str, Any]:
+def _member_of(principal: Principal) -> Member:
+    # The guards admit staff or a member; past a staff check the principal is a member.
+    if principal.member_id is None:
+        raise DomainError(403, "This token may not do that.")
+    return get_member(principal.member_id)
+
+
+def _asset_view(asset: Asset, *, with_preview: bool) -> dict[str, Any]:
     preview_url = None
     if with_preview and asset.preview_key:
         preview_url = get_storage().presign_get(asset.preview_key,
@@ -62,7 +75,7 @@ def _staff_view(kit: Kit) -> dict[str, Any]:
               "available_until", "status", "created_at", "published_at", "archived_at",
               "product_name", "launch_at", "embargo_tier", "watermark")
     view = {name: getattr(kit, name) for name in fields}
-    view["bundle_ready"] = services.bundle_is_current(kit)
+    view["bundle_ready"] = bundles.bundle_is_current(kit)
     view["assets"] = [_asset_view(a, with_preview=True) for a in kit.assets]
     return view
 
@@ -75,7 +88,7 @@ def _member_view(kit: Kit) -> dict[str, Any]:
         "id": kit.id, "title": kit.title, "notes": kit.notes, "product_name": kit.product_name,
         "launch_at": kit.launch_at, "available_from": kit.available_from,
         "available_until": kit.available_until, "published_at": kit.published_at,
-        "bundle_ready": services.bundle_is_current(kit) and previews,
+        "bundle_ready": bundles.bundle_is_current(kit) and previews,
         "assets": [_asset_view(a, with_preview=previews) for a in kit.assets
                    if a.status == AssetStatus.ready],
     }
@@ -88,8 +101,8 @@ def _member_view(kit: Kit) -> dict[str, Any]:
 @blp.response(201, KitSchema)
 @staff_required("admin")
 def create_kit(data: dict):
-    kit = services.create_kit(data, staff_id=current_principal().staff_id,
-                              tier_ranks=tier_ranks())
+    kit = kits.create_kit(data, staff_id=current_principal().staff_id,
+                          tier_ranks=tier_ranks())
     return _staff_view(kit)
 
 
@@ -103,11 +116,11 @@ def create_kit(data: dict):
 def list_kits(query: dict, pagination_parameters):
     principal = current_principal()
     if principal.is_staff:
-        page = SelectPage(services.kits_query_for_staff(query.get("status")),
+        page = SelectPage(kits.kits_query_for_staff(query.get("status")),
                           pagination_parameters)
         return [_staff_view(kit) for kit in page.items]
-    kits = services.kits_visible_to(get_member(principal.member_id), tier_ranks())
-    return [_member_view(kit) for kit in Page(kits, pagination_parameters).items]
+    visible = kits.kits_visible_to(_member_of(principal), tier_ranks())
+    return [_member_view(kit) for kit in Page(visible, pagination_parameters).items]
 
 
 @blp.get("/kits/<id:kit_id>")
@@ -116,8 +129,8 @@ def list_kits(query: dict, pagination_parameters):
 def get_kit(kit_id: int):
     principal = current_principal()
     if principal.is_staff:
-        return _staff_view(services.get_kit(kit_id))
-    kit = services.get_kit_for_member(kit_id, get_member(principal.member_id), tier_ranks())
+        return _staff_view(kits.get_kit(kit_id))
+    kit = kits.get_kit_for_member(kit_id, _member_of(principal), tier_ranks())
     return _member_view(kit)
 
 
@@ -126,7 +139,7 @@ def get_kit(kit_id: int):
 @blp.response(200, KitSchema)
 @staff_required("admin")
 def update_kit(data: dict, kit_id: int):
-    kit = services.update_kit(services.get_kit(kit_id), data, tier_ranks=tier_ranks())
+    kit = kits.update_kit(kits.get_kit(kit_id), data, tier_ranks=tier_ranks())
     return _staff_view(kit)
 
 
@@ -134,7 +147,7 @@ def update_kit(data: dict, kit_id: int):
 @blp.response(200, KitSchema)
 @staff_required("admin")
 def publish_kit(kit_id: int):
-    kit = services.publish_kit(services.get_kit(kit_id))
+    kit = kits.publish_kit(kits.get_kit(kit_id))
     return _staff_view(kit)
 
 
@@ -142,7 +155,7 @@ def publish_kit(kit_id: int):
 @blp.response(200, KitSchema, description="Members no longer see the kit.")
 @staff_required("admin")
 def archive_kit(kit_id: int):
-    kit = services.archive_kit(services.get_kit(kit_id))
+    kit = kits.archive_kit(kits.get_kit(kit_id))
     return _staff_view(kit)
 
 
@@ -154,8 +167,8 @@ def archive_kit(kit_id: int):
 @staff_required("admin")
 def add_asset(data: dict, kit_id: int):
     settings = _settings()
-    asset, upload = services.add_asset(
-        services.get_kit(kit_id), **data, storage=get_storage(),
+    asset, upload = uploads.add_asset(
+        kits.get_kit(kit_id), **data, storage=get_storage(),
         max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
         multipart_threshold=settings.multipart_threshold, part_size=settings.multipart_part_size,
     )
@@ -166,9 +179,9 @@ def add_asset(data: dict, kit_id: int):
 @blp.response(200, UploadSchema, description="Fresh upload URLs for an upload still open.")
 @staff_required("admin")
 def renew_upload(kit_id: int, asset_id: int):
-    asset = services.get_asset(services.get_kit(kit_id), asset_id)
-    return services.renew_upload(asset, storage=get_storage(),
-                                 url_ttl=_settings().upload_url_ttl).as_dict()
+    asset = kits.get_asset(kits.get_kit(kit_id), asset_id)
+    return uploads.renew_upload(asset, storage=get_storage(),
+                                url_ttl=_settings().upload_url_ttl).as_dict()
 
 
 @blp.post("/kits/<id:kit_id>/assets/<id:asset_id>/complete")
@@ -177,8 +190,8 @@ def renew_upload(kit_id: int, asset_id: int):
 @staff_required("admin")
 def complete_asset(data: dict, kit_id: int, asset_id: int):
     parts = [(p["part_number"], p["etag"]) for p in data.get("parts") or ()]
-    asset = services.get_asset(services.get_kit(kit_id), asset_id)
-    asset = services.complete_asset(asset, storage=get_storage(), parts=parts or None)
+    asset = kits.get_asset(kits.get_kit(kit_id), asset_id)
+    asset = uploads.complete_asset(asset, storage=get_storage(), parts=parts or None)
     return _asset_view(asset, with_preview=True)
 
 
@@ -186,8 +199,8 @@ def complete_asset(data: dict, kit_id: int, asset_id: int):
 @blp.response(204)
 @staff_required("admin")
 def delete_asset(kit_id: int, asset_id: int):
-    services.delete_asset(services.get_asset(services.get_kit(kit_id), asset_id),
-                          storage=get_storage())
+    uploads.delete_asset(kits.get_asset(kits.get_kit(kit_id), asset_id),
+                         storage=get_storage())
 
 
 @blp.get("/kits/<id:kit_id>/assets/<id:asset_id>/download")
@@ -197,8 +210,8 @@ def delete_asset(kit_id: int, asset_id: int):
                                    "Retry-After seconds.")
 @member_required
 def download_asset(kit_id: int, asset_id: int):
-    ticket = services.issue_download(
-        get_member(current_principal().member_id), kit_id, asset_id, storage=get_storage(),
+    ticket = downloads.issue_download(
+        _member_of(current_principal()), kit_id, asset_id, storage=get_storage(),
         tier_ranks=tier_ranks(), ttl=_settings().download_url_ttl,
     )
     if ticket.preparing:
@@ -214,9 +227,8 @@ def download_asset(kit_id: int, asset_id: int):
 @blp.response(202, description="`{\"job_id\"}`: the zip is built in the background.")
 @staff_required("admin")
 def build_bundle(kit_id: int):
-
-    kit = services.get_kit(kit_id)
-    if not services.ready_asset_ids(kit):
+    kit = kits.get_kit(kit_id)
+    if not bundles.ready_asset_ids(kit):
         raise DomainError(409, "The kit has no uploaded files to pack.")
     job = start_job("koc.assets.tasks.build_bundle_job", kind="kit_bundle",
                     payload={"kit_id": kit.id}, staff_id=current_principal().staff_id)
@@ -229,10 +241,10 @@ def build_bundle(kit_id: int):
 @staff_or_member("viewer")
 def download_bundle(kit_id: int):
     principal = current_principal()
-    member = None if principal.is_staff else get_member(principal.member_id)
-    kit = (services.get_kit(kit_id) if member is None
-           else services.get_kit_for_member(kit_id, member, tier_ranks()))
-    url, expires_at = services.issue_bundle_download(
+    member = None if principal.is_staff else _member_of(principal)
+    kit = (kits.get_kit(kit_id) if member is None
+           else kits.get_kit_for_member(kit_id, member, tier_ranks()))
+    url, expires_at = downloads.issue_bundle_download(
         kit, member=member, storage=get_storage(), ttl=_settings().download_url_ttl)
     return {"url": url, "expires_at": expires_at}
 
@@ -244,7 +256,7 @@ def download_bundle(kit_id: int):
 @blp.response(200, FunnelSchema)
 @staff_required("viewer")
 def kit_funnel(query: dict):
-    kit = services.get_kit(query["kit_id"])
+    kit = kits.get_kit(query["kit_id"])
     result = funnel(kit, tier_ranks())
     return {"kit_id": kit.id, "eligible": result.eligible, "downloaded": result.downloaded,
             "submitted": result.submitted, "approved": result.approved,
@@ -256,14 +268,12 @@ def kit_funnel(query: dict):
 @blp.response(200, LeakSchema, description="Which member a watermarked copy was issued to.")
 @staff_required("admin")
 def find_leak(query: dict):
-    from koc.assets.models import Download
-
-    mark = services.find_leak(code=query.get("code"), sha256=query.get("sha256"))
+    mark = watermarks.find_leak(code=query.get("code"), sha256=query.get("sha256"))
     member = db.session.get(Member, mark.member_id)
-    downloads = db.session.scalar(sa.select(sa.func.count()).select_from(Download)
-                                  .where(Download.watermark_id == mark.id))
+    issued = db.session.scalar(sa.select(sa.func.count()).select_from(Download)
+                               .where(Download.watermark_id == mark.id))
     return {"code": mark.code, "member_id": mark.member_id,
             "member_display_name": member.display_name if member else None,
             "kit_id": mark.asset.kit_id, "asset_id": mark.asset_id,
             "filename": mark.asset.filename, "issued_at": mark.created_at,
-            "downloads": downloads}
+            "downloads": issued}

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
-from koc.extensions import db
+from koc.extensions import Model
 
 
 class KitStatus(enum.StrEnum):
@@ -22,7 +22,7 @@ class AssetStatus(enum.StrEnum):
     ready = "ready"
 
 
-class Kit(db.Model):
+class Kit(Model):
     __tablename__ = "kits"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -71,7 +71,7 @@ class Kit(db.Model):
         return self.launch_at is not None and now < self.launch_at
 
 
-class Asset(db.Model):
+class Asset(Model):
     __tablename__ = "assets"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -105,7 +105,7 @@ class Asset(db.Model):
         return self.content_type.startswith("image/")
 
 
-class Download(db.Model):
+class Download(Model):
     """One download URL issued to a member: who, what, when; no asset for the kit's bundle."""
 
     __tablename__ = "downloads"
@@ -123,7 +123,7 @@ class Download(db.Model):
         sa.ForeignKey("watermarks.id", ondelete="SET NULL"))
 
 
-class Watermark(db.Model):
+class Watermark(Model):
     """One member's marked copy of one embargoed image, made once and kept in storage.
 
     `code` is printed on the image; a leaked copy names its member through it, or through

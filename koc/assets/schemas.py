@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from koc.core import fields as kf
@@ -60,7 +62,7 @@ class KitInSchema(Schema):
 class KitPatchSchema(KitInSchema):
     """Any of the kit's fields; the ones not named are kept (partial: no defaults apply)."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("partial", True)
         super().__init__(*args, **kwargs)
 

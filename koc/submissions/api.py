@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_smorest import abort
 
-from koc.assets.services import get_kit_for_member
+from koc.assets.services import kits
 from koc.core.auth import (
     current_member_id,
     current_principal,
@@ -77,7 +77,7 @@ def create_submission(data: dict):
 
     def kit_visible(kit_id: int) -> bool:
         try:
-            get_kit_for_member(kit_id, member, ranks)
+            kits.get_kit_for_member(kit_id, member, ranks)
         except DomainError:
             return False
         return True

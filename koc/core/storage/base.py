@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeGuard
 from urllib.parse import quote
 
 EXTENSION_KEY = "koc.storage"
@@ -88,6 +88,36 @@ class Storage(Protocol):
     def ping(self) -> None: ...
 
     def ensure_bucket(self) -> None: ...
+
+
+class MultipartStorage(Storage, Protocol):
+    """A store that takes one object in parts the client uploads itself (S3, not the local
+    directory, which takes any size in one PUT)."""
+
+    def create_multipart(self, key: str, *, content_type: str) -> str: ...
+
+    def presign_upload_part(
+        self, key: str, *, upload_id: str, part_number: int, expires_in: int
+    ) -> str: ...
+
+    def list_parts(self, key: str, *, upload_id: str) -> list[tuple[int, str]]: ...
+
+    def complete_multipart(
+        self, key: str, *, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None: ...
+
+    def abort_multipart(self, key: str, *, upload_id: str) -> None: ...
+
+
+def supports_multipart(storage: Storage) -> TypeGuard[MultipartStorage]:
+    return hasattr(storage, "create_multipart")
+
+
+def as_multipart(storage: Storage) -> MultipartStorage:
+    """`storage`, for an upload begun in parts; MultipartUnsupported if this backend has none."""
+    if not supports_multipart(storage):
+        raise MultipartUnsupported(f"{storage!r} has no multipart uploads")
+    return storage
 
 
 class ObjectWriter(io.RawIOBase):

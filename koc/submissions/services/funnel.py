@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from koc.assets.models import Download, Kit
-from koc.assets.services import eligible_members
+from koc.assets.services import kits
 from koc.core.db import utcnow
 from koc.extensions import db
 from koc.submissions.models import METRICS, MetricSnapshot, Submission, SubmissionStatus
@@ -29,7 +29,7 @@ class Funnel:
 
 def funnel(kit: Kit, tier_ranks: Mapping[str, int]) -> Funnel:
     eligible = db.session.scalar(sa.select(sa.func.count()).select_from(
-        eligible_members(kit, tier_ranks, utcnow()).subquery()))
+        kits.eligible_members(kit, tier_ranks, utcnow()).subquery()))
     downloaded = db.session.scalar(sa.select(sa.func.count(sa.distinct(Download.member_id)))
                                    .where(Download.kit_id == kit.id))
     submitted, approved = db.session.execute(
