@@ -117,7 +117,7 @@ def _register_converters(app: Flask) -> None:
 
 def _register_blueprints(app: Flask) -> list[str]:
     """Register every blueprint; returns the names of the bearer-token API ones."""
-    from koc.admin.views import admin_blueprint
+    from koc.admin.panel import admin_blueprint
     from koc.assets.api import blp as assets_blp
     from koc.core.events.api import blp as webhooks_blp
     from koc.core.health import health_blueprint

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import request, session
 
 SUPPORTED_LOCALES = ("zh_CN", "en")
+# Shown as-is in the switch: each language names itself, whatever the page's language.
+LOCALE_NAMES = {"zh_CN": "简体中文", "en": "English"}
 
 
 def select_locale() -> str:

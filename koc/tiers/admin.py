@@ -2,24 +2,36 @@
 roster and a member's tier timeline.
 
 Thin handlers over koc.tiers.services / koc.tiers.benefits, with the same validation as the API
-(TiersInSchema + validate_tiers, DropInSchema). CSRF is checked by Flask-WTF's CSRFProtect on
-every POST, including the JSON preview (token in the X-CSRFToken header).
+(TiersInSchema + validate_tiers, DropInSchema): the Flask-WTF forms here only carry the posted
+text and the CSRF token, the API's schemas check it. CSRF is checked by Flask-WTF's CSRFProtect
+on every POST, including the JSON preview (token in the X-CSRFToken header).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_wtf import FlaskForm
 from marshmallow import ValidationError
+from werkzeug.wrappers import Response as BaseResponse
+from wtforms import StringField, TextAreaField
 
-from koc.admin.views import _signed_in_staff, admin_blueprint, login_required
-from koc.core.auth import Staff, StaffRole
+from koc.admin.blueprint import (
+    admin_blueprint,
+    current_staff,
+    found_or_404,
+    is_admin,
+    login_required,
+    paginate,
+    undo_if_refused,
+)
+from koc.admin.forms import ActionForm
+from koc.core.auth import Staff
 from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member
@@ -36,9 +48,28 @@ _DROP_FIELDS = ("product_name", "sku", "quantity", "per_member_limit", "min_tier
                 "closes_at", "allocation", "post_within_days")
 
 
-def _is_admin() -> bool:
-    staff = _signed_in_staff()
-    return staff is not None and StaffRole(staff.role).covers(StaffRole.admin)
+class RulesForm(FlaskForm):
+    rules = TextAreaField()
+    # Which button: "preview" (the no-JavaScript preview) or "save".
+    action = StringField()
+
+
+class DropForm(FlaskForm):
+    """The drop form's fields as posted text; DropInSchema checks them."""
+
+    product_name = StringField()
+    sku = StringField()
+    quantity = StringField()
+    per_member_limit = StringField()
+    min_tier = StringField()
+    opens_at = StringField()
+    closes_at = StringField()
+    allocation = StringField()
+    post_within_days = StringField()
+
+
+# What the new-drop form shows before anything is typed.
+_DROP_DEFAULTS = {"per_member_limit": "1", "post_within_days": "14", "allocation": "first_come"}
 
 
 def _field_errors(messages: Any, path: str = "") -> list[tuple[str, str]]:
@@ -89,7 +120,8 @@ def _preview(tiers: list[dict[str, Any]]) -> dict[str, Any]:
 # --- tier rules editor -------------------------------------------------------------------------
 
 def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | None = None,
-                  preview: dict[str, Any] | None = None, status: int = 200):
+                  preview: dict[str, Any] | None = None, status: int = 200
+                  ) -> tuple[str, int]:
     rules = services.current_rules()
     saved = author = None
     if rules.version:
@@ -105,7 +137,7 @@ def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | No
         text=text if text is not None else _rules_text(rules.tiers),
         errors=errors or [],
         preview=preview,
-        can_edit=_is_admin(),
+        can_edit=is_admin(),
         demotions={t["key"]: {**services.DEFAULT_DEMOTION, **(t.get("demotion") or {})}
                    for t in rules.tiers},
     ), status
@@ -113,29 +145,32 @@ def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | No
 
 @admin_blueprint.get("/tiers")
 @login_required("viewer")
-def tier_rules():
+def tier_rules() -> tuple[str, int]:
     return _render_rules()
 
 
 @admin_blueprint.post("/tiers")
 @login_required("admin")
-def save_tier_rules():
-    text = request.form.get("rules", "")
+def save_tier_rules() -> BaseResponse | tuple[str, int]:
+    form = RulesForm()
+    if not form.validate_on_submit():
+        abort(400)
+    text = form.rules.data or ""
     tiers, errors = _load_rules(text)
-    if errors:
+    if tiers is None:
         flash(_("The rules were not saved: fix the fields named below."), "error")
         return _render_rules(text=text, errors=errors, status=422)
-    if request.form.get("action") == "preview":
+    if form.action.data == "preview":
         # Without JavaScript, the Preview button posts the form here.
         return _render_rules(text=text, preview=_preview(tiers))
-    rules = services.save_rules(tiers, staff_id=_signed_in_staff().id)
+    rules = services.save_rules(tiers, staff_id=current_staff().id)
     flash(_("Tier rules saved as version %(version)d.", version=rules.version), "success")
     return redirect(url_for("admin.tier_rules"))
 
 
 @admin_blueprint.post("/tiers/preview")
 @login_required("admin")
-def preview_tier_rules():
+def preview_tier_rules() -> BaseResponse | tuple[BaseResponse, int]:
     """JSON for the live preview: {"rules": "<the editor's text>"} in, counts and a sample out
     (or the errors naming each field); computed by services.preview, writing nothing."""
     payload = request.get_json(silent=True)
@@ -143,18 +178,18 @@ def preview_tier_rules():
     if not isinstance(text, str):
         return jsonify(errors=[{"field": "rules", "message": _("Send the rules as text.")}]), 400
     tiers, errors = _load_rules(text)
-    if errors:
+    if tiers is None:
         return jsonify(errors=[{"field": f, "message": m} for f, m in errors]), 422
     return jsonify(_preview(tiers))
 
 
 # --- early-access drops ------------------------------------------------------------------------
 
-def _drop_input(form) -> dict[str, Any]:
+def _drop_input(form: DropForm) -> dict[str, Any]:
     """The form's strings in the shape DropInSchema loads; datetime-local inputs are UTC."""
     data: dict[str, Any] = {}
     for name in _DROP_FIELDS:
-        value = (form.get(name) or "").strip()
+        value: Any = (form[name].data or "").strip()
         if value == "":
             continue
         if name in _DROP_INT_FIELDS:
@@ -176,13 +211,11 @@ def _as_utc(value: str) -> str:
     return parsed.isoformat()
 
 
-def _render_drops(*, form: dict[str, str] | None = None,
-                  errors: list[tuple[str, str]] | None = None, status: int = 200):
-    page = max(request.args.get("page", 1, type=int), 1)
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(Drop))
-    pages = max(math.ceil(total / DROPS_PER_PAGE), 1)
-    drops = db.session.scalars(sa.select(Drop).order_by(Drop.id.desc())
-                               .offset((page - 1) * DROPS_PER_PAGE).limit(DROPS_PER_PAGE)).all()
+def _render_drops(*, form: DropForm | None = None,
+                  errors: list[tuple[str, str]] | None = None, status: int = 200
+                  ) -> tuple[str, int]:
+    listed = paginate(sa.select(Drop).order_by(Drop.id.desc()), DROPS_PER_PAGE)
+    drops: list[Drop] = listed.items
     claims: dict[int, dict[str, int]] = {}
     if drops:
         for drop_id, status_, count in db.session.execute(
@@ -199,35 +232,35 @@ def _render_drops(*, form: dict[str, str] | None = None,
         seeding={drop.id: benefits.seeding_report(drop) for drop in drops},
         tiers=sorted(rules.tiers, key=lambda t: t["rank"]),
         tier_names={t["key"]: t["name"] for t in rules.tiers},
-        form=form or {"per_member_limit": "1", "post_within_days": "14",
-                      "allocation": "first_come"},
+        form=form or DropForm(formdata=None, data=_DROP_DEFAULTS),
         errors=errors or [],
-        can_edit=_is_admin(),
-        page=page,
-        pages=pages,
-        total=total,
+        can_edit=is_admin(),
+        page=listed.page,
+        pages=listed.pages,
+        total=listed.total,
     ), status
 
 
 @admin_blueprint.get("/drops")
 @login_required("viewer")
-def drops():
+def drops() -> tuple[str, int]:
     return _render_drops()
 
 
 @admin_blueprint.post("/drops")
 @login_required("admin")
-def create_drop():
-    raw = {name: request.form.get(name, "") for name in _DROP_FIELDS}
+def create_drop() -> BaseResponse | tuple[str, int]:
+    form = DropForm()
+    if not form.validate_on_submit():
+        abort(400)
     try:
-        values = DropInSchema().load(_drop_input(request.form))
-        drop = benefits.create_drop(values, tier_ranks=services.tier_ranks())
+        values = DropInSchema().load(_drop_input(form))
+        with undo_if_refused():
+            drop = benefits.create_drop(values, tier_ranks=services.tier_ranks())
     except ValidationError as exc:
-        db.session.rollback()
-        return _render_drops(form=raw, errors=_field_errors(exc.messages), status=422)
+        return _render_drops(form=form, errors=_field_errors(exc.messages), status=422)
     except DomainError as exc:
-        db.session.rollback()
-        return _render_drops(form=raw, errors=_field_errors(exc.errors or {"_": [exc.message]}),
+        return _render_drops(form=form, errors=_field_errors(exc.errors or {"_": [exc.message]}),
                              status=422)
     flash(_("Drop %(id)d created: %(name)s.", id=drop.id, name=drop.product_name), "success")
     return redirect(url_for("admin.drops"))
@@ -237,22 +270,24 @@ def create_drop():
 
 @admin_blueprint.get("/groups/senior")
 @login_required("viewer")
-def senior_roster():
+def senior_roster() -> str:
     roster = benefits.roster()
     ids = [row.member_id for rows in roster.values() for row in rows]
     names = dict(db.session.execute(
         sa.select(Member.id, Member.display_name).where(Member.id.in_(ids))).all()) if ids else {}
     return render_template("admin/tiers/roster.html", roster=roster, names=names,
-                           can_edit=_is_admin())
+                           can_edit=is_admin())
 
 
 @admin_blueprint.post("/groups/senior/<int:member_id>/removed")
 @login_required("admin")
-def senior_removed(member_id: int):
+def senior_removed(member_id: int) -> BaseResponse:
+    if not ActionForm().validate_on_submit():
+        abort(400)
     try:
-        benefits.confirm_removed(member_id, staff_id=_signed_in_staff().id)
+        with undo_if_refused():
+            benefits.confirm_removed(member_id, staff_id=current_staff().id)
     except DomainError:
-        db.session.rollback()
         flash(_("Member %(id)d is not on the removal list.", id=member_id), "error")
         return redirect(url_for("admin.senior_roster"))
     flash(_("Member %(id)d marked as removed from the senior group.", id=member_id), "success")
@@ -263,11 +298,8 @@ def senior_removed(member_id: int):
 
 @admin_blueprint.get("/members/<int:member_id>")
 @login_required("viewer")
-def member_page(member_id: int):
-    try:
-        member = get_member(member_id)
-    except DomainError:
-        abort(404)
+def member_page(member_id: int) -> str:
+    member = found_or_404(get_member, member_id)
     history = services.tier_history(member.id)
     staff_ids = {c.changed_by_staff_id for c in history if c.changed_by_staff_id}
     staff = dict(db.session.execute(

@@ -1,13 +1,13 @@
 """Admin pages for creative kits: list, kit page, create/edit form and direct-to-storage upload.
 
 The upload page calls two small JSON endpoints with the admin session and the CSRF token (sent
-in the X-CSRFToken header); they call the same services as the staff API. The browser then sends
-the bytes straight to the object store (or, embedded, to the app's signed /storage route).
+in the X-CSRFToken header); they load the API's schemas and call the same services as the staff
+API. The browser then sends the bytes straight to the object store (or, embedded, to the app's
+signed /storage route).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,29 +17,33 @@ from flask import abort, current_app, flash, jsonify, redirect, render_template,
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from flask_wtf.csrf import CSRFError, validate_csrf
 from markdown_it import MarkdownIt
 from markupsafe import Markup
-from marshmallow import ValidationError
+from werkzeug.wrappers import Response as BaseResponse
 from wtforms import BooleanField, DateTimeLocalField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 from wtforms.validators import ValidationError as FormValidationError
 
-from koc.admin.views import (
-    _SECURITY_HEADERS,
-    _origin,
-    _signed_in_staff,
+from koc.admin.blueprint import (
     admin_blueprint,
+    allow_store_origins,
+    current_staff,
+    found_or_404,
+    is_admin,
     login_required,
+    paginate,
+    script_call,
+    undo_if_refused,
 )
+from koc.admin.forms import ActionForm, strip
 from koc.assets.models import Asset, Kit, KitStatus
 from koc.assets.schemas import SEGMENT_KEYS, AssetInSchema, CompleteInSchema
 from koc.assets.services import kits as kit_services
 from koc.assets.services import uploads
-from koc.core.auth import StaffRole
-from koc.core.errors import DomainError, error_body
-from koc.core.storage import StorageUnavailable, get_storage
-from koc.extensions import csrf, db
+from koc.core.errors import DomainError
+from koc.core.storage import get_storage
+from koc.extensions import db
+from koc.settings import Settings
 from koc.submissions.services.funnel import funnel
 from koc.tiers.services import tier_ranks
 
@@ -54,15 +58,11 @@ def render_notes(notes: str | None) -> Markup:
     return Markup(_markdown.render(notes or ""))  # noqa: S704
 
 
-def _settings():
+def _settings() -> Settings:
     return current_app.config["KOC_SETTINGS"]
 
 
 # --- the form ----------------------------------------------------------------------------------
-
-def _strip(value: str | None) -> str | None:
-    return value.strip() if value else value
-
 
 def parse_segments(text: str | None) -> list[dict[str, str]]:
     """One selector a line, `kind: value` (kind tag, city or store_code)."""
@@ -91,10 +91,10 @@ _LOCAL_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
 
 
 class KitForm(FlaskForm):
-    title = StringField(_l("Title"), filters=[_strip],
+    title = StringField(_l("Title"), filters=[strip],
                         validators=[DataRequired(), Length(max=200)])
     notes = TextAreaField(_l("Notes (Markdown)"), validators=[Length(max=100_000)])
-    product_name = StringField(_l("Product"), filters=[_strip],
+    product_name = StringField(_l("Product"), filters=[strip],
                                validators=[Optional(), Length(max=200)])
     launch_at = DateTimeLocalField(_l("Launch (UTC)"), format=_LOCAL_FORMATS,
                                    validators=[Optional()])
@@ -120,7 +120,7 @@ class KitForm(FlaskForm):
 def _kit_form(kit: Kit | None) -> KitForm:
     form = KitForm(obj=kit) if kit is not None and request.method == "GET" else KitForm()
     ranks = tier_ranks()
-    tiers = [("", _("Any"))] + [(key, key) for key in sorted(ranks, key=ranks.get)]
+    tiers = [("", _("Any"))] + [(key, key) for key in sorted(ranks, key=lambda k: ranks[k])]
     form.min_tier.choices = tiers
     form.embargo_tier.choices = [("", _("Default (early access)")), *tiers[1:]]
     if kit is not None and request.method == "GET":
@@ -166,45 +166,30 @@ def _flash_domain_error(exc: DomainError) -> None:
 
 # --- pages -------------------------------------------------------------------------------------
 
-def _kit_or_404(kit_id: int) -> Kit:
-    kit = db.session.get(Kit, kit_id)
-    if kit is None:
-        abort(404)
-    return kit
-
-
-def _is_admin() -> bool:
-    staff = _signed_in_staff()
-    return staff is not None and StaffRole(staff.role).covers(StaffRole.admin)
-
-
 @admin_blueprint.get("/kits")
 @login_required("viewer")
-def kits():
-    page = max(request.args.get("page", 1, type=int), 1)
-    rows = db.session.scalars(kit_services.kits_query_for_staff()
-                              .offset((page - 1) * KITS_PER_PAGE).limit(KITS_PER_PAGE + 1)).all()
-    has_next = len(rows) > KITS_PER_PAGE
-    rows = rows[:KITS_PER_PAGE]
+def kits() -> str:
+    listed = paginate(kit_services.kits_query_for_staff(), KITS_PER_PAGE)
+    rows: list[Kit] = listed.items
     counts = dict(db.session.execute(
         sa.select(Asset.kit_id, sa.func.count()).where(Asset.kit_id.in_([k.id for k in rows]))
         .group_by(Asset.kit_id)).all())
     ranks = tier_ranks()
     funnels = {kit.id: funnel(kit, ranks) for kit in rows}
     return render_template("admin/kits/list.html", kits=rows, counts=counts, funnels=funnels,
-                           page=page, has_next=has_next, is_admin=_is_admin())
+                           page=listed.page, has_next=listed.has_next, is_admin=is_admin())
 
 
 @admin_blueprint.route("/kits/new", methods=["GET", "POST"])
 @login_required("admin")
-def new_kit():
+def new_kit() -> BaseResponse | str:
     form = _kit_form(None)
     if form.validate_on_submit():
         try:
-            kit = kit_services.create_kit(_form_values(form), staff_id=_signed_in_staff().id,
-                                      tier_ranks=tier_ranks())
+            with undo_if_refused():
+                kit = kit_services.create_kit(_form_values(form), staff_id=current_staff().id,
+                                          tier_ranks=tier_ranks())
         except DomainError as exc:
-            db.session.rollback()
             _flash_domain_error(exc)
         else:
             flash(_("Kit %(title)s created.", title=kit.title), "success")
@@ -214,14 +199,14 @@ def new_kit():
 
 @admin_blueprint.route("/kits/<int:kit_id>/edit", methods=["GET", "POST"])
 @login_required("admin")
-def edit_kit(kit_id: int):
-    kit = _kit_or_404(kit_id)
+def edit_kit(kit_id: int) -> BaseResponse | str:
+    kit = found_or_404(kit_services.get_kit, kit_id)
     form = _kit_form(kit)
     if form.validate_on_submit():
         try:
-            kit_services.update_kit(kit, _form_values(form), tier_ranks=tier_ranks())
+            with undo_if_refused():
+                kit_services.update_kit(kit, _form_values(form), tier_ranks=tier_ranks())
         except DomainError as exc:
-            db.session.rollback()
             _flash_domain_error(exc)
         else:
             flash(_("Kit %(title)s saved.", title=kit.title), "success")
@@ -231,8 +216,8 @@ def edit_kit(kit_id: int):
 
 @admin_blueprint.get("/kits/<int:kit_id>")
 @login_required("viewer")
-def kit(kit_id: int):
-    kit = _kit_or_404(kit_id)
+def kit(kit_id: int) -> BaseResponse:
+    kit = found_or_404(kit_services.get_kit, kit_id)
     storage = get_storage()
     previews = {}
     for asset in kit.assets:
@@ -245,31 +230,22 @@ def kit(kit_id: int):
         notes_html=render_notes(kit.notes),
         previews=previews,
         funnel=funnel(kit, tier_ranks()),
-        is_admin=_is_admin(),
-        action_form=FlaskForm(formdata=None),
+        is_admin=is_admin(),
         max_upload_bytes=_settings().max_upload_bytes,
     ))
     # Previews come from, and uploads go to, the object store: maybe another origin.
-    store = _origin(storage.presign_get(f"kits/{kit.id}/origin-probe", expires_in=60))
-    origins = sorted(({_origin(url) for url in previews.values()} | {store}) - {None})
-    if origins:
-        extra = " ".join(origins)
-        response.headers["Content-Security-Policy"] = (
-            _SECURITY_HEADERS["Content-Security-Policy"]
-            .replace("img-src 'self' data:", f"img-src 'self' data: {extra}")
-            + f"; connect-src 'self' {extra}")
-    return response
+    store_probe = storage.presign_get(f"kits/{kit.id}/origin-probe", expires_in=60)
+    return allow_store_origins(response, [*previews.values(), store_probe], connect=True)
 
 
-def _kit_action(kit_id: int, action: Callable[[Kit], Kit], done: str):
-    form = FlaskForm()
-    if not form.validate_on_submit():
+def _kit_action(kit_id: int, action: Callable[[Kit], Kit], done: str) -> BaseResponse:
+    if not ActionForm().validate_on_submit():
         abort(400)
-    kit = _kit_or_404(kit_id)
+    kit = found_or_404(kit_services.get_kit, kit_id)
     try:
-        action(kit)
+        with undo_if_refused():
+            action(kit)
     except DomainError as exc:
-        db.session.rollback()
         flash(exc.message, "error")
     else:
         flash(done, "success")
@@ -278,65 +254,24 @@ def _kit_action(kit_id: int, action: Callable[[Kit], Kit], done: str):
 
 @admin_blueprint.post("/kits/<int:kit_id>/publish")
 @login_required("admin")
-def publish_kit(kit_id: int):
+def publish_kit(kit_id: int) -> BaseResponse:
     return _kit_action(kit_id, kit_services.publish_kit, _("The kit is published."))
 
 
 @admin_blueprint.post("/kits/<int:kit_id>/archive")
 @login_required("admin")
-def archive_kit(kit_id: int):
+def archive_kit(kit_id: int) -> BaseResponse:
     return _kit_action(kit_id, kit_services.archive_kit, _("The kit is archived."))
 
 
 # --- JSON endpoints for the upload script ------------------------------------------------------
 
-def _json_error(status: int, message: str, errors: dict[str, Any] | None = None):
-    return jsonify(error_body(status, message, errors)), status
-
-
-def json_admin(view: Callable) -> Callable:
-    """Admin session and CSRF header, answered in JSON (no redirect to the login page).
-
-    Exempt from CSRFProtect's automatic check only so that the check runs here, after the
-    session check, and fails as JSON rather than as an HTML page.
-    """
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        staff = _signed_in_staff()
-        if staff is None:
-            return _json_error(401, _("Sign in again."))
-        if not StaffRole(staff.role).covers(StaffRole.admin):
-            return _json_error(403, _("Only admins can upload files."))
-        try:
-            validate_csrf(request.headers.get("X-CSRFToken"))
-        except (CSRFError, FormValidationError):
-            return _json_error(400, _("The CSRF token is missing or invalid; reload the page."))
-        try:
-            return view(*args, **kwargs)
-        except StorageUnavailable:
-            db.session.rollback()
-            return _json_error(503, _("The object store is not answering; try again shortly."))
-
-    return csrf.exempt(wrapper)
-
-
-def _load(schema: Any) -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise DomainError(422, "Send a JSON object.")
-    try:
-        return schema.load(body)
-    except ValidationError as exc:
-        raise DomainError(422, "The request is not valid.", errors={"json": exc.messages}) from exc
+_UPLOADS_FOR_ADMINS = _l("Only admins can upload files.")
 
 
 @admin_blueprint.post("/kits/<int:kit_id>/assets")
-@json_admin
-def kit_asset_create(kit_id: int):
-    data = _load(AssetInSchema())
+@script_call("admin", forbidden=_UPLOADS_FOR_ADMINS, schema=AssetInSchema)
+def kit_asset_create(data: dict[str, Any], kit_id: int) -> tuple[BaseResponse, int]:
     settings = _settings()
     asset, upload = uploads.add_asset(
         kit_services.get_kit(kit_id), **data, storage=get_storage(),
@@ -351,9 +286,8 @@ def kit_asset_create(kit_id: int):
 
 
 @admin_blueprint.post("/kits/<int:kit_id>/assets/<int:asset_id>/complete")
-@json_admin
-def kit_asset_complete(kit_id: int, asset_id: int):
-    data = _load(CompleteInSchema())
+@script_call("admin", forbidden=_UPLOADS_FOR_ADMINS, schema=CompleteInSchema)
+def kit_asset_complete(data: dict[str, Any], kit_id: int, asset_id: int) -> BaseResponse:
     parts = [(p["part_number"], p["etag"]) for p in data.get("parts") or ()]
     asset = kit_services.get_asset(kit_services.get_kit(kit_id), asset_id)
     asset = uploads.complete_asset(asset, storage=get_storage(), parts=parts or None)

@@ -1,0 +1,376 @@
+"""The admin panel's blueprint and the guards every admin page uses, whichever domain it is in.
+
+Pages live with their domain (`koc/<domain>/admin.py`, templates in `koc/<domain>/templates/admin/`)
+and attach themselves to `admin_blueprint`; `koc.admin.panel` imports them all. The blueprint
+finds the templates of every module that adds a route to it, so a domain needs no set-up of its
+own.
+
+How a page is written, the same way everywhere:
+- posted data is read through a Flask-WTF form (`validate_on_submit`), even when a marshmallow
+  schema of the API then loads it; a button that only posts is an `ActionForm`;
+- the panel's scripts call JSON endpoints guarded by `script_call` (session + X-CSRFToken);
+- a service call whose refusal the page answers itself runs inside `undo_if_refused()`;
+- lists page with `paginate`.
+Nothing here commits: the request hook in koc.core.unit_of_work does, once.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.blueprints import BlueprintSetupState
+from flask.typing import RouteCallable
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError, validate_csrf
+from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader
+from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import HTTPException
+from wtforms.validators import ValidationError as FormValidationError
+
+from koc.admin.i18n import LOCALE_NAMES, SUPPORTED_LOCALES, select_locale
+from koc.core.auth import Staff, StaffRole
+from koc.core.errors import DomainError, error_body
+from koc.core.pagination import MAX_PAGE
+from koc.core.storage import StorageUnavailable
+from koc.extensions import api, csrf, db
+
+P = ParamSpec("P")
+T = TypeVar("T")
+View = Callable[..., Any]
+
+SESSION_STAFF_KEY = "staff_id"
+
+# Pages hold no inline script or style and load nothing from other origins.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class PanelBlueprint(Blueprint):
+    """A blueprint that finds templates in the `templates/` folder of each module adding routes.
+
+    Flask gives a blueprint one template folder; the panel's pages come from several packages
+    (the panel itself and each domain), so each route remembers where its module lives.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._template_dirs: list[str] = []
+        self._loader: ChoiceLoader | None = None
+
+    def add_url_rule(self, rule: str, endpoint: str | None = None,
+                     view_func: RouteCallable | None = None,
+                     provide_automatic_options: bool | None = None, **options: Any) -> None:
+        if view_func is not None:
+            self._add_templates_of(view_func.__module__)
+        super().add_url_rule(rule, endpoint, view_func,
+                             provide_automatic_options=provide_automatic_options, **options)
+
+    def _add_templates_of(self, module_name: str) -> None:
+        module_file = getattr(sys.modules.get(module_name), "__file__", None)
+        if module_file is None:
+            return
+        folder = str(Path(module_file).parent / "templates")
+        if folder not in self._template_dirs and Path(folder).is_dir():
+            self._template_dirs.append(folder)
+            self._loader = None
+
+    @property
+    def jinja_loader(self) -> BaseLoader | None:
+        if self._loader is None:
+            self._loader = ChoiceLoader([FileSystemLoader(d) for d in self._template_dirs])
+        return self._loader
+
+
+admin_blueprint = PanelBlueprint(
+    "admin",
+    __name__,
+    static_folder="static",
+    static_url_path="/static",
+)
+admin_blueprint._add_templates_of(__name__)
+
+
+# --- who is signed in --------------------------------------------------------------------------
+
+def signed_in_staff() -> Staff | None:
+    if "admin_staff" not in g:
+        staff_id = session.get(SESSION_STAFF_KEY)
+        staff = db.session.get(Staff, staff_id) if isinstance(staff_id, int) else None
+        # Role and active flag are read on every request, so a demotion or deactivation
+        # takes effect at once rather than when the cookie expires.
+        g.admin_staff = staff if staff is not None and staff.active else None
+    return g.admin_staff
+
+
+def current_staff() -> Staff:
+    """The signed-in staff member, in a view behind `login_required` or `script_call`."""
+    staff = signed_in_staff()
+    if staff is None:
+        abort(401)
+    return staff
+
+
+def has_role(role: str | StaffRole) -> bool:
+    staff = signed_in_staff()
+    return staff is not None and StaffRole(staff.role).covers(StaffRole(role))
+
+
+def is_admin() -> bool:
+    return has_role(StaffRole.admin)
+
+
+def login_required(role: str = "viewer") -> Callable[[View], View]:
+    """Pages for signed-in staff holding at least `role` (viewer < reviewer < admin)."""
+    needed = StaffRole(role)
+
+    def decorator(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            staff = signed_in_staff()
+            if staff is None:
+                return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+            if not StaffRole(staff.role).covers(needed):
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+# --- the panel's script calls ------------------------------------------------------------------
+
+def _json_error(status: int, message: str, errors: dict[str, Any] | None = None
+                ) -> tuple[Response, int]:
+    return jsonify(error_body(status, message, errors)), status
+
+
+def _load_body(schema: Schema) -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise DomainError(422, "Send a JSON object.")
+    try:
+        return schema.load(body)
+    except ValidationError as exc:
+        raise DomainError(422, "The request is not valid.", errors={"json": exc.messages}) from exc
+
+
+def script_call(role: str, *, forbidden: str, schema: type[Schema] | None = None
+                ) -> Callable[[View], View]:
+    """JSON endpoints for the panel's scripts: the admin session and the X-CSRFToken header.
+
+    Answers in JSON, never with a redirect to the login page. With `schema` (the one the API
+    uses for the same call), the body is loaded with it and passed as the view's first argument.
+    A service's DomainError goes to the app's handler, which answers it in JSON as the API does.
+    Exempt from CSRFProtect's automatic check only so that the check runs here, after the
+    session check, and fails as JSON rather than as an HTML page.
+    """
+    needed = StaffRole(role)
+
+    def decorator(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            staff = signed_in_staff()
+            if staff is None:
+                return _json_error(401, _("Sign in again."))
+            if not StaffRole(staff.role).covers(needed):
+                return _json_error(403, str(forbidden))
+            try:
+                validate_csrf(request.headers.get("X-CSRFToken"))
+            except (CSRFError, FormValidationError):
+                return _json_error(400, _("The CSRF token is missing or invalid; reload the page."))
+            try:
+                if schema is not None:
+                    return view(_load_body(schema()), *args, **kwargs)
+                return view(*args, **kwargs)
+            except StorageUnavailable:
+                return _json_error(503, _("The object store is not answering; try again shortly."))
+
+        return csrf.exempt(wrapper)
+
+    return decorator
+
+
+# --- writing through services ------------------------------------------------------------------
+
+@contextmanager
+def undo_if_refused() -> Iterator[None]:
+    """Around a service call whose refusal the page answers itself (a flash and a redirect).
+
+    The request hook commits every answer below 400, so what the service flushed before it
+    refused would be kept; the savepoint undoes exactly that, and the exception goes on to the
+    view's `except`.
+    """
+    with db.session.begin_nested():
+        yield
+
+
+def found_or_404(lookup: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A service lookup for a page: its "no such row" DomainError is the panel's HTML 404."""
+    try:
+        return lookup(*args, **kwargs)
+    except DomainError:
+        abort(404)
+
+
+# --- lists -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Paged:
+    items: list[Any]
+    page: int
+    pages: int
+    total: int
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+
+def count_rows(stmt: sa.Select[Any]) -> int:
+    return db.session.scalar(
+        sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())) or 0
+
+
+def paginate(stmt: sa.Select[Any], per_page: int) -> Paged:
+    """The `?page=` of `stmt` (1-based), with the total and the number of pages (at least 1).
+
+    Rows of a one-entity select are the entities; otherwise they are tuples.
+    """
+    page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
+    total = count_rows(stmt)
+    result = db.session.execute(stmt.offset((page - 1) * per_page).limit(per_page))
+    items = (list(result.scalars()) if len(stmt.column_descriptions) == 1
+             else list(result.all()))
+    return Paged(items=items, page=page, pages=max(math.ceil(total / per_page), 1), total=total)
+
+
+# --- links and headers -------------------------------------------------------------------------
+
+def origin(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def allow_store_origins(response: Response, urls: Iterable[str], *, connect: bool = False
+                        ) -> Response:
+    """Let the page load images from (and, with `connect`, send to) the object store's origins.
+
+    Presigned URLs may point at another origin than the panel's.
+    """
+    origins = sorted({found for url in urls if (found := origin(url)) is not None})
+    if origins:
+        extra = " ".join(origins)
+        policy = SECURITY_HEADERS["Content-Security-Policy"].replace(
+            "img-src 'self' data:", f"img-src 'self' data: {extra}")
+        if connect:
+            policy += f"; connect-src 'self' {extra}"
+        response.headers["Content-Security-Policy"] = policy
+    return response
+
+
+def _external_href(url: str | None) -> str | None:
+    """A member-given URL as a link target only if it is http(s): never javascript: or data:."""
+    if not url:
+        return None
+    scheme = urlsplit(url).scheme.lower()
+    return url if scheme in ("http", "https") else None
+
+
+def _in_admin() -> bool:
+    """Whether this request is for an admin page, including admin URLs that match no view."""
+    if request.blueprint == "admin":
+        return True
+    prefix = current_app.extensions.get("koc.admin_prefix", "")
+    return bool(prefix) and (request.path == prefix or request.path.startswith(prefix + "/"))
+
+
+@admin_blueprint.app_context_processor
+def _layout_context() -> dict[str, Any]:
+    if not _in_admin():
+        return {}
+    staff = signed_in_staff()
+    return {
+        "current_staff": staff,
+        "can_review": has_role(StaffRole.reviewer),
+        "locale_names": LOCALE_NAMES,
+        "supported_locales": SUPPORTED_LOCALES,
+        # The selector's code, not str(get_locale()): Babel spells zh_CN as "zh_Hans_CN".
+        "current_locale": select_locale(),
+        "external_href": _external_href,
+    }
+
+
+@admin_blueprint.after_request
+def _harden(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.endpoint != "admin.static":
+        # Pages show member data to signed-in staff; no cache should keep them.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+def _error_page(error: HTTPException) -> tuple[str, int]:
+    return render_template("admin/error.html", error=error), error.code or 500
+
+
+@admin_blueprint.errorhandler(HTTPException)
+def _admin_http_error(error: HTTPException) -> Any:
+    """Errors raised in admin views (403, 404, a missing CSRF token) render as HTML pages."""
+    if error.code is None or error.code < 400:
+        return error
+    return _error_page(error)
+
+
+def _path_error(error: HTTPException) -> Any:
+    if _in_admin():
+        return _error_page(error)
+    return api.handle_http_exception(error)
+
+
+@admin_blueprint.record_once
+def _register_path_errors(state: BlueprintSetupState) -> None:
+    """404/405 for unknown /admin URLs are raised before any view, so outside the blueprint.
+
+    flask-smorest answers every HTTPException with JSON app-wide; these handlers take over
+    only 404 and 405, and hand everything outside the admin prefix back to the API's handler.
+    """
+    state.app.extensions["koc.admin_prefix"] = (state.url_prefix or "").rstrip("/")
+    state.app.register_error_handler(404, _path_error)
+    state.app.register_error_handler(405, _path_error)

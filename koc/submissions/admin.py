@@ -1,0 +1,182 @@
+"""Admin pages for submissions: the review queue and the approve / reject buttons on it.
+
+Thin over koc.submissions.services (posts for reading and locking, review for deciding), as the
+API's review handler is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flask import abort, flash, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+from werkzeug.wrappers import Response as BaseResponse
+from wtforms import SelectField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, Optional
+
+from koc.admin.blueprint import (
+    admin_blueprint,
+    allow_store_origins,
+    current_staff,
+    found_or_404,
+    login_required,
+    paginate,
+    undo_if_refused,
+)
+from koc.admin.forms import strip
+from koc.assets.models import Kit
+from koc.core.errors import DomainError
+from koc.core.storage import get_storage
+from koc.members.models import Member
+from koc.submissions.models import REJECT_REASONS, Submission, SubmissionStatus
+from koc.submissions.services import posts, review
+
+REVIEWS_PER_PAGE = 50
+PREVIEW_URL_TTL = 900
+RATINGS = (1, 2, 3, 4, 5)
+# Labels for the fixed reject reasons, in the order the select offers them.
+REJECT_REASON_LABELS = {
+    "invalid_proof": _l("Invalid proof"),
+    "duplicate": _l("Duplicate"),
+    "outside_window": _l("Outside the kit's window"),
+    "off_brief": _l("Did not follow the brief"),
+    "other": _l("Other"),
+}
+assert tuple(REJECT_REASON_LABELS) == REJECT_REASONS, "reject reasons out of step"
+
+
+class ApproveForm(FlaskForm):
+    rating = SelectField(
+        _l("Rating"),
+        # Plain strings: (value, label) tuples are deprecated in WTForms 3.3, while its
+        # SelectChoice replacement does not exist in the older WTForms Flask-WTF allows.
+        choices=[str(value) for value in RATINGS],
+        coerce=int,
+        default=3,
+        validators=[InputRequired()],
+    )
+
+
+class RejectForm(FlaskForm):
+    # Missing from the form (an older page, a script): "other", explained by the free text.
+    reason_code = SelectField(
+        _l("Reason"),
+        choices=list(REJECT_REASONS),
+        default="other",
+        validators=[Optional()],
+    )
+    reason = TextAreaField(
+        _l("Reason"),
+        filters=[strip],
+        validators=[DataRequired(), Length(max=1000)],
+    )
+
+
+# Which form checks a POST to /admin/reviews/<id>, by the hidden "decision" field.
+REVIEW_FORMS: dict[str, type[ApproveForm | RejectForm]] = {
+    "approve": ApproveForm, "reject": RejectForm}
+
+
+@admin_blueprint.get("/reviews")
+@login_required("reviewer")
+def reviews() -> BaseResponse:
+    queue = (
+        posts.submissions_query(status=SubmissionStatus.pending.value)
+        # Oldest first, where the API lists newest first: the queue is worked from the top.
+        .order_by(None).order_by(Submission.created_at, Submission.id)
+        .add_columns(Member.display_name, Kit)
+        .join(Member, Member.id == Submission.member_id)
+        .outerjoin(Kit, Kit.id == Submission.kit_id)
+        .options(selectinload(Submission.snapshots), selectinload(Submission.media),
+                 selectinload(Submission.flags))
+    )
+    listed = paginate(queue, REVIEWS_PER_PAGE)
+    if listed.page > listed.pages:
+        # Reviewing empties pages; land on the last one that still has rows.
+        return redirect(url_for("admin.reviews", page=listed.pages))
+    previews = _media_previews(submission for submission, _name, _kit in listed.items)
+    response = make_response(render_template(
+        "admin/reviews.html",
+        rows=listed.items,
+        page=listed.page,
+        pages=listed.pages,
+        total=listed.total,
+        previews=previews,
+        approve_form=ApproveForm(formdata=None),
+        reject_form=RejectForm(formdata=None),
+        reject_reasons=REJECT_REASON_LABELS,
+    ))
+    return allow_store_origins(response, previews.values())
+
+
+def _media_previews(submissions: Iterable[Submission]) -> dict[int, str]:
+    """Short-lived URLs of the images attached to these submissions, by media id."""
+    storage = get_storage()
+    previews = {}
+    for submission in submissions:
+        for media in submission.media:
+            if media.is_image:
+                previews[media.id] = storage.presign_get(media.storage_key,
+                                                         expires_in=PREVIEW_URL_TTL)
+    return previews
+
+
+@admin_blueprint.post("/reviews/<int:submission_id>", endpoint="review")
+@login_required("reviewer")
+def review_post(submission_id: int) -> BaseResponse:
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    back = redirect(url_for("admin.reviews", page=page))
+    decision = request.form.get("decision", "")
+    form_class = REVIEW_FORMS.get(decision)
+    if form_class is None:
+        abort(400)
+    form = form_class()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            abort(400)
+        if decision == "reject":
+            flash(_("Give a reason to reject submission %(id)s.", id=submission_id), "error")
+        else:
+            flash(_("Choose a rating from 1 to 5 to approve submission %(id)s.",
+                    id=submission_id), "error")
+        return back
+
+    # Locked, so two reviewers cannot both decide the same submission.
+    submission = found_or_404(posts.get_submission, submission_id, lock=True)
+    try:
+        with undo_if_refused():
+            if isinstance(form, ApproveForm):
+                review.review_submission(submission, decision="approve",
+                                         rating=form.rating.data, reason=None, note=None,
+                                         staff_id=current_staff().id)
+            else:
+                review.review_submission(submission, decision="reject", rating=None,
+                                         reason=form.reason_code.data or "other",
+                                         note=form.reason.data, staff_id=current_staff().id)
+    except DomainError as exc:
+        flash(_review_error_message(exc, submission_id), "error")
+        return back
+    except IntegrityError:
+        flash(_("Submission %(id)s was already reviewed.", id=submission_id), "error")
+        return back
+
+    if isinstance(form, ApproveForm):
+        flash(_("Submission %(id)s approved with rating %(rating)s.",
+                id=submission_id, rating=form.rating.data), "success")
+    else:
+        flash(_("Submission %(id)s rejected.", id=submission_id), "success")
+    return back
+
+
+def _review_error_message(exc: DomainError, submission_id: int) -> str:
+    # Service messages are English only; the statuses have fixed meanings worth translating.
+    if exc.status == 409:
+        return _("Submission %(id)s was already reviewed.", id=submission_id)
+    if exc.status == 404:
+        return _("Submission %(id)s does not exist.", id=submission_id)
+    return _("Submission %(id)s could not be reviewed: %(message)s",
+             id=submission_id, message=exc.message)
