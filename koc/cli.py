@@ -123,7 +123,7 @@ def tiers() -> None:
 @with_appcontext
 def tiers_recalc(incremental: bool) -> None:
     """Run the tier recalculation now and print its summary."""
-    from koc.tiers.services import recalculate
+    from koc.tiers.services.engine import recalculate
 
     summary = recalculate(trigger="cli", incremental=incremental)
     db.session.commit()

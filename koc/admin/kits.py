@@ -40,7 +40,7 @@ from koc.core.errors import DomainError, error_body
 from koc.core.storage import StorageUnavailable, get_storage
 from koc.extensions import csrf, db
 from koc.submissions.services.funnel import funnel
-from koc.tiers.services import tier_ranks
+from koc.tiers.services.rules import tier_ranks
 
 KITS_PER_PAGE = 50
 PREVIEW_URL_TTL = 900

@@ -1,7 +1,7 @@
 """Admin pages for tiers and benefits: the rules editor with live preview, drops, the senior
 roster and a member's tier timeline.
 
-Thin handlers over koc.tiers.services / koc.tiers.benefits, with the same validation as the API
+Thin handlers over the koc.tiers.services modules, with the same validation as the API
 (TiersInSchema + validate_tiers, DropInSchema). CSRF is checked by Flask-WTF's CSRFProtect on
 every POST, including the JSON preview (token in the X-CSRFToken header).
 """
@@ -24,9 +24,19 @@ from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member
 from koc.members.services import get_member
-from koc.tiers import benefits, services
 from koc.tiers.models import Drop, DropClaim, TierRuleSet
 from koc.tiers.schemas import DropInSchema, TiersInSchema
+from koc.tiers.services import drops as drop_services
+from koc.tiers.services import engine, groups
+from koc.tiers.services.history import tier_history
+from koc.tiers.services.progress import progress
+from koc.tiers.services.rules import (
+    DEFAULT_DEMOTION,
+    current_rules,
+    save_rules,
+    tier_ranks,
+    validate_tiers,
+)
 
 DROPS_PER_PAGE = 25
 PREVIEW_SAMPLE = 20
@@ -68,7 +78,7 @@ def _load_rules(text: str) -> tuple[list[dict[str, Any]] | None, list[tuple[str,
         data = {"tiers": data}
     try:
         tiers = TiersInSchema().load(data)["tiers"]
-        services.validate_tiers(tiers)
+        validate_tiers(tiers)
     except ValidationError as exc:
         return None, _field_errors(exc.messages)
     except DomainError as exc:
@@ -81,7 +91,7 @@ def _rules_text(tiers: list[dict[str, Any]]) -> str:
 
 
 def _preview(tiers: list[dict[str, Any]]) -> dict[str, Any]:
-    result = services.preview(tiers)
+    result = engine.preview(tiers)
     result["changes"] = result["changes"][:PREVIEW_SAMPLE]
     return result
 
@@ -90,7 +100,7 @@ def _preview(tiers: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | None = None,
                   preview: dict[str, Any] | None = None, status: int = 200):
-    rules = services.current_rules()
+    rules = current_rules()
     saved = author = None
     if rules.version:
         saved = db.session.scalar(
@@ -106,7 +116,7 @@ def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | No
         errors=errors or [],
         preview=preview,
         can_edit=_is_admin(),
-        demotions={t["key"]: {**services.DEFAULT_DEMOTION, **(t.get("demotion") or {})}
+        demotions={t["key"]: {**DEFAULT_DEMOTION, **(t.get("demotion") or {})}
                    for t in rules.tiers},
     ), status
 
@@ -128,7 +138,7 @@ def save_tier_rules():
     if request.form.get("action") == "preview":
         # Without JavaScript, the Preview button posts the form here.
         return _render_rules(text=text, preview=_preview(tiers))
-    rules = services.save_rules(tiers, staff_id=_signed_in_staff().id)
+    rules = save_rules(tiers, staff_id=_signed_in_staff().id)
     flash(_("Tier rules saved as version %(version)d.", version=rules.version), "success")
     return redirect(url_for("admin.tier_rules"))
 
@@ -137,7 +147,7 @@ def save_tier_rules():
 @login_required("admin")
 def preview_tier_rules():
     """JSON for the live preview: {"rules": "<the editor's text>"} in, counts and a sample out
-    (or the errors naming each field); computed by services.preview, writing nothing."""
+    (or the errors naming each field); computed by engine.preview, writing nothing."""
     payload = request.get_json(silent=True)
     text = payload.get("rules") if isinstance(payload, dict) else None
     if not isinstance(text, str):
@@ -191,12 +201,12 @@ def _render_drops(*, form: dict[str, str] | None = None,
             .group_by(DropClaim.drop_id, DropClaim.status)
         ):
             claims.setdefault(drop_id, {})[status_] = count
-    rules = services.current_rules()
+    rules = current_rules()
     return render_template(
         "admin/tiers/drops.html",
         drops=drops,
         claims=claims,
-        seeding={drop.id: benefits.seeding_report(drop) for drop in drops},
+        seeding={drop.id: drop_services.seeding_report(drop) for drop in drops},
         tiers=sorted(rules.tiers, key=lambda t: t["rank"]),
         tier_names={t["key"]: t["name"] for t in rules.tiers},
         form=form or {"per_member_limit": "1", "post_within_days": "14",
@@ -221,7 +231,7 @@ def create_drop():
     raw = {name: request.form.get(name, "") for name in _DROP_FIELDS}
     try:
         values = DropInSchema().load(_drop_input(request.form))
-        drop = benefits.create_drop(values, tier_ranks=services.tier_ranks())
+        drop = drop_services.create_drop(values, tier_ranks=tier_ranks())
     except ValidationError as exc:
         db.session.rollback()
         return _render_drops(form=raw, errors=_field_errors(exc.messages), status=422)
@@ -238,7 +248,7 @@ def create_drop():
 @admin_blueprint.get("/groups/senior")
 @login_required("viewer")
 def senior_roster():
-    roster = benefits.roster()
+    roster = groups.roster()
     ids = [row.member_id for rows in roster.values() for row in rows]
     names = dict(db.session.execute(
         sa.select(Member.id, Member.display_name).where(Member.id.in_(ids))).all()) if ids else {}
@@ -250,7 +260,7 @@ def senior_roster():
 @login_required("admin")
 def senior_removed(member_id: int):
     try:
-        benefits.confirm_removed(member_id, staff_id=_signed_in_staff().id)
+        groups.confirm_removed(member_id, staff_id=_signed_in_staff().id)
     except DomainError:
         db.session.rollback()
         flash(_("Member %(id)d is not on the removal list.", id=member_id), "error")
@@ -268,15 +278,15 @@ def member_page(member_id: int):
         member = get_member(member_id)
     except DomainError:
         abort(404)
-    history = services.tier_history(member.id)
+    history = tier_history(member.id)
     staff_ids = {c.changed_by_staff_id for c in history if c.changed_by_staff_id}
     staff = dict(db.session.execute(
         sa.select(Staff.id, Staff.email).where(Staff.id.in_(staff_ids))).all()) if staff_ids else {}
-    rules = services.current_rules()
+    rules = current_rules()
     return render_template(
         "admin/tiers/member.html",
         member=member,
-        progress=services.progress(member),
+        progress=progress(member),
         history=history,
         staff=staff,
         tier_names={t["key"]: t["name"] for t in rules.tiers},

@@ -53,7 +53,7 @@ from koc.members.models import Member
 from koc.submissions.models import Submission, SubmissionStatus
 from koc.submissions.services.review import review_submission
 from koc.tiers.models import TierRun
-from koc.tiers.services import members_per_tier
+from koc.tiers.services.history import members_per_tier
 
 admin_blueprint = Blueprint(
     "admin",

@@ -122,7 +122,7 @@ def list_members(query: dict):
 
 
 def _member_detail(member_id: int) -> SimpleNamespace:
-    from koc.tiers.services import tier_history
+    from koc.tiers.services.history import tier_history
 
     member = services.get_member(member_id)
     # The schema reads the member's columns and the history loaded here, side by side.
@@ -146,7 +146,7 @@ def get_member(member_id: int):
 @blp.response(200, MemberDetailSchema)
 @staff_required("admin")
 def patch_member(data: dict, member_id: int):
-    from koc.tiers.services import set_tier_manually
+    from koc.tiers.services.engine import set_tier_manually
 
     member = services.get_member(member_id)
     staff_id = current_principal().staff_id
@@ -168,20 +168,21 @@ def patch_member(data: dict, member_id: int):
 @member_required
 def me():
     from koc.submissions.services.ledger import points_totals
-    from koc.tiers import services as tiers
-    from koc.tiers.benefits import live_badges
+    from koc.tiers.services.badges import live_badges
+    from koc.tiers.services.progress import progress
+    from koc.tiers.services.rules import tier_ref
 
     member = services.get_member(current_principal().member_id)
     return {
         "id": member.id,
         "display_name": member.display_name,
         "status": member.status,
-        "tier": tiers.tier_ref(member.tier_key),
+        "tier": tier_ref(member.tier_key),
         "points": points_totals(member.id),
         "badges": [{"badge_id": b.badge_id, "tier": b.tier_key,
-                    "name": tiers.tier_ref(b.tier_key)["name"], "issued_at": b.issued_at,
+                    "name": tier_ref(b.tier_key)["name"], "issued_at": b.issued_at,
                     "url": url_for("tiers.get_badge", badge_id=b.badge_id, _external=True)}
                    for b in live_badges(member.id)],
-        "progress": tiers.progress(member),
+        "progress": progress(member),
         "social_accounts": member.social_accounts,
     }
