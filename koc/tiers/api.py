@@ -1,11 +1,17 @@
-"""Tiers HTTP API: thin handlers over tiers.services."""
+"""Tiers HTTP API: thin handlers over tiers.services, and the tiers' part of the members' views.
+
+GET /me and GET/PATCH /members/{id} are members routes; the fields they show from above the
+members domain (tier, badges, progress, points, tier history) and staff tier changes come from
+the receivers at the end of this module.
+"""
 
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 import sqlalchemy as sa
-from flask import Response, current_app
+from flask import Response, current_app, url_for
 from flask_smorest import Page
 
 from koc.core.auth import (
@@ -19,8 +25,11 @@ from koc.core.idempotency import idempotent
 from koc.core.jobs import start_job
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
+from koc.core.signals import member_detail_requested, member_tier_set, member_view_requested
 from koc.extensions import db
+from koc.members.models import Member
 from koc.members.services import get_member
+from koc.submissions.services import ledger
 from koc.tiers.models import Drop, DropClaim
 from koc.tiers.schemas import (
     BadgeAssertionSchema,
@@ -38,7 +47,7 @@ from koc.tiers.schemas import (
     TiersInSchema,
     TiersOutSchema,
 )
-from koc.tiers.services import badges, drops, engine, groups, history, rules
+from koc.tiers.services import badges, drops, engine, groups, history, progress, rules
 
 blp = Blueprint("tiers", __name__, description="Tier rules and recalculation")
 
@@ -231,3 +240,30 @@ def confirm_removed(member_id: int):
     row = groups.confirm_removed(member_id, staff_id=staff_id)
     return row
 
+
+# --- the tiers' part of the members' routes ----------------------------------------------------
+
+@member_view_requested.connect
+def _my_tier_points_badges_and_progress(_sender: object, *, member: Member,
+                                        **_: object) -> dict[str, Any]:
+    return {
+        "tier": rules.tier_ref(member.tier_key),
+        "points": ledger.points_totals(member.id),
+        "badges": [{"badge_id": b.badge_id, "tier": b.tier_key,
+                    "name": rules.tier_ref(b.tier_key)["name"], "issued_at": b.issued_at,
+                    "url": url_for("tiers.get_badge", badge_id=b.badge_id, _external=True)}
+                   for b in badges.live_badges(member.id)],
+        "progress": progress.progress(member),
+    }
+
+
+@member_detail_requested.connect
+def _tier_history_of(_sender: object, *, member: Member, **_: object) -> dict[str, Any]:
+    return {"tier_history": history.tier_history(member.id)}
+
+
+@member_tier_set.connect
+def _set_tier_by_staff(_sender: object, *, member: Member, tier_key: str | None, locked: bool,
+                       staff_id: int, reason: str, **_: object) -> None:
+    engine.set_tier_manually(member, tier_key=tier_key, locked=locked, staff_id=staff_id,
+                             reason=reason)
