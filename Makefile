@@ -60,9 +60,10 @@ TEST_DATES ?= 2027-03-01T00:20:00Z,2027-03-02T10:00:00+08:00,2027-03-03T10:00:00
 test-dates: install ## run the tests marked clock once at each of TEST_DATES, in one pytest process
 	$(BIN)/pytest -m clock --clock='$(TEST_DATES)'
 
-lint: install ## ruff, and the layer contract (import-linter)
+lint: install ## ruff, the layer contract (import-linter) and types (mypy)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 bench: install ## benchmarks (PostgreSQL, SeaweedFS): figures and ratios against same-run baselines
 	$(BIN)/python -m bench.tier_recalc

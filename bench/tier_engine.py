@@ -109,19 +109,19 @@ class Phases:
     @classmethod
     @contextmanager
     def recording(cls) -> Iterator[Phases]:
-        from koc.tiers import benefits, metrics, services
+        from koc.tiers.services import badges, engine, groups, metrics
 
         phases = cls(defaultdict(float))
         targets: list[tuple[Any, str, str]] = [
-            (services, "plan", "plan (read members, metrics, evaluate)"),
+            (engine, "plan", "plan (read members, metrics, evaluate)"),
             (metrics, "compute", "  metric queries (metrics.compute)"),
             (metrics, "members_with_weak_streak", "  weak-post streak query"),
-            (services, "members_with_activity_since", "active-member lookup (incremental)"),
-            (services, "_apply_changes", "UPDATE members + INSERT tier_changes"),
-            (services, "_apply_marks", "below-water marks"),
-            (benefits, "sync_badges", "badges (sign + insert)"),
-            (benefits, "sync_group", "senior group + its events"),
-            (services, "emit_select", "member.tier_changed events"),
+            (engine, "members_with_activity_since", "active-member lookup (incremental)"),
+            (engine, "_apply_changes", "UPDATE members + INSERT tier_changes"),
+            (engine, "_apply_marks", "below-water marks"),
+            (badges, "sync_badges", "badges (sign + insert)"),
+            (groups, "sync_group", "senior group + its events"),
+            (engine, "emit_select", "member.tier_changed events"),
         ]
         originals = [(module, attr, getattr(module, attr)) for module, attr, _ in targets]
         for module, attr, label in targets:
@@ -160,10 +160,10 @@ class JobRun:
 
 def run_job(log: StatementLog, now: datetime, *, incremental: bool) -> JobRun:
     from koc.extensions import db
-    from koc.tiers import services
+    from koc.tiers.services import engine
 
     with log.recording(), Phases.recording() as phases, stopwatch() as took:
-        summary = services.recalculate(trigger="bench", now=now, incremental=incremental)
+        summary = engine.recalculate(trigger="bench", now=now, incremental=incremental)
         with stopwatch() as committing:
             db.session.commit()
     db.session.remove()
@@ -186,13 +186,14 @@ class FloorRun:
 def run_floor(now: datetime) -> FloorRun:
     """The grouped metric queries of the current rules, then one UPDATE of the tier column."""
     from koc.extensions import db
-    from koc.tiers import services
+    from koc.tiers.services import engine, metrics
+    from koc.tiers.services.rules import current_rules
 
     start = time.perf_counter()
-    rules = services.current_rules()
-    values = services.compute_metrics(rules, now=now)
+    rules = current_rules()
+    values = metrics.compute_for(rules, now=now)
     metrics_done = time.perf_counter()
-    earned = services.tier_evaluator(rules, values)
+    earned = engine.tier_evaluator(rules, values)
     ids = sorted({member_id for column in values.values() for member_id in column})
     tiers = [earned(member_id) for member_id in ids]
     evaluated = time.perf_counter()

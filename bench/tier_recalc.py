@@ -1,7 +1,7 @@
 """Tier recalculation on PostgreSQL: the real set-based job against a naive per-member ORM loop.
 
 Builds a throwaway database with the Alembic migrations, fills it with a synthetic population
-using set-based SQL, times `koc.tiers.services.recalculate` over everyone, times a naive loop
+using set-based SQL, times `koc.tiers.services.engine.recalculate` over everyone, times a naive loop
 (a handful of ORM queries per member) over a random sample and scales it to the population, and
 prints both with their ratio. The database is dropped at exit, also after an error or Ctrl-C.
 
@@ -321,7 +321,7 @@ def naive_loop(member_ids: list[int], now: datetime) -> dict[int, str | None]:
     from koc.members.models import Member, MemberStatus
     from koc.submissions.models import Submission, SubmissionStatus
     from koc.tiers.models import TierChange
-    from koc.tiers.services import DEFAULT_TIERS
+    from koc.tiers.services.rules import DEFAULT_TIERS
 
     ranks = {t["key"]: t["rank"] for t in DEFAULT_TIERS}
     names = {t["key"]: t["name"] for t in DEFAULT_TIERS}
@@ -382,10 +382,10 @@ class SetBasedRun:
 
 def run_set_based(log: StatementLog, now: datetime) -> SetBasedRun:
     from koc.extensions import db
-    from koc.tiers import services
+    from koc.tiers.services import engine
 
     with log.recording(), stopwatch() as took:
-        summary = services.recalculate(trigger="bench", now=now)
+        summary = engine.recalculate(trigger="bench", now=now)
         db.session.commit()
     db.session.remove()
     return SetBasedRun(seconds=took[0], sql_seconds=log.sql_seconds, calls=len(log.calls),
@@ -408,15 +408,16 @@ def explain_metrics(now: datetime) -> None:
     """EXPLAIN ANALYZE of each statement the job reads with, as the job builds them."""
     from koc.extensions import db
     from koc.members.models import Member, MemberStatus
-    from koc.tiers import metrics, services
+    from koc.tiers.services import metrics
+    from koc.tiers.services.rules import current_rules
 
-    rules = services.current_rules()
+    rules = current_rules()
     queries: list[tuple[str, sa.Select]] = [(
         "members to evaluate",
         sa.select(Member.id, Member.tier_key).where(
             Member.status == MemberStatus.active.value, Member.tier_locked.is_(False)),
     )]
-    for metric, window in sorted(services._metric_keys(rules.tiers), key=str):
+    for metric, window in sorted(metrics.metric_keys(rules.tiers), key=str):
         label = f"{metric}" + (f", {window} days" if window else "")
         queries.append((label, metrics.metric_query(metric, window, now, None)))
     with db.engine.connect() as conn:
@@ -591,9 +592,10 @@ def print_population(population: Population) -> None:
 
 def report_set_based(runs: list[SetBasedRun], converged: SetBasedRun) -> None:
     from koc.extensions import db
-    from koc.tiers import services
+    from koc.tiers.services.history import members_per_tier
+    from koc.tiers.services.rules import DEFAULT_TIERS
 
-    per_tier = services.members_per_tier()
+    per_tier = members_per_tier()
     expected = expected_promotions()
     db.session.remove()
     median = statistics.median(r.seconds for r in runs)
@@ -614,7 +616,7 @@ def report_set_based(runs: list[SetBasedRun], converged: SetBasedRun) -> None:
         print(f"    {seconds:6.2f} s  {many:<22} {statement[:64]}")
     print(f"  re-run       {converged.seconds:.2f} s with nothing left to change "
           f"({fmt_int(converged.promotions)} promoted; the periodic job's usual case)")
-    order = ["none"] + [t["key"] for t in services.DEFAULT_TIERS]
+    order = ["none"] + [t["key"] for t in DEFAULT_TIERS]
     tiers = ", ".join(f"{k} {fmt_int(per_tier.get(k, 0))}" for k in order)
     print(f"  per tier     {tiers}  (locked members keep their pinned tier)")
     verdict = "ok" if expected == last.promotions else "MISMATCH"

@@ -19,6 +19,7 @@ from koc.core.storage import get_storage
 from koc.demo import load_demo
 from koc.extensions import db
 from koc.members.services import import_format, import_users
+from koc.tiers.services.engine import recalculate
 
 
 def _app_factory():
@@ -126,8 +127,6 @@ def tiers() -> None:
 @with_appcontext
 def tiers_recalc(incremental: bool) -> None:
     """Run the tier recalculation now and print its summary."""
-    from koc.tiers.services import recalculate
-
     summary = recalculate(trigger="cli", incremental=incremental)
     db.session.commit()
     if summary.skipped:

@@ -15,7 +15,7 @@ from koc.extensions import db
 from koc.members import services as members
 from koc.members.models import Member
 from koc.submissions.services import posts, review
-from koc.tiers.services import recalculate
+from koc.tiers.services.engine import recalculate
 
 DEMO_ADMIN_EMAIL = "admin@demo.koc"
 DEMO_ADMIN_PASSWORD = "demo-admin-pass"  # noqa: S105 - printed to the person running the demo

@@ -30,7 +30,7 @@ from koc.extensions import db
 from koc.submissions.models import SubmissionStatus
 from koc.submissions.services import posts
 from koc.tiers.models import TierRun
-from koc.tiers.services import members_per_tier
+from koc.tiers.services.history import members_per_tier
 
 LOCALE_PICKED_KEY = "locale_picked"
 

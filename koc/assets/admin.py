@@ -45,7 +45,7 @@ from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.settings import Settings
 from koc.submissions.services.funnel import funnel
-from koc.tiers.services import tier_ranks
+from koc.tiers.services.rules import tier_ranks
 
 KITS_PER_PAGE = 50
 PREVIEW_URL_TTL = 900

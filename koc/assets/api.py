@@ -43,7 +43,7 @@ from koc.extensions import db
 from koc.members.models import Member
 from koc.members.services import get_member
 from koc.submissions.services.funnel import funnel
-from koc.tiers.services import tier_ranks
+from koc.tiers.services.rules import tier_ranks
 
 blp = Blueprint("kits", __name__, description="Creative kits and their assets")
 

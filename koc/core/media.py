@@ -133,7 +133,7 @@ def image_size(source: IO[bytes]) -> tuple[int, int]:
 
 def perceptual_hash(source: IO[bytes]) -> int | None:
     """64-bit DCT perceptual hash, signed to fit a bigint column; None if not an image."""
-    import imagehash  # brings numpy; only the worker that hashes should pay for it
+    import imagehash  # noqa: PLC0415 - brings numpy; only the worker that hashes pays for it
 
     try:
         with open_image(source) as image:

@@ -5,13 +5,19 @@ from __future__ import annotations
 import uuid
 from types import SimpleNamespace
 
-from flask import current_app, url_for
+from flask import current_app
 from flask_smorest import abort
 
 from koc.core.auth import current_principal, current_staff_id, member_required, staff_required
 from koc.core.jobs import start_job
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
+from koc.core.signals import (
+    member_detail_requested,
+    member_tier_set,
+    member_view_requested,
+    replies,
+)
 from koc.core.storage import get_storage
 from koc.members import services
 from koc.members.schemas import (
@@ -117,15 +123,15 @@ def list_members(query: dict):
 
 
 def _member_detail(member_id: int) -> SimpleNamespace:
-    from koc.tiers.services import tier_history
-
     member = services.get_member(member_id)
-    # The schema reads the member's columns and the history loaded here, side by side.
+    # The schema reads the member's columns and what the domains above add (the tier history),
+    # side by side.
     return SimpleNamespace(
         id=member.id, user=member.user, display_name=member.display_name,
         status=member.status, tier_key=member.tier_key, tier_locked=member.tier_locked,
         tier_since=member.tier_since, joined_at=member.joined_at,
-        social_accounts=member.social_accounts, tier_history=tier_history(member.id),
+        social_accounts=member.social_accounts,
+        **replies(member_detail_requested, member=member),
     )
 
 
@@ -141,15 +147,15 @@ def get_member(member_id: int):
 @blp.response(200, MemberDetailSchema)
 @staff_required("admin")
 def patch_member(data: dict, member_id: int):
-    from koc.tiers.services import set_tier_manually
-
     member = services.get_member(member_id)
     staff_id = current_staff_id()
     if "status" in data:
         services.set_member_status(member, data["status"])
     if "tier" in data or "tier_locked" in data:
-        set_tier_manually(
-            member,
+        # The tiers package applies it (koc.tiers.api), or refuses an unknown tier.
+        member_tier_set.send(
+            None,
+            member=member,
             tier_key=data.get("tier", member.tier_key),
             locked=data.get("tier_locked", member.tier_locked),
             staff_id=staff_id,
@@ -162,21 +168,12 @@ def patch_member(data: dict, member_id: int):
 @blp.response(200, MeSchema)
 @member_required
 def me():
-    from koc.submissions.services.ledger import points_totals
-    from koc.tiers import services as tiers
-    from koc.tiers.benefits import live_badges
-
     member = services.get_member(current_principal().member_id)
     return {
         "id": member.id,
         "display_name": member.display_name,
         "status": member.status,
-        "tier": tiers.tier_ref(member.tier_key),
-        "points": points_totals(member.id),
-        "badges": [{"badge_id": b.badge_id, "tier": b.tier_key,
-                    "name": tiers.tier_ref(b.tier_key)["name"], "issued_at": b.issued_at,
-                    "url": url_for("tiers.get_badge", badge_id=b.badge_id, _external=True)}
-                   for b in live_badges(member.id)],
-        "progress": tiers.progress(member),
+        # The tier, points, badges and progress (koc.tiers.api).
+        **replies(member_view_requested, member=member),
         "social_accounts": member.social_accounts,
     }

@@ -44,7 +44,7 @@ from koc.submissions.schemas import (
     SubmissionQuerySchema,
 )
 from koc.submissions.services import ledger, posts, review, rules, uploads
-from koc.tiers.services import tier_ranks
+from koc.tiers.services.rules import tier_ranks
 
 blp = Blueprint("submissions", __name__, description="Submissions, review and points")
 MAX_IMPORT_BYTES = 64 * 1024 * 1024

@@ -1,10 +1,11 @@
 """Admin pages for tiers and benefits: the rules editor with live preview, drops, the senior
 roster and a member's tier timeline.
 
-Thin handlers over koc.tiers.services / koc.tiers.benefits, with the same validation as the API
-(TiersInSchema + validate_tiers, DropInSchema): the Flask-WTF forms here only carry the posted
-text and the CSRF token, the API's schemas check it. CSRF is checked by Flask-WTF's CSRFProtect
-on every POST, including the JSON preview (token in the X-CSRFToken header).
+Thin handlers over the koc.tiers.services topics (rules, engine, drops, groups), with the same
+validation as the API (TiersInSchema + validate_tiers, DropInSchema): the Flask-WTF forms here only
+carry the posted text and the CSRF token, the API's schemas check it. CSRF is checked by
+Flask-WTF's CSRFProtect on every POST, including the JSON preview (token in the X-CSRFToken
+header).
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member
 from koc.members.services import get_member
-from koc.tiers import benefits, services
 from koc.tiers.models import Drop, DropClaim, TierRuleSet
 from koc.tiers.schemas import DropInSchema, TiersInSchema
+from koc.tiers.services import drops as drop_service
+from koc.tiers.services import engine, groups
+from koc.tiers.services import history as tier_history_service
+from koc.tiers.services import progress as member_progress
+from koc.tiers.services import rules as rule_service
 
 DROPS_PER_PAGE = 25
 PREVIEW_SAMPLE = 20
@@ -99,7 +104,7 @@ def _load_rules(text: str) -> tuple[list[dict[str, Any]] | None, list[tuple[str,
         data = {"tiers": data}
     try:
         tiers = TiersInSchema().load(data)["tiers"]
-        services.validate_tiers(tiers)
+        rule_service.validate_tiers(tiers)
     except ValidationError as exc:
         return None, _field_errors(exc.messages)
     except DomainError as exc:
@@ -112,7 +117,7 @@ def _rules_text(tiers: list[dict[str, Any]]) -> str:
 
 
 def _preview(tiers: list[dict[str, Any]]) -> dict[str, Any]:
-    result = services.preview(tiers)
+    result = engine.preview(tiers)
     result["changes"] = result["changes"][:PREVIEW_SAMPLE]
     return result
 
@@ -122,7 +127,7 @@ def _preview(tiers: list[dict[str, Any]]) -> dict[str, Any]:
 def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | None = None,
                   preview: dict[str, Any] | None = None, status: int = 200
                   ) -> tuple[str, int]:
-    rules = services.current_rules()
+    rules = rule_service.current_rules()
     saved = author = None
     if rules.version:
         saved = db.session.scalar(
@@ -138,7 +143,7 @@ def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | No
         errors=errors or [],
         preview=preview,
         can_edit=is_admin(),
-        demotions={t["key"]: {**services.DEFAULT_DEMOTION, **(t.get("demotion") or {})}
+        demotions={t["key"]: {**rule_service.DEFAULT_DEMOTION, **(t.get("demotion") or {})}
                    for t in rules.tiers},
     ), status
 
@@ -163,7 +168,7 @@ def save_tier_rules() -> BaseResponse | tuple[str, int]:
     if form.action.data == "preview":
         # Without JavaScript, the Preview button posts the form here.
         return _render_rules(text=text, preview=_preview(tiers))
-    rules = services.save_rules(tiers, staff_id=current_staff().id)
+    rules = rule_service.save_rules(tiers, staff_id=current_staff().id)
     flash(_("Tier rules saved as version %(version)d.", version=rules.version), "success")
     return redirect(url_for("admin.tier_rules"))
 
@@ -172,7 +177,7 @@ def save_tier_rules() -> BaseResponse | tuple[str, int]:
 @login_required("admin")
 def preview_tier_rules() -> BaseResponse | tuple[BaseResponse, int]:
     """JSON for the live preview: {"rules": "<the editor's text>"} in, counts and a sample out
-    (or the errors naming each field); computed by services.preview, writing nothing."""
+    (or the errors naming each field); computed by engine.preview, writing nothing."""
     payload = request.get_json(silent=True)
     text = payload.get("rules") if isinstance(payload, dict) else None
     if not isinstance(text, str):
@@ -224,12 +229,12 @@ def _render_drops(*, form: DropForm | None = None,
             .group_by(DropClaim.drop_id, DropClaim.status)
         ):
             claims.setdefault(drop_id, {})[status_] = count
-    rules = services.current_rules()
+    rules = rule_service.current_rules()
     return render_template(
         "admin/tiers/drops.html",
         drops=drops,
         claims=claims,
-        seeding={drop.id: benefits.seeding_report(drop) for drop in drops},
+        seeding={drop.id: drop_service.seeding_report(drop) for drop in drops},
         tiers=sorted(rules.tiers, key=lambda t: t["rank"]),
         tier_names={t["key"]: t["name"] for t in rules.tiers},
         form=form or DropForm(formdata=None, data=_DROP_DEFAULTS),
@@ -256,7 +261,7 @@ def create_drop() -> BaseResponse | tuple[str, int]:
     try:
         values = DropInSchema().load(_drop_input(form))
         with undo_if_refused():
-            drop = benefits.create_drop(values, tier_ranks=services.tier_ranks())
+            drop = drop_service.create_drop(values, tier_ranks=rule_service.tier_ranks())
     except ValidationError as exc:
         return _render_drops(form=form, errors=_field_errors(exc.messages), status=422)
     except DomainError as exc:
@@ -271,7 +276,7 @@ def create_drop() -> BaseResponse | tuple[str, int]:
 @admin_blueprint.get("/groups/senior")
 @login_required("viewer")
 def senior_roster() -> str:
-    roster = benefits.roster()
+    roster = groups.roster()
     ids = [row.member_id for rows in roster.values() for row in rows]
     names = dict(db.session.execute(
         sa.select(Member.id, Member.display_name).where(Member.id.in_(ids))).all()) if ids else {}
@@ -286,7 +291,7 @@ def senior_removed(member_id: int) -> BaseResponse:
         abort(400)
     try:
         with undo_if_refused():
-            benefits.confirm_removed(member_id, staff_id=current_staff().id)
+            groups.confirm_removed(member_id, staff_id=current_staff().id)
     except DomainError:
         flash(_("Member %(id)d is not on the removal list.", id=member_id), "error")
         return redirect(url_for("admin.senior_roster"))
@@ -300,15 +305,15 @@ def senior_removed(member_id: int) -> BaseResponse:
 @login_required("viewer")
 def member_page(member_id: int) -> str:
     member = found_or_404(get_member, member_id)
-    history = services.tier_history(member.id)
+    history = tier_history_service.tier_history(member.id)
     staff_ids = {c.changed_by_staff_id for c in history if c.changed_by_staff_id}
     staff = dict(db.session.execute(
         sa.select(Staff.id, Staff.email).where(Staff.id.in_(staff_ids))).all()) if staff_ids else {}
-    rules = services.current_rules()
+    rules = rule_service.current_rules()
     return render_template(
         "admin/tiers/member.html",
         member=member,
-        progress=services.progress(member),
+        progress=member_progress.progress(member),
         history=history,
         staff=staff,
         tier_names={t["key"]: t["name"] for t in rules.tiers},

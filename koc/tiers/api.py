@@ -1,11 +1,17 @@
-"""Tiers HTTP API: thin handlers over tiers.services."""
+"""Tiers HTTP API: thin handlers over tiers.services, and the tiers' part of the members' views.
+
+GET /me and GET/PATCH /members/{id} are members routes; the fields they show from above the
+members domain (tier, badges, progress, points, tier history) and staff tier changes come from
+the receivers at the end of this module.
+"""
 
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 import sqlalchemy as sa
-from flask import Response, current_app
+from flask import Response, current_app, url_for
 from flask_smorest import Page
 
 from koc.core.auth import (
@@ -19,9 +25,11 @@ from koc.core.idempotency import idempotent
 from koc.core.jobs import start_job
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
+from koc.core.signals import member_detail_requested, member_tier_set, member_view_requested
 from koc.extensions import db
+from koc.members.models import Member
 from koc.members.services import get_member
-from koc.tiers import benefits, services
+from koc.submissions.services import ledger
 from koc.tiers.models import Drop, DropClaim
 from koc.tiers.schemas import (
     BadgeAssertionSchema,
@@ -39,6 +47,7 @@ from koc.tiers.schemas import (
     TiersInSchema,
     TiersOutSchema,
 )
+from koc.tiers.services import badges, drops, engine, groups, history, progress, rules
 
 blp = Blueprint("tiers", __name__, description="Tier rules and recalculation")
 
@@ -47,8 +56,8 @@ blp = Blueprint("tiers", __name__, description="Tier rules and recalculation")
 @blp.response(200, TiersOutSchema)
 @any_token_required
 def get_tiers():
-    rules = services.current_rules()
-    return {"version": rules.version, "tiers": rules.tiers}
+    current = rules.current_rules()
+    return {"version": current.version, "tiers": current.tiers}
 
 
 @blp.put("/tiers/rules")
@@ -56,8 +65,8 @@ def get_tiers():
 @blp.response(200, TiersOutSchema)
 @staff_required("admin")
 def put_rules(data: dict):
-    rules = services.save_rules(data["tiers"], staff_id=current_principal().staff_id)
-    return {"version": rules.version, "tiers": rules.tiers}
+    saved = rules.save_rules(data["tiers"], staff_id=current_principal().staff_id)
+    return {"version": saved.version, "tiers": saved.tiers}
 
 
 @blp.post("/tiers/rules/preview")
@@ -65,7 +74,7 @@ def put_rules(data: dict):
 @blp.response(200, PreviewSchema)
 @staff_required("admin")
 def preview_rules(data: dict):
-    return services.preview(data["tiers"])
+    return engine.preview(data["tiers"])
 
 
 @blp.post("/tiers/recalculate")
@@ -81,7 +90,7 @@ def recalculate():
 @blp.response(200, TierCountSchema)
 @staff_required("viewer")
 def tier_stats():
-    return {"tiers": services.members_per_tier()}
+    return {"tiers": history.members_per_tier()}
 
 
 # --- badges (public) ---------------------------------------------------------------------------
@@ -90,20 +99,20 @@ def tier_stats():
 @blp.response(200, PublicKeySchema)
 @blp.doc(security=[])
 def badge_public_key():
-    return {"algorithm": "Ed25519", "public_key": benefits.public_key_b64()}
+    return {"algorithm": "Ed25519", "public_key": badges.public_key_b64()}
 
 
 def _badge_view(badge_id: str) -> dict:
-    badge = benefits.get_badge(badge_id)
+    badge = badges.get_badge(badge_id)
     member = get_member(badge.member_id)
     revoked = badge.revoked_at is not None
     return {"badge_id": badge.badge_id,
             "member": {"id": member.id, "display_name": member.display_name},
             "tier": badge.tier_key, "issued_at": badge.issued_at, "revoked": revoked,
             "revoked_at": badge.revoked_at,
-            "valid": benefits.verify_badge(badge) and not revoked,
-            "payload": benefits.badge_payload(badge).decode(), "signature": badge.signature,
-            "public_key": benefits.public_key_b64()}
+            "valid": badges.verify_badge(badge) and not revoked,
+            "payload": badges.badge_payload(badge).decode(), "signature": badge.signature,
+            "public_key": badges.public_key_b64()}
 
 
 @blp.get("/badges/<key:badge_id>")
@@ -118,7 +127,7 @@ def get_badge(badge_id: str):
                                          "content": {"image/svg+xml": {}}}})
 def badge_image(badge_id: str):
     view = _badge_view(badge_id)
-    name = services.tier_ref(view["tier"])["name"]
+    name = rules.tier_ref(view["tier"])["name"]
     colour = "#2e7d32" if view["valid"] else "#9e9e9e"
     label = escape(f"{name}" + ("" if view["valid"] else " (revoked)"))
     width = 40 + 8 * len(str(label))
@@ -137,7 +146,7 @@ def badge_image(badge_id: str):
 @blp.response(201, DropSchema)
 @staff_required("admin")
 def create_drop(data: dict):
-    drop = benefits.create_drop(data, tier_ranks=services.tier_ranks())
+    drop = drops.create_drop(data, tier_ranks=rules.tier_ranks())
     return drop
 
 
@@ -151,8 +160,8 @@ def list_drops(pagination_parameters):
     if principal.is_staff:
         page = SelectPage(sa.select(Drop).order_by(Drop.id.desc()), pagination_parameters)
         return page.items
-    drops = benefits.open_drops_for(get_member(principal.member_id), services.tier_ranks())
-    return Page(drops, pagination_parameters).items
+    open_drops = drops.open_drops_for(get_member(principal.member_id), rules.tier_ranks())
+    return Page(open_drops, pagination_parameters).items
 
 
 @blp.post("/drops/<id:drop_id>/claims")
@@ -162,20 +171,21 @@ def list_drops(pagination_parameters):
 @idempotent
 @blp.response(201, ClaimSchema)
 def claim_drop(drop_id: int):
-    return benefits.claim(drop_id, get_member(current_principal().member_id),
-                          services.tier_ranks())
+    member_id = current_principal().member_id
+    assert member_id is not None  # member_required let only a member in
+    return drops.claim(drop_id, get_member(member_id), rules.tier_ranks())
 
 
 @blp.post("/drops/<id:drop_id>/draw")
 @blp.response(200, LotterySchema)
 @staff_required("admin")
 def draw_drop(drop_id: int):
-    benefits.draw_lottery(benefits.get_drop(drop_id))
+    drops.draw_lottery(drops.get_drop(drop_id))
     return _lottery_view(drop_id)
 
 
 def _lottery_view(drop_id: int) -> dict:
-    drop = benefits.get_drop(drop_id)
+    drop = drops.get_drop(drop_id)
     entries = db.session.execute(sa.select(DropClaim.id, DropClaim.status)
                                  .where(DropClaim.drop_id == drop.id)).all()
     return {"drop_id": drop.id, "seed": drop.lottery_seed, "quantity": drop.quantity,
@@ -197,7 +207,7 @@ def lottery(drop_id: int):
               description="Who got the product, whether they posted, who is overdue.")
 @staff_required("viewer")
 def seeding(drop_id: int):
-    return benefits.seeding_report(benefits.get_drop(drop_id))
+    return drops.seeding_report(drops.get_drop(drop_id))
 
 
 # --- the senior group --------------------------------------------------------------------------
@@ -206,7 +216,7 @@ def seeding(drop_id: int):
 @blp.response(200, MyGroupsSchema)
 @member_required
 def my_groups():
-    membership = benefits.my_group(current_principal().member_id)
+    membership = groups.my_group(current_principal().member_id)
     if membership is None:
         return {"groups": []}
     join_url = current_app.config["KOC_SETTINGS"].senior_group_url
@@ -218,12 +228,42 @@ def my_groups():
 @blp.response(200, RosterSchema)
 @staff_required("viewer")
 def senior_roster():
-    return benefits.roster()
+    return groups.roster()
 
 
 @blp.post("/groups/senior/roster/<id:member_id>/removed")
 @blp.response(200, MembershipSchema)
 @staff_required("admin")
 def confirm_removed(member_id: int):
-    row = benefits.confirm_removed(member_id, staff_id=current_principal().staff_id)
+    staff_id = current_principal().staff_id
+    assert staff_id is not None  # staff_required let only staff in
+    row = groups.confirm_removed(member_id, staff_id=staff_id)
     return row
+
+
+# --- the tiers' part of the members' routes ----------------------------------------------------
+
+@member_view_requested.connect
+def _my_tier_points_badges_and_progress(_sender: object, *, member: Member,
+                                        **_: object) -> dict[str, Any]:
+    return {
+        "tier": rules.tier_ref(member.tier_key),
+        "points": ledger.points_totals(member.id),
+        "badges": [{"badge_id": b.badge_id, "tier": b.tier_key,
+                    "name": rules.tier_ref(b.tier_key)["name"], "issued_at": b.issued_at,
+                    "url": url_for("tiers.get_badge", badge_id=b.badge_id, _external=True)}
+                   for b in badges.live_badges(member.id)],
+        "progress": progress.progress(member),
+    }
+
+
+@member_detail_requested.connect
+def _tier_history_of(_sender: object, *, member: Member, **_: object) -> dict[str, Any]:
+    return {"tier_history": history.tier_history(member.id)}
+
+
+@member_tier_set.connect
+def _set_tier_by_staff(_sender: object, *, member: Member, tier_key: str | None, locked: bool,
+                       staff_id: int, reason: str, **_: object) -> None:
+    engine.set_tier_manually(member, tier_key=tier_key, locked=locked, staff_id=staff_id,
+                             reason=reason)

@@ -7,10 +7,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
-from koc.extensions import db
+from koc.extensions import Model
 
 
-class TierRuleSet(db.Model):
+class TierRuleSet(Model):
     """One saved version of the tier rules; the highest version is in force."""
 
     __tablename__ = "tier_rule_sets"
@@ -24,7 +24,7 @@ class TierRuleSet(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class TierRun(db.Model):
+class TierRun(Model):
     __tablename__ = "tier_runs"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -39,7 +39,7 @@ class TierRun(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class TierRunPart(db.Model):
+class TierRunPart(Model):
     """One member-id range of a run split across workers; done once, whoever runs it."""
 
     __tablename__ = "tier_run_parts"
@@ -61,7 +61,7 @@ class TierRunPart(db.Model):
     )
 
 
-class TierChange(db.Model):
+class TierChange(Model):
     """Every change of a member's tier: by a run (with its rules version) or by staff."""
 
     __tablename__ = "tier_changes"
@@ -81,7 +81,7 @@ class TierChange(db.Model):
     __table_args__ = (sa.Index("ix_tier_changes_member_changed", "member_id", "changed_at"),)
 
 
-class Badge(db.Model):
+class Badge(Model):
     """A signed assertion that a member holds a tier; anyone can check it with the public key."""
 
     __tablename__ = "badges"
@@ -105,7 +105,7 @@ class Badge(db.Model):
     )
 
 
-class Drop(db.Model):
+class Drop(Model):
     """Early access to an unreleased product: limited stock, a tier gate and a window."""
 
     __tablename__ = "drops"
@@ -134,7 +134,7 @@ class Drop(db.Model):
     )
 
 
-class DropClaim(db.Model):
+class DropClaim(Model):
     __tablename__ = "drop_claims"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -152,7 +152,7 @@ class DropClaim(db.Model):
     )
 
 
-class GroupMembership(db.Model):
+class GroupMembership(Model):
     """The senior group: who was invited, and who must be taken out after a demotion."""
 
     __tablename__ = "group_memberships"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from koc.core import fields as kf
-from koc.tiers.metrics import METRICS
+from koc.tiers.services.metrics import METRICS
 
 
 class ConditionSchema(Schema):

@@ -14,7 +14,7 @@ from koc.core.celery import Every, periodic_task
 from koc.core.jobs import Job, run_job
 from koc.extensions import db
 from koc.members.models import Member
-from koc.tiers import benefits, services
+from koc.tiers.services import badges, drops, engine
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,11 @@ def recalculate_tiers_periodic(incremental: bool = False) -> dict:
     part_size = current_app.config["KOC_SETTINGS"].tier_part_size
     members = db.session.scalar(sa.select(sa.func.count()).select_from(Member))
     if incremental or members <= part_size:
-        summary = services.recalculate(trigger="schedule", incremental=incremental)
+        summary = engine.recalculate(trigger="schedule", incremental=incremental)
         db.session.commit()
         log.info("tier recalculation: %s", summary.as_dict())
         return summary.as_dict()
-    part_ids = services.start_split_run(trigger="schedule", part_size=part_size)
+    part_ids = engine.start_split_run(trigger="schedule", part_size=part_size)
     db.session.commit()
     for part_id in part_ids:
         recalculate_tier_part.delay(part_id)
@@ -48,7 +48,7 @@ def recalculate_tiers_periodic(incremental: bool = False) -> dict:
 
 @shared_task(name="koc.tiers.tasks.recalculate_tier_part", acks_late=True)
 def recalculate_tier_part(part_id: int) -> bool:
-    done = services.run_part(part_id)
+    done = engine.run_part(part_id)
     db.session.commit()
     return done
 
@@ -56,7 +56,7 @@ def recalculate_tier_part(part_id: int) -> bool:
 @shared_task(name="koc.tiers.tasks.recalculate_tiers_job")
 def recalculate_tiers_job(job_id: int) -> None:
     def work(job: Job) -> None:
-        summary = services.recalculate(trigger="api")
+        summary = engine.recalculate(trigger="api")
         job.processed = summary.members_evaluated
         job.result = summary.as_dict()
 
@@ -66,7 +66,7 @@ def recalculate_tiers_job(job_id: int) -> None:
 @periodic_task("koc.tiers.tasks.draw_closed_lotteries", Every(timedelta(minutes=1)))
 def draw_closed_lotteries() -> int:
     """Draw each lottery drop once it closes; a drawn one is left as it is."""
-    drawn = benefits.draw_closed_lotteries()
+    drawn = drops.draw_closed_lotteries()
     db.session.commit()
     return drawn
 
@@ -79,7 +79,7 @@ def issue_badges(chunk: int = 5000) -> int:
     query only picks members without one."""
     issued = 0
     while True:
-        count, _ = benefits.sync_badges(inline_limit=chunk, defer_rest=False)
+        count, _ = badges.sync_badges(inline_limit=chunk, defer_rest=False)
         db.session.commit()
         issued += count
         if count < chunk:

@@ -17,9 +17,9 @@ from koc.core.auth import Staff
 from koc.core.db import utcnow
 from koc.extensions import db
 from koc.members.models import Member
-from koc.tiers import benefits
 from koc.tiers.models import Drop, DropClaim, GroupMembership, TierChange, TierRuleSet
-from koc.tiers.services import DEFAULT_TIERS
+from koc.tiers.services import groups
+from koc.tiers.services.rules import DEFAULT_TIERS
 from tests.admin.conftest import PASSWORD, csrf_token, login
 from tests.admin.test_admin_browser import browser_page, live_server  # noqa: F401
 from tests.conftest import Api
@@ -38,7 +38,7 @@ def _approved(member: Api, reviewer: Api, *, likes: int = 10, days_ago: float = 
 
 
 def _recalc(app: Flask) -> None:
-    from koc.tiers.services import recalculate
+    from koc.tiers.services.engine import recalculate
 
     with app.app_context():
         recalculate(trigger="test")
@@ -193,7 +193,7 @@ def test_posts_without_csrf_token_are_refused(
     admin.get("/admin/tiers")
     member_id, _member = member_api()
     with app.app_context():
-        db.session.add(GroupMembership(group_key=benefits.SENIOR_GROUP, member_id=member_id,
+        db.session.add(GroupMembership(group_key=groups.SENIOR_GROUP, member_id=member_id,
                                        code="code-csrf", invited_at=utcnow(),
                                        removal_due_at=utcnow()))
         db.session.commit()

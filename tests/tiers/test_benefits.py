@@ -27,7 +27,7 @@ def _approved(member: Api, reviewer: Api, *, likes: int = 10, days_ago: float = 
 
 
 def _recalc(app) -> None:
-    from koc.tiers.services import recalculate
+    from koc.tiers.services.engine import recalculate
 
     with app.app_context():
         recalculate(trigger="test")
@@ -213,12 +213,12 @@ def test_tier_changes_and_group_moves_are_sent_to_subscribed_webhooks(app, membe
 def test_a_run_promoting_many_leaves_the_extra_badges_to_a_task(app, member_api, staff_api,
                                                                 monkeypatch) -> None:
     from koc.core.jobs.dispatch import _PENDING
-    from koc.tiers import benefits
     from koc.tiers.models import Badge
-    from koc.tiers.services import recalculate
+    from koc.tiers.services import badges
+    from koc.tiers.services.engine import recalculate
     from koc.tiers.tasks import issue_badges
 
-    monkeypatch.setattr(benefits, "BADGES_INLINE", 2)
+    monkeypatch.setattr(badges, "BADGES_INLINE", 2)
     reviewer = staff_api("reviewer")
     for _ in range(5):
         _approved(member_api()[1], reviewer)
@@ -235,14 +235,14 @@ def test_a_run_promoting_many_leaves_the_extra_badges_to_a_task(app, member_api,
 
 def test_badges_left_over_are_issued_by_the_periodic_catch_up(app, member_api, staff_api,
                                                               monkeypatch) -> None:
-    from koc.tiers import benefits
     from koc.tiers.models import Badge
-    from koc.tiers.services import recalculate
+    from koc.tiers.services import badges
+    from koc.tiers.services.engine import recalculate
     from koc.tiers.tasks import issue_badges
 
     schedule = app.extensions["celery"].conf.beat_schedule
     assert schedule[issue_badges.name]["schedule"].total_seconds() == 600
-    monkeypatch.setattr(benefits, "BADGES_INLINE", 1)
+    monkeypatch.setattr(badges, "BADGES_INLINE", 1)
     reviewer = staff_api("reviewer")
     for _ in range(3):
         _approved(member_api()[1], reviewer)

@@ -46,7 +46,7 @@ def _post(app, member, reviewer, posted_at: datetime, likes: int = 10) -> None:
 
 
 def _run(app, at: datetime, **kw):
-    from koc.tiers.services import recalculate
+    from koc.tiers.services.engine import recalculate
 
     with app.app_context():
         summary = recalculate(trigger="test", now=at, **kw)
@@ -186,7 +186,7 @@ def test_weak_posts_in_three_weeks_running_leave_a_senior_member_with_early_acce
 @pytest.mark.clock
 def test_weekly_streak_weeks_start_on_monday_at_midnight_utc(app, member_api, staff_api,
                                                               t0) -> None:
-    from koc.tiers import metrics
+    from koc.tiers.services import metrics
 
     reviewer = staff_api("reviewer")
     across_id, across = member_api()
@@ -237,7 +237,7 @@ def test_a_full_run_split_in_parts_survives_a_dead_worker_and_never_redoes_a_par
     app, member_api, staff_api
 ) -> None:
     from koc.tiers.models import TierRun
-    from koc.tiers.services import run_part, start_split_run
+    from koc.tiers.services.engine import run_part, start_split_run
 
     reviewer = staff_api("reviewer")
     ids = []
@@ -278,7 +278,7 @@ def test_a_full_run_split_in_parts_survives_a_dead_worker_and_never_redoes_a_par
 
 @pytest.mark.postgres
 def test_one_part_taken_by_two_workers_at_once_is_done_once(pg_app) -> None:
-    from koc.tiers.services import run_part, start_split_run
+    from koc.tiers.services.engine import run_part, start_split_run
     from tests.conftest import Api, new_member, staff_token_for
 
     admin = Api(pg_app.test_client(), staff_token_for(pg_app, "admin"))

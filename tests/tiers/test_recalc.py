@@ -25,7 +25,7 @@ def _approved_posts(app, member_api, staff_api, *, weeks_ago: list[int], likes: 
 
 
 def _recalc(app):
-    from koc.tiers.services import recalculate
+    from koc.tiers.services.engine import recalculate
 
     with app.app_context():
         summary = recalculate(trigger="test")
@@ -117,7 +117,7 @@ def test_bad_rules_are_422_naming_the_field(staff_api, change, field) -> None:
 
 @pytest.mark.postgres
 def test_two_runs_at_once_on_postgres_do_not_overlap(pg_app) -> None:
-    from koc.tiers.services import recalculate
+    from koc.tiers.services.engine import recalculate
 
     with pg_app.app_context():
         first = recalculate(trigger="test")  # holds the advisory lock until commit
@@ -137,7 +137,7 @@ def test_recalculation_runs_the_same_queries_for_ten_members_or_thirty(
     app, member_api, staff_api, count_queries
 ) -> None:
     """Set-based: the number of statements does not grow with the number of members."""
-    from koc.tiers.services import recalculate
+    from koc.tiers.services.engine import recalculate
 
     def run() -> int:
         with count_queries(app) as statements, app.app_context():
@@ -158,7 +158,8 @@ def test_member_locked_while_the_run_computes_keeps_the_tier_staff_set(
     request, database, make_app
 ) -> None:
     from koc.members.models import Member
-    from koc.tiers import services
+    from koc.tiers.services import engine, history
+    from koc.tiers.services import rules as tier_rules
     from tests.conftest import Api, new_member, staff_token_for
 
     app = make_app() if database == "sqlite" else make_app(
@@ -175,8 +176,8 @@ def test_member_locked_while_the_run_computes_keeps_the_tier_staff_set(
         ids.append(member_id)
 
     with app.app_context():
-        rules = services.current_rules()
-        _, planned = services.plan_changes(rules, now=utcnow())
+        rules = tier_rules.current_rules()
+        _, planned = engine.plan_changes(rules, now=utcnow())
         assert {c["member_id"] for c in planned} == set(ids)
         # SQLite cannot turn a read transaction into a write after another writer committed
         # (it answers "database is locked"), so the run's read ends here; PostgreSQL has no
@@ -188,10 +189,10 @@ def test_member_locked_while_the_run_computes_keeps_the_tier_staff_set(
             db.session.commit()
         for change in planned:
             change["reason"] = "test"
-        applied = services._apply_changes(planned, run_id=None, rules_version=0, now=utcnow())
+        applied = engine._apply_changes(planned, run_id=None, rules_version=0, now=utcnow())
         db.session.commit()
         assert applied == {ids[1]}
         assert db.session.get(Member, ids[0]).tier_key is None
         assert db.session.get(Member, ids[1]).tier_key == "certified"
-        assert [h.member_id for h in services.tier_history(ids[1])] == [ids[1]]
-        assert services.tier_history(ids[0]) == []
+        assert [h.member_id for h in history.tier_history(ids[1])] == [ids[1]]
+        assert history.tier_history(ids[0]) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import InstrumentedAttribute
 
 from koc.core.db import UTCDateTime, utcnow
 from koc.core.events.models import EVENT_TYPES, OutboxEvent, Webhook, WebhookDelivery
@@ -17,7 +18,8 @@ def emit(event_type: str, payload: dict[str, Any]) -> None:
     emit_many(event_type, [payload])
 
 
-def json_object(*pairs: tuple[str, sa.ColumnElement]) -> sa.ColumnElement:
+def json_object(*pairs: tuple[str, sa.ColumnElement[Any] | InstrumentedAttribute[Any]]
+                ) -> sa.ColumnElement[Any]:
     """A JSON object built in SQL, for emit_select: jsonb_build_object or SQLite's json_object."""
     build = (sa.func.jsonb_build_object if db.session.get_bind().dialect.name == "postgresql"
              else sa.func.json_object)

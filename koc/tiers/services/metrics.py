@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import InstrumentedAttribute
 
 from koc.extensions import db
 from koc.members.models import Member, SocialAccount
 from koc.submissions.models import PointsEntry, Submission, SubmissionStatus
+from koc.tiers.services.rules import RuleSet, clauses
 
 # Metric name -> what it measures, as a member reads it in /me.
 METRICS = {
@@ -33,18 +36,23 @@ MetricKey = tuple[str, int | None]
 MetricValues = dict[MetricKey, dict[int, float]]
 
 
-def metric_key(condition: dict) -> MetricKey:
+def metric_key(condition: dict[str, Any]) -> MetricKey:
     window = condition.get("window_days")
     if condition["metric"] == "weekly_streak" and window is None:
         window = STREAK_DEFAULT_WINDOW_DAYS
     return condition["metric"], window
 
 
-def _week_index(column: sa.ColumnElement) -> sa.ColumnElement:
+def metric_keys(tiers: Iterable[dict[str, Any]]) -> set[MetricKey]:
+    """Every (metric, window) the tiers' conditions read."""
+    return {metric_key(c) for tier in tiers for c in clauses(tier["rules"])}
+
+
+def _week_index(column: InstrumentedAttribute[datetime]) -> sa.ColumnElement[int]:
     """Whole weeks since the epoch, weeks starting on Monday (the epoch was a Thursday)."""
     if db.session.get_bind().dialect.name == "postgresql":
         # date_part gives double precision; extract() gives numeric, much slower to divide.
-        seconds = sa.func.date_part("epoch", column)
+        seconds: sa.ColumnElement[Any] = sa.func.date_part("epoch", column)
     else:
         seconds = sa.cast(sa.func.strftime("%s", column), sa.Integer)
     return sa.cast(sa.func.floor((seconds + 3 * 86400) / 604800), sa.BigInteger)
@@ -53,8 +61,8 @@ def _week_index(column: sa.ColumnElement) -> sa.ColumnElement:
 MemberRange = tuple[int, int]
 
 
-def in_scope(column: sa.ColumnElement, member_ids: list[int] | None,
-             member_range: MemberRange | None) -> list[sa.ColumnElement]:
+def in_scope(column: InstrumentedAttribute[int], member_ids: list[int] | None,
+             member_range: MemberRange | None) -> list[sa.ColumnElement[bool]]:
     conditions = []
     if member_ids is not None and db.session.get_bind().dialect.name == "postgresql":
         # One array parameter however many ids: an IN list binds one parameter per id, and
@@ -134,6 +142,13 @@ def compute(keys: Iterable[MetricKey], *, now: datetime,
         rows = db.session.execute(metric_query(metric, window, now, ids, member_range))
         values[(metric, window)] = {member_id: float(value or 0) for member_id, value in rows}
     return values
+
+
+def compute_for(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = None,
+                member_range: MemberRange | None = None) -> MetricValues:
+    """For each (metric, window) the rules use: member id -> value, one grouped query each."""
+    return compute(metric_keys(rules.tiers), now=now, member_ids=member_ids,
+                   member_range=member_range)
 
 
 def members_with_weak_streak(count: int, below: int, *, tier_key: str,

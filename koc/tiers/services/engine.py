@@ -1,4 +1,5 @@
-"""Tier rules, the set-based recalculation, and what a member is told about their progress.
+"""Deciding and writing members' tiers: planning from the rules and metrics, previews, the
+recalculation (whole, incremental, or split into parts across workers) and staff changes.
 
 The recalculation reads each metric for every member in one grouped query, evaluates the rules
 in memory, and writes only the members whose tier changes, in bulk. Nothing loops over members
@@ -7,9 +8,7 @@ issuing queries, so the cost grows with the number of submissions read, not roun
 
 from __future__ import annotations
 
-import copy
 import json
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,111 +19,25 @@ import sqlalchemy as sa
 from koc.core.db import UTCDateTime, utcnow
 from koc.core.errors import DomainError
 from koc.core.events import emit, emit_select, json_object
-from koc.core.signals import member_status_changed
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import MetricSnapshot, PointsEntry, Submission
-from koc.tiers import benefits, metrics
-from koc.tiers.metrics import METRICS, MemberRange, MetricKey, MetricValues, metric_key
-from koc.tiers.models import TierChange, TierRuleSet, TierRun, TierRunPart
+from koc.tiers.models import TierChange, TierRun, TierRunPart
+from koc.tiers.services import badges, groups, metrics
+from koc.tiers.services.metrics import MemberRange, MetricValues, metric_key
+from koc.tiers.services.rules import (
+    RuleSet,
+    clauses,
+    current_rules,
+    demotion,
+    rules_of_version,
+    validate_tiers,
+)
 
 ADVISORY_LOCK_KEY = 0x6B6F6374  # "koct": one tier run at a time across all hosts
 
-# Hysteresis, unless a tier says otherwise: a member keeps a tier while each windowed value stays
-# above 90% of its threshold, and drops only after 7 days below it and 14 days at the tier.
-DEFAULT_DEMOTION = {"low_water": 0.9, "min_days_at_tier": 14, "days_below": 7}
-
-# The reference programme: one approved post makes a certified KOC (the badge); posts in three
-# consecutive weeks or five in sixty days give early access; one post with 1,000 likes +
-# comments + saves in ninety days makes a senior KOC, or the normalised equivalent: 100 per
-# 1,000 followers of the account posted on (1,000 on a 10,000-follower account).
-DEFAULT_TIERS: list[dict[str, Any]] = [
-    {"key": "certified", "name": "Certified KOC", "rank": 1,
-     "rules": {"any": [{"metric": "approved_submissions", "min": 1}]}},
-    {"key": "early_access", "name": "Early access", "rank": 2,
-     "rules": {"any": [{"metric": "weekly_streak", "min": 3, "window_days": 90},
-                       {"metric": "approved_submissions", "min": 5, "window_days": 60}]}},
-    {"key": "senior", "name": "Senior KOC", "rank": 3,
-     "rules": {"any": [{"metric": "best_post_interactions", "min": 1000, "window_days": 90},
-                       {"metric": "best_post_reach", "min": 100, "window_days": 90}]},
-     # Several consecutive weak notes take a member out of the senior group.
-     "weak_posts": {"count": 3, "below": 100}},
-]
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    version: int
-    tiers: list[dict[str, Any]]
-
-    @property
-    def ranks(self) -> dict[str, int]:
-        return {tier["key"]: tier["rank"] for tier in self.tiers}
-
-    def tier(self, key: str | None) -> dict[str, Any] | None:
-        return next((t for t in self.tiers if t["key"] == key), None)
-
-
-def current_rules() -> RuleSet:
-    row = db.session.scalar(sa.select(TierRuleSet).order_by(TierRuleSet.version.desc()).limit(1))
-    if row is None:
-        return RuleSet(version=0, tiers=copy.deepcopy(DEFAULT_TIERS))
-    return RuleSet(version=row.version, tiers=row.tiers)
-
-
-def tier_ranks() -> dict[str, int]:
-    return current_rules().ranks
-
-
-@member_status_changed.connect
-def _sync_benefits_of(_sender: object, *, member_id: int, **_: object) -> None:
-    """A suspension revokes the badge and marks the group seat at once; re-activation restores
-    the badge the member's tier gives."""
-    benefits.sync_badges(member_ids=[member_id])
-    benefits.sync_group(tier_ranks(), member_ids=[member_id])
-
-
-def save_rules(tiers: list[dict[str, Any]], *, staff_id: int | None) -> RuleSet:
-    validate_tiers(tiers)
-    latest = db.session.scalar(sa.select(sa.func.max(TierRuleSet.version))) or 0
-    ordered = sorted(tiers, key=lambda t: t["rank"])
-    db.session.add(TierRuleSet(version=latest + 1, tiers=ordered, created_by_staff_id=staff_id))
-    db.session.flush()
-    return RuleSet(version=latest + 1, tiers=ordered)
-
-
-def validate_tiers(tiers: list[dict[str, Any]]) -> None:
-    """Cross-tier checks the schema cannot make: unique keys and ranks."""
-    keys = [t["key"] for t in tiers]
-    ranks = [t["rank"] for t in tiers]
-    if len(set(keys)) != len(keys):
-        raise DomainError(422, "Tier keys must be unique.",
-                          errors={"json": {"tiers": ["duplicate tier key"]}})
-    if len(set(ranks)) != len(ranks):
-        raise DomainError(422, "Tier ranks must be unique.",
-                          errors={"json": {"tiers": ["duplicate tier rank"]}})
-
 
 # --- evaluating rules over metrics -----------------------------------------------------------
-
-def _clauses(rules: dict[str, Any]) -> list[dict[str, Any]]:
-    return rules.get("all") or rules.get("any") or []
-
-
-def _metric_keys(tiers: Iterable[dict[str, Any]]) -> set[MetricKey]:
-    return {metric_key(c) for tier in tiers for c in _clauses(tier["rules"])}
-
-
-def compute_metrics(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = None,
-                    member_range: MemberRange | None = None) -> MetricValues:
-    """For each (metric, window) the rules use: member id -> value, one grouped query each."""
-    return metrics.compute(_metric_keys(rules.tiers), now=now, member_ids=member_ids,
-                           member_range=member_range)
-
-
-def _demotion(tier: dict[str, Any]) -> dict[str, float]:
-    return {**DEFAULT_DEMOTION, **(tier.get("demotion") or {})}
-
 
 @dataclass(frozen=True)
 class _CompiledTier:
@@ -145,13 +58,13 @@ def compile_tiers(rules: RuleSet, values: MetricValues) -> list[_CompiledTier]:
     """The rules with their metric columns attached, highest rank first; built once per run."""
     compiled = []
     for tier in sorted(rules.tiers, key=lambda t: t["rank"], reverse=True):
-        demotion = _demotion(tier)
+        hysteresis = demotion(tier)
         compiled.append(_CompiledTier(
             key=tier["key"], rank=tier["rank"],
             combine=all if "all" in tier["rules"] else any,
-            conditions=[(values[metric_key(c)], c["min"]) for c in _clauses(tier["rules"])],
-            low_water=demotion["low_water"], min_days_at_tier=demotion["min_days_at_tier"],
-            days_below=demotion["days_below"],
+            conditions=[(values[metric_key(c)], c["min"]) for c in clauses(tier["rules"])],
+            low_water=hysteresis["low_water"], min_days_at_tier=hysteresis["min_days_at_tier"],
+            days_below=hysteresis["days_below"],
         ))
     return compiled
 
@@ -235,9 +148,9 @@ def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = No
         .where(Member.status == MemberStatus.active.value, Member.tier_locked.is_(False),
                *metrics.in_scope(Member.id, ids, member_range))
     ).all()
-    compiled = compile_tiers(rules, compute_metrics(rules, now=now, member_ids=ids,
-                                                    member_range=member_range))
-    by_key = {t.key: t for t in compiled}
+    compiled = compile_tiers(rules, metrics.compute_for(rules, now=now, member_ids=ids,
+                                                        member_range=member_range))
+    by_key: dict[str | None, _CompiledTier] = {t.key: t for t in compiled}
     names = {t["key"]: t["name"] for t in rules.tiers}
     weak = {t["key"]: metrics.members_with_weak_streak(
                 t["weak_posts"]["count"], t["weak_posts"]["below"], tier_key=t["key"],
@@ -345,8 +258,8 @@ def _recalculate_scope(rules: RuleSet, run_id: int, *, now: datetime,
     changes = [c for c in result.changes if c["member_id"] in applied]
     # Benefits follow the tiers just written: badges and the senior group's roster, for the
     # members this run changed (suspensions and manual changes sync when they happen).
-    benefits.sync_badges(now=now, changed_in_run=run_id)
-    benefits.sync_group(rules.ranks, now=now, changed_in_run=run_id)
+    badges.sync_badges(now=now, changed_in_run=run_id)
+    groups.sync_group(rules.ranks, now=now, changed_in_run=run_id)
     # Members are told when their tier changes, never silently: one event per history row the
     # run wrote, built in SQL.
     emit_select("member.tier_changed", sa.select(json_object(
@@ -401,11 +314,6 @@ def start_split_run(*, trigger: str, part_size: int, now: datetime | None = None
     return [p.id for p in parts]
 
 
-def _rules_of_version(version: int) -> RuleSet:
-    row = db.session.scalar(sa.select(TierRuleSet).where(TierRuleSet.version == version))
-    return RuleSet(version, row.tiers) if row else RuleSet(0, copy.deepcopy(DEFAULT_TIERS))
-
-
 def run_part(part_id: int, *, now: datetime | None = None) -> bool:
     """Recalculate one part, once; the last part to finish closes the run. Returns whether
     this call did the work (False: done already, or another worker is on it)."""
@@ -418,9 +326,9 @@ def run_part(part_id: int, *, now: datetime | None = None) -> bool:
     part = db.session.get(TierRunPart, part_id)
     if part is None or part.status == "succeeded":
         return False
-    run = db.session.get(TierRun, part.run_id)
+    run = db.session.get_one(TierRun, part.run_id)
     # Every part evaluates with the rules the run started with.
-    rules = _rules_of_version(run.rules_version)
+    rules = rules_of_version(run.rules_version)
     evaluated, changes = _recalculate_scope(
         rules, run.id, now=now, member_range=(part.first_member_id, part.last_member_id))
     part.members_evaluated = evaluated
@@ -531,66 +439,7 @@ def preview(tiers: list[dict[str, Any]]) -> dict[str, Any]:
             "changes": sample}
 
 
-# --- explaining and manual changes -------------------------------------------------------------
-
-def progress(member: Member) -> dict[str, Any]:
-    """The next tier's requirements with the member's current values, and whether the current
-    tier is at risk (below its low-water mark) with the days of grace left."""
-    rules = current_rules()
-    now = utcnow()
-    ordered = sorted(rules.tiers, key=lambda t: t["rank"])
-    current = rules.tier(member.tier_key)
-    current_rank = current["rank"] if current else 0
-    higher = [t for t in ordered if t["rank"] > current_rank]
-    wanted = higher[:1] + ([current] if current else [])
-    values = compute_metrics(RuleSet(rules.version, wanted), now=now, member_ids=[member.id])
-
-    def requirements(tier: dict[str, Any], factor: float = 1.0) -> list[dict[str, Any]]:
-        rows = []
-        for condition in _clauses(tier["rules"]):
-            key = metric_key(condition)
-            value = values[key].get(member.id, 0)
-            required = condition["min"] * factor
-            name = METRICS[condition["metric"]] + (f" in {key[1]} days" if key[1] else "")
-            rows.append({"name": name, "metric": condition["metric"], "window_days": key[1],
-                         "current": value, "required": required, "met": value >= required})
-        return rows
-
-    result: dict[str, Any] = {"next_tier": None, "mode": None, "requirements": [],
-                              "current_tier": None}
-    if higher:
-        result.update(next_tier={"key": higher[0]["key"], "name": higher[0]["name"]},
-                      mode="all" if "all" in higher[0]["rules"] else "any",
-                      requirements=requirements(higher[0]))
-    if current:
-        demotion = _demotion(current)
-        holding = requirements(current, demotion["low_water"])
-        combine = all if "all" in current["rules"] else any
-        at_risk = not combine(r["met"] for r in holding)
-        grace_left = None
-        if at_risk:
-            spent = _days(now - member.tier_below_since) if member.tier_below_since else 0
-            grace_left = max(0, round(demotion["days_below"] - spent, 1))
-        result["current_tier"] = {
-            "key": current["key"], "name": current["name"], "locked": member.tier_locked,
-            "at_risk": at_risk and not member.tier_locked, "below_since": member.tier_below_since,
-            "grace_days_left": grace_left, "hold_requirements": holding}
-    return result
-
-
-def tier_ref(tier_key: str | None) -> dict[str, str] | None:
-    if tier_key is None:
-        return None
-    tier = current_rules().tier(tier_key)
-    return {"key": tier_key, "name": tier["name"] if tier else tier_key}
-
-
-def tier_history(member_id: int) -> list[TierChange]:
-    return list(db.session.scalars(
-        sa.select(TierChange).where(TierChange.member_id == member_id)
-        .order_by(TierChange.changed_at.desc(), TierChange.id.desc())
-    ))
-
+# --- staff changes -----------------------------------------------------------------------------
 
 def set_tier_manually(member: Member, *, tier_key: str | None, locked: bool, staff_id: int,
                       reason: str) -> None:
@@ -611,14 +460,5 @@ def set_tier_manually(member: Member, *, tier_key: str | None, locked: bool, sta
         member.tier_below_since = None
     member.tier_locked = locked
     db.session.flush()
-    benefits.sync_badges(member_ids=[member.id])
-    benefits.sync_group(rules.ranks, member_ids=[member.id])
-
-
-def members_per_tier() -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for tier_key, count in db.session.execute(
-        sa.select(Member.tier_key, sa.func.count()).group_by(Member.tier_key)
-    ):
-        counts[tier_key or "none"] = count
-    return dict(counts)
+    badges.sync_badges(member_ids=[member.id])
+    groups.sync_group(rules.ranks, member_ids=[member.id])

@@ -1,0 +1,103 @@
+"""The senior group: members of the top tier are invited, those who leave it are listed for
+removal, and staff confirm each removal (the group itself lives in WeCom).
+
+One live membership per member is keyed in the database, so a second sync finds the invitation
+already there instead of making another.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from koc.core.db import utcnow
+from koc.core.errors import DomainError
+from koc.core.events import emit_many
+from koc.core.signals import member_status_changed
+from koc.extensions import db
+from koc.members.models import Member, MemberStatus
+from koc.tiers.models import GroupMembership
+from koc.tiers.services.history import members_scope
+from koc.tiers.services.rules import tier_ranks
+
+SENIOR_GROUP = "senior"
+
+
+def _insert_in_chunks(model: type, rows: list[dict[str, Any]], chunk: int = 2000) -> None:
+    """Multi-row INSERTs: one statement per `chunk` rows, not one per row."""
+    for start in range(0, len(rows), chunk):
+        db.session.execute(sa.insert(model).values(rows[start:start + chunk]))
+
+
+def group_tier_key(tier_ranks: dict[str, int]) -> str | None:
+    """The senior group follows the highest tier."""
+    return max(tier_ranks, key=tier_ranks.__getitem__) if tier_ranks else None
+
+
+def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None,
+               member_ids: list[int] | None = None,
+               changed_in_run: int | None = None) -> tuple[int, int]:
+    """Invite members who reached the top tier; mark for removal those who left it.
+    Returns (invited, due for removal)."""
+    now = now or utcnow()
+    top = group_tier_key(tier_ranks)
+    scope = members_scope(member_ids, changed_in_run)
+    qualifies = sa.and_(Member.tier_key == top, Member.status == MemberStatus.active.value)
+    live = sa.and_(GroupMembership.group_key == SENIOR_GROUP, GroupMembership.removed_at.is_(None))
+    # Back before anyone removed them: the removal is called off.
+    db.session.execute(
+        sa.update(GroupMembership).where(
+            live, GroupMembership.removal_due_at.is_not(None),
+            GroupMembership.member_id.in_(sa.select(Member.id).where(qualifies, *scope)))
+        .values(removal_due_at=None))
+    leaving = db.session.scalars(
+        sa.update(GroupMembership).where(
+            live, GroupMembership.removal_due_at.is_(None),
+            GroupMembership.member_id.in_(sa.select(Member.id).where(~qualifies, *scope)))
+        .values(removal_due_at=now).returning(GroupMembership.member_id)).all()
+    newcomers = db.session.scalars(
+        sa.select(Member.id).where(qualifies, *scope, ~sa.exists().where(
+            live, GroupMembership.member_id == Member.id))).all()
+    _insert_in_chunks(GroupMembership, [
+        {"group_key": SENIOR_GROUP, "member_id": member_id, "code": secrets.token_urlsafe(12),
+         "invited_at": now} for member_id in newcomers])
+    # The group lives in WeCom: whoever runs it is told whom to add and whom to take out.
+    emit_many("group.invite", [{"group": SENIOR_GROUP, "member_id": m} for m in newcomers])
+    emit_many("group.remove", [{"group": SENIOR_GROUP, "member_id": m} for m in leaving])
+    return len(newcomers), len(leaving)
+
+
+def roster() -> dict[str, list[GroupMembership]]:
+    rows = db.session.scalars(
+        sa.select(GroupMembership).where(GroupMembership.group_key == SENIOR_GROUP,
+                                         GroupMembership.removed_at.is_(None))
+        .order_by(GroupMembership.invited_at)).all()
+    return {"members": [r for r in rows if r.removal_due_at is None],
+            "to_remove": [r for r in rows if r.removal_due_at is not None]}
+
+
+def confirm_removed(member_id: int, *, staff_id: int) -> GroupMembership:
+    row = db.session.scalar(sa.select(GroupMembership).where(
+        GroupMembership.group_key == SENIOR_GROUP, GroupMembership.member_id == member_id,
+        GroupMembership.removed_at.is_(None), GroupMembership.removal_due_at.is_not(None)))
+    if row is None:
+        raise DomainError(404, "This member is not on the removal list.")
+    row.removed_at = utcnow()
+    row.removed_by_staff_id = staff_id
+    db.session.flush()
+    return row
+
+
+def my_group(member_id: int) -> GroupMembership | None:
+    return db.session.scalar(sa.select(GroupMembership).where(
+        GroupMembership.group_key == SENIOR_GROUP, GroupMembership.member_id == member_id,
+        GroupMembership.removed_at.is_(None), GroupMembership.removal_due_at.is_(None)))
+
+
+@member_status_changed.connect
+def _sync_seat_of(_sender: object, *, member_id: int, **_: object) -> None:
+    """A suspension marks the member's group seat for removal at once, not at the next run."""
+    sync_group(tier_ranks(), member_ids=[member_id])
