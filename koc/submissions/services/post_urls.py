@@ -15,7 +15,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 _URL_IN_TEXT = re.compile(r"https?://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+", re.IGNORECASE)
 # Punctuation that ends a sentence around a link, not the link itself.
 _TRAILING = ".,;:!?)]'\""
-_XHS_NOTE = re.compile(r"^/(?:explore|discovery/item)/([0-9a-f]{24})$", re.IGNORECASE)
+_XHS_NOTE = re.compile(
+    r"^/(?:explore|discovery/item|user/profile/[0-9a-f]{24})/([0-9a-f]{24})$", re.IGNORECASE)
 _DOUYIN_POST = re.compile(r"^/(?:share/)?(video|note)/(\d+)$")
 _WEIBO_DETAIL = re.compile(r"^/(?:detail|status)/([A-Za-z0-9]+)$")
 _WEIBO_POST = re.compile(r"^/(?:u/)?\d+/([A-Za-z0-9]+)$")
