@@ -15,7 +15,8 @@ from tests.conftest import Api, staff_token_for
 
 NOTE = "65a1b2c3000000001f00aa01"
 FULL = f"https://www.xiaohongshu.com/explore/{NOTE}?xsec_token=ABC&xsec_source=pc_share"
-SHARE_TEXT = "67 小红书 看看这篇 http://xhslink.com/a/Zx81kQ，复制本条信息，打开【小红书】App查看"
+# Share text as the app copies it, full-width commas included.
+SHARE_TEXT = "67 小红书 看看这篇 http://xhslink.com/a/Zx81kQ，复制本条信息，打开【小红书】App查看"  # noqa: RUF001
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

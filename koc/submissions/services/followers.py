@@ -65,3 +65,19 @@ def checks_of(account_id: int) -> list[FollowerCheck]:
     return list(db.session.scalars(
         sa.select(FollowerCheck).where(FollowerCheck.social_account_id == account_id)
         .order_by(FollowerCheck.id)))
+
+
+def accounts_on(pairs: set[tuple[int, str]]) -> dict[tuple[int, str], list[SocialAccount]]:
+    """Social accounts by (member id, platform), for the review queue: one query."""
+    if not pairs:
+        return {}
+    found: dict[tuple[int, str], list[SocialAccount]] = {}
+    for account in db.session.scalars(
+        sa.select(SocialAccount)
+        .where(SocialAccount.member_id.in_({member for member, _ in pairs}))
+        .order_by(SocialAccount.id)
+    ):
+        key = (account.member_id, account.platform)
+        if key in pairs:
+            found.setdefault(key, []).append(account)
+    return found

@@ -177,6 +177,12 @@ def submissions_query(*, member_id: int | None = None, status: str | None = None
     return stmt
 
 
+def review_queue_query() -> sa.Select:
+    """What waits for a reviewer: pending submissions, and approved ones held on new figures."""
+    return sa.select(Submission).where(sa.or_(
+        Submission.status == SubmissionStatus.pending.value, Submission.held_at.is_not(None)))
+
+
 def add_metrics(submission: Submission, metrics: dict[str, int], *, source: str,
                 import_ref: str | None = None, tolerance: float = 0.1,
                 now: datetime | None = None) -> MetricSnapshot:
