@@ -33,7 +33,7 @@ from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.storage import get_storage
 from koc.members.models import Member, SocialAccount
-from koc.submissions.models import REJECT_REASONS, Submission, SubmissionStatus
+from koc.submissions.models import REJECT_REASONS, Submission
 from koc.submissions.services import followers, posts, review
 
 REVIEWS_PER_PAGE = 50

@@ -76,3 +76,29 @@ def test_a_held_submission_is_confirmed_from_the_queue(app: Flask, staff_api,
     assert done.status_code == 302
     assert member.get("/me").json["points"]["balance"] > before
     assert "Held: approved" not in client.get("/admin/reviews").text
+
+
+def test_member_page_shows_where_each_tier_number_came_from(app: Flask, staff_api,
+                                                            post_submission) -> None:
+    joined, member = _join(app, staff_api("admin"), "he", followers=40)
+    account_id = joined["social_accounts"][0]["id"]
+    created = post_submission(member, metrics={"likes": 20})
+    client = _reviewer(app)
+    page = client.get(f"/admin/members/{joined['id']}").text
+    assert "not confirmed: counts as at least the floor" in page
+    reviewer = staff_api("reviewer")
+    reviewer.post(f"/submissions/{created['id']}/review", json={"decision": "approve"})
+    member.post(f"/submissions/{created['id']}/metrics", json={"likes": 30})
+    snapshot_id = member.get(f"/submissions/{created['id']}/metrics").json[0]["id"]
+    page = client.get("/admin/reviews").text
+    client.post(f"/admin/reviews/{created['id']}/followers/{account_id}",
+                data={"csrf_token": csrf_token(page), "followers": "900"})
+    client.post(f"/admin/reviews/{created['id']}/metrics/{snapshot_id}",
+                data={"csrf_token": csrf_token(page), "decision": "confirm"})
+    page = client.get(f"/admin/members/{joined['id']}").text
+    assert "Confirmed: 900" in page and "Confirmed by a reviewer" in page
+    profile = page[page.index('id="profile"'):page.index('id="tier"')]
+    assert "audience@example.com" in profile
+    best = page[page.index('id="best-posts"'):page.index('id="timeline"')]
+    assert f"#{created['id']}" in best and ">30<" in best
+    assert "audience@example.com" in best

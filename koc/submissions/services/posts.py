@@ -15,6 +15,7 @@ from koc.core.jobs import enqueue_after_commit
 from koc.core.storage import Storage
 from koc.extensions import db
 from koc.submissions.models import (
+    COUNTED_STATES,
     METRICS,
     MediaUpload,
     MetricSnapshot,
@@ -175,6 +176,21 @@ def submissions_query(*, member_id: int | None = None, status: str | None = None
         has_flag = sa.exists().where(SubmissionFlag.submission_id == Submission.id)
         stmt = stmt.where(has_flag if flagged else ~has_flag)
     return stmt
+
+
+def best_posts(member_id: int, *, limit: int = 5) -> list[Submission]:
+    """A member's approved posts with the most counted interactions: what tier rules read."""
+    return list(db.session.scalars(
+        sa.select(Submission)
+        .where(Submission.member_id == member_id,
+               Submission.status == SubmissionStatus.approved.value)
+        .order_by(Submission.interactions.desc(), Submission.id.desc()).limit(limit)
+        .options(sa.orm.selectinload(Submission.snapshots))))
+
+
+def counted_snapshot(submission: Submission) -> MetricSnapshot | None:
+    counted = [s for s in submission.snapshots if s.state in COUNTED_STATES]
+    return counted[-1] if counted else None
 
 
 def review_queue_query() -> sa.Select:
