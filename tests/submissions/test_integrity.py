@@ -232,3 +232,23 @@ def test_a_configured_resolver_turns_a_short_link_into_its_post(make_app, monkey
     assert asked == ["http://xhslink.com/a/Zx81kQ"]
     assert again.status_code == 409
     assert again.json["errors"]["existing_submission_id"] == first["id"]
+
+
+def test_correcting_followers_demotes_only_through_the_grace_period(setup) -> None:
+    admin, reviewer = _staff(setup, "admin"), _staff(setup, "reviewer")
+    joined, member = _join(setup, admin, "small", followers=200)
+    account_id = joined["social_accounts"][0]["id"]
+    reviewer.post(f"/social-accounts/{account_id}/followers", json={"followers": 200})
+    created = _post(member, f"https://www.xiaohongshu.com/explore/{NOTE}", likes=30)
+    reviewer.post(f"/submissions/{created['id']}/review", json={"decision": "approve"})
+    _recalc(setup)
+    assert _tier(member) == "senior"  # 30 per 200 confirmed followers: 150 per 1,000
+
+    corrected = reviewer.post(f"/social-accounts/{account_id}/followers",
+                              json={"followers": 20_000, "note": "misread the profile"})
+    assert [c["previous"] for c in corrected.json["checks"]] == [None, 200]
+    _recalc(setup)
+    me = member.get("/me").json
+    assert me["tier"]["key"] == "senior"
+    assert me["progress"]["current_tier"]["at_risk"] is True
+    assert me["progress"]["current_tier"]["grace_days_left"] > 0
