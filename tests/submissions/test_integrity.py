@@ -252,3 +252,14 @@ def test_correcting_followers_demotes_only_through_the_grace_period(setup) -> No
     assert me["tier"]["key"] == "senior"
     assert me["progress"]["current_tier"]["at_risk"] is True
     assert me["progress"]["current_tier"]["grace_days_left"] > 0
+
+
+def test_a_short_link_that_lands_on_no_post_stays_unresolved(make_app, monkeypatch) -> None:
+    app = make_app(KOC_RESOLVE_SHORT_LINKS="true")
+    monkeypatch.setattr(short_links, "final_url", lambda url, *, timeout:
+                        "https://www.xiaohongshu.com/website-login/error?redirectPath=x")
+    _, alice = _join(app, _staff(app, "admin"), "alice", followers=800)
+    first = _post(alice, "https://xhslink.com/a/one", likes=1)
+    second = _post(alice, "https://xhslink.com/a/two", likes=1)
+    assert first["url_unresolved"] and second["url_unresolved"]
+    assert first["canonical_url"] != second["canonical_url"]

@@ -49,10 +49,12 @@ def canonical_for(text: str, platform: str, *, field: str = "post_url",
         short = is_short_link(canonical)
         if short and resolver is not None:
             resolved = resolver(extract_url(text))
-            if resolved is not None and not is_short_link(canonical_post_url(resolved, platform)):
-                canonical = canonical_post_url(resolved, platform)
-                check_platform(canonical, platform)
-                short = False
+            target = canonical_post_url(resolved, platform) if resolved else None
+            # Only a link that lands on a post counts as resolved: a login wall or an error
+            # page names no post, and taking it as the key would make unrelated links clash.
+            if target is not None and post_id_of(target) is not None:
+                check_platform(target, platform)
+                canonical, short = target, False
     except NotAUrl as exc:
         raise field_error(422, field, str(exc)) from exc
     if len(canonical) > 1000:

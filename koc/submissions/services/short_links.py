@@ -22,7 +22,9 @@ def final_url(url: str, *, timeout: float) -> str | None:
     session.max_redirects = MAX_REDIRECTS
     try:
         with session.head(url, allow_redirects=True, timeout=timeout) as response:
-            return response.url if response.url != url else None
+            if response.status_code >= 400 or response.url == url:
+                return None
+            return response.url
     except requests.RequestException as exc:
         log.info("short link %s not resolved: %s", url, exc)
         return None
