@@ -14,7 +14,7 @@ NOTE_PATH = "/explore/65a1b2c3000000001f00aa01?xsec_token=T"
 
 
 class _Platform(BaseHTTPRequestHandler):
-    def do_HEAD(self) -> None:  # noqa: N802 - the http.server spelling
+    def do_HEAD(self) -> None:
         if self.path == "/a/ok":
             self.send_response(302)
             self.send_header("Location", NOTE_PATH)
