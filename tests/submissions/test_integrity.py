@@ -263,3 +263,14 @@ def test_a_short_link_that_lands_on_no_post_stays_unresolved(make_app, monkeypat
     second = _post(alice, "https://xhslink.com/a/two", likes=1)
     assert first["url_unresolved"] and second["url_unresolved"]
     assert first["canonical_url"] != second["canonical_url"]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("KOC_UNCONFIRMED_FOLLOWERS_FLOOR", "0"), ("KOC_UNCONFIRMED_FOLLOWERS_FLOOR", "many"),
+    ("KOC_IMPORT_AGREEMENT_TOLERANCE", "2"), ("KOC_RESOLVE_SHORT_LINKS", "maybe"),
+])
+def test_integrity_settings_are_parsed_strictly(tmp_path, name, value) -> None:
+    from koc.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match=name):
+        load_settings(str(tmp_path), {name: value})
