@@ -58,6 +58,17 @@ class Settings:
     senior_group_url: str | None
     instance_path: str
     log_level: str
+    # --- integrity (issue 10) ---
+    # The audience an unconfirmed (member-declared) follower count counts as at least, in score
+    # normalisation and tier reach alike: declaring a tiny audience lifts nothing past it.
+    unconfirmed_followers_floor: int = 1000
+    # How far (a fraction) a trusted import may differ from a member's own figures and still
+    # confirm them.
+    import_agreement_tolerance: float = 0.1
+    # Follow short links (xhslink.com, v.douyin.com) to the post they name; off by default,
+    # for deployments that cannot reach the platforms.
+    resolve_short_links: bool = False
+    short_link_timeout: float = 5.0
 
     @property
     def uses_s3(self) -> bool:
@@ -137,6 +148,13 @@ class _EnvSchema(Schema):
     KOC_LOG_LEVEL = mf.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
+    # --- integrity (issue 10) ---
+    KOC_UNCONFIRMED_FOLLOWERS_FLOOR = mf.Integer(
+        load_default=1000, strict=False, validate=validate.Range(min=1, max=10**9))
+    KOC_IMPORT_AGREEMENT_TOLERANCE = mf.Float(
+        load_default=0.1, validate=validate.Range(min=0, max=1))
+    KOC_RESOLVE_SHORT_LINKS = _Boolean(load_default=False)
+    KOC_SHORT_LINK_TIMEOUT = mf.Float(load_default=5.0, validate=validate.Range(min=0.5, max=60))
 
     @validates_schema
     def _watermark_names_the_code(self, data: dict, **_: object) -> None:
@@ -206,6 +224,10 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         senior_group_url=data["KOC_SENIOR_GROUP_URL"],
         instance_path=str(instance),
         log_level=data["KOC_LOG_LEVEL"],
+        unconfirmed_followers_floor=data["KOC_UNCONFIRMED_FOLLOWERS_FLOOR"],
+        import_agreement_tolerance=data["KOC_IMPORT_AGREEMENT_TOLERANCE"],
+        resolve_short_links=data["KOC_RESOLVE_SHORT_LINKS"],
+        short_link_timeout=data["KOC_SHORT_LINK_TIMEOUT"],
     )
     return settings
 

@@ -10,6 +10,9 @@ from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
 from koc.extensions import Model
 
 PLATFORMS = ("xiaohongshu", "douyin", "wechat_channels", "weibo", "other")
+# Where a social account's confirmed follower count came from; "declared" means none is confirmed
+# and only the member's own figure (`followers`) is known.
+FOLLOWER_SOURCES = ("declared", "reviewer", "import")
 
 
 class User(Model):
@@ -97,14 +100,32 @@ class SocialAccount(Model):
     platform: Mapped[str] = mapped_column(sa.String(32))
     handle: Mapped[str] = mapped_column(sa.String(100))
     url: Mapped[str | None] = mapped_column(sa.String(500))
+    # As the member declared it: recorded and shown, but never trusted on its own.
     followers: Mapped[int] = mapped_column(default=0)
+    confirmed_followers: Mapped[int | None] = mapped_column()
+    followers_source: Mapped[str] = mapped_column(sa.String(16), default="declared")
+    followers_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    followers_confirmed_by_staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="SET NULL"))
 
     member: Mapped[Member] = relationship(back_populates="social_accounts")
 
     __table_args__ = (
         sa.UniqueConstraint("platform", "handle"),
         sa.CheckConstraint("followers >= 0", name="followers_not_negative"),
+        sa.CheckConstraint("followers_source IN ('declared', 'reviewer', 'import')",
+                           name="followers_source_known"),
+        # A confirmed count always says when; a declared-only account has none.
+        sa.CheckConstraint(
+            "(followers_source = 'declared' AND confirmed_followers IS NULL"
+            " AND followers_confirmed_at IS NULL) OR (followers_source <> 'declared'"
+            " AND confirmed_followers >= 0 AND followers_confirmed_at IS NOT NULL)",
+            name="followers_confirmation_complete"),
     )
+
+    @property
+    def followers_confirmed(self) -> bool:
+        return self.confirmed_followers is not None
 
 
 class Invitation(Model):

@@ -95,6 +95,11 @@ class SocialAccountSchema(Schema):
     url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"},
                      validate=[validate.Length(max=500), kf.printable()])
     followers = kf.Integer(load_default=0)
+    # Set by reviewers or a trusted import only; a member who sends them gets a 422.
+    id = fields.Integer(dump_only=True)
+    confirmed_followers = fields.Integer(dump_only=True, allow_none=True)
+    followers_source = fields.String(dump_only=True)
+    followers_confirmed_at = fields.DateTime(dump_only=True, allow_none=True)
 
 
 class AcceptInSchema(Schema):

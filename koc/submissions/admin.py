@@ -15,8 +15,8 @@ from flask_wtf import FlaskForm
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response as BaseResponse
-from wtforms import SelectField, TextAreaField
-from wtforms.validators import DataRequired, InputRequired, Length, Optional
+from wtforms import IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from koc.admin.blueprint import (
     admin_blueprint,
@@ -29,11 +29,12 @@ from koc.admin.blueprint import (
 )
 from koc.admin.forms import strip
 from koc.assets.models import Kit
+from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.storage import get_storage
-from koc.members.models import Member
-from koc.submissions.models import REJECT_REASONS, Submission, SubmissionStatus
-from koc.submissions.services import posts, review
+from koc.members.models import Member, SocialAccount
+from koc.submissions.models import REJECT_REASONS, Submission
+from koc.submissions.services import followers, posts, review
 
 REVIEWS_PER_PAGE = 50
 PREVIEW_URL_TTL = 900
@@ -59,6 +60,9 @@ class ApproveForm(FlaskForm):
         default=3,
         validators=[InputRequired()],
     )
+    # Only for a submission that came in as a short link: the post's full URL.
+    post_url = StringField(_l("Full post URL"), filters=[strip],
+                           validators=[Optional(), Length(min=8, max=1000)])
 
 
 class RejectForm(FlaskForm):
@@ -76,6 +80,19 @@ class RejectForm(FlaskForm):
     )
 
 
+class MetricsDecisionForm(FlaskForm):
+    decision = SelectField(choices=["confirm", "dismiss"], validators=[InputRequired()])
+    note = TextAreaField(_l("Reason"), filters=[strip], validators=[Optional(), Length(max=150)])
+
+
+class FollowersForm(FlaskForm):
+    """A reviewer's check of an account's follower count, made from the profile page."""
+
+    followers = IntegerField(_l("Followers on the profile"),
+                             validators=[InputRequired(), NumberRange(min=0, max=2**31 - 1)])
+    note = TextAreaField(_l("Note"), filters=[strip], validators=[Optional(), Length(max=1000)])
+
+
 # Which form checks a POST to /admin/reviews/<id>, by the hidden "decision" field.
 REVIEW_FORMS: dict[str, type[ApproveForm | RejectForm]] = {
     "approve": ApproveForm, "reject": RejectForm}
@@ -85,9 +102,9 @@ REVIEW_FORMS: dict[str, type[ApproveForm | RejectForm]] = {
 @login_required("reviewer")
 def reviews() -> BaseResponse:
     queue = (
-        posts.submissions_query(status=SubmissionStatus.pending.value)
+        posts.review_queue_query()
         # Oldest first, where the API lists newest first: the queue is worked from the top.
-        .order_by(None).order_by(Submission.created_at, Submission.id)
+        .order_by(Submission.created_at, Submission.id)
         .add_columns(Member.display_name, Kit)
         .join(Member, Member.id == Submission.member_id)
         .outerjoin(Kit, Kit.id == Submission.kit_id)
@@ -99,6 +116,7 @@ def reviews() -> BaseResponse:
         # Reviewing empties pages; land on the last one that still has rows.
         return redirect(url_for("admin.reviews", page=listed.pages))
     previews = _media_previews(submission for submission, _name, _kit in listed.items)
+    accounts = _accounts_for(submission for submission, _name, _kit in listed.items)
     response = make_response(render_template(
         "admin/reviews.html",
         rows=listed.items,
@@ -106,6 +124,9 @@ def reviews() -> BaseResponse:
         pages=listed.pages,
         total=listed.total,
         previews=previews,
+        accounts=accounts,
+        followers_form=FollowersForm(formdata=None),
+        metrics_form=MetricsDecisionForm(formdata=None),
         approve_form=ApproveForm(formdata=None),
         reject_form=RejectForm(formdata=None),
         reject_reasons=REJECT_REASON_LABELS,
@@ -123,6 +144,69 @@ def _media_previews(submissions: Iterable[Submission]) -> dict[int, str]:
                 previews[media.id] = storage.presign_get(media.storage_key,
                                                          expires_in=PREVIEW_URL_TTL)
     return previews
+
+
+def _accounts_for(submissions: Iterable[Submission]) -> dict[int, list[SocialAccount]]:
+    """The member's accounts on each submission's platform, by submission id."""
+    wanted = {s.id: (s.member_id, s.platform) for s in submissions}
+    found = followers.accounts_on(set(wanted.values()))
+    return {submission_id: found.get(key, []) for submission_id, key in wanted.items()}
+
+
+@admin_blueprint.post("/reviews/<int:submission_id>/followers/<int:account_id>",
+                      endpoint="review_followers")
+@login_required("reviewer")
+def review_followers(submission_id: int, account_id: int) -> BaseResponse:
+    """Confirm or correct the follower count of the account a submission was posted on."""
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    back = redirect(url_for("admin.reviews", page=page, _anchor=f"submission-{submission_id}"))
+    form = FollowersForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            abort(400)
+        flash(_("Give the follower count the profile shows."), "error")
+        return back
+    account = found_or_404(followers.get_account, account_id)
+    try:
+        with undo_if_refused():
+            followers.confirm_followers(account, form.followers.data, source="reviewer",
+                                        staff_id=current_staff().id, now=utcnow(),
+                                        submission_id=submission_id, note=form.note.data or None)
+    except DomainError as exc:
+        flash(_("The follower count could not be saved: %(message)s", message=exc.message),
+              "error")
+        return back
+    flash(_("Followers of %(handle)s confirmed: %(count)s.", handle=account.handle,
+            count=form.followers.data), "success")
+    return back
+
+
+@admin_blueprint.post("/reviews/<int:submission_id>/metrics/<int:snapshot_id>",
+                      endpoint="review_metrics")
+@login_required("reviewer")
+def review_metrics(submission_id: int, snapshot_id: int) -> BaseResponse:
+    """Confirm (they count, points follow) or dismiss figures a member reported after approval."""
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    back = redirect(url_for("admin.reviews", page=page))
+    form = MetricsDecisionForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            abort(400)
+        flash(_("Choose to confirm or dismiss the figures."), "error")
+        return back
+    submission = found_or_404(posts.get_submission, submission_id, lock=True)
+    try:
+        with undo_if_refused():
+            posts.decide_metrics(submission, snapshot_id, decision=form.decision.data,
+                                 note=form.note.data or None, staff_id=current_staff().id)
+    except DomainError as exc:
+        flash(_review_error_message(exc, submission_id), "error")
+        return back
+    if form.decision.data == "confirm":
+        flash(_("Figures on submission %(id)s confirmed.", id=submission_id), "success")
+    else:
+        flash(_("Figures on submission %(id)s dismissed.", id=submission_id), "success")
+    return back
 
 
 @admin_blueprint.post("/reviews/<int:submission_id>", endpoint="review")
@@ -152,7 +236,8 @@ def review_post(submission_id: int) -> BaseResponse:
             if isinstance(form, ApproveForm):
                 review.review_submission(submission, decision="approve",
                                          rating=form.rating.data, reason=None, note=None,
-                                         staff_id=current_staff().id)
+                                         staff_id=current_staff().id,
+                                         post_url=form.post_url.data or None)
             else:
                 review.review_submission(submission, decision="reject", rating=None,
                                          reason=form.reason_code.data or "other",
@@ -174,6 +259,10 @@ def review_post(submission_id: int) -> BaseResponse:
 
 def _review_error_message(exc: DomainError, submission_id: int) -> str:
     # Service messages are English only; the statuses have fixed meanings worth translating.
+    existing = (exc.errors or {}).get("existing_submission_id")
+    if exc.status == 409 and existing is not None:
+        return _("Submission %(id)s is a post already submitted as submission %(existing)s: "
+                 "reject it as a duplicate.", id=submission_id, existing=existing)
     if exc.status == 409:
         return _("Submission %(id)s was already reviewed.", id=submission_id)
     if exc.status == 404:

@@ -16,20 +16,24 @@ from koc.core.auth import (
     staff_or_member,
     staff_required,
 )
+from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.idempotency import idempotent
 from koc.core.jobs import start_job
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.storage import get_storage
+from koc.members.models import SocialAccount
 from koc.members.services import get_member
 from koc.submissions.models import MetricSnapshot
 from koc.submissions.schemas import (
     BulkReviewInSchema,
     BulkReviewOutSchema,
     FlagOutSchema,
+    FollowersInSchema,
     MediaUploadCreatedSchema,
     MediaUploadInSchema,
+    MetricsDecisionInSchema,
     MetricsImportFileSchema,
     MetricsSchema,
     PointsEntrySchema,
@@ -39,11 +43,20 @@ from koc.submissions.schemas import (
     ScoringRulesInSchema,
     ScoringRulesOutSchema,
     SnapshotOutSchema,
+    SocialAccountAudienceSchema,
     SubmissionInSchema,
     SubmissionOutSchema,
     SubmissionQuerySchema,
 )
-from koc.submissions.services import ledger, posts, review, rules, uploads
+from koc.submissions.services import (
+    followers,
+    ledger,
+    posts,
+    review,
+    rules,
+    short_links,
+    uploads,
+)
 from koc.tiers.services.rules import tier_ranks
 
 blp = Blueprint("submissions", __name__, description="Submissions, review and points")
@@ -83,7 +96,11 @@ def create_submission(data: dict):
         return True
 
     storage = get_storage() if data["media_upload_ids"] else None
-    return posts.create_submission(member.id, data, kit_visible=kit_visible, storage=storage)
+    settings = current_app.config["KOC_SETTINGS"]
+    resolver = short_links.resolver(enabled=settings.resolve_short_links,
+                                    timeout=settings.short_link_timeout)
+    return posts.create_submission(member.id, data, kit_visible=kit_visible, storage=storage,
+                                   resolver=resolver)
 
 
 @blp.get("/submissions")
@@ -115,8 +132,52 @@ def add_metrics(data: dict, submission_id: int):
     principal = current_principal()
     submission = posts.get_submission(submission_id, member_id=principal.member_id,
                                          lock=True)
-    posts.add_metrics(submission, data, source="member" if principal.is_member else "admin")
+    posts.add_metrics(submission, data, source="member" if principal.is_member else "staff",
+                      tolerance=current_app.config["KOC_SETTINGS"].import_agreement_tolerance)
     return submission
+
+
+@blp.post("/submissions/<id:submission_id>/metrics/<id:snapshot_id>/decision")
+@blp.arguments(MetricsDecisionInSchema)
+@blp.response(200, SubmissionOutSchema)
+@staff_required("reviewer")
+def decide_metrics(data: dict, submission_id: int, snapshot_id: int):
+    """Confirm a member's own figures reported after approval (they count from now on; the
+    points follow as one ledger adjustment with the note as its reason), or dismiss them."""
+    submission = posts.get_submission(submission_id, lock=True)
+    posts.decide_metrics(submission, snapshot_id, **data,
+                         staff_id=current_principal().staff_id)
+    return submission
+
+
+@blp.get("/social-accounts/<id:account_id>")
+@blp.response(200, SocialAccountAudienceSchema)
+@staff_required("viewer")
+def social_account(account_id: int):
+    """A member's social account with its declared and confirmed followers and their log."""
+    account = followers.get_account(account_id)
+    return _with_checks(account)
+
+
+@blp.post("/social-accounts/<id:account_id>/followers")
+@blp.arguments(FollowersInSchema)
+@blp.response(200, SocialAccountAudienceSchema)
+@staff_required("reviewer")
+def confirm_followers(data: dict, account_id: int):
+    """Confirm or correct an account's follower count; logged with who and when. Approved posts
+    on that platform are re-scored; the tier follows at the next recalculation."""
+    account = followers.get_account(account_id)
+    followers.confirm_followers(account, data["followers"], source="reviewer",
+                                staff_id=current_principal().staff_id, now=utcnow(),
+                                submission_id=data["submission_id"], note=data["note"])
+    return _with_checks(account)
+
+
+def _with_checks(account: SocialAccount) -> dict:
+    fields = ("id", "member_id", "platform", "handle", "url", "followers", "confirmed_followers",
+              "followers_source", "followers_confirmed_at", "followers_confirmed_by_staff_id")
+    return {**{name: getattr(account, name) for name in fields},
+            "checks": followers.checks_of(account.id)}
 
 
 @blp.get("/submissions/<id:submission_id>/metrics")

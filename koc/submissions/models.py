@@ -13,9 +13,15 @@ from koc.extensions import Model
 
 METRICS = ("views", "likes", "comments", "saves", "shares")
 REJECT_REASONS = ("invalid_proof", "duplicate", "outside_window", "off_brief", "other")
-REVIEW_ACTIONS = ("approve", "reject", "reopen")
+REVIEW_ACTIONS = ("approve", "reject", "reopen", "confirm_metrics", "dismiss_metrics")
 FLAG_KINDS = ("likes_above_views", "engagement_jump", "engagement_rate", "near_duplicate_media")
-SNAPSHOT_SOURCES = ("member", "admin", "import")
+SNAPSHOT_SOURCES = ("member", "staff", "import")
+# counted: trusted when it arrived (staff, a trusted import, or the member's figures before the
+# review that approved them); unconfirmed: the member's own after approval, recorded and shown
+# but not scored; confirmed / dismissed: what staff or an agreeing import made of one.
+SNAPSHOT_STATES = ("counted", "unconfirmed", "confirmed", "dismissed")
+COUNTED_STATES = ("counted", "confirmed")
+FOLLOWER_CHECK_SOURCES = ("reviewer", "import")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -65,6 +71,15 @@ class Submission(Model):
     post_url: Mapped[str] = mapped_column(sa.String(1000))
     # The post's identity after normalisation: the same post submitted twice is one row.
     canonical_url: Mapped[str] = mapped_column(sa.String(1000), unique=True)
+    # The platform's own id of the post (a note id, a video id), when the URL names one; unique
+    # per platform, so one post earns once however it was linked or by whom.
+    post_id: Mapped[str | None] = mapped_column(sa.String(64))
+    # A short link (xhslink.com, v.douyin.com) not resolved yet: it does not say which post it
+    # is, so approving it needs the post's full URL.
+    url_unresolved: Mapped[bool] = mapped_column(default=False)
+    # Set when engagement reported after approval jumped past the anomaly rules: the submission
+    # is back in the review queue until staff confirm or dismiss the figures.
+    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     caption: Mapped[str] = mapped_column(sa.Text, default="")
     posted_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(sa.String(16), default=SubmissionStatus.pending.value)
@@ -107,14 +122,28 @@ class Submission(Model):
         # The tier recalculation reads approved submissions per member by date.
         sa.Index("ix_submissions_member_status_posted", "member_id", "status", "posted_at"),
         sa.Index("ix_submissions_status_created", "status", "created_at"),
+        sa.UniqueConstraint("platform", "post_id"),
+        sa.Index("ix_submissions_held_at", "held_at"),
     )
 
     @property
     def latest_metrics(self) -> dict[str, int]:
+        """The engagement that counts: the latest trusted or confirmed snapshot."""
+        counted = [s for s in self.snapshots if s.state in COUNTED_STATES]
+        if not counted:
+            return dict.fromkeys(METRICS, 0)
+        return counted[-1].metrics
+
+    @property
+    def reported_metrics(self) -> dict[str, int]:
+        """The latest figures anyone reported, counted or not."""
         if not self.snapshots:
             return dict.fromkeys(METRICS, 0)
-        latest = self.snapshots[-1]
-        return {name: getattr(latest, name) for name in METRICS}
+        return self.snapshots[-1].metrics
+
+    @property
+    def unconfirmed_snapshots(self) -> list[MetricSnapshot]:
+        return [s for s in self.snapshots if s.state == "unconfirmed"]
 
 
 class MetricSnapshot(Model):
@@ -132,7 +161,14 @@ class MetricSnapshot(Model):
     saves: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     shares: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     source: Mapped[str] = mapped_column(sa.String(16))
+    state: Mapped[str] = mapped_column(sa.String(16), default="counted")
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # Who settled an unconfirmed snapshot (staff, or the import snapshot that agreed) and when.
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    decided_by_staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="SET NULL"))
+    confirmed_by_snapshot_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("metric_snapshots.id", ondelete="SET NULL"))
     # "job<id>:line<n>" for rows from a CSV import, so an import job that runs again after dying
     # half-way does not add the same snapshot twice.
     import_ref: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
@@ -145,6 +181,7 @@ class MetricSnapshot(Model):
             name="metrics_not_negative",
         ),
         sa.CheckConstraint(_in("source", SNAPSHOT_SOURCES), name="source_known"),
+        sa.CheckConstraint(_in("state", SNAPSHOT_STATES), name="state_known"),
     )
 
     @property
@@ -236,4 +273,36 @@ class SubmissionFlag(Model):
     __table_args__ = (
         sa.UniqueConstraint("submission_id", "kind", "reference"),
         sa.CheckConstraint(_in("kind", FLAG_KINDS), name="kind_known"),
+    )
+
+
+class FollowerCheck(Model):
+    """Each confirmation or correction of a social account's follower count: who, when, from what.
+
+    Kept with submissions because reviewers make them while reviewing posts; the account itself
+    carries the current confirmed figure.
+    """
+
+    __tablename__ = "follower_checks"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    social_account_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("social_accounts.id", ondelete="CASCADE"), index=True)
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id", ondelete="CASCADE"),
+                                           index=True)
+    source: Mapped[str] = mapped_column(sa.String(16))
+    declared: Mapped[int] = mapped_column(sa.BigInteger)
+    previous: Mapped[int | None] = mapped_column(sa.BigInteger)
+    confirmed: Mapped[int] = mapped_column(sa.BigInteger)
+    staff_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff.id", ondelete="SET NULL"))
+    # The submission under review when the check was made, if any.
+    submission_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("submissions.id", ondelete="SET NULL"))
+    note: Mapped[str | None] = mapped_column(sa.String(1000))
+    # Indexed for the incremental tier run.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("source", FOLLOWER_CHECK_SOURCES), name="source_known"),
+        sa.CheckConstraint("confirmed >= 0", name="confirmed_not_negative"),
     )

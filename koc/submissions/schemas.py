@@ -9,7 +9,15 @@ from koc.assets.schemas import ALLOWED_CONTENT_TYPES, UploadSchema, validate_fil
 from koc.core import fields as kf
 from koc.core.db import utcnow
 from koc.members.models import PLATFORMS
-from koc.submissions.models import FLAG_KINDS, METRICS, REJECT_REASONS, REVIEW_ACTIONS
+from koc.submissions.models import (
+    COUNTED_STATES,
+    FLAG_KINDS,
+    METRICS,
+    REJECT_REASONS,
+    REVIEW_ACTIONS,
+    SNAPSHOT_SOURCES,
+    SNAPSHOT_STATES,
+)
 
 MEDIA_CONTENT_TYPES = tuple(t for t in ALLOWED_CONTENT_TYPES if t.startswith(("image/", "video/")))
 # Clocks on phones drift; a post "from the future" by more than this is a typo.
@@ -78,7 +86,13 @@ class SubmissionOutSchema(Schema):
     reviewed_at = fields.DateTime(allow_none=True)
     score = fields.Float(allow_none=True)
     score_breakdown = fields.Dict(allow_none=True)
+    # What counts (trusted or confirmed figures), and the latest anyone reported.
     metrics = fields.Nested(MetricsSchema, attribute="latest_metrics")
+    reported_metrics = fields.Nested(MetricsSchema)
+    post_id = fields.String(allow_none=True)
+    url_unresolved = fields.Boolean()
+    held = fields.Function(lambda s: s.held_at is not None)
+    held_at = fields.DateTime(allow_none=True)
     media = fields.List(fields.Nested(MediaOutSchema))
     created_at = fields.DateTime()
 
@@ -88,6 +102,7 @@ class SubmissionQuerySchema(Schema):
     member_id = kf.Id(strict=False)
     kit_id = kf.Id(strict=False)
     flagged = fields.Boolean()
+    held = fields.Boolean()
 
 
 class _DecisionFields(Schema):
@@ -108,7 +123,8 @@ class _DecisionFields(Schema):
 
 
 class ReviewInSchema(_DecisionFields):
-    pass
+    # The post's full URL, required to approve a submission that came in as a short link.
+    post_url = kf.String(load_default=None, allow_none=True, min_length=8, max_length=1000)
 
 
 class BulkReviewInSchema(_DecisionFields):
@@ -126,8 +142,51 @@ class ReopenInSchema(Schema):
 
 class SnapshotOutSchema(MetricsSchema):
     id = fields.Integer()
-    source = fields.String()
+    source = fields.String(validate=validate.OneOf(SNAPSHOT_SOURCES))
+    state = fields.String(validate=validate.OneOf(SNAPSHOT_STATES))
+    counted = fields.Function(lambda s: s.state in COUNTED_STATES)
     recorded_at = fields.DateTime()
+    decided_at = fields.DateTime(allow_none=True)
+    decided_by_staff_id = fields.Integer(allow_none=True)
+    confirmed_by_snapshot_id = fields.Integer(allow_none=True)
+
+
+class MetricsDecisionInSchema(Schema):
+    decision = kf.OneOf(["confirm", "dismiss"], required=True)
+    # Goes into the review log and, for a confirmation, the ledger adjustment's description.
+    note = kf.String(load_default=None, allow_none=True, max_length=150)
+
+
+class FollowersInSchema(Schema):
+    followers = kf.Integer(required=True)
+    note = kf.String(load_default=None, allow_none=True, max_length=1000, multiline=True)
+    submission_id = kf.Id(load_default=None, allow_none=True)
+
+
+class FollowerCheckOutSchema(Schema):
+    id = fields.Integer()
+    source = fields.String()
+    declared = fields.Integer()
+    previous = fields.Integer(allow_none=True)
+    confirmed = fields.Integer()
+    staff_id = fields.Integer(allow_none=True)
+    submission_id = fields.Integer(allow_none=True)
+    note = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class SocialAccountAudienceSchema(Schema):
+    id = fields.Integer()
+    member_id = fields.Integer()
+    platform = fields.String()
+    handle = fields.String()
+    url = fields.String(allow_none=True)
+    followers = fields.Integer()
+    confirmed_followers = fields.Integer(allow_none=True)
+    followers_source = fields.String()
+    followers_confirmed_at = fields.DateTime(allow_none=True)
+    followers_confirmed_by_staff_id = fields.Integer(allow_none=True)
+    checks = fields.List(fields.Nested(FollowerCheckOutSchema))
 
 
 class FlagOutSchema(Schema):

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from celery import shared_task
+from flask import current_app
 
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
@@ -48,8 +49,9 @@ def import_metrics_task(job_id: int) -> None:
 
     def work(job: Job) -> None:
         data = storage.get_bytes(job.payload["storage_key"])
+        tolerance = current_app.config["KOC_SETTINGS"].import_agreement_tolerance
         report = imports.import_metrics(data.decode("utf-8-sig"), job_id=job.id,
-                                         commit=db.session.commit)
+                                         commit=db.session.commit, tolerance=tolerance)
         job.processed = report.processed
         job.failed = report.failed
         job.errors = report.errors

@@ -37,6 +37,7 @@ from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member
 from koc.members.services import get_member
+from koc.submissions.services import posts
 from koc.tiers.models import Drop, DropClaim, TierRuleSet
 from koc.tiers.schemas import DropInSchema, TiersInSchema
 from koc.tiers.services import drops as drop_service
@@ -306,7 +307,12 @@ def senior_removed(member_id: int) -> BaseResponse:
 def member_page(member_id: int) -> str:
     member = found_or_404(get_member, member_id)
     history = tier_history_service.tier_history(member.id)
+    # The numbers the tier rests on, each with where it came from and who confirmed it.
+    best = [(post, posts.counted_snapshot(post)) for post in posts.best_posts(member.id)]
     staff_ids = {c.changed_by_staff_id for c in history if c.changed_by_staff_id}
+    staff_ids |= {a.followers_confirmed_by_staff_id for a in member.social_accounts
+                  if a.followers_confirmed_by_staff_id}
+    staff_ids |= {s.decided_by_staff_id for _post, s in best if s and s.decided_by_staff_id}
     staff = dict(db.session.execute(
         sa.select(Staff.id, Staff.email).where(Staff.id.in_(staff_ids))).all()) if staff_ids else {}
     rules = rule_service.current_rules()
@@ -315,6 +321,7 @@ def member_page(member_id: int) -> str:
         member=member,
         progress=member_progress.progress(member),
         history=history,
+        best_posts=best,
         staff=staff,
         tier_names={t["key"]: t["name"] for t in rules.tiers},
     )

@@ -140,24 +140,26 @@ def test_new_metrics_on_an_approved_post_book_the_difference(member_api, staff_a
                                                              post_submission) -> None:
     _, member = member_api()
     reviewer = staff_api("reviewer")
+    admin = staff_api("admin")
     created = post_submission(member, metrics={"likes": 10})
     approved = reviewer.post(f"/submissions/{created['id']}/review",
                              json={"decision": "approve", "rating": 3}).json
-    grown = member.post(f"/submissions/{created['id']}/metrics",
-                        json={"views": 9000, "likes": 900, "comments": 50, "saves": 120}).json
+    # Staff figures count at once.
+    grown = admin.post(f"/submissions/{created['id']}/metrics",
+                       json={"views": 9000, "likes": 900, "comments": 50, "saves": 120}).json
     assert grown["score"] > approved["score"]
     ledger = member.get("/me/points").json
     assert ledger[0]["source"] == "submission_adjustment"
     assert ledger[0]["points"] == pytest.approx(grown["score"] - approved["score"])
     assert ledger[0]["submission_id"] == created["id"]
     # The same numbers again change nothing, so nothing is booked.
-    member.post(f"/submissions/{created['id']}/metrics",
-                json={"views": 9000, "likes": 900, "comments": 50, "saves": 120})
+    admin.post(f"/submissions/{created['id']}/metrics",
+               json={"views": 9000, "likes": 900, "comments": 50, "saves": 120})
     assert len(member.get("/me/points").json) == 2
     assert member.get("/me").json["points"]["balance"] == pytest.approx(grown["score"])
     history = member.get(f"/submissions/{created['id']}/metrics").json
     assert [s["likes"] for s in history] == [900, 900, 10]
-    assert [s["source"] for s in history] == ["member", "member", "member"]
+    assert [s["source"] for s in history] == ["staff", "staff", "member"]
 
 
 def test_audience_size_comes_from_the_members_account_on_that_platform(
@@ -176,6 +178,10 @@ def test_audience_size_comes_from_the_members_account_on_that_platform(
             "social_accounts": [{"platform": "xiaohongshu", "handle": name,
                                  "followers": followers}]}).json
         members.append(Api(app.test_client(), accepted["token"]))
+        # Declared counts count only through the floor; a reviewer confirms these.
+        account_id = accepted["member"]["social_accounts"][0]["id"]
+        assert reviewer.post(f"/social-accounts/{account_id}/followers",
+                             json={"followers": followers}).status_code == 200
     scores = []
     for member in members:
         created = post_submission(member, metrics={"likes": 200})

@@ -48,7 +48,8 @@ def _csv_value(value: str | None) -> Any:
 
 
 def import_metrics(text: str, *, job_id: int,
-                   commit: Callable[[], None] | None = None) -> ImportReport:
+                   commit: Callable[[], None] | None = None,
+                   tolerance: float = 0.1) -> ImportReport:
     """Engagement snapshots from CSV: submission_id or post_url, then the metric columns.
 
     Each line's snapshot carries "job<id>:line<n>", so running the job again after it died
@@ -91,7 +92,7 @@ def import_metrics(text: str, *, job_id: int,
                                  .where(MetricSnapshot.import_ref == reference))
         if done is None:
             add_metrics(submission, {name: values[name] for name in METRICS}, source="import",
-                        import_ref=reference)
+                        import_ref=reference, tolerance=tolerance)
         report.processed += 1
         if commit is not None and report.processed % IMPORT_COMMIT_EVERY == 0:
             commit()

@@ -15,7 +15,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 _URL_IN_TEXT = re.compile(r"https?://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+", re.IGNORECASE)
 # Punctuation that ends a sentence around a link, not the link itself.
 _TRAILING = ".,;:!?)]'\""
-_XHS_NOTE = re.compile(r"^/(?:explore|discovery/item)/([0-9a-f]{24})$", re.IGNORECASE)
+_XHS_NOTE = re.compile(
+    r"^/(?:explore|discovery/item|user/profile/[0-9a-f]{24})/([0-9a-f]{24})$", re.IGNORECASE)
 _DOUYIN_POST = re.compile(r"^/(?:share/)?(video|note)/(\d+)$")
 _WEIBO_DETAIL = re.compile(r"^/(?:detail|status)/([A-Za-z0-9]+)$")
 _WEIBO_POST = re.compile(r"^/(?:u/)?\d+/([A-Za-z0-9]+)$")
@@ -113,3 +114,65 @@ _TRACKING_NAMES = frozenset({"source", "from", "timestamp", "app_platform", "app
 def _is_tracking(name: str) -> bool:
     lowered = name.lower()
     return lowered in _TRACKING_NAMES or lowered.startswith(_TRACKING_PREFIXES)
+
+
+# Hosts each platform's posts live on (a host matches itself and its subdomains).
+PLATFORM_HOSTS: dict[str, tuple[str, ...]] = {
+    "xiaohongshu": ("xiaohongshu.com", "xhslink.com", "xhslink.cn"),
+    "douyin": ("douyin.com", "iesdouyin.com"),
+    "weibo": ("weibo.com", "weibo.cn"),
+}
+PLATFORM_LABELS = {"xiaohongshu": "Xiaohongshu", "douyin": "Douyin", "weibo": "Weibo"}
+# Share links that name no post by themselves; only the platform can say where they lead.
+_SHORT_LINK_HOSTS = ("xhslink.com", "xhslink.cn", "v.douyin.com")
+_POST_ID = (
+    re.compile(r"^https://www\.xiaohongshu\.com/explore/([0-9a-f]{24})$"),
+    re.compile(r"^https://www\.douyin\.com/(?:video|note)/(\d+)$"),
+    re.compile(r"^https://m\.weibo\.cn/detail/(\d+)$"),
+)
+
+
+class WrongPlatform(NotAUrl):
+    pass
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def _on(host: str, domain: str) -> bool:
+    return host == domain or host.endswith("." + domain)
+
+
+def platform_of(url: str) -> str | None:
+    """The platform whose host a URL is on, among those with known hosts."""
+    host = _host(url)
+    return next((platform for platform, domains in PLATFORM_HOSTS.items()
+                 if any(_on(host, domain) for domain in domains)), None)
+
+
+def check_platform(canonical: str, platform: str) -> None:
+    """Refuse a URL on another platform's host than the one declared (WrongPlatform)."""
+    if canonical.startswith(_KEY_PREFIX_CHANNELS):
+        return
+    found = platform_of(canonical)
+    if platform in PLATFORM_HOSTS and found != platform:
+        allowed = ", ".join(PLATFORM_HOSTS[platform])
+        raise WrongPlatform(f"is not a {PLATFORM_LABELS[platform]} link (expected a host on "
+                            f"{allowed})")
+    if platform not in PLATFORM_HOSTS and found is not None:
+        raise WrongPlatform(f"is a {PLATFORM_LABELS[found]} link: declare platform {found}")
+
+
+def is_short_link(canonical: str) -> bool:
+    host = _host(canonical)
+    return any(_on(host, domain) for domain in _SHORT_LINK_HOSTS)
+
+
+def post_id_of(canonical: str) -> str | None:
+    """The platform's id of the post a canonical URL names, if it names one."""
+    for pattern in _POST_ID:
+        match = pattern.match(canonical)
+        if match:
+            return match.group(1)
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,42 +15,84 @@ from koc.core.jobs import enqueue_after_commit
 from koc.core.storage import Storage
 from koc.extensions import db
 from koc.submissions.models import (
+    COUNTED_STATES,
     METRICS,
     MediaUpload,
     MetricSnapshot,
+    ReviewEvent,
     Submission,
     SubmissionFlag,
     SubmissionStatus,
 )
 from koc.submissions.services.anomalies import check_anomalies
 from koc.submissions.services.ledger import sync_points
-from koc.submissions.services.post_urls import NotAUrl, canonical_post_url
+from koc.submissions.services.post_urls import (
+    NotAUrl,
+    canonical_post_url,
+    check_platform,
+    extract_url,
+    is_short_link,
+    post_id_of,
+)
 from koc.submissions.services.rules import score_of
 from koc.submissions.services.scoring import interactions_of
+from koc.submissions.services.short_links import Resolver
 from koc.submissions.services.uploads import verify_media
+
+
+def canonical_for(text: str, platform: str, *, field: str = "post_url",
+                  resolver: Resolver | None = None) -> tuple[str, str | None, bool]:
+    """(canonical URL, post id, still a short link) of a post URL or share text, or a 422."""
+    try:
+        canonical = canonical_post_url(text, platform)
+        check_platform(canonical, platform)
+        short = is_short_link(canonical)
+        if short and resolver is not None:
+            resolved = resolver(extract_url(text))
+            target = canonical_post_url(resolved, platform) if resolved else None
+            # Only a link that lands on a post counts as resolved: a login wall or an error
+            # page names no post, and taking it as the key would make unrelated links clash.
+            if target is not None and post_id_of(target) is not None:
+                check_platform(target, platform)
+                canonical, short = target, False
+    except NotAUrl as exc:
+        raise field_error(422, field, str(exc)) from exc
+    if len(canonical) > 1000:
+        raise field_error(422, field, "is too long once normalised")
+    return canonical, post_id_of(canonical), short
+
+
+def find_same_post(canonical: str, platform: str, post_id: str | None, *,
+                   excluding: int | None = None) -> int | None:
+    """The submission that is this post already, by canonical URL or platform post id."""
+    same = Submission.canonical_url == canonical
+    if post_id is not None:
+        same = sa.or_(same, sa.and_(Submission.platform == platform,
+                                    Submission.post_id == post_id))
+    stmt = sa.select(Submission.id).where(same).order_by(Submission.id).limit(1)
+    if excluding is not None:
+        stmt = stmt.where(Submission.id != excluding)
+    return db.session.scalar(stmt)
 
 
 def create_submission(member_id: int, values: dict[str, Any], *,
                       kit_visible: Callable[[int], bool],
-                      storage: Storage | None = None) -> Submission:
+                      storage: Storage | None = None,
+                      resolver: Resolver | None = None) -> Submission:
     """Record a reported post. `kit_visible(kit_id)` says whether the member may use that kit.
 
-    With `storage`, attached media are checked against the store (size and first bytes).
+    With `storage`, attached media are checked against the store (size and first bytes). With
+    `resolver`, short links are followed to the post they name; without, they are stored
+    unresolved and the reviewer gives the full URL when approving.
     """
-    try:
-        canonical = canonical_post_url(values["post_url"], values["platform"])
-    except NotAUrl as exc:
-        raise field_error(422, "post_url", str(exc)) from exc
-    if len(canonical) > 1000:
-        raise field_error(422, "post_url", "is too long once normalised")
+    platform = values["platform"]
+    canonical, post_id, short = canonical_for(values["post_url"], platform, resolver=resolver)
 
     kit_id = values.get("kit_id")
     if kit_id is not None and not kit_visible(kit_id):
         raise field_error(422, "kit_id", "no such kit open to you")
 
-    existing_id = db.session.scalar(
-        sa.select(Submission.id).where(Submission.canonical_url == canonical)
-    )
+    existing_id = find_same_post(canonical, platform, post_id)
     if existing_id is not None:
         raise _duplicate(existing_id)
 
@@ -66,11 +109,14 @@ def create_submission(member_id: int, values: dict[str, Any], *,
         verify_media(media, storage)
 
     submission = Submission(
-        member_id=member_id, kit_id=kit_id, platform=values["platform"],
-        post_url=values["post_url"], canonical_url=canonical, caption=values.get("caption", ""),
+        member_id=member_id, kit_id=kit_id, platform=platform,
+        post_url=values["post_url"], canonical_url=canonical, post_id=post_id,
+        url_unresolved=short, caption=values.get("caption", ""),
         posted_at=values["posted_at"], status=SubmissionStatus.pending.value,
     )
-    snapshot = MetricSnapshot(source="member", recorded_at=utcnow(), **values["metrics"])
+    # Before review the member's figures are what the reviewer judges, so they count.
+    snapshot = MetricSnapshot(source="member", state="counted", recorded_at=utcnow(),
+                              **values["metrics"])
     submission.snapshots.append(snapshot)
     submission.interactions = interactions_of(values["metrics"])
     submission.media.extend(media)
@@ -79,9 +125,7 @@ def create_submission(member_id: int, values: dict[str, Any], *,
             db.session.add(submission)
     except IntegrityError as exc:
         # Another member submitted the same post at the same moment.
-        existing_id = db.session.scalar(
-            sa.select(Submission.id).where(Submission.canonical_url == canonical)
-        )
+        existing_id = find_same_post(canonical, platform, post_id)
         raise _duplicate(existing_id) from exc
     check_anomalies(submission, snapshot)
     _hash_images_after_commit(media)
@@ -119,8 +163,11 @@ def get_submission(submission_id: int, *, member_id: int | None = None,
 
 
 def submissions_query(*, member_id: int | None = None, status: str | None = None,
-                      kit_id: int | None = None, flagged: bool | None = None) -> sa.Select:
+                      kit_id: int | None = None, flagged: bool | None = None,
+                      held: bool | None = None) -> sa.Select:
     stmt = sa.select(Submission).order_by(Submission.id.desc())
+    if held is not None:
+        stmt = stmt.where(Submission.held_at.is_not(None) if held else Submission.held_at.is_(None))
     if member_id is not None:
         stmt = stmt.where(Submission.member_id == member_id)
     if status is not None:
@@ -133,22 +180,98 @@ def submissions_query(*, member_id: int | None = None, status: str | None = None
     return stmt
 
 
-def add_metrics(submission: Submission, metrics: dict[str, int], *, source: str,
-                import_ref: str | None = None) -> MetricSnapshot:
-    """A new engagement snapshot; an approved submission is re-scored and the ledger follows.
+def best_posts(member_id: int, *, limit: int = 5) -> list[Submission]:
+    """A member's approved posts with the most counted interactions: what tier rules read."""
+    return list(db.session.scalars(
+        sa.select(Submission)
+        .where(Submission.member_id == member_id,
+               Submission.status == SubmissionStatus.approved.value)
+        .order_by(Submission.interactions.desc(), Submission.id.desc()).limit(limit)
+        .options(sa.orm.selectinload(Submission.snapshots))))
 
-    Call with the submission locked (get_submission(lock=True)).
+
+def counted_snapshot(submission: Submission) -> MetricSnapshot | None:
+    counted = [s for s in submission.snapshots if s.state in COUNTED_STATES]
+    return counted[-1] if counted else None
+
+
+def review_queue_query() -> sa.Select:
+    """What waits for a reviewer: pending submissions, and approved ones held on new figures."""
+    return sa.select(Submission).where(sa.or_(
+        Submission.status == SubmissionStatus.pending.value, Submission.held_at.is_not(None)))
+
+
+def add_metrics(submission: Submission, metrics: dict[str, int], *, source: str,
+                import_ref: str | None = None, tolerance: float = 0.1,
+                now: datetime | None = None) -> MetricSnapshot:
+    """A new engagement snapshot; what counts is re-scored and the ledger follows.
+
+    Figures from staff or a trusted import count at once. A member's own figures after approval
+    are recorded and shown but count only once staff confirm them, or once an import agrees
+    within `tolerance` (a fraction); if they trip an anomaly rule the submission is held for
+    review. Call with the submission locked (get_submission(lock=True)).
     """
-    snapshot = MetricSnapshot(source=source, recorded_at=utcnow(), import_ref=import_ref,
+    now = now or utcnow()
+    approved = submission.status == SubmissionStatus.approved
+    state = "unconfirmed" if source == "member" and approved else "counted"
+    snapshot = MetricSnapshot(source=source, state=state, recorded_at=now, import_ref=import_ref,
                               **{name: metrics.get(name, 0) for name in METRICS})
     submission.snapshots.append(snapshot)
-    submission.interactions = interactions_of(metrics)
     db.session.flush()
+    if source == "import":
+        for waiting in submission.unconfirmed_snapshots:
+            if _agrees(waiting.metrics, snapshot.metrics, tolerance):
+                waiting.state = "confirmed"
+                waiting.decided_at = now
+                waiting.confirmed_by_snapshot_id = snapshot.id
+    _recount(submission, event=f"snapshot:{snapshot.id}",
+             description=f"new {source} metrics on submission {submission.id}")
+    flags = check_anomalies(submission, snapshot)
+    if state == "unconfirmed" and flags:
+        submission.held_at = submission.held_at or now
+    if not submission.unconfirmed_snapshots:
+        submission.held_at = None
+    return snapshot
+
+
+def _agrees(reported: dict[str, int], trusted: dict[str, int], tolerance: float) -> bool:
+    return all(abs(reported[name] - trusted[name]) <= tolerance * max(trusted[name], 1)
+               for name in METRICS)
+
+
+def _recount(submission: Submission, *, event: str, description: str) -> None:
+    """Bring interactions, score and the ledger in line with the snapshots that count."""
+    submission.interactions = interactions_of(submission.latest_metrics)
     if submission.status == SubmissionStatus.approved:
-        version = submission.scoring_version
-        total, breakdown, version = score_of(submission, version)
+        total, breakdown, _version = score_of(submission, submission.scoring_version)
         submission.score, submission.score_breakdown = total, breakdown
-        sync_points(submission, event=f"snapshot:{snapshot.id}",
-                    description=f"new metrics on submission {submission.id}")
-    check_anomalies(submission, snapshot)
+        sync_points(submission, event=event, description=description)
+    db.session.flush()
+
+
+def decide_metrics(submission: Submission, snapshot_id: int, *, decision: str,
+                   note: str | None, staff_id: int | None,
+                   now: datetime | None = None) -> MetricSnapshot:
+    """Staff confirm a member's unconfirmed figures (they count from now on, and the points
+    follow as one ledger adjustment giving the reason) or dismiss them. Call locked."""
+    now = now or utcnow()
+    snapshot = next((s for s in submission.snapshots if s.id == snapshot_id), None)
+    if snapshot is None:
+        raise DomainError(404, "No such metrics snapshot on this submission.")
+    if snapshot.state != "unconfirmed":
+        raise DomainError(409, f"These metrics are {snapshot.state} already.")
+    snapshot.state = "confirmed" if decision == "confirm" else "dismissed"
+    snapshot.decided_at = now
+    snapshot.decided_by_staff_id = staff_id
+    event = ReviewEvent(submission=submission, staff_id=staff_id,
+                        action=f"{decision}_metrics", rating=submission.rating,
+                        note=note, created_at=now)
+    db.session.add(event)
+    db.session.flush()
+    reason = note or "metrics confirmed by a reviewer"
+    _recount(submission, event=f"event:{event.id}",
+             description=f"submission {submission.id}: {reason}")
+    event.score = submission.score
+    if not submission.unconfirmed_snapshots:
+        submission.held_at = None
     return snapshot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from koc.core.db import utcnow
 from koc.core.errors import DomainError, field_error
@@ -13,17 +14,24 @@ from koc.submissions.models import (
     SubmissionStatus,
 )
 from koc.submissions.services.ledger import sync_points
+from koc.submissions.services.posts import canonical_for, find_same_post
 from koc.submissions.services.rules import score_of
 
 
 def review_submission(submission: Submission, *, decision: str, rating: int | None,
                       reason: str | None, staff_id: int | None,
-                      note: str | None = None) -> Submission:
-    """Approve or reject a pending submission. Call with the submission locked."""
+                      note: str | None = None, post_url: str | None = None) -> Submission:
+    """Approve or reject a pending submission. Call with the submission locked.
+
+    A submission still holding a short link is approved only with the post's full URL
+    (`post_url`), checked against every other submission so that one post earns once.
+    """
     if submission.status != SubmissionStatus.pending:
         raise DomainError(409, f"This submission was already {submission.status}.")
     if decision == "reject" and not reason:
         raise field_error(422, "reason", "a reason is required to reject")
+    if decision == "approve" and submission.url_unresolved:
+        _resolve_url(submission, post_url)
     submission.rating = rating if decision == "approve" else None
     submission.reject_reason = reason if decision == "reject" else None
     submission.review_reason = note
@@ -63,6 +71,12 @@ def bulk_review(ids: list[int], *, decision: str, rating: int | None, reason: st
     if decided:
         raise DomainError(409, f"Already reviewed: {decided}; nothing was changed.",
                           errors={"json": {"ids": [f"already reviewed: {i}" for i in decided]}})
+    if decision == "approve":
+        short = [s.id for s in found if s.url_unresolved]
+        if short:
+            raise DomainError(422, f"Short links need their full URL, one by one: {short}.",
+                              errors={"json": {"ids": [f"short link, approve it on its own: {i}"
+                                                       for i in short]}})
     by_id = {s.id: s for s in found}
     return [review_submission(by_id[i], decision=decision, rating=rating, reason=reason,
                               note=note, staff_id=staff_id) for i in ids]
@@ -90,3 +104,28 @@ def reopen_submission(submission: Submission, *, note: str, staff_id: int | None
     sync_points(submission, event=f"event:{event.id}",
                 description=f"decision on submission {submission.id} re-opened")
     return submission
+
+
+def _resolve_url(submission: Submission, post_url: str | None) -> None:
+    if not post_url:
+        raise field_error(422, "post_url", "this submission is a short link: give the post's "
+                                           "full URL to approve it")
+    canonical, post_id, short = canonical_for(post_url, submission.platform)
+    if short:
+        raise field_error(422, "post_url", "is a short link too: open it and copy the full URL")
+    existing_id = find_same_post(canonical, submission.platform, post_id,
+                                 excluding=submission.id)
+    if existing_id is not None:
+        raise DomainError(
+            409, f"This post was already submitted (submission {existing_id}); reject this "
+                 "one as a duplicate.",
+            errors={"json": {"post_url": [f"already submitted as submission {existing_id}"]},
+                    "existing_submission_id": existing_id})
+    submission.canonical_url, submission.post_id = canonical, post_id
+    submission.url_unresolved = False
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError as exc:
+        raise DomainError(409, "This post was submitted at the same moment; reload.", errors={
+            "json": {"post_url": ["already submitted"]}}) from exc

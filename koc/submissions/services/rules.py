@@ -12,12 +12,12 @@ from sqlalchemy.exc import IntegrityError
 from koc.assets.models import Kit
 from koc.core.errors import DomainError
 from koc.extensions import db
-from koc.members.models import SocialAccount
 from koc.submissions.models import (
     ScoringRuleSet,
     Submission,
 )
 from koc.submissions.services import scoring
+from koc.submissions.services.audience import audience_of
 
 
 def current_scoring() -> tuple[int, dict[str, Any]]:
@@ -63,13 +63,6 @@ def save_scoring_rules(rules: dict[str, Any], *, staff_id: int | None) -> Scorin
     return row
 
 
-def _followers(member_id: int, platform: str) -> int | None:
-    return db.session.scalar(
-        sa.select(sa.func.max(SocialAccount.followers))
-        .where(SocialAccount.member_id == member_id, SocialAccount.platform == platform)
-    )
-
-
 def _kit_window(kit_id: int | None) -> tuple[datetime | None, datetime | None] | None:
     if kit_id is None:
         return None
@@ -87,9 +80,10 @@ def score_of(submission: Submission, version: int | None = None
         version, rules = current_scoring()
     else:
         rules = scoring_rules_version(version)
+    followers, confirmed = audience_of(submission.member_id, submission.platform)
     inputs = scoring.ScoreInputs(
-        metrics=submission.latest_metrics, rating=submission.rating,
-        followers=_followers(submission.member_id, submission.platform),
+        metrics=submission.latest_metrics, rating=submission.rating, followers=followers,
+        followers_confirmed=confirmed,
         posted_at=submission.posted_at, window=_kit_window(submission.kit_id),
     )
     total, breakdown = scoring.score(inputs, rules, version)

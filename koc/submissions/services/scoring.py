@@ -68,6 +68,9 @@ class ScoreInputs:
     followers: int | None
     posted_at: datetime
     window: tuple[datetime | None, datetime | None] | None  # the kit's window; None: no kit
+    # Whether `followers` is a checked count (False: a declared one, already raised to the
+    # unconfirmed floor); None when no account is known.
+    followers_confirmed: bool | None = None
 
 
 def _dec(value: float | int) -> Decimal:
@@ -129,6 +132,7 @@ def score(inputs: ScoreInputs, rules: dict[str, Any], version: int
         "inputs": {
             "metrics": {name: inputs.metrics.get(name, 0) for name in METRICS},
             "followers": inputs.followers,
+            "followers_confirmed": inputs.followers_confirmed,
             "audience_factor": float(factor.quantize(Decimal("0.0001"))),
             "rating": inputs.rating,
             "rating_multiplier": float(multiplier),

@@ -21,7 +21,7 @@ from koc.core.errors import DomainError
 from koc.core.events import emit, emit_select, json_object
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
-from koc.submissions.models import MetricSnapshot, PointsEntry, Submission
+from koc.submissions.models import FollowerCheck, MetricSnapshot, PointsEntry, Submission
 from koc.tiers.models import TierChange, TierRun, TierRunPart
 from koc.tiers.services import badges, groups, metrics
 from koc.tiers.services.metrics import MemberRange, MetricValues, metric_key
@@ -201,13 +201,16 @@ def plan_changes(rules: RuleSet, *, now: datetime) -> tuple[int, list[dict[str, 
 
 
 def members_with_activity_since(since: datetime) -> set[int]:
-    """Members with a review, points or new metrics since `since`: what an incremental run reads."""
+    """Members with a review, points, new or confirmed metrics or a checked follower count since
+    `since`: what an incremental run reads."""
     reviewed = sa.select(Submission.member_id).where(Submission.reviewed_at >= since)
     booked = sa.select(PointsEntry.member_id).where(PointsEntry.created_at >= since)
     measured = (sa.select(Submission.member_id)
                 .join(MetricSnapshot, MetricSnapshot.submission_id == Submission.id)
-                .where(MetricSnapshot.recorded_at >= since))
-    return set(db.session.scalars(sa.union(reviewed, booked, measured)))
+                .where(sa.or_(MetricSnapshot.recorded_at >= since,
+                              MetricSnapshot.decided_at >= since)))
+    audience = sa.select(FollowerCheck.member_id).where(FollowerCheck.created_at >= since)
+    return set(db.session.scalars(sa.union(reviewed, booked, measured, audience)))
 
 
 def recalculate(*, trigger: str, now: datetime | None = None,

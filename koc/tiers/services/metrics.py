@@ -18,6 +18,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from koc.extensions import db
 from koc.members.models import Member, SocialAccount
 from koc.submissions.models import PointsEntry, Submission, SubmissionStatus
+from koc.submissions.services import audience
 from koc.tiers.services.rules import RuleSet, clauses
 
 # Metric name -> what it measures, as a member reads it in /me.
@@ -26,7 +27,8 @@ METRICS = {
     "points_earned": "points earned",
     "weekly_streak": "consecutive weeks with an approved post",
     "best_post_interactions": "likes + comments + saves of the best post",
-    "best_post_reach": "likes + comments + saves of the best post per 1,000 followers",
+    "best_post_reach": "likes + comments + saves of the best post per 1,000 followers "
+                       "(confirmed, or at least the floor)",
     "average_rating": "average reviewer rating",
     "distinct_kits": "different kits used",
 }
@@ -78,8 +80,10 @@ def in_scope(column: InstrumentedAttribute[int], member_ids: list[int] | None,
 
 def metric_query(  # noqa: PLR0911 - one branch per metric reads better than a table of lambdas
     metric: str, window_days: int | None, now: datetime, member_ids: list[int] | None,
-    member_range: MemberRange | None = None,
+    member_range: MemberRange | None = None, *, floor: int | None = None,
 ) -> sa.Select:
+    """`floor`: the unconfirmed-followers floor (default: the setting)."""
+    floor = audience.followers_floor() if floor is None else floor
     since = now - timedelta(days=window_days) if window_days else None
     approved = [Submission.status == SubmissionStatus.approved.value,
                 *in_scope(Submission.member_id, member_ids, member_range)]
@@ -94,8 +98,9 @@ def metric_query(  # noqa: PLR0911 - one branch per metric reads better than a t
                 .where(*approved).group_by(per_member))
     if metric == "best_post_reach":
         # Normalised to the audience of the account the post was made on, so a small creator's
-        # breakout post counts as much as a big account's routine one.
-        followers = (sa.select(sa.func.max(SocialAccount.followers))
+        # breakout post counts as much as a big account's routine one; an unconfirmed declared
+        # count only through the floor scoring uses too.
+        followers = (sa.select(sa.func.max(audience.effective_followers(floor)))
                      .where(SocialAccount.member_id == Submission.member_id,
                             SocialAccount.platform == Submission.platform)
                      .scalar_subquery())

@@ -1,0 +1,276 @@
+"""Integrity of the programme (issue 10), through HTTP on both set-ups: a declared audience, a
+self-reported jump and a second link to the same post earn nothing they should not."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+
+from koc.core.db import utcnow
+from koc.extensions import db
+from koc.submissions.services import short_links
+from tests.conftest import Api, staff_token_for
+
+NOTE = "65a1b2c3000000001f00aa01"
+FULL = f"https://www.xiaohongshu.com/explore/{NOTE}?xsec_token=ABC&xsec_source=pc_share"
+# Share text as the app copies it, full-width commas included.
+SHARE_TEXT = "67 小红书 看看这篇 http://xhslink.com/a/Zx81kQ，复制本条信息，打开【小红书】App查看"  # noqa: RUF001
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def setup(request, make_app) -> Flask:
+    if request.param == "postgres":
+        return make_app(KOC_DATABASE_URL=request.getfixturevalue("postgres_url"))
+    return make_app()
+
+
+def _staff(app: Flask, role: str) -> Api:
+    return Api(app.test_client(), staff_token_for(app, role))
+
+
+def _join(app: Flask, admin: Api, name: str, followers: int) -> tuple[dict, Api]:
+    assert admin.put(f"/users/{name}", json={}).status_code in (200, 201)
+    code = admin.post("/invitations", json={"external_id": name}).json["code"]
+    accepted = Api(app.test_client()).post(f"/invitations/{code}/accept", json={
+        "display_name": name, "accept_terms": True,
+        "social_accounts": [{"platform": "xiaohongshu", "handle": name,
+                             "followers": followers}]})
+    assert accepted.status_code == 201, accepted.json
+    return accepted.json["member"], Api(app.test_client(), accepted.json["token"])
+
+
+def _post(member: Api, url: str, likes: int) -> dict:
+    response = member.post("/submissions", json={
+        "platform": "xiaohongshu", "post_url": url,
+        "posted_at": (utcnow() - timedelta(days=2)).isoformat(), "metrics": {"likes": likes}})
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def _recalc(app: Flask) -> None:
+    from koc.tiers.services.engine import recalculate
+
+    with app.app_context():
+        recalculate(trigger="test")
+        db.session.commit()
+
+
+def _tier(member: Api) -> str | None:
+    tier = member.get("/me").json["tier"]
+    return tier and tier["key"]
+
+
+def test_one_declared_follower_and_one_like_stays_below_senior(setup) -> None:
+    admin, reviewer = _staff(setup, "admin"), _staff(setup, "reviewer")
+    joined, member = _join(setup, admin, "tiny", followers=1)
+    account = joined["social_accounts"][0]
+    assert (account["followers"], account["confirmed_followers"],
+            account["followers_source"]) == (1, None, "declared")
+    created = _post(member, f"https://www.xiaohongshu.com/explore/{NOTE}", likes=1)
+    approved = reviewer.post(f"/submissions/{created['id']}/review",
+                             json={"decision": "approve", "rating": 3}).json
+    # Scored as if the account had the floor's audience, and says so.
+    assert approved["score_breakdown"]["inputs"]["followers"] == 1000
+    assert approved["score_breakdown"]["inputs"]["followers_confirmed"] is False
+    _recalc(setup)
+    assert _tier(member) == "certified"
+
+    # A reviewer checks the profile and confirms a real, larger audience: logged, still no lift.
+    checked = reviewer.post(f"/social-accounts/{account['id']}/followers",
+                            json={"followers": 2400, "note": "profile shows 2.4k",
+                                  "submission_id": created["id"]})
+    assert checked.status_code == 200, checked.json
+    assert checked.json["confirmed_followers"] == 2400
+    assert checked.json["followers_source"] == "reviewer"
+    assert checked.json["followers_confirmed_by_staff_id"] is not None
+    assert [(c["declared"], c["confirmed"], c["note"]) for c in checked.json["checks"]] == [
+        (1, 2400, "profile shows 2.4k")]
+    _recalc(setup)
+    assert _tier(member) == "certified"
+
+
+def test_members_cannot_declare_their_own_confirmation(setup) -> None:
+    admin = _staff(setup, "admin")
+    admin.put("/users/sly", json={})
+    code = admin.post("/invitations", json={"external_id": "sly"}).json["code"]
+    response = Api(setup.test_client()).post(f"/invitations/{code}/accept", json={
+        "display_name": "sly", "accept_terms": True,
+        "social_accounts": [{"platform": "xiaohongshu", "handle": "sly", "followers": 5,
+                             "confirmed_followers": 5}]})
+    assert response.status_code == 422
+    assert "confirmed_followers" in str(response.json["errors"])
+
+
+def test_a_self_reported_jump_counts_only_once_confirmed_with_one_adjustment(setup) -> None:
+    admin, reviewer = _staff(setup, "admin"), _staff(setup, "reviewer")
+    _, member = _join(setup, admin, "jumper", followers=5000)
+    created = _post(member, f"https://www.xiaohongshu.com/explore/{NOTE}", likes=20)
+    reviewer.post(f"/submissions/{created['id']}/review", json={"decision": "approve"})
+    _recalc(setup)
+    before = member.get("/me").json
+    assert before["tier"]["key"] == "certified"
+
+    jumped = member.post(f"/submissions/{created['id']}/metrics", json={"likes": 100_000})
+    assert jumped.status_code == 201, jumped.json
+    assert jumped.json["metrics"]["likes"] == 20  # what counts
+    assert jumped.json["reported_metrics"]["likes"] == 100_000  # what is shown
+    assert jumped.json["held"] is True
+    _recalc(setup)
+    after = member.get("/me").json
+    assert after["points"] == before["points"]
+    assert after["tier"]["key"] == "certified"
+    held = reviewer.get("/submissions?held=true").json
+    assert [s["id"] for s in held] == [created["id"]]
+    history = member.get(f"/submissions/{created['id']}/metrics").json
+    assert [(s["source"], s["state"], s["counted"]) for s in history] == [
+        ("member", "unconfirmed", False), ("member", "counted", True)]
+
+    snapshot_id = history[0]["id"]
+    # Members cannot confirm their own figures.
+    assert member.post(f"/submissions/{created['id']}/metrics/{snapshot_id}/decision",
+                       json={"decision": "confirm"}).status_code == 403
+    confirmed = reviewer.post(f"/submissions/{created['id']}/metrics/{snapshot_id}/decision",
+                              json={"decision": "confirm", "note": "checked the note page"})
+    assert confirmed.status_code == 200, confirmed.json
+    assert confirmed.json["metrics"]["likes"] == 100_000
+    assert confirmed.json["held"] is False
+    ledger = member.get("/me/points").json
+    adjustments = [e for e in ledger if e["source"] == "submission_adjustment"]
+    assert len(adjustments) == 1
+    assert "checked the note page" in adjustments[0]["description"]
+    assert adjustments[0]["points"] == pytest.approx(
+        confirmed.json["score"] - before["points"]["balance"])
+    # Deciding again is refused and books nothing more.
+    assert reviewer.post(f"/submissions/{created['id']}/metrics/{snapshot_id}/decision",
+                         json={"decision": "confirm"}).status_code == 409
+    assert len(member.get("/me/points").json) == 2
+    _recalc(setup)
+    assert _tier(member) == "senior"
+
+
+def test_an_import_that_agrees_confirms_the_members_figures(setup) -> None:
+    from koc.submissions.services.imports import import_metrics
+
+    admin, reviewer = _staff(setup, "admin"), _staff(setup, "reviewer")
+    _, member = _join(setup, admin, "steady", followers=5000)
+    created = _post(member, f"https://www.xiaohongshu.com/explore/{NOTE}", likes=20)
+    reviewer.post(f"/submissions/{created['id']}/review", json={"decision": "approve"})
+    member.post(f"/submissions/{created['id']}/metrics", json={"likes": 30})
+    with setup.app_context():
+        import_metrics(f"submission_id,likes\n{created['id']},29\n", job_id=1, tolerance=0.1)
+        db.session.commit()
+    history = member.get(f"/submissions/{created['id']}/metrics").json
+    assert [(s["source"], s["state"]) for s in history] == [
+        ("import", "counted"), ("member", "confirmed"), ("member", "counted")]
+    assert history[1]["confirmed_by_snapshot_id"] == history[0]["id"]
+    assert member.get(f"/submissions/{created['id']}").json["metrics"]["likes"] == 29
+
+
+def test_a_short_link_and_the_full_link_of_one_post_earn_once(setup) -> None:
+    admin, reviewer = _staff(setup, "admin"), _staff(setup, "reviewer")
+    _, alice = _join(setup, admin, "alice", followers=800)
+    _, bob = _join(setup, admin, "bob", followers=800)
+    short = _post(alice, SHARE_TEXT, likes=50)
+    assert short["url_unresolved"] is True and short["post_id"] is None
+    full = _post(bob, FULL, likes=50)
+    assert full["post_id"] == NOTE and full["url_unresolved"] is False
+    assert reviewer.post(f"/submissions/{full['id']}/review",
+                         json={"decision": "approve"}).status_code == 200
+
+    # A short link is approved only with the full URL, and that post has been rewarded.
+    missing = reviewer.post(f"/submissions/{short['id']}/review", json={"decision": "approve"})
+    assert missing.status_code == 422 and "post_url" in str(missing.json["errors"])
+    still_short = reviewer.post(f"/submissions/{short['id']}/review",
+                                json={"decision": "approve", "post_url": "https://xhslink.com/m/9"})
+    assert still_short.status_code == 422 and "post_url" in str(still_short.json["errors"])
+    duplicate = reviewer.post(f"/submissions/{short['id']}/review", json={
+        "decision": "approve", "post_url": f"https://www.xiaohongshu.com/discovery/item/{NOTE}"})
+    assert duplicate.status_code == 409, duplicate.json
+    assert duplicate.json["errors"]["existing_submission_id"] == full["id"]
+    bulk = reviewer.post("/submissions/bulk-review",
+                         json={"ids": [short["id"]], "decision": "approve"})
+    assert bulk.status_code == 422
+    assert alice.get(f"/submissions/{short['id']}").json["status"] == "pending"
+    assert alice.get("/me/points").json == []
+    assert len(bob.get("/me/points").json) == 1
+
+
+@pytest.mark.parametrize(("platform", "url"), [
+    ("xiaohongshu", "https://www.douyin.com/video/7312345678901234567"),
+    ("douyin", f"https://www.xiaohongshu.com/explore/{NOTE}"),
+    ("weibo", "https://v.douyin.com/iRNBho6u/"),
+    ("other", f"https://xhslink.com/o/{NOTE[:8]}"),
+])
+def test_a_post_url_on_another_platforms_host_is_422_naming_post_url(setup, platform,
+                                                                     url) -> None:
+    _, member = _join(setup, _staff(setup, "admin"), "mixed", followers=10)
+    response = member.post("/submissions", json={
+        "platform": platform, "post_url": url,
+        "posted_at": (utcnow() - timedelta(days=1)).isoformat()})
+    assert response.status_code == 422, response.json
+    assert "post_url" in response.json["errors"]["json"]
+
+
+def test_a_configured_resolver_turns_a_short_link_into_its_post(make_app, monkeypatch) -> None:
+    app = make_app(KOC_RESOLVE_SHORT_LINKS="true")
+    asked = []
+
+    def fake_final_url(url: str, *, timeout: float) -> str | None:
+        asked.append(url)
+        return FULL
+
+    monkeypatch.setattr(short_links, "final_url", fake_final_url)
+    admin = _staff(app, "admin")
+    _, alice = _join(app, admin, "alice", followers=800)
+    _, bob = _join(app, admin, "bob", followers=800)
+    first = _post(alice, f"https://www.xiaohongshu.com/user/profile/{'a' * 24}/{NOTE}", likes=5)
+    again = bob.post("/submissions", json={
+        "platform": "xiaohongshu", "post_url": SHARE_TEXT,
+        "posted_at": (utcnow() - timedelta(days=1)).isoformat()})
+    assert asked == ["http://xhslink.com/a/Zx81kQ"]
+    assert again.status_code == 409
+    assert again.json["errors"]["existing_submission_id"] == first["id"]
+
+
+def test_correcting_followers_demotes_only_through_the_grace_period(setup) -> None:
+    admin, reviewer = _staff(setup, "admin"), _staff(setup, "reviewer")
+    joined, member = _join(setup, admin, "small", followers=200)
+    account_id = joined["social_accounts"][0]["id"]
+    reviewer.post(f"/social-accounts/{account_id}/followers", json={"followers": 200})
+    created = _post(member, f"https://www.xiaohongshu.com/explore/{NOTE}", likes=30)
+    reviewer.post(f"/submissions/{created['id']}/review", json={"decision": "approve"})
+    _recalc(setup)
+    assert _tier(member) == "senior"  # 30 per 200 confirmed followers: 150 per 1,000
+
+    corrected = reviewer.post(f"/social-accounts/{account_id}/followers",
+                              json={"followers": 20_000, "note": "misread the profile"})
+    assert [c["previous"] for c in corrected.json["checks"]] == [None, 200]
+    _recalc(setup)
+    me = member.get("/me").json
+    assert me["tier"]["key"] == "senior"
+    assert me["progress"]["current_tier"]["at_risk"] is True
+    assert me["progress"]["current_tier"]["grace_days_left"] > 0
+
+
+def test_a_short_link_that_lands_on_no_post_stays_unresolved(make_app, monkeypatch) -> None:
+    app = make_app(KOC_RESOLVE_SHORT_LINKS="true")
+    monkeypatch.setattr(short_links, "final_url", lambda url, *, timeout:
+                        "https://www.xiaohongshu.com/website-login/error?redirectPath=x")
+    _, alice = _join(app, _staff(app, "admin"), "alice", followers=800)
+    first = _post(alice, "https://xhslink.com/a/one", likes=1)
+    second = _post(alice, "https://xhslink.com/a/two", likes=1)
+    assert first["url_unresolved"] and second["url_unresolved"]
+    assert first["canonical_url"] != second["canonical_url"]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("KOC_UNCONFIRMED_FOLLOWERS_FLOOR", "0"), ("KOC_UNCONFIRMED_FOLLOWERS_FLOOR", "many"),
+    ("KOC_IMPORT_AGREEMENT_TOLERANCE", "2"), ("KOC_RESOLVE_SHORT_LINKS", "maybe"),
+])
+def test_integrity_settings_are_parsed_strictly(tmp_path, name, value) -> None:
+    from koc.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match=name):
+        load_settings(str(tmp_path), {name: value})
