@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,7 +32,9 @@ def create_app(
     app = BusyRetryingFlask(__name__, instance_path=instance_path,
                             instance_relative_config=False)
     settings: Settings = load_settings(app.instance_path, environ)
-    logging.basicConfig(level=settings.log_level)
+    from koc.core import logs
+
+    logs.configure_logging(settings)
 
     app.config.update(
         KOC_SETTINGS=settings,
@@ -71,6 +72,8 @@ def create_app(
     # After every route is registered: both read the routes' declarations.
     install_api_guards(app, api_blueprints)
     install_body_limits(app, settings)
+    # Operations: request ids (first before_request hook) and /metrics.
+    logs.install_request_ids(app)
     return app
 
 

@@ -222,6 +222,7 @@ def serve(host: str, port: int, workers: int) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", "koc.core.logs.GunicornLogger")
 
         def load(self):
             return create_app()

@@ -58,6 +58,13 @@ class Settings:
     senior_group_url: str | None
     instance_path: str
     log_level: str
+    # --- operations (logs, metrics) ---
+    # "json" (one object per line) or "text"; json by default in production.
+    log_format: str = "text"
+    # /metrics: "off", "token" (a bearer token on the app's port) or "port" (its own listener).
+    metrics: str = "off"
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_port: int = 9100
 
     @property
     def uses_s3(self) -> bool:
@@ -138,6 +145,17 @@ class _EnvSchema(Schema):
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
 
+    # --- operations (logs, metrics) ---
+    KOC_LOG_FORMAT = mf.String(load_default=None, validate=validate.OneOf(["json", "text"]))
+    KOC_METRICS = mf.String(load_default="off", validate=validate.OneOf(["off", "token", "port"]))
+    KOC_METRICS_TOKEN = mf.String(load_default=None, validate=validate.Length(min=32, max=256))
+    KOC_METRICS_PORT = mf.Integer(load_default=9100, validate=validate.Range(min=1, max=65535))
+
+    @validates_schema
+    def _metrics_token_when_asked(self, data: dict, **_: object) -> None:
+        if data["KOC_METRICS"] == "token" and not data.get("KOC_METRICS_TOKEN"):
+            raise ValidationError("must be set when KOC_METRICS=token", "KOC_METRICS_TOKEN")
+
     @validates_schema
     def _watermark_names_the_code(self, data: dict, **_: object) -> None:
         text = data["KOC_WATERMARK_TEXT"]
@@ -206,6 +224,11 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         senior_group_url=data["KOC_SENIOR_GROUP_URL"],
         instance_path=str(instance),
         log_level=data["KOC_LOG_LEVEL"],
+        log_format=data["KOC_LOG_FORMAT"] or ("json" if data["KOC_ENV"] == "production"
+                                              else "text"),
+        metrics=data["KOC_METRICS"],
+        metrics_token=data["KOC_METRICS_TOKEN"],
+        metrics_port=data["KOC_METRICS_PORT"],
     )
     return settings
 
