@@ -74,6 +74,17 @@ def create_app(
     install_body_limits(app, settings)
     # Operations: request ids (first before_request hook) and /metrics.
     logs.install_request_ids(app)
+    from koc import domain_metrics
+    from koc.core import metrics
+
+    metrics.install(app)
+    domain_metrics.install()
+    if settings.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
+                                x_host=hops, x_port=hops)
     return app
 
 

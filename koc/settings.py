@@ -65,6 +65,8 @@ class Settings:
     metrics: str = "off"
     metrics_token: str | None = field(default=None, repr=False)
     metrics_port: int = 9100
+    # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are trusted.
+    proxy_hops: int = 0
 
     @property
     def uses_s3(self) -> bool:
@@ -150,6 +152,7 @@ class _EnvSchema(Schema):
     KOC_METRICS = mf.String(load_default="off", validate=validate.OneOf(["off", "token", "port"]))
     KOC_METRICS_TOKEN = mf.String(load_default=None, validate=validate.Length(min=32, max=256))
     KOC_METRICS_PORT = mf.Integer(load_default=9100, validate=validate.Range(min=1, max=65535))
+    KOC_PROXY_HOPS = mf.Integer(load_default=0, validate=validate.Range(min=0, max=5))
 
     @validates_schema
     def _metrics_token_when_asked(self, data: dict, **_: object) -> None:
@@ -229,6 +232,7 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         metrics=data["KOC_METRICS"],
         metrics_token=data["KOC_METRICS_TOKEN"],
         metrics_port=data["KOC_METRICS_PORT"],
+        proxy_hops=data["KOC_PROXY_HOPS"],
     )
     return settings
 

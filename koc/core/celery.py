@@ -18,7 +18,7 @@ from celery import Celery, Task, shared_task
 from celery.schedules import crontab
 from flask import Flask
 
-from koc.core import logs
+from koc.core import logs, metrics
 from koc.core.sqlite import run_task
 from koc.extensions import db
 from koc.settings import Settings
@@ -139,5 +139,6 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.set_default()
     # Operations: the request id travels in each message's headers.
     logs.install_task_request_ids()
+    metrics.install_task_metrics(settings)
     app.extensions["celery"] = celery_app
     return celery_app
