@@ -108,22 +108,26 @@ def _count_request(response: Response) -> Response:
 def _watch_pool(engine: Engine) -> None:
     pool = engine.pool
 
-    def update(*_: Any) -> None:
-        # QueuePool (PostgreSQL) and SQLite's pools; NullPool keeps nothing to report.
+    def update(returning: int) -> None:
+        # QueuePool (PostgreSQL, SQLite files); NullPool keeps nothing to report.
         checked_out = getattr(pool, "checkedout", None)
         checked_in = getattr(pool, "checkedin", None)
-        if callable(checked_out):
-            DB_POOL_CHECKED_OUT.set(checked_out())
-            if callable(checked_in):
-                DB_POOL_SIZE.set(checked_out() + checked_in())
+        if callable(checked_out) and callable(checked_in):
+            in_use = max(checked_out() - returning, 0)
+            DB_POOL_CHECKED_OUT.set(in_use)
+            DB_POOL_SIZE.set(checked_out() + checked_in())
 
-    def checkout(*args: Any) -> None:
+    def checkout(*_: Any) -> None:
         DB_POOL_CHECKOUTS.inc()
-        update()
+        update(0)
+
+    def checkin(*_: Any) -> None:
+        # Fired before the connection is back in the pool, so it still counts as out.
+        update(1)
 
     if not event.contains(pool, "checkout", checkout):
         event.listen(pool, "checkout", checkout)
-        event.listen(pool, "checkin", update)
+        event.listen(pool, "checkin", checkin)
 
 
 # --- Celery tasks --------------------------------------------------------------------------------
