@@ -75,8 +75,9 @@ def create_app(
     # Operations: request ids (first before_request hook) and /metrics.
     logs.install_request_ids(app)
     from koc import domain_metrics
-    from koc.core import metrics
+    from koc.core import metrics, outages
 
+    outages.install(app)
     metrics.install(app)
     domain_metrics.install()
     if settings.proxy_hops:
