@@ -96,10 +96,10 @@ def test_the_format_setting_is_strict_and_json_is_the_production_default(make_ap
 
 
 @pytest.mark.redis
-def test_tasks_a_request_enqueues_run_under_its_request_id(make_app, redis_url):
+def test_tasks_a_request_enqueues_run_under_its_request_id(make_app, own_redis):
     from celery.contrib.testing.worker import start_worker
 
-    app = make_app(KOC_BROKER_URL=redis_url)
+    app = make_app(KOC_BROKER_URL=own_redis)
     celery_app = app.extensions["celery"]
     seen: list[tuple[str | None, str]] = []
 

@@ -84,10 +84,10 @@ def test_tier_runs_are_read_from_their_table(make_app, postgres_url):
 
 
 @pytest.mark.redis
-def test_celery_tasks_and_queue_depth_are_counted(make_app, redis_url):
+def test_celery_tasks_and_queue_depth_are_counted(make_app, own_redis):
     from celery.contrib.testing.worker import start_worker
 
-    app = make_app(KOC_BROKER_URL=redis_url, KOC_METRICS="token", KOC_METRICS_TOKEN=TOKEN)
+    app = make_app(KOC_BROKER_URL=own_redis, KOC_METRICS="token", KOC_METRICS_TOKEN=TOKEN)
     celery_app = app.extensions["celery"]
 
     @celery_app.task(name="tests.ops.fails")

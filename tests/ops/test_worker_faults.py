@@ -20,7 +20,7 @@ import pytest
 
 from tests.ops.test_web_faults import _worker_pids
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]  # redis: a server of its own (conftest)
 
 ROWS = 3000
 
@@ -102,8 +102,8 @@ def _stop(worker: subprocess.Popen) -> None:
 
 
 def test_an_import_whose_worker_process_is_killed_runs_again_to_the_same_end(
-        make_app, postgres_url, redis_url, tmp_path):
-    job_id, holder, worker, log = _import_held_mid_task(make_app, postgres_url, redis_url,
+        make_app, postgres_url, own_redis, tmp_path):
+    job_id, holder, worker, log = _import_held_mid_task(make_app, postgres_url, own_redis,
                                                         tmp_path)
     try:
         children = _worker_pids(worker.pid)
@@ -122,8 +122,8 @@ def test_an_import_whose_worker_process_is_killed_runs_again_to_the_same_end(
 
 
 def test_sigterm_lets_the_worker_finish_the_task_in_hand_before_it_exits(
-        make_app, postgres_url, redis_url, tmp_path):
-    job_id, holder, worker, log = _import_held_mid_task(make_app, postgres_url, redis_url,
+        make_app, postgres_url, own_redis, tmp_path):
+    job_id, holder, worker, log = _import_held_mid_task(make_app, postgres_url, own_redis,
                                                         tmp_path)
     try:
         worker.send_signal(signal.SIGTERM)  # warm shutdown: no new task, finish this one
