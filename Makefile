@@ -7,18 +7,27 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_PORT ?= 8000
 export KOC_PUBLIC_URL ?= http://127.0.0.1:$(DEMO_PORT)
 
-.PHONY: help install demo test test-dates fuzz lint bench chromium translations clean
+.PHONY: help install lock demo test test-dates fuzz lint bench chromium translations clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Exact versions with hashes from requirements.lock first; then the package itself, which also
+# brings in any dependency added to pyproject.toml since the last `make lock`.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## install the service and its test tools into .venv
+install: $(STAMP) ## install the service and its test tools into .venv (exact versions: requirements.lock)
+
+lock: ## refresh requirements.lock (exact versions + hashes) from pyproject.toml's ranges, with uv
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	  --upgrade --quiet -o requirements.lock
 
 demo: install ## migrate an SQLite database, load demo data, serve API + admin panel with a worker
 	$(BIN)/koc db upgrade
@@ -71,6 +80,7 @@ bench: install ## benchmarks (PostgreSQL, SeaweedFS): figures and ratios against
 	$(BIN)/python -m bench.submissions_throughput
 	$(BIN)/python -m bench.kits_download_urls
 	$(BIN)/python -m bench.kits_upload_throughput
+	$(BIN)/python -m bench.ops_metrics
 
 translations: install ## extract admin-panel strings and update the zh-CN/en catalogs (then translate, re-run)
 	$(BIN)/pybabel extract -F babel.cfg -k _l -o koc/translations/messages.pot .

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,7 +32,9 @@ def create_app(
     app = BusyRetryingFlask(__name__, instance_path=instance_path,
                             instance_relative_config=False)
     settings: Settings = load_settings(app.instance_path, environ)
-    logging.basicConfig(level=settings.log_level)
+    from koc.core import logs
+
+    logs.configure_logging(settings)
 
     app.config.update(
         KOC_SETTINGS=settings,
@@ -71,6 +72,20 @@ def create_app(
     # After every route is registered: both read the routes' declarations.
     install_api_guards(app, api_blueprints)
     install_body_limits(app, settings)
+    # Operations: request ids (first before_request hook) and /metrics.
+    logs.install_request_ids(app)
+    from koc import domain_metrics
+    from koc.core import metrics, outages
+
+    outages.install(app)
+    metrics.install(app)
+    domain_metrics.install()
+    if settings.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
+                                x_host=hops, x_port=hops)
     return app
 
 

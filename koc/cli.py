@@ -11,14 +11,16 @@ from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from gunicorn.app.base import BaseApplication
 
-from koc import create_app
+from koc import MIGRATIONS_DIR, create_app
 from koc.assets.services import reconciliation
 from koc.core.auth import create_staff, find_staff, issue_token
 from koc.core.celery import ensure_broker_dirs
+from koc.core.check import FAIL, Finding, run_checks
 from koc.core.storage import get_storage
 from koc.demo import load_demo
 from koc.extensions import db
 from koc.members.services import import_format, import_users
+from koc.settings import SettingsError
 from koc.tiers.services.engine import recalculate
 
 
@@ -159,6 +161,31 @@ def assets_reconcile() -> None:
         sys.exit(1)
 
 
+# --- check ---------------------------------------------------------------------------------------
+
+@main.command("check", with_appcontext=False)
+def check() -> None:
+    """Validate the settings and reach each part (database, object store, CORS, broker).
+
+    Prints one line per finding, with how to fix each problem; exits 1 if anything failed.
+    """
+    try:
+        app = create_app()
+    except SettingsError as exc:
+        findings = [Finding("settings", FAIL, problem.strip(), "give the variable a valid value")
+                    for problem in str(exc).removeprefix("invalid settings:").split(";")]
+    else:
+        findings = run_checks(app, str(MIGRATIONS_DIR))
+    for finding in findings:
+        click.echo(f"{finding.state:<5} {finding.part:<9} {finding.message}")
+        if finding.fix:
+            click.echo(f"{'':<15} fix: {finding.fix}")
+    failed = sum(finding.state == FAIL for finding in findings)
+    click.echo(f"{failed} problem(s)" if failed else "all parts answer")
+    if failed:
+        sys.exit(1)
+
+
 # --- demo, serving, worker ---------------------------------------------------------------------
 
 @main.group()
@@ -195,6 +222,7 @@ def serve(host: str, port: int, workers: int) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", "koc.core.logs.GunicornLogger")
 
         def load(self):
             return create_app()

@@ -69,6 +69,15 @@ class Settings:
     # for deployments that cannot reach the platforms.
     resolve_short_links: bool = False
     short_link_timeout: float = 5.0
+    # --- operations (logs, metrics) ---
+    # "json" (one object per line) or "text"; json by default in production.
+    log_format: str = "text"
+    # /metrics: "off", "token" (a bearer token on the app's port) or "port" (its own listener).
+    metrics: str = "off"
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_port: int = 9100
+    # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are trusted.
+    proxy_hops: int = 0
 
     @property
     def uses_s3(self) -> bool:
@@ -156,6 +165,18 @@ class _EnvSchema(Schema):
     KOC_RESOLVE_SHORT_LINKS = _Boolean(load_default=False)
     KOC_SHORT_LINK_TIMEOUT = mf.Float(load_default=5.0, validate=validate.Range(min=0.5, max=60))
 
+    # --- operations (logs, metrics) ---
+    KOC_LOG_FORMAT = mf.String(load_default=None, validate=validate.OneOf(["json", "text"]))
+    KOC_METRICS = mf.String(load_default="off", validate=validate.OneOf(["off", "token", "port"]))
+    KOC_METRICS_TOKEN = mf.String(load_default=None, validate=validate.Length(min=32, max=256))
+    KOC_METRICS_PORT = mf.Integer(load_default=9100, validate=validate.Range(min=1, max=65535))
+    KOC_PROXY_HOPS = mf.Integer(load_default=0, validate=validate.Range(min=0, max=5))
+
+    @validates_schema
+    def _metrics_token_when_asked(self, data: dict, **_: object) -> None:
+        if data["KOC_METRICS"] == "token" and not data.get("KOC_METRICS_TOKEN"):
+            raise ValidationError("must be set when KOC_METRICS=token", "KOC_METRICS_TOKEN")
+
     @validates_schema
     def _watermark_names_the_code(self, data: dict, **_: object) -> None:
         text = data["KOC_WATERMARK_TEXT"]
@@ -228,6 +249,12 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         import_agreement_tolerance=data["KOC_IMPORT_AGREEMENT_TOLERANCE"],
         resolve_short_links=data["KOC_RESOLVE_SHORT_LINKS"],
         short_link_timeout=data["KOC_SHORT_LINK_TIMEOUT"],
+        log_format=data["KOC_LOG_FORMAT"] or ("json" if data["KOC_ENV"] == "production"
+                                              else "text"),
+        metrics=data["KOC_METRICS"],
+        metrics_token=data["KOC_METRICS_TOKEN"],
+        metrics_port=data["KOC_METRICS_PORT"],
+        proxy_hops=data["KOC_PROXY_HOPS"],
     )
     return settings
 

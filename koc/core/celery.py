@@ -18,6 +18,7 @@ from celery import Celery, Task, shared_task
 from celery.schedules import crontab
 from flask import Flask
 
+from koc.core import logs, metrics
 from koc.core.sqlite import run_task
 from koc.extensions import db
 from koc.settings import Settings
@@ -136,5 +137,8 @@ def celery_init_app(app: Flask) -> Celery:
         timezone="UTC",
     )
     celery_app.set_default()
+    # Operations: the request id travels in each message's headers.
+    logs.install_task_request_ids()
+    metrics.install_task_metrics(settings)
     app.extensions["celery"] = celery_app
     return celery_app

@@ -8,10 +8,13 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import timedelta
 
 import sqlalchemy as sa
+from prometheus_client.core import GaugeMetricFamily, Metric
 
+from koc.core import metrics
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
 from koc.core.events.models import DeliveryStatus, OutboxEvent, Webhook, WebhookDelivery
@@ -79,6 +82,7 @@ def _claim(webhook_id: int, *, limit: int) -> list[WebhookDelivery]:
 def _record(deliveries: list[WebhookDelivery], error: str | None) -> None:
     now = utcnow()
     for delivery in deliveries:
+        metrics.webhook_attempted(delivery.webhook_id, delivered=error is None)
         delivery.attempts += 1
         if error is None:
             delivery.status = DeliveryStatus.delivered.value
@@ -91,6 +95,22 @@ def _record(deliveries: list[WebhookDelivery], error: str | None) -> None:
             else:
                 delivery.next_attempt_at = now + backoff(delivery.attempts)
     db.session.commit()
+
+
+def _outbox_backlog() -> Iterator[Metric]:
+    """Deliveries waiting, per webhook: read when Prometheus scrapes (koc.core.metrics)."""
+    rows = db.session.execute(
+        sa.select(WebhookDelivery.webhook_id, sa.func.count())
+        .where(WebhookDelivery.status == DeliveryStatus.pending.value)
+        .group_by(WebhookDelivery.webhook_id)).all()
+    backlog = GaugeMetricFamily("koc_outbox_backlog", "Webhook deliveries waiting to be sent.",
+                                labels=["webhook_id"])
+    for webhook_id, count in rows:
+        backlog.add_metric([str(webhook_id)], float(count))
+    yield backlog
+
+
+metrics.add_scrape_collector(_outbox_backlog)
 
 
 def _event_body(event: OutboxEvent) -> bytes:
