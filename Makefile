@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_PORT ?= 8000
 export KOC_PUBLIC_URL ?= http://127.0.0.1:$(DEMO_PORT)
+# The dashboard's charts: Apache ECharts from the npm registry, copied into the panel's static
+# folder at install time so pages load it from 'self' (no CDN at run time). Not committed.
+ECHARTS_VERSION := 5.6.0
+ECHARTS := koc/admin/static/vendor/echarts.min.js
 
 .PHONY: help install demo test test-dates fuzz lint bench chromium translations clean
 
@@ -18,7 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## install the service and its test tools into .venv
+$(ECHARTS):
+	@command -v npm >/dev/null || { echo "npm is needed once to fetch ECharts (apt-get install -y npm)"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && npm pack --silent echarts@$(ECHARTS_VERSION) >/dev/null) && \
+	  tar -xzf "$$tmp"/echarts-$(ECHARTS_VERSION).tgz -C "$$tmp" package/dist/echarts.min.js package/LICENSE && \
+	  mkdir -p $(@D) && cp "$$tmp"/package/dist/echarts.min.js $@ && cp "$$tmp"/package/LICENSE $(@D)/ECHARTS-LICENSE
+
+install: $(STAMP) $(ECHARTS) ## install the service and its test tools into .venv
 
 demo: install ## migrate an SQLite database, load demo data, serve API + admin panel with a worker
 	$(BIN)/koc db upgrade

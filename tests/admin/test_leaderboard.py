@@ -30,8 +30,9 @@ def _approved_post(member_id: int, *, posted_at: datetime, interactions: int) ->
 
 
 def _points(member_id: int, points: str, *, at: datetime) -> None:
-    db.session.add(PointsEntry(member_id=member_id, source="adjustment", reference=str(next(_posts)),
-                               points=Decimal(points), created_at=at))
+    db.session.add(PointsEntry(member_id=member_id, source="adjustment",
+                               reference=str(next(_posts)), points=Decimal(points),
+                               created_at=at))
 
 
 @pytest.fixture

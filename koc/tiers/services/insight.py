@@ -80,7 +80,7 @@ def week_starts(now: datetime, weeks: int) -> list[datetime]:
     return [now - WEEK * (weeks - i) for i in range(weeks)]
 
 
-def _per_week(column: sa.ColumnElement[Any], value: sa.ColumnElement[Any] | None,
+def _per_week(column: Any, value: Any,
               starts: list[datetime], now: datetime, *where: Any) -> list[Any]:
     """One query: one SUM(CASE ...) per week over the rows matching `where`."""
     ends = [*starts[1:], now]
@@ -121,8 +121,8 @@ def members_at_risk() -> dict[str, int]:
         sa.select(Member.tier_key, sa.func.count())
         .where(Member.tier_below_since.is_not(None), Member.tier_key.is_not(None),
                Member.status == MemberStatus.active.value)
-        .group_by(Member.tier_key)).tuples()
-    return dict(rows.all())
+        .group_by(Member.tier_key))
+    return {tier: count for tier, count in rows if tier is not None}
 
 
 # --- the machinery -----------------------------------------------------------------------------
