@@ -148,3 +148,55 @@ def test_dashboard_draws_every_chart_in_chinese_from_the_programmes_numbers(
     expect(page.locator("body")).not_to_contain_text("senior")
     _screenshot(page, "dashboard")
     assert page.problems == []
+
+
+def test_manager_filters_the_roster_exports_it_and_opens_the_leaderboard(
+    app: Flask, live_server: str, zh_page: Any, make_staff: Callable,
+    busy_programme: dict[str, Any], member_api: Callable[..., Any],
+):
+    from playwright.sync_api import expect
+
+    page = zh_page
+    odd = member_api(city="上海", store_code="SH09", tags=["新客"])[0]
+    with app.app_context():
+        db.session.get(Member, odd).display_name = "<script>alert(1)</script>"
+        db.session.commit()
+    _staff_id, email = make_staff("admin", locale="zh_CN")
+    _sign_in(page, live_server, email, "/admin/members")
+
+    expect(page.locator("h1")).to_have_text("成员")
+    expect(page.locator("#roster tbody tr")).to_have_count(3)
+    # A name holding a script tag is shown as text, not run.
+    expect(page.locator(f'tr[data-member-id="{odd}"] a')).to_have_text(
+        "<script>alert(1)</script>")
+    _screenshot(page, "members")
+
+    page.fill("#city", "上海")
+    page.get_by_role("button", name="查看").click()
+    expect(page.locator("#roster tbody tr")).to_have_count(2)
+    page.check("#at_risk")
+    page.get_by_role("button", name="查看").click()
+    expect(page.locator("#roster tbody tr")).to_have_count(0)
+    expect(page.locator("section.card")).to_contain_text("没有符合筛选条件的成员。")
+    page.uncheck("#at_risk")
+    page.fill("#tag", "新客")
+    page.get_by_role("button", name="查看").click()
+    expect(page.locator("#roster tbody tr")).to_have_count(1)
+    expect(page.locator("#roster-total")).to_have_text("1 名成员")
+    _screenshot(page, "members-filtered")
+
+    with page.expect_download() as download_info:
+        page.click("#export-csv")
+    exported = Path(download_info.value.path()).read_text(encoding="utf-8-sig")
+    assert exported.splitlines()[0].startswith("成员编号,名称,客户编号,城市")
+    assert "<script>alert(1)</script>" in exported and len(exported.splitlines()) == 2
+
+    page.get_by_role("link", name="排行榜").click()
+    expect(page.locator("h1")).to_have_text("排行榜")
+    expect(page.locator("#leaderboard tbody tr").first).to_contain_text("资深 KOC")
+    page.select_option("#metric", "approved")
+    page.get_by_role("button", name="查看").click()
+    expect(page.locator("#metric")).to_have_value("approved")
+    expect(page.locator("#leaderboard tbody tr")).to_have_count(1)
+    _screenshot(page, "leaderboard")
+    assert page.problems == []

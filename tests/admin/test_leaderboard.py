@@ -21,6 +21,15 @@ pytestmark = pytest.mark.clock
 _posts = itertools.count(1)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request: pytest.FixtureRequest, make_app: Callable[..., Flask]) -> Flask:
+    """Both databases: the filters use JSON and date comparisons that differ between them."""
+    if request.param == "sqlite":
+        return make_app()
+    return make_app(KOC_DATABASE_URL=request.getfixturevalue("postgres_url"))
+
+
+
 def _approved_post(member_id: int, *, posted_at: datetime, interactions: int) -> None:
     n = next(_posts)
     db.session.add(Submission(
