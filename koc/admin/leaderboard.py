@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from flask import render_template, request
@@ -10,9 +11,10 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError
 
-from koc.admin.blueprint import admin_blueprint, login_required, paginate
+from koc.admin.blueprint import Paged, admin_blueprint, login_required
 from koc.admin.i18n import tier_display_name
 from koc.core.db import utcnow
+from koc.core.pagination import MAX_PAGE
 from koc.tiers.schemas import LeaderboardQuerySchema
 from koc.tiers.services import insight, rules
 
@@ -37,7 +39,10 @@ def leaderboard() -> tuple[str, int]:
         # The filters a manager typed stay in the form; the list falls back to the defaults.
         problems = exc.messages if isinstance(exc.messages, dict) else {}
         query = LeaderboardQuerySchema().load({})
-    paged = paginate(insight.leaderboard_query(now=utcnow(), **query), PER_PAGE)
+    page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
+    rows, total = insight.leaderboard_page(insight.leaderboard_query(now=utcnow(), **query),
+                                           offset=(page - 1) * PER_PAGE, limit=PER_PAGE)
+    paged = Paged(items=rows, page=page, pages=max(math.ceil(total / PER_PAGE), 1), total=total)
     names = {t["key"]: t["name"] for t in rules.current_rules().tiers}
     return render_template(
         "admin/leaderboard.html",

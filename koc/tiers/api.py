@@ -106,15 +106,21 @@ def tier_stats():
 
 
 class _LeaderboardPage(SelectPage):
-    """A page of leaderboard rows (SelectPage gives one column), each tier with its name."""
+    """Leaderboard rows with their tier's name; the page and the total come from one query."""
+
+    def __init__(self, collection: sa.Select, page_params: Any) -> None:
+        self._rows, self._total = insight.leaderboard_page(
+            collection, offset=page_params.first_item, limit=page_params.page_size)
+        super().__init__(collection, page_params)
 
     @property
     def items(self) -> list[Any]:
-        stmt = self.collection.offset(self.page_params.first_item).limit(
-            self.page_params.page_size)
         names = {t["key"]: t["name"] for t in rules.current_rules().tiers}
-        return [{**row, "tier_name": names.get(row["tier"], row["tier"])}
-                for row in db.session.execute(stmt).mappings()]
+        return [{**row, "tier_name": names.get(row["tier"], row["tier"])} for row in self._rows]
+
+    @property
+    def item_count(self) -> int:
+        return self._total
 
 
 @blp.get("/leaderboard")

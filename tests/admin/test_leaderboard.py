@@ -107,6 +107,9 @@ def test_leaderboard_filters_by_city_and_store_and_pages(staff_api, programme):
     assert [r["member_id"] for r in first.json + second.json] == [
         programme["cai"], programme["ann"], programme["bo"]]
     assert '"total": 3' in first.headers["X-Pagination"]
+    past_the_end = viewer.get("/leaderboard?page_size=2&page=5")
+    assert past_the_end.json == []
+    assert '"total": 3' in past_the_end.headers["X-Pagination"]
 
 
 def test_leaderboard_refuses_bad_input_naming_the_field_and_members(staff_api, member_api):

@@ -69,6 +69,26 @@ def leaderboard_query(*, now: datetime, window_days: int, metric: str = "points"
     return stmt
 
 
+def leaderboard_page(stmt: sa.Select, *, offset: int, limit: int
+                     ) -> tuple[list[dict[str, Any]], int]:
+    """One page of `leaderboard_query` rows and the total, in one pass over the aggregates.
+
+    COUNT(*) OVER () rides along with the page, so the window's sums are computed once, not once
+    for the page and again for the count; only a page past the end needs a separate count.
+    """
+    rows = [dict(row) for row in db.session.execute(
+        stmt.add_columns(sa.func.count().over().label("total")).offset(offset).limit(limit)
+    ).mappings()]
+    if rows:
+        total = int(rows[0]["total"])
+    else:
+        total = db.session.scalar(
+            sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    for row in rows:
+        del row["total"]
+    return rows, total
+
+
 # --- weekly series -----------------------------------------------------------------------------
 
 def week_starts(now: datetime, weeks: int) -> list[datetime]:
