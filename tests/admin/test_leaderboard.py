@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 
 from koc.core.db import utcnow
 from koc.extensions import db
 from koc.members.models import Member
 from koc.submissions.models import PointsEntry, Submission
+from koc.tiers.services import insight
 
 pytestmark = pytest.mark.clock
 
@@ -121,3 +123,26 @@ def test_leaderboard_refuses_bad_input_naming_the_field_and_members(staff_api, m
         assert field in str(response.json["errors"]), response.json
     _member_id, member = member_api()
     assert member.get("/leaderboard").status_code in (401, 403)
+
+
+def test_weekly_activity_puts_each_post_and_credit_in_its_seven_day_span(
+    app: Flask, member_api: Callable[..., Any],
+):
+    member_id = member_api()[0]
+    now = datetime(2027, 3, 1, 0, 20, tzinfo=UTC)
+    with app.app_context():
+        for days_ago in (1, 7, 8, 83, 85):  # 7 days ago opens the last span; 85 is too old
+            _approved_post(member_id, posted_at=now - timedelta(days=days_ago), interactions=1)
+            _points(member_id, "2.5", at=now - timedelta(days=days_ago))
+        _points(member_id, "-10", at=now - timedelta(days=1))  # a correction is not "issued"
+        db.session.flush()
+        db.session.execute(sa.update(Submission).values(
+            created_at=Submission.posted_at, reviewed_at=Submission.posted_at))
+        activity = insight.weekly_activity(now, weeks=12)
+        db.session.rollback()
+
+    assert activity.week_starts[-1] == now - timedelta(days=7)
+    assert activity.week_starts[0] == now - timedelta(days=84)
+    assert activity.submitted == [1] + [0] * 9 + [1, 2]
+    assert activity.approved == activity.submitted
+    assert activity.points_issued == [Decimal("2.5")] + [0] * 9 + [Decimal("2.5"), Decimal("5")]

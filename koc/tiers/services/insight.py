@@ -100,16 +100,20 @@ def week_starts(now: datetime, weeks: int) -> list[datetime]:
     return [now - WEEK * (weeks - i) for i in range(weeks)]
 
 
-def _per_week(column: Any, value: Any,
-              starts: list[datetime], now: datetime, *where: Any) -> list[Any]:
-    """One query: one SUM(CASE ...) per week over the rows matching `where`."""
+def _per_week(column: Any, value: Any, starts: list[datetime], now: datetime,
+              *where: Any) -> list[Any]:
+    """One grouped query: each row's week by one CASE (the first end it is before), summed."""
     ends = [*starts[1:], now]
-    buckets = [sa.func.coalesce(sa.func.sum(sa.case(
-        (sa.and_(column >= start, column < end), 1 if value is None else value), else_=0)), 0)
-        for start, end in zip(starts, ends, strict=True)]
-    row = db.session.execute(sa.select(*buckets).where(column >= starts[0], column < now,
-                                                       *where)).one()
-    return list(row)
+    week = sa.case(*((column < end, index) for index, end in enumerate(ends)))
+    # The CASE is grouped on from a subquery: repeated in GROUP BY, PostgreSQL would see its
+    # bound ends as other parameters than the select list's.
+    rows = (sa.select(week.label("week"), (value if value is not None else sa.literal(1))
+                      .label("amount"))
+            .where(column >= starts[0], column < now, *where).subquery())
+    sums = {index: amount for index, amount in db.session.execute(
+        sa.select(rows.c.week, sa.func.sum(rows.c.amount)).group_by(rows.c.week))
+        if index is not None}
+    return [sums.get(index, 0) for index in range(len(starts))]
 
 
 @dataclass(frozen=True)
