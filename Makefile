@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_PORT ?= 8000
 export KOC_PUBLIC_URL ?= http://127.0.0.1:$(DEMO_PORT)
+# The dashboard's charts: Apache ECharts from the npm registry, copied into the panel's static
+# folder at install time so pages load it from 'self' (no CDN at run time). Not committed.
+ECHARTS_VERSION := 5.6.0
+ECHARTS := koc/admin/static/vendor/echarts.min.js
 
 .PHONY: help install lock demo test test-dates fuzz lint bench chromium translations clean
 
@@ -21,7 +25,14 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## install the service and its test tools into .venv (exact versions: requirements.lock)
+$(ECHARTS):
+	@command -v npm >/dev/null || { echo "npm is needed once to fetch ECharts (apt-get install -y npm)"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && npm pack --silent echarts@$(ECHARTS_VERSION) >/dev/null) && \
+	  tar -xzf "$$tmp"/echarts-$(ECHARTS_VERSION).tgz -C "$$tmp" package/dist/echarts.min.js package/LICENSE && \
+	  mkdir -p $(@D) && cp "$$tmp"/package/dist/echarts.min.js $@ && cp "$$tmp"/package/LICENSE $(@D)/ECHARTS-LICENSE
+
+install: $(STAMP) $(ECHARTS) ## install the service and its test tools into .venv (exact versions: requirements.lock)
 
 lock: ## refresh requirements.lock (exact versions + hashes) from pyproject.toml's ranges, with uv
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,6 +92,7 @@ bench: install ## benchmarks (PostgreSQL, SeaweedFS): figures and ratios against
 	$(BIN)/python -m bench.kits_download_urls
 	$(BIN)/python -m bench.kits_upload_throughput
 	$(BIN)/python -m bench.ops_metrics
+	$(BIN)/python -m bench.admin_lists
 
 translations: install ## extract admin-panel strings and update the zh-CN/en catalogs (then translate, re-run)
 	$(BIN)/pybabel extract -F babel.cfg -k _l -o koc/translations/messages.pot .

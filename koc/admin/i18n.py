@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask import request, session
+from flask_babel import lazy_gettext as _l
 
 SUPPORTED_LOCALES = ("zh_CN", "en")
 # Shown as-is in the switch: each language names itself, whatever the page's language.
@@ -14,3 +17,20 @@ def select_locale() -> str:
     if chosen in SUPPORTED_LOCALES:
         return chosen
     return request.accept_languages.best_match(SUPPORTED_LOCALES) or "zh_CN"
+
+
+# The reference programme's tier names (koc.tiers.services.rules.DEFAULT_TIERS) in the panel's
+# language; a name a brand wrote itself is shown as written.
+_DEFAULT_TIER_NAMES = {
+    "Certified KOC": _l("Certified KOC"),
+    "Early access": _l("Early access"),
+    "Senior KOC": _l("Senior KOC"),
+}
+
+
+def tier_display_name(tier_key: str | None, names: Mapping[str, str]) -> str:
+    """A tier for people: its name in the rules (`names`: key -> name), never the raw key."""
+    if tier_key is None or tier_key == "none":
+        return str(_l("No tier yet"))
+    name = names.get(tier_key, tier_key)
+    return str(_DEFAULT_TIER_NAMES.get(name, name))

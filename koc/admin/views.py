@@ -6,12 +6,13 @@ Each domain's pages live in koc/<domain>/admin.py; koc.admin.panel attaches them
 from __future__ import annotations
 
 import functools
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
-from flask_babel import format_timedelta
+from flask_babel import format_date, format_datetime, format_timedelta
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -23,13 +24,16 @@ from koc.admin.blueprint import (
     signed_in_staff,
 )
 from koc.admin.forms import ActionForm, LocaleForm, LoginForm
-from koc.admin.i18n import SUPPORTED_LOCALES
+from koc.admin.i18n import SUPPORTED_LOCALES, tier_display_name
+from koc.assets.services import kits
 from koc.core.auth import Staff, find_staff
 from koc.core.db import utcnow
 from koc.extensions import db
 from koc.submissions.models import SubmissionStatus
 from koc.submissions.services import posts
+from koc.submissions.services.funnel import funnel
 from koc.tiers.models import TierRun
+from koc.tiers.services import insight, rules
 from koc.tiers.services.history import members_per_tier
 
 LOCALE_PICKED_KEY = "locale_picked"
@@ -126,9 +130,15 @@ def set_locale() -> BaseResponse:
 
 # --- dashboard ---------------------------------------------------------------------------------
 
+DASHBOARD_WEEKS = 12
+DASHBOARD_KITS = 6
+
+
 @admin_blueprint.get("/")
 @login_required("viewer")
 def dashboard() -> str:
+    now = utcnow()
+    names = {t["key"]: t["name"] for t in rules.current_rules().tiers}
     tiers = sorted(members_per_tier().items(), key=lambda item: (item[0] == "none", item[0]))
     pending = count_rows(posts.submissions_query(status=SubmissionStatus.pending.value))
     last_run = db.session.scalar(
@@ -136,10 +146,10 @@ def dashboard() -> str:
         .order_by(TierRun.finished_at.desc(), TierRun.id.desc()).limit(1)
     )
     interval = timedelta(seconds=current_app.config["KOC_SETTINGS"].tier_recalc_interval)
-    since = utcnow() - last_run.finished_at if last_run and last_run.finished_at else None
+    since = now - last_run.finished_at if last_run and last_run.finished_at else None
     return render_template(
         "admin/dashboard.html",
-        tiers=tiers,
+        tiers=[(tier_display_name(tier, names), count) for tier, count in tiers],
         total_members=sum(count for _tier, count in tiers),
         pending=pending,
         last_run=last_run,
@@ -148,4 +158,52 @@ def dashboard() -> str:
         # Two missed beats is the sign that the scheduler (koc worker) is not running.
         scheduler_stale=since is None or since > 2 * interval,
         interval=format_timedelta(interval),
+        charts=_dashboard_charts(now, names, tiers),
     )
+
+
+def _dashboard_charts(now: datetime, names: dict[str, str],
+                      tiers: list[tuple[str, int]]) -> dict[str, Any]:
+    """Every chart's data and labels, for static/dashboard.js to draw (the page has no script)."""
+    activity = insight.weekly_activity(now, DASHBOARD_WEEKS)
+    weeks = [format_date(start, "MM-dd") for start in activity.week_starts]
+    at_risk = insight.members_at_risk()
+    ranks = rules.tier_ranks()
+    ranked = sorted(names, key=lambda key: ranks.get(key, 0))
+    recent_kits = db.session.scalars(
+        kits.kits_query_for_staff(status="published").limit(DASHBOARD_KITS)).all()
+    funnels = [(kit, funnel(kit, ranks)) for kit in recent_kits]
+    runs = insight.recent_tier_runs()
+    deliveries = insight.webhook_health(now)
+    return {
+        "tiers": {"title": _("Members per tier"),
+                  "labels": [tier_display_name(tier, names) for tier, _count in tiers],
+                  "series": [{"name": _("Members"), "data": [count for _tier, count in tiers]}]},
+        "activity": {"title": _("Submissions and approvals per week"), "labels": weeks,
+                     "series": [{"name": _("Submissions received"), "data": activity.submitted},
+                                {"name": _("Approved"), "data": activity.approved}]},
+        "points": {"title": _("Points issued per week"), "labels": weeks,
+                   "series": [{"name": _("Points"),
+                               "data": [float(p) for p in activity.points_issued]}]},
+        "funnels": {"title": _("Kit funnels (latest published kits)"),
+                    "labels": [_("Could see it"), _("Downloaded"), _("Posted about it"),
+                               _("Approved")],
+                    "series": [{"name": kit.title, "data": [f.eligible, f.downloaded,
+                                                            f.submitted, f.approved]}
+                               for kit, f in funnels]},
+        "at_risk": {"title": _("Members at risk (below the low-water mark)"),
+                    "labels": [tier_display_name(key, names) for key in ranked],
+                    "series": [{"name": _("Members at risk"),
+                                "data": [at_risk.get(key, 0) for key in ranked]}]},
+        "runs": {"title": _("Tier recalculation runs"),
+                 "labels": [format_datetime(run.started_at, "MM-dd HH:mm") for run in runs],
+                 "series": [{"name": _("Members evaluated"),
+                             "data": [run.members_evaluated for run in runs]},
+                            {"name": _("Failed runs"),
+                             "data": [1 if run.status == "failed" else 0 for run in runs]}]},
+        "webhooks": {"title": _("Webhook deliveries, last 7 days"),
+                     "labels": [_("Delivered"), _("Pending"), _("Failed")],
+                     "series": [{"name": _("Deliveries"),
+                                 "data": [deliveries["delivered"], deliveries["pending"],
+                                          deliveries["failed"]]}]},
+    }

@@ -446,13 +446,41 @@ def accept_invitation(code: str, *, display_name: str,
     return member, token
 
 
+MEMBER_SORTS = {
+    "id": (Member.id,),
+    "joined": (Member.joined_at, Member.id),
+    "-joined": (Member.joined_at.desc(), Member.id.desc()),
+    "name": (Member.display_name, Member.id),
+    "-name": (Member.display_name.desc(), Member.id.desc()),
+}
+
+
+def _has_tag(tag: str) -> sa.ColumnElement[bool]:
+    if db.engine.dialect.name == "postgresql":
+        return User.tags.op("@>")(sa.func.jsonb_build_array(tag))
+    element = sa.func.json_each(User.tags).table_valued("value")
+    return sa.exists(sa.select(1).select_from(element).where(element.c.value == tag))
+
+
 def members_query(*, tier: str | None = None, q: str | None = None,
-                  status: str | None = None) -> sa.Select:
-    stmt = sa.select(Member).join(User).order_by(Member.id)
+                  status: str | None = None, city: str | None = None,
+                  store_code: str | None = None, tag: str | None = None,
+                  at_risk: bool | None = None, sort: str = "id") -> sa.Select:
+    """Members matching every filter given; `at_risk`: below their tier's low-water mark."""
+    stmt = sa.select(Member).join(User).order_by(*MEMBER_SORTS[sort])
     if tier is not None:
         stmt = stmt.where(Member.tier_key == (None if tier == "none" else tier))
     if status is not None:
         stmt = stmt.where(Member.status == status)
+    if city:
+        stmt = stmt.where(User.city == city)
+    if store_code:
+        stmt = stmt.where(User.store_code == store_code)
+    if tag:
+        stmt = stmt.where(_has_tag(tag))
+    if at_risk is not None:
+        stmt = stmt.where(Member.tier_below_since.is_not(None) if at_risk
+                          else Member.tier_below_since.is_(None))
     if q:
         escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         pattern = f"%{escaped}%"

@@ -21,6 +21,7 @@ from koc.core.auth import (
     staff_or_member,
     staff_required,
 )
+from koc.core.db import utcnow
 from koc.core.idempotency import idempotent
 from koc.core.jobs import start_job
 from koc.core.jobs.api import JobCreatedSchema
@@ -36,6 +37,8 @@ from koc.tiers.schemas import (
     ClaimSchema,
     DropInSchema,
     DropSchema,
+    LeaderboardQuerySchema,
+    LeaderboardRowSchema,
     LotterySchema,
     MembershipSchema,
     MyGroupsSchema,
@@ -47,7 +50,16 @@ from koc.tiers.schemas import (
     TiersInSchema,
     TiersOutSchema,
 )
-from koc.tiers.services import badges, drops, engine, groups, history, progress, rules
+from koc.tiers.services import (
+    badges,
+    drops,
+    engine,
+    groups,
+    history,
+    insight,
+    progress,
+    rules,
+)
 
 blp = Blueprint("tiers", __name__, description="Tier rules and recalculation")
 
@@ -91,6 +103,35 @@ def recalculate():
 @staff_required("viewer")
 def tier_stats():
     return {"tiers": history.members_per_tier()}
+
+
+class _LeaderboardPage(SelectPage):
+    """Leaderboard rows with their tier's name; the page and the total come from one query."""
+
+    def __init__(self, collection: sa.Select, page_params: Any) -> None:
+        self._rows, self._total = insight.leaderboard_page(
+            collection, offset=page_params.first_item, limit=page_params.page_size)
+        super().__init__(collection, page_params)
+
+    @property
+    def items(self) -> list[Any]:
+        names = {t["key"]: t["name"] for t in rules.current_rules().tiers}
+        return [{**row, "tier_name": names.get(row["tier"], row["tier"])} for row in self._rows]
+
+    @property
+    def item_count(self) -> int:
+        return self._total
+
+
+@blp.get("/leaderboard")
+@blp.arguments(LeaderboardQuerySchema, location="query")
+@blp.response(200, LeaderboardRowSchema(many=True),
+              description="Active members with points or approved posts in the window, best "
+                          "first by `metric`; ties go to the earlier member.")
+@blp.paginate(_LeaderboardPage)
+@staff_required("viewer")
+def leaderboard(query: dict):
+    return insight.leaderboard_query(now=utcnow(), **query)
 
 
 # --- badges (public) ---------------------------------------------------------------------------

@@ -179,3 +179,22 @@ class MyGroupSchema(Schema):
 
 class MyGroupsSchema(Schema):
     groups = fields.List(fields.Nested(MyGroupSchema))
+
+
+class LeaderboardQuerySchema(Schema):
+    window_days = kf.Integer(load_default=30, strict=False, minimum=1, maximum=3650)
+    metric = kf.OneOf(["points", "engagement", "approved"], load_default="points",
+                      metadata={"description": "what ranks the members, best first"})
+    city = kf.String(max_length=64)
+    store_code = kf.String(max_length=32)
+
+
+class LeaderboardRowSchema(Schema):
+    member_id = fields.Integer()
+    display_name = fields.String()
+    tier = fields.String(allow_none=True, metadata={"description": "the tier's key"})
+    tier_name = fields.String(allow_none=True)
+    points = fields.Float(metadata={"description": "points booked in the window"})
+    approved = fields.Integer(metadata={"description": "approved posts posted in the window"})
+    engagement = fields.Integer(metadata={
+        "description": "likes + comments + saves of those posts (latest confirmed metrics)"})

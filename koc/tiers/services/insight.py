@@ -1,0 +1,170 @@
+"""What works, in numbers: the leaderboard and the dashboard's series (activity per week, points
+issued, members at risk, the tier job's recent runs, webhook delivery health).
+
+Every figure is one grouped query; none loops over members or submissions in Python. It reads
+members, submissions and the outbox, so it lives in tiers, the top domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from koc.core.events.models import OutboxEvent, WebhookDelivery
+from koc.extensions import db
+from koc.members.models import Member, MemberStatus, User
+from koc.submissions.models import PointsEntry, Submission, SubmissionStatus
+from koc.tiers.models import TierRun
+
+LEADERBOARD_METRICS = ("points", "engagement", "approved")
+WEEK = timedelta(days=7)
+
+
+# --- the leaderboard ---------------------------------------------------------------------------
+
+def leaderboard_query(*, now: datetime, window_days: int, metric: str = "points",
+                      city: str | None = None, store_code: str | None = None) -> sa.Select:
+    """Active members with points or approved posts in the last `window_days`, best first.
+
+    Rows: member_id, display_name, tier (key), points, approved, engagement (likes + comments
+    + saves of the approved posts posted in the window). Ties go to the lower member id so
+    pages are stable.
+    """
+    if metric not in LEADERBOARD_METRICS:
+        raise ValueError(metric)
+    since = now - timedelta(days=window_days)
+    points = (sa.select(PointsEntry.member_id.label("member_id"),
+                        sa.func.sum(PointsEntry.points).label("points"))
+              .where(PointsEntry.created_at >= since, PointsEntry.created_at <= now)
+              .group_by(PointsEntry.member_id).subquery())
+    posts = (sa.select(Submission.member_id.label("member_id"),
+                       sa.func.count().label("approved"),
+                       sa.func.sum(Submission.interactions).label("engagement"))
+             .where(Submission.status == SubmissionStatus.approved.value,
+                    Submission.posted_at >= since, Submission.posted_at <= now)
+             .group_by(Submission.member_id).subquery())
+    columns = {
+        "points": sa.func.coalesce(points.c.points, 0),
+        "approved": sa.func.coalesce(posts.c.approved, 0),
+        "engagement": sa.func.coalesce(posts.c.engagement, 0),
+    }
+    stmt = (sa.select(Member.id.label("member_id"), Member.display_name,
+                      Member.tier_key.label("tier"), columns["points"].label("points"),
+                      columns["approved"].label("approved"),
+                      columns["engagement"].label("engagement"))
+            .join(User, User.id == Member.user_id)
+            .outerjoin(points, points.c.member_id == Member.id)
+            .outerjoin(posts, posts.c.member_id == Member.id)
+            .where(Member.status == MemberStatus.active.value,
+                   sa.or_(points.c.member_id.is_not(None), posts.c.member_id.is_not(None)))
+            .order_by(columns[metric].desc(), Member.id))
+    if city:
+        stmt = stmt.where(User.city == city)
+    if store_code:
+        stmt = stmt.where(User.store_code == store_code)
+    return stmt
+
+
+def leaderboard_page(stmt: sa.Select, *, offset: int, limit: int
+                     ) -> tuple[list[dict[str, Any]], int]:
+    """One page of `leaderboard_query` rows and the total, in one pass over the aggregates.
+
+    COUNT(*) OVER () rides along with the page, so the window's sums are computed once, not once
+    for the page and again for the count; only a page past the end needs a separate count.
+    """
+    rows = [dict(row) for row in db.session.execute(
+        stmt.add_columns(sa.func.count().over().label("total")).offset(offset).limit(limit)
+    ).mappings()]
+    if rows:
+        total = int(rows[0]["total"])
+    else:
+        total = db.session.scalar(
+            sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    for row in rows:
+        del row["total"]
+    return rows, total
+
+
+# --- weekly series -----------------------------------------------------------------------------
+
+def week_starts(now: datetime, weeks: int) -> list[datetime]:
+    """The starts of the `weeks` seven-day spans ending at `now`, oldest first.
+
+    Spans end at `now` rather than on a calendar Monday, so the last bar is a full week and the
+    series means the same whatever time zone the reader is in.
+    """
+    return [now - WEEK * (weeks - i) for i in range(weeks)]
+
+
+def _per_week(column: Any, value: Any, starts: list[datetime], now: datetime,
+              *where: Any) -> list[Any]:
+    """One grouped query: each row's week by one CASE (the first end it is before), summed."""
+    ends = [*starts[1:], now]
+    week = sa.case(*((column < end, index) for index, end in enumerate(ends)))
+    # The CASE is grouped on from a subquery: repeated in GROUP BY, PostgreSQL would see its
+    # bound ends as other parameters than the select list's.
+    rows = (sa.select(week.label("week"), (value if value is not None else sa.literal(1))
+                      .label("amount"))
+            .where(column >= starts[0], column < now, *where).subquery())
+    sums = {index: amount for index, amount in db.session.execute(
+        sa.select(rows.c.week, sa.func.sum(rows.c.amount)).group_by(rows.c.week))
+        if index is not None}
+    return [sums.get(index, 0) for index in range(len(starts))]
+
+
+@dataclass(frozen=True)
+class WeeklyActivity:
+    week_starts: list[datetime]
+    submitted: list[int]
+    approved: list[int]
+    points_issued: list[Decimal]
+
+
+def weekly_activity(now: datetime, weeks: int = 12) -> WeeklyActivity:
+    """Submissions received, approvals decided and points issued (credits only) per week."""
+    starts = week_starts(now, weeks)
+    submitted = _per_week(Submission.created_at, None, starts, now)
+    approved = _per_week(Submission.reviewed_at, None, starts, now,
+                         Submission.status == SubmissionStatus.approved.value)
+    points = _per_week(PointsEntry.created_at, PointsEntry.points, starts, now,
+                       PointsEntry.points > 0)
+    return WeeklyActivity(week_starts=starts, submitted=[int(n) for n in submitted],
+                          approved=[int(n) for n in approved],
+                          points_issued=[Decimal(p) for p in points])
+
+
+# --- where members stand -----------------------------------------------------------------------
+
+def members_at_risk() -> dict[str, int]:
+    """Active members below their tier's low-water mark (the grace period running), per tier."""
+    rows = db.session.execute(
+        sa.select(Member.tier_key, sa.func.count())
+        .where(Member.tier_below_since.is_not(None), Member.tier_key.is_not(None),
+               Member.status == MemberStatus.active.value)
+        .group_by(Member.tier_key))
+    return {tier: count for tier, count in rows if tier is not None}
+
+
+# --- the machinery -----------------------------------------------------------------------------
+
+def recent_tier_runs(limit: int = 14) -> list[TierRun]:
+    """The scheduler's heartbeat: the tier job's last runs, oldest first."""
+    runs = list(db.session.scalars(
+        sa.select(TierRun).order_by(TierRun.started_at.desc(), TierRun.id.desc()).limit(limit)))
+    return runs[::-1]
+
+
+def webhook_health(now: datetime, days: int = 7) -> dict[str, int]:
+    """Deliveries of the events of the last `days`, by status (pending, delivered, failed)."""
+    counts = dict.fromkeys(("delivered", "pending", "failed"), 0)
+    for status, count in db.session.execute(
+        sa.select(WebhookDelivery.status, sa.func.count())
+        .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+        .where(OutboxEvent.created_at >= now - timedelta(days=days))
+        .group_by(WebhookDelivery.status)):
+        counts[status] = count
+    return counts
