@@ -63,6 +63,7 @@ def create_app(
     )
 
     _init_extensions(app)
+    _install_security(app, settings)
     _register_converters(app)
     api_blueprints = _register_blueprints(app)
     from koc.core.auth import install_api_guards
@@ -106,6 +107,27 @@ def _init_extensions(app: Flask) -> None:
     celery_init_app(app)
 
 
+def _install_security(app: Flask, settings: Settings) -> None:
+    """Rate limits, the audit log's request hook, proxy headers, the panel session lifetime."""
+    from datetime import timedelta
+
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from koc.core import audit, ratelimit
+
+    ratelimit.install(app)
+    # After unit_of_work.install: after-request hooks run last-registered first, so the audit
+    # row is added before the commit.
+    audit.install(app)
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=settings.staff_session_hours)
+    if settings.proxy_fix_hops:
+        # Behind that many proxies, X-Forwarded-For/-Proto name the client and https: the
+        # audit log and rate limits see the real address, cookies stay Secure.
+        hops = settings.proxy_fix_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
+                                x_host=hops)
+
+
 def _register_converters(app: Flask) -> None:
     # Before the blueprints: their rules are compiled against the converters known then.
     # (koc.extensions tells the OpenAPI document how to describe them.)
@@ -119,6 +141,7 @@ def _register_blueprints(app: Flask) -> list[str]:
     """Register every blueprint; returns the names of the bearer-token API ones."""
     from koc.admin.panel import admin_blueprint
     from koc.assets.api import blp as assets_blp
+    from koc.core.access_api import blp as access_blp
     from koc.core.events.api import blp as webhooks_blp
     from koc.core.health import health_blueprint
     from koc.core.jobs.api import blp as jobs_blp
@@ -128,7 +151,8 @@ def _register_blueprints(app: Flask) -> list[str]:
     from koc.submissions.api import blp as submissions_blp
     from koc.tiers.api import blp as tiers_blp
 
-    api_blueprints = (members_blp, assets_blp, submissions_blp, tiers_blp, jobs_blp, webhooks_blp)
+    api_blueprints = (members_blp, assets_blp, submissions_blp, tiers_blp, jobs_blp, webhooks_blp,
+                      access_blp)
     for blp in api_blueprints:
         api.register_blueprint(blp, url_prefix="/api/v1")
         # Bearer-token API: no cookies, so no CSRF; the admin panel keeps CSRF on its forms.

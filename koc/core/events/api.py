@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from marshmallow import Schema, fields
 
-from koc.core import events
+from koc.core import audit, events
 from koc.core import fields as kf
 from koc.core.auth import current_principal, staff_required
 from koc.core.errors import DomainError
@@ -75,4 +75,5 @@ def delete_webhook(webhook_id: int):
     webhook = db.session.get(events.Webhook, webhook_id)
     if webhook is None:
         raise DomainError(404, "No such webhook.")
+    audit.record("webhook.delete", f"webhook:{webhook_id}", {"url": events.masked_url(webhook)})
     db.session.delete(webhook)
