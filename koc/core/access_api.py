@@ -82,11 +82,11 @@ def list_tokens(query: dict):
 @staff_required("admin")
 def delete_token(token_id: int):
     token = get_token(token_id)
-    if revoke_token(token, reason="revoked by admin"):
-        audit.record("token.revoke", f"token:{token.id}",
-                     {"prefix": token.display_prefix, "kind": token.kind,
-                      "owner": f"staff:{token.staff_id}" if token.staff_id
-                      else f"member:{token.member_id}"})
+    changed = revoke_token(token, reason="revoked by admin")
+    audit.record("token.revoke", f"token:{token.id}",
+                 {"prefix": token.display_prefix, "kind": token.kind, "changed": changed,
+                  "owner": f"staff:{token.staff_id}" if token.staff_id
+                  else f"member:{token.member_id}"})
 
 
 class AuditQuerySchema(Schema):
