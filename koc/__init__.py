@@ -49,7 +49,8 @@ def create_app(
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Local, pinned files (koc.core.apidocs), not a CDN.
+        OPENAPI_SWAGGER_UI_URL="/api/v1/docs/assets/",
         API_SPEC_OPTIONS={
             "security": [{"bearerAuth": []}],
             "components": {
@@ -158,6 +159,9 @@ def _register_blueprints(app: Flask) -> list[str]:
         # Bearer-token API: no cookies, so no CSRF; the admin panel keeps CSRF on its forms.
         csrf.exempt(blp)
     app.register_blueprint(health_blueprint)
+    from koc.core.apidocs import apidocs_blueprint
+
+    app.register_blueprint(apidocs_blueprint)
     app.register_blueprint(storage_blueprint)
     csrf.exempt(storage_blueprint)
     app.register_blueprint(admin_blueprint, url_prefix="/admin")

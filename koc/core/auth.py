@@ -423,7 +423,12 @@ def _authorize(check: Callable[[Principal], bool]) -> None:
     g.principal = principal
 
 
-def _guard(check: Callable[[Principal], bool]) -> Callable:
+# The served OpenAPI document says who may call each operation under this key, and the
+# authorization matrix test (tests/security) holds every route to what it says.
+ACCESS_DOC_KEY = "x-koc-access"
+
+
+def _guard(check: Callable[[Principal], bool], access: str) -> Callable:
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -433,6 +438,9 @@ def _guard(check: Callable[[Principal], bool]) -> Callable:
         # functools.wraps copies this onto every decorator stacked above, so the view function
         # Flask holds tells `install_api_guards` what the route needs.
         wrapper.koc_access = check  # type: ignore[attr-defined]
+        apidoc = dict(getattr(wrapper, "_apidoc", {}))
+        apidoc["manual_doc"] = {**apidoc.get("manual_doc", {}), ACCESS_DOC_KEY: access}
+        wrapper._apidoc = apidoc  # type: ignore[attr-defined]
         return wrapper
 
     return decorator
@@ -487,14 +495,15 @@ def install_api_guards(app: Flask, blueprints: Iterable[str]) -> None:
 
 def staff_required(role: str = "viewer") -> Callable:
     needed = StaffRole(role)
-    return _guard(lambda p: p.role is not None and p.role.covers(needed))
+    return _guard(lambda p: p.role is not None and p.role.covers(needed), f"staff:{role}")
 
 
-member_required = _guard(lambda p: p.is_member)
-any_token_required = _guard(lambda p: True)
+member_required = _guard(lambda p: p.is_member, "member")
+any_token_required = _guard(lambda p: True, "any")
 
 
 def staff_or_member(role: str = "viewer") -> Callable:
     """Members, or staff with at least `role`; the view decides what each one sees."""
     needed = StaffRole(role)
-    return _guard(lambda p: p.is_member or (p.role is not None and p.role.covers(needed)))
+    return _guard(lambda p: p.is_member or (p.role is not None and p.role.covers(needed)),
+                  f"member|staff:{role}")

@@ -4,6 +4,7 @@ survive a rotation of the session secret and of their own signing key."""
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import stat
 from collections.abc import Callable
@@ -121,3 +122,17 @@ def test_rotating_the_badge_key_keeps_old_badges_verifiable_through_the_retired_
 def test_a_retired_key_that_is_not_a_public_key_stops_start_up(tmp_path: Path):
     with pytest.raises(SettingsError, match="KOC_BADGE_RETIRED_KEYS"):
         load_settings(str(tmp_path), {"KOC_BADGE_RETIRED_KEYS": "bm90IGEga2V5"})
+
+
+def test_the_api_docs_load_swagger_ui_from_this_origin_only(app: Flask):
+    client = app.test_client()
+    page = client.get("/api/v1/docs")
+
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(src.startswith("/api/v1/docs/assets/") for src in sources), sources
+    for src in sources:
+        served = client.get(src)
+        assert served.status_code == 200 and len(served.data) > 1000, src
+    assert client.get("/api/v1/docs/assets/index.html").status_code == 404
+    assert client.get("/api/v1/docs/assets/..%2Fsecret_key").status_code == 404
