@@ -24,6 +24,7 @@ MiB = 1024 * 1024
 # and test only): random per installation, so no key in the repository is ever usable.
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 BADGE_KEY_FILE = "badge_signing_key"
+ENCRYPTION_KEY_FILE = "encryption_key"
 
 
 class SettingsError(ValueError):
@@ -81,6 +82,10 @@ class Settings:
     ratelimit_invitations: str
     ratelimit_claims: str
     ratelimit_token_writes: str
+    # Fernet keys (base64, 32 bytes) for secrets at rest: the first encrypts, all decrypt, so a
+    # key is rotated by putting a new one first.
+    encryption_keys: tuple[str, ...] = field(repr=False)
+    webhook_allow_private: bool
 
     @property
     def uses_s3(self) -> bool:
@@ -190,6 +195,23 @@ class _EnvSchema(Schema):
     KOC_RATELIMIT_CLAIMS = mf.String(load_default="20/minute", validate=_rate_limits)
     KOC_RATELIMIT_TOKEN_WRITES = mf.String(load_default="120/minute", validate=_rate_limits)
 
+    KOC_ENCRYPTION_KEYS = mf.String(load_default=None)
+    KOC_WEBHOOK_ALLOW_PRIVATE = _Boolean(load_default=False)
+
+    @validates_schema
+    def _encryption_keys_are_fernet_keys(self, data: dict, **_: object) -> None:
+        for key in (k.strip() for k in (data.get("KOC_ENCRYPTION_KEYS") or "").split(",")):
+            if not key:
+                continue
+            try:
+                raw = base64.urlsafe_b64decode(key.encode())
+            except ValueError as exc:
+                raise ValidationError("must be url-safe base64 keys, comma-separated",
+                                      "KOC_ENCRYPTION_KEYS") from exc
+            if len(raw) != 32:
+                raise ValidationError("each must be 32 bytes (a Fernet key)",
+                                      "KOC_ENCRYPTION_KEYS")
+
     @validates_schema
     def _retired_keys_are_public_keys(self, data: dict, **_: object) -> None:
         for key in filter(None, (k.strip() for k in data["KOC_BADGE_RETIRED_KEYS"].split(","))):
@@ -230,7 +252,8 @@ class _EnvSchema(Schema):
         if data["KOC_ENV"] != "production":
             return
         missing = {name: ["must be set in production"]
-                   for name in ("KOC_SECRET_KEY", "KOC_BADGE_SIGNING_KEY") if not data.get(name)}
+                   for name in ("KOC_SECRET_KEY", "KOC_BADGE_SIGNING_KEY", "KOC_ENCRYPTION_KEYS")
+                   if not data.get(name)}
         if missing:
             raise ValidationError(missing)
 
@@ -274,6 +297,9 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         instance, SECRET_KEY_FILE, lambda: secrets.token_urlsafe(48))
     badge_key = data["KOC_BADGE_SIGNING_KEY"] or instance_key(
         instance, BADGE_KEY_FILE, lambda: base64.b64encode(secrets.token_bytes(32)).decode())
+    encryption_keys = data["KOC_ENCRYPTION_KEYS"] or instance_key(
+        instance, ENCRYPTION_KEY_FILE,
+        lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
     settings = Settings(
         env=data["KOC_ENV"],
         database_url=data["KOC_DATABASE_URL"] or f"sqlite:///{instance / 'koc.db'}",
@@ -320,6 +346,8 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         ratelimit_invitations=data["KOC_RATELIMIT_INVITATIONS"],
         ratelimit_claims=data["KOC_RATELIMIT_CLAIMS"],
         ratelimit_token_writes=data["KOC_RATELIMIT_TOKEN_WRITES"],
+        encryption_keys=tuple(k.strip() for k in encryption_keys.split(",") if k.strip()),
+        webhook_allow_private=data["KOC_WEBHOOK_ALLOW_PRIVATE"],
     )
     return settings
 

@@ -1,4 +1,5 @@
-"""Security: token expiry and use, panel sessions kept on the server, the audit log, badge key ids
+"""Security: token expiry and use, panel sessions kept on the server, the audit log, badge key ids,
+webhook secrets and URLs encrypted at rest
 
 Revision ID: 0007_security
 Revises: 0004_tiers
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from alembic import op
 
+import koc.core.crypto
 import koc.core.db
 
 revision = '0007_security'
@@ -71,8 +73,35 @@ def upgrade():
     op.create_index(op.f('ix_audit_events_action'), 'audit_events', ['action'])
     op.create_index(op.f('ix_audit_events_target'), 'audit_events', ['target'])
 
+    with op.batch_alter_table('webhooks', schema=None) as batch_op:
+        batch_op.alter_column('url', type_=koc.core.crypto.EncryptedText(),
+                              existing_type=sa.String(length=2000), existing_nullable=False)
+        batch_op.alter_column('secret', type_=koc.core.crypto.EncryptedText(),
+                              existing_type=sa.String(length=200), existing_nullable=True)
+    # Plain-text rows from before: encrypted now with the app's key (Flask-Migrate runs this
+    # inside the app), not left readable until their next write.
+    hooks = sa.table('webhooks', sa.column('id', BIGINT), sa.column('url', sa.Text),
+                     sa.column('secret', sa.Text))
+    connection = op.get_bind()
+    for row in connection.execute(sa.select(hooks)).all():
+        values = {name: koc.core.crypto.encrypt(value) for name, value in
+                  (("url", row.url), ("secret", row.secret))
+                  if value is not None and not value.startswith(koc.core.crypto.MARK)}
+        if values:
+            connection.execute(hooks.update().where(hooks.c.id == row.id).values(**values))
+
 
 def downgrade():
+    hooks = sa.table('webhooks', sa.column('id', BIGINT), sa.column('url', sa.Text),
+                     sa.column('secret', sa.Text))
+    connection = op.get_bind()
+    for row in connection.execute(sa.select(hooks)).all():
+        connection.execute(hooks.update().where(hooks.c.id == row.id).values(
+            url=koc.core.crypto.decrypt(row.url),
+            secret=None if row.secret is None else koc.core.crypto.decrypt(row.secret)))
+    with op.batch_alter_table('webhooks', schema=None) as batch_op:
+        batch_op.alter_column('secret', type_=sa.String(length=200), existing_nullable=True)
+        batch_op.alter_column('url', type_=sa.String(length=2000), existing_nullable=False)
     op.drop_table('audit_events')
     op.drop_table('staff_sessions')
     with op.batch_alter_table('badges', schema=None) as batch_op:
