@@ -6,12 +6,12 @@ registered. The domains' admin modules import koc.admin.blueprint, never this mo
 
 from __future__ import annotations
 
-from koc.admin import views
+from koc.admin import security, views
 from koc.admin.blueprint import admin_blueprint
 from koc.assets import admin as assets_admin
 from koc.submissions import admin as submissions_admin
 from koc.tiers import admin as tiers_admin
 
-PAGE_MODULES = (views, assets_admin, submissions_admin, tiers_admin)
+PAGE_MODULES = (views, security, assets_admin, submissions_admin, tiers_admin)
 
 __all__ = ["PAGE_MODULES", "admin_blueprint"]

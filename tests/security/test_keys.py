@@ -56,13 +56,15 @@ def test_production_refuses_to_start_without_its_own_keys(tmp_path: Path):
         create_app({"KOC_ENV": "production"}, instance_path=str(tmp_path))
     assert "KOC_SECRET_KEY: must be set in production" in str(refused.value)
     assert "KOC_BADGE_SIGNING_KEY: must be set in production" in str(refused.value)
+    assert "KOC_ENCRYPTION_KEYS: must be set in production" in str(refused.value)
     assert not (tmp_path / "secret_key").exists()  # nothing generated behind the operator's back
 
     with pytest.raises(SettingsError, match="KOC_BADGE_SIGNING_KEY"):
         create_app({"KOC_ENV": "production", "KOC_SECRET_KEY": "s" * 40},
                    instance_path=str(tmp_path))
     app = create_app({"KOC_ENV": "production", "KOC_SECRET_KEY": "s" * 40,
-                      "KOC_BADGE_SIGNING_KEY": _seed()}, instance_path=str(tmp_path))
+                      "KOC_BADGE_SIGNING_KEY": _seed(), "KOC_ENCRYPTION_KEYS": "q" * 43 + "="},
+                     instance_path=str(tmp_path))
     assert app.config["SESSION_COOKIE_SECURE"] is True
 
 
