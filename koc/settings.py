@@ -81,7 +81,8 @@ class Settings:
     ratelimit_login_failures_account: str
     ratelimit_invitations: str
     ratelimit_claims: str
-    ratelimit_token_writes: str
+    ratelimit_member_writes: str
+    ratelimit_staff_writes: str
     # Fernet keys (base64, 32 bytes) for secrets at rest: the first encrypts, all decrypt, so a
     # key is rotated by putting a new one first.
     encryption_keys: tuple[str, ...] = field(repr=False)
@@ -193,7 +194,9 @@ class _EnvSchema(Schema):
                                                      validate=_rate_limits)
     KOC_RATELIMIT_INVITATIONS = mf.String(load_default="10/minute;60/hour", validate=_rate_limits)
     KOC_RATELIMIT_CLAIMS = mf.String(load_default="20/minute", validate=_rate_limits)
-    KOC_RATELIMIT_TOKEN_WRITES = mf.String(load_default="120/minute", validate=_rate_limits)
+    KOC_RATELIMIT_MEMBER_WRITES = mf.String(load_default="120/minute", validate=_rate_limits)
+    # Staff tokens drive integrations (a CRM upserting users one by one): only a runaway guard.
+    KOC_RATELIMIT_STAFF_WRITES = mf.String(load_default="6000/minute", validate=_rate_limits)
 
     KOC_ENCRYPTION_KEYS = mf.String(load_default=None)
     KOC_WEBHOOK_ALLOW_PRIVATE = _Boolean(load_default=False)
@@ -345,7 +348,8 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         ratelimit_login_failures_account=data["KOC_RATELIMIT_LOGIN_FAILURES_ACCOUNT"],
         ratelimit_invitations=data["KOC_RATELIMIT_INVITATIONS"],
         ratelimit_claims=data["KOC_RATELIMIT_CLAIMS"],
-        ratelimit_token_writes=data["KOC_RATELIMIT_TOKEN_WRITES"],
+        ratelimit_member_writes=data["KOC_RATELIMIT_MEMBER_WRITES"],
+        ratelimit_staff_writes=data["KOC_RATELIMIT_STAFF_WRITES"],
         encryption_keys=tuple(k.strip() for k in encryption_keys.split(",") if k.strip()),
         webhook_allow_private=data["KOC_WEBHOOK_ALLOW_PRIVATE"],
     )

@@ -2,7 +2,8 @@
 shares them, in memory otherwise.
 
 Limits, each a setting (see koc.settings):
-- every write with a token (member or staff), per token owner: KOC_RATELIMIT_TOKEN_WRITES;
+- every write with a token, per token owner: KOC_RATELIMIT_MEMBER_WRITES for a member,
+  KOC_RATELIMIT_STAFF_WRITES (a runaway-script guard, integrations write a lot) for staff;
 - invitation acceptance, which hands out a member token, per address: KOC_RATELIMIT_INVITATIONS;
 - drop claims, per member: KOC_RATELIMIT_CLAIMS;
 - admin sign-in: attempts per address (KOC_RATELIMIT_LOGIN_ATTEMPTS), and failures per address
@@ -61,9 +62,17 @@ def _setting(name: str) -> Callable[[], str]:
     return lambda: getattr(current_app.config["KOC_SETTINGS"], name)
 
 
+def _token_write_limit() -> str:
+    caller = request_caller()
+    settings = current_app.config["KOC_SETTINGS"]
+    if caller is not None and caller.staff_id is not None:
+        return settings.ratelimit_staff_writes
+    return settings.ratelimit_member_writes
+
+
 limiter = Limiter(
     key_func=caller_key,
-    application_limits=[_setting("ratelimit_token_writes")],
+    application_limits=[_token_write_limit],
     application_limits_exempt_when=_not_a_token_write,
     headers_enabled=True,
     strategy="moving-window",

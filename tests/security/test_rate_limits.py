@@ -66,7 +66,8 @@ def test_invitation_guessing_from_one_address_gets_429_with_retry_after(
 
 def test_token_writes_are_limited_per_token_owner_and_reads_are_not(
         limited_app: Callable[..., Flask], storage_env: dict[str, str]):
-    app = limited_app(KOC_RATELIMIT_TOKEN_WRITES="5/minute", **storage_env)
+    app = limited_app(KOC_RATELIMIT_MEMBER_WRITES="5/minute",
+                      KOC_RATELIMIT_STAFF_WRITES="5/minute", **storage_env)
     admin = Api(app.test_client(), staff_token_for(app))
     # The admin's own set-up writes count against the admin, not the members.
     _id_a, member_a = new_member(app, admin, "a")
@@ -183,3 +184,12 @@ def make_staff_in() -> Callable[..., tuple[int, str]]:
             return staff.id, staff.email
 
     return factory
+
+
+def test_staff_integrations_get_a_far_higher_write_limit_than_members(
+        limited_app: Callable[..., Flask]):
+    app = limited_app(KOC_RATELIMIT_MEMBER_WRITES="2/minute")
+    admin = Api(app.test_client(), staff_token_for(app))
+
+    # A CRM sync upserting users one by one is not held to the members' limit.
+    assert [admin.put(f"/users/crm-{n}", json={}).status_code for n in range(10)] == [201] * 10
