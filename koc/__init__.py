@@ -50,7 +50,8 @@ def create_app(
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Local, pinned files (koc.core.apidocs), not a CDN.
+        OPENAPI_SWAGGER_UI_URL="/api/v1/docs/assets/",
         API_SPEC_OPTIONS={
             "security": [{"bearerAuth": []}],
             "components": {
@@ -64,6 +65,7 @@ def create_app(
     )
 
     _init_extensions(app)
+    _install_security(app, settings)
     _register_converters(app)
     api_blueprints = _register_blueprints(app)
     from koc.core.auth import install_api_guards
@@ -81,6 +83,8 @@ def create_app(
     metrics.install(app)
     domain_metrics.install()
     if settings.proxy_hops:
+        # Behind that many proxies, X-Forwarded-* name the client and https: the audit log
+        # and rate limits see the real address, cookies stay Secure.
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         hops = settings.proxy_hops
@@ -121,6 +125,19 @@ def _init_extensions(app: Flask) -> None:
     celery_init_app(app)
 
 
+def _install_security(app: Flask, settings: Settings) -> None:
+    """Rate limits, the audit log's request hook, proxy headers, the panel session lifetime."""
+    from datetime import timedelta
+
+    from koc.core import audit, ratelimit
+
+    ratelimit.install(app)
+    # After unit_of_work.install: after-request hooks run last-registered first, so the audit
+    # row is added before the commit.
+    audit.install(app)
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=settings.staff_session_hours)
+
+
 def _register_converters(app: Flask) -> None:
     # Before the blueprints: their rules are compiled against the converters known then.
     # (koc.extensions tells the OpenAPI document how to describe them.)
@@ -134,6 +151,7 @@ def _register_blueprints(app: Flask) -> list[str]:
     """Register every blueprint; returns the names of the bearer-token API ones."""
     from koc.admin.panel import admin_blueprint
     from koc.assets.api import blp as assets_blp
+    from koc.core.access_api import blp as access_blp
     from koc.core.events.api import blp as webhooks_blp
     from koc.core.health import health_blueprint
     from koc.core.jobs.api import blp as jobs_blp
@@ -143,12 +161,16 @@ def _register_blueprints(app: Flask) -> list[str]:
     from koc.submissions.api import blp as submissions_blp
     from koc.tiers.api import blp as tiers_blp
 
-    api_blueprints = (members_blp, assets_blp, submissions_blp, tiers_blp, jobs_blp, webhooks_blp)
+    api_blueprints = (members_blp, assets_blp, submissions_blp, tiers_blp, jobs_blp, webhooks_blp,
+                      access_blp)
     for blp in api_blueprints:
         api.register_blueprint(blp, url_prefix="/api/v1")
         # Bearer-token API: no cookies, so no CSRF; the admin panel keeps CSRF on its forms.
         csrf.exempt(blp)
     app.register_blueprint(health_blueprint)
+    from koc.core.apidocs import apidocs_blueprint
+
+    app.register_blueprint(apidocs_blueprint)
     app.register_blueprint(storage_blueprint)
     csrf.exempt(storage_blueprint)
     app.register_blueprint(admin_blueprint, url_prefix="/admin")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
@@ -13,9 +14,23 @@ from gunicorn.app.base import BaseApplication
 
 from koc import MIGRATIONS_DIR, create_app
 from koc.assets.services import reconciliation
-from koc.core.auth import create_staff, find_staff, issue_token
+from koc.core import audit
+from koc.core.auth import (
+    StaffRole,
+    create_staff,
+    deactivate_staff,
+    find_staff,
+    find_tokens_by_prefix,
+    issue_token,
+    reactivate_staff,
+    revoke_token,
+    set_staff_password,
+    set_staff_role,
+)
 from koc.core.celery import ensure_broker_dirs
 from koc.core.check import FAIL, Finding, run_checks
+from koc.core.db import utcnow
+from koc.core.errors import DomainError
 from koc.core.storage import get_storage
 from koc.demo import load_demo
 from koc.extensions import db
@@ -59,8 +74,88 @@ def staff_create(email: str, role: str, password: str) -> None:
     if find_staff(email) is not None:
         raise click.ClickException(f"staff account {email} already exists")
     member = create_staff(email=email, role=role, password=password)
+    audit.record("staff.create", f"staff:{member.id}", {"email": member.email, "role": role},
+                 actor=audit.cli_actor())
     db.session.commit()
     click.echo(f"created {role} {member.email}")
+
+
+# --- staff lifecycle (issue 13) ----------------------------------------------------------------
+
+def _staff_or_fail(email: str):
+    account = find_staff(email)
+    if account is None:
+        raise click.ClickException(f"no staff account {email}")
+    return account
+
+
+def _refused(exc: DomainError) -> click.ClickException:
+    db.session.rollback()
+    return click.ClickException(exc.message)
+
+
+@staff.command("deactivate")
+@click.argument("email")
+@with_appcontext
+def staff_deactivate(email: str) -> None:
+    """Deactivate an account: its panel sessions and API tokens end at once."""
+    account = _staff_or_fail(email)
+    try:
+        sessions, tokens = deactivate_staff(account)
+    except DomainError as exc:
+        raise _refused(exc) from exc
+    audit.record("staff.deactivate", f"staff:{account.id}",
+                 {"sessions_ended": sessions, "tokens_revoked": tokens}, actor=audit.cli_actor())
+    db.session.commit()
+    click.echo(f"deactivated {account.email}: {sessions} sessions ended, {tokens} tokens revoked")
+
+
+@staff.command("activate")
+@click.argument("email")
+@with_appcontext
+def staff_activate(email: str) -> None:
+    """Let a deactivated account sign in again (its old sessions and tokens stay ended)."""
+    account = _staff_or_fail(email)
+    reactivate_staff(account)
+    audit.record("staff.activate", f"staff:{account.id}", actor=audit.cli_actor())
+    db.session.commit()
+    click.echo(f"activated {account.email}")
+
+
+@staff.command("role")
+@click.argument("email")
+@click.argument("role", type=click.Choice([r.value for r in StaffRole]))
+@with_appcontext
+def staff_role(email: str, role: str) -> None:
+    """Change an account's role; it applies to its next request."""
+    account = _staff_or_fail(email)
+    try:
+        old = set_staff_role(account, role)
+    except DomainError as exc:
+        raise _refused(exc) from exc
+    audit.record("staff.role", f"staff:{account.id}", {"before": old, "after": role},
+                 actor=audit.cli_actor())
+    db.session.commit()
+    click.echo(f"{account.email}: {old} -> {role}")
+
+
+@staff.command("password")
+@click.argument("email")
+@click.option("--password", prompt="New password", hide_input=True, confirmation_prompt=True)
+@with_appcontext
+def staff_password(email: str, password: str) -> None:
+    """Set a new password; every session and token of the account ends."""
+    account = _staff_or_fail(email)
+    try:
+        sessions, tokens = set_staff_password(account, password)
+    except DomainError as exc:
+        raise click.BadParameter(exc.message.removeprefix("password: "),
+                                 param_hint="--password") from exc
+    audit.record("staff.password", f"staff:{account.id}",
+                 {"sessions_ended": sessions, "tokens_revoked": tokens}, actor=audit.cli_actor())
+    db.session.commit()
+    click.echo(f"password changed for {account.email}: {sessions} sessions ended, "
+               f"{tokens} tokens revoked")
 
 
 @main.group()
@@ -70,17 +165,46 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--staff", "email", required=True, help="Email of the staff account.")
+@click.option("--days", type=click.IntRange(1, 3650), default=None,
+              help="Lifetime in days (default KOC_STAFF_TOKEN_DAYS).")
 @with_appcontext
-def token_create(email: str) -> None:
+def token_create(email: str, days: int | None) -> None:
     """Print a new staff API token (shown once, alone on the last line)."""
     account = find_staff(email)
     if account is None:
         raise click.ClickException(f"no staff account {email}")
-    secret = issue_token(staff_id=account.id)
+    if not account.active:
+        raise click.ClickException(f"staff account {email} is deactivated")
+    expires_at = utcnow() + timedelta(days=days) if days else None
+    secret = issue_token(staff_id=account.id, expires_at=expires_at)
+    audit.record("token.create", f"staff:{account.id}", {"prefix": secret[:12]},
+                 actor=audit.cli_actor())
     db.session.commit()
     click.echo(f"token for {account.email} ({account.role}); it is not stored and not shown again:",
                err=True)
     click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("prefix")
+@with_appcontext
+def token_revoke(prefix: str) -> None:
+    """Revoke the token shown with PREFIX (its first 12 characters); it stops working at once."""
+    matches = find_tokens_by_prefix(prefix)
+    if not matches:
+        raise click.ClickException(f"no token with prefix {prefix}")
+    if len(matches) > 1:
+        # 12 characters hold 48 random bits: practically never, but never revoke a guess.
+        raise click.ClickException(f"{len(matches)} tokens share prefix {prefix}; revoke them "
+                                   "by id with DELETE /api/v1/tokens/{id}")
+    found = matches[0]
+    if not revoke_token(found, reason="revoked by operator"):
+        click.echo(f"token {prefix} was already revoked")
+        return
+    audit.record("token.revoke", f"token:{found.id}", {"prefix": found.display_prefix},
+                 actor=audit.cli_actor())
+    db.session.commit()
+    click.echo(f"revoked token {prefix}")
 
 
 # --- users -------------------------------------------------------------------------------------

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
+from limits import parse_many
 from marshmallow import Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as mf
 
 MiB = 1024 * 1024
-DEV_SECRET_KEY = "koc-dev-insecure-secret-key-change-me"  # noqa: S105 - refused in production
+# Key files generated into the instance folder when the environment names no key (development
+# and test only): random per installation, so no key in the repository is ever usable.
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
+BADGE_KEY_FILE = "badge_signing_key"
+ENCRYPTION_KEY_FILE = "encryption_key"
 
 
 class SettingsError(ValueError):
@@ -53,11 +59,33 @@ class Settings:
     watermark_text: str
     tier_recalc_interval: int
     tier_part_size: int
-    # Base64 of a 32-byte Ed25519 seed; without it the key is derived from the secret key.
-    badge_signing_key: str | None = field(repr=False)
+    # Base64 of a 32-byte Ed25519 seed: its own key (never derived from the secret key), so
+    # rotating the secret leaves badges valid; generated into the instance folder if unset.
+    badge_signing_key: str = field(repr=False)
     senior_group_url: str | None
     instance_path: str
     log_level: str
+    # --- security (issue 13) ---
+    # Base64 Ed25519 public keys of retired badge signing keys, still published and verified.
+    badge_retired_keys: tuple[str, ...]
+    staff_token_days: int
+    member_token_idle_days: int
+    staff_session_hours: int
+    audit_retention_days: int
+    ratelimit_enabled: bool
+    ratelimit_storage_url: str
+    ratelimit_key_prefix: str
+    ratelimit_login_attempts: str
+    ratelimit_login_failures_address: str
+    ratelimit_login_failures_account: str
+    ratelimit_invitations: str
+    ratelimit_claims: str
+    ratelimit_member_writes: str
+    ratelimit_staff_writes: str
+    # Fernet keys (base64, 32 bytes) for secrets at rest: the first encrypts, all decrypt, so a
+    # key is rotated by putting a new one first.
+    encryption_keys: tuple[str, ...] = field(repr=False)
+    webhook_allow_private: bool
     # --- integrity (issue 10) ---
     # The audience an unconfirmed (member-declared) follower count counts as at least, in score
     # normalisation and tier reach alike: declaring a tiny audience lifts nothing past it.
@@ -105,6 +133,13 @@ def _url_with_scheme(*schemes: str) -> Callable[[str], None]:
     return check
 
 
+def _rate_limits(value: str) -> None:
+    try:
+        parse_many(value)
+    except ValueError as exc:
+        raise ValidationError("must be limits such as '10/minute;100/day'") from exc
+
+
 class _EnvSchema(Schema):
     """Environment variable name -> setting, with the parse rules for each."""
 
@@ -123,7 +158,7 @@ class _EnvSchema(Schema):
         load_default=None, validate=_url_with_scheme("redis", "rediss", "amqp", "amqps")
     )
     KOC_BROKER_DIR = mf.String(load_default=None)
-    KOC_SECRET_KEY = mf.String(load_default=DEV_SECRET_KEY, validate=validate.Length(min=16))
+    KOC_SECRET_KEY = mf.String(load_default=None, validate=validate.Length(min=16))
     KOC_PUBLIC_URL = mf.String(load_default=None, validate=_url_with_scheme("http", "https"))
     KOC_DOWNLOAD_URL_TTL = mf.Integer(
         load_default=900, strict=False, validate=validate.Range(min=10, max=7 * 24 * 3600)
@@ -176,6 +211,58 @@ class _EnvSchema(Schema):
     def _metrics_token_when_asked(self, data: dict, **_: object) -> None:
         if data["KOC_METRICS"] == "token" and not data.get("KOC_METRICS_TOKEN"):
             raise ValidationError("must be set when KOC_METRICS=token", "KOC_METRICS_TOKEN")
+    # --- security (issue 13) ---
+    KOC_BADGE_RETIRED_KEYS = mf.String(load_default="")
+    KOC_STAFF_TOKEN_DAYS = mf.Integer(load_default=90, validate=validate.Range(min=1, max=3650))
+    KOC_MEMBER_TOKEN_IDLE_DAYS = mf.Integer(load_default=90,
+                                            validate=validate.Range(min=1, max=3650))
+    KOC_STAFF_SESSION_HOURS = mf.Integer(load_default=12, validate=validate.Range(min=1, max=720))
+    KOC_AUDIT_RETENTION_DAYS = mf.Integer(load_default=730,
+                                          validate=validate.Range(min=30, max=36500))
+    KOC_RATELIMIT_ENABLED = _Boolean(load_default=True)
+    KOC_RATELIMIT_STORAGE_URL = mf.String(
+        load_default=None, validate=_url_with_scheme("redis", "rediss", "memory"))
+    KOC_RATELIMIT_KEY_PREFIX = mf.String(load_default="koc", validate=validate.Regexp(
+        r"^[A-Za-z0-9_.-]{1,40}$", error="letters, digits, '_', '.', '-' (at most 40)"))
+    KOC_RATELIMIT_LOGIN_ATTEMPTS = mf.String(load_default="30/minute", validate=_rate_limits)
+    KOC_RATELIMIT_LOGIN_FAILURES_ADDRESS = mf.String(load_default="20/15 minutes;100/day",
+                                                     validate=_rate_limits)
+    KOC_RATELIMIT_LOGIN_FAILURES_ACCOUNT = mf.String(load_default="5/15 minutes;20/day",
+                                                     validate=_rate_limits)
+    KOC_RATELIMIT_INVITATIONS = mf.String(load_default="10/minute;60/hour", validate=_rate_limits)
+    KOC_RATELIMIT_CLAIMS = mf.String(load_default="20/minute", validate=_rate_limits)
+    KOC_RATELIMIT_MEMBER_WRITES = mf.String(load_default="120/minute", validate=_rate_limits)
+    # Staff tokens drive integrations (a CRM upserting users one by one): only a runaway guard.
+    KOC_RATELIMIT_STAFF_WRITES = mf.String(load_default="6000/minute", validate=_rate_limits)
+
+    KOC_ENCRYPTION_KEYS = mf.String(load_default=None)
+    KOC_WEBHOOK_ALLOW_PRIVATE = _Boolean(load_default=False)
+
+    @validates_schema
+    def _encryption_keys_are_fernet_keys(self, data: dict, **_: object) -> None:
+        for key in (k.strip() for k in (data.get("KOC_ENCRYPTION_KEYS") or "").split(",")):
+            if not key:
+                continue
+            try:
+                raw = base64.urlsafe_b64decode(key.encode())
+            except ValueError as exc:
+                raise ValidationError("must be url-safe base64 keys, comma-separated",
+                                      "KOC_ENCRYPTION_KEYS") from exc
+            if len(raw) != 32:
+                raise ValidationError("each must be 32 bytes (a Fernet key)",
+                                      "KOC_ENCRYPTION_KEYS")
+
+    @validates_schema
+    def _retired_keys_are_public_keys(self, data: dict, **_: object) -> None:
+        for key in filter(None, (k.strip() for k in data["KOC_BADGE_RETIRED_KEYS"].split(","))):
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except ValueError as exc:
+                raise ValidationError("must be base64 keys, comma-separated",
+                                      "KOC_BADGE_RETIRED_KEYS") from exc
+            if len(raw) != 32:
+                raise ValidationError("each must be 32 bytes (an Ed25519 public key)",
+                                      "KOC_BADGE_RETIRED_KEYS")
 
     @validates_schema
     def _watermark_names_the_code(self, data: dict, **_: object) -> None:
@@ -200,9 +287,37 @@ class _EnvSchema(Schema):
             raise ValidationError("must be 32 bytes (an Ed25519 seed)", "KOC_BADGE_SIGNING_KEY")
 
     @validates_schema
-    def _production_needs_a_secret(self, data: dict, **_: object) -> None:
-        if data["KOC_ENV"] == "production" and data["KOC_SECRET_KEY"] == DEV_SECRET_KEY:
-            raise ValidationError("must be set in production", "KOC_SECRET_KEY")
+    def _production_needs_its_keys(self, data: dict, **_: object) -> None:
+        # Generated key files belong to one host; several web hosts and workers must share keys.
+        if data["KOC_ENV"] != "production":
+            return
+        missing = {name: ["must be set in production"]
+                   for name in ("KOC_SECRET_KEY", "KOC_BADGE_SIGNING_KEY", "KOC_ENCRYPTION_KEYS")
+                   if not data.get(name)}
+        if missing:
+            raise ValidationError(missing)
+
+
+def instance_key(instance: Path, name: str, make: Callable[[], str]) -> str:
+    """The key kept in the instance folder's file `name`, created (mode 0600) on first use.
+
+    O_EXCL makes concurrent first starts (gunicorn workers, a worker process) agree: the loser
+    of the race reads the winner's file instead of writing its own.
+    """
+    path = instance / name
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(make() + "\n")
+    value = path.read_text().strip()
+    if not value:
+        raise SettingsError(f"the key file {path} is empty; delete it to generate a new key")
+    return value
 
 
 def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -218,6 +333,13 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         raise SettingsError(f"invalid settings: {problems}") from exc
 
     instance = Path(instance_path)
+    secret_key = data["KOC_SECRET_KEY"] or instance_key(
+        instance, SECRET_KEY_FILE, lambda: secrets.token_urlsafe(48))
+    badge_key = data["KOC_BADGE_SIGNING_KEY"] or instance_key(
+        instance, BADGE_KEY_FILE, lambda: base64.b64encode(secrets.token_bytes(32)).decode())
+    encryption_keys = data["KOC_ENCRYPTION_KEYS"] or instance_key(
+        instance, ENCRYPTION_KEY_FILE,
+        lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
     settings = Settings(
         env=data["KOC_ENV"],
         database_url=data["KOC_DATABASE_URL"] or f"sqlite:///{instance / 'koc.db'}",
@@ -228,7 +350,7 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         s3_secret_access_key=data["AWS_SECRET_ACCESS_KEY"],
         broker_url=data["KOC_BROKER_URL"],
         broker_dir=data["KOC_BROKER_DIR"] or str(instance / "broker"),
-        secret_key=data["KOC_SECRET_KEY"],
+        secret_key=secret_key,
         public_url=data["KOC_PUBLIC_URL"],
         download_url_ttl=data["KOC_DOWNLOAD_URL_TTL"],
         upload_url_ttl=data["KOC_UPLOAD_URL_TTL"],
@@ -241,7 +363,7 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         watermark_text=data["KOC_WATERMARK_TEXT"],
         tier_recalc_interval=data["KOC_TIER_RECALC_INTERVAL"],
         tier_part_size=data["KOC_TIER_PART_SIZE"],
-        badge_signing_key=data["KOC_BADGE_SIGNING_KEY"],
+        badge_signing_key=badge_key,
         senior_group_url=data["KOC_SENIOR_GROUP_URL"],
         instance_path=str(instance),
         log_level=data["KOC_LOG_LEVEL"],
@@ -255,6 +377,27 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         metrics_token=data["KOC_METRICS_TOKEN"],
         metrics_port=data["KOC_METRICS_PORT"],
         proxy_hops=data["KOC_PROXY_HOPS"],
+        badge_retired_keys=tuple(
+            k.strip() for k in data["KOC_BADGE_RETIRED_KEYS"].split(",") if k.strip()),
+        staff_token_days=data["KOC_STAFF_TOKEN_DAYS"],
+        member_token_idle_days=data["KOC_MEMBER_TOKEN_IDLE_DAYS"],
+        staff_session_hours=data["KOC_STAFF_SESSION_HOURS"],
+        audit_retention_days=data["KOC_AUDIT_RETENTION_DAYS"],
+        ratelimit_enabled=data["KOC_RATELIMIT_ENABLED"],
+        # Counters shared by every web host: the Redis broker's server when there is one.
+        ratelimit_storage_url=data["KOC_RATELIMIT_STORAGE_URL"] or (
+            data["KOC_BROKER_URL"] if (data["KOC_BROKER_URL"] or "").startswith("redis")
+            else "memory://"),
+        ratelimit_key_prefix=data["KOC_RATELIMIT_KEY_PREFIX"],
+        ratelimit_login_attempts=data["KOC_RATELIMIT_LOGIN_ATTEMPTS"],
+        ratelimit_login_failures_address=data["KOC_RATELIMIT_LOGIN_FAILURES_ADDRESS"],
+        ratelimit_login_failures_account=data["KOC_RATELIMIT_LOGIN_FAILURES_ACCOUNT"],
+        ratelimit_invitations=data["KOC_RATELIMIT_INVITATIONS"],
+        ratelimit_claims=data["KOC_RATELIMIT_CLAIMS"],
+        ratelimit_member_writes=data["KOC_RATELIMIT_MEMBER_WRITES"],
+        ratelimit_staff_writes=data["KOC_RATELIMIT_STAFF_WRITES"],
+        encryption_keys=tuple(k.strip() for k in encryption_keys.split(",") if k.strip()),
+        webhook_allow_private=data["KOC_WEBHOOK_ALLOW_PRIVATE"],
     )
     return settings
 

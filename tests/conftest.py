@@ -26,6 +26,9 @@ def build_app(instance: Path, **env: str) -> Flask:
         "KOC_ENV": "test",
         "KOC_SECRET_KEY": "test-secret-key-0123456789",
         "KOC_PUBLIC_URL": "http://localhost",
+        # Tests make many members and calls from one address in seconds; tests/security turns
+        # the limits on and checks them.
+        "KOC_RATELIMIT_ENABLED": "false",
         **env,
     }
     return create_app(environ, instance_path=str(instance))

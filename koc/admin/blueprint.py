@@ -50,7 +50,8 @@ from werkzeug.exceptions import HTTPException
 from wtforms.validators import ValidationError as FormValidationError
 
 from koc.admin.i18n import LOCALE_NAMES, SUPPORTED_LOCALES, select_locale
-from koc.core.auth import Staff, StaffRole
+from koc.core.audit import set_panel_actor
+from koc.core.auth import Staff, StaffRole, staff_of_session
 from koc.core.errors import DomainError, error_body
 from koc.core.pagination import MAX_PAGE
 from koc.core.storage import StorageUnavailable
@@ -61,6 +62,9 @@ T = TypeVar("T")
 View = Callable[..., Any]
 
 SESSION_STAFF_KEY = "staff_id"
+# The random id of the sign-in's StaffSession row: signing out ends that row, so a copied
+# cookie is worthless afterwards.
+SESSION_SECRET_KEY = "staff_session"  # noqa: S105 - a session key's name
 
 # Pages hold no inline script or style and load nothing from other origins.
 SECURITY_HEADERS = {
@@ -124,10 +128,12 @@ admin_blueprint._add_templates_of(__name__)
 def signed_in_staff() -> Staff | None:
     if "admin_staff" not in g:
         staff_id = session.get(SESSION_STAFF_KEY)
-        staff = db.session.get(Staff, staff_id) if isinstance(staff_id, int) else None
-        # Role and active flag are read on every request, so a demotion or deactivation
-        # takes effect at once rather than when the cookie expires.
-        g.admin_staff = staff if staff is not None and staff.active else None
+        secret = session.get(SESSION_SECRET_KEY)
+        staff = staff_of_session(secret) if isinstance(secret, str) else None
+        # Session row, role and active flag are read on every request, so a sign-out,
+        # demotion, deactivation or password change takes effect at once.
+        g.admin_staff = staff if staff is not None and staff.id == staff_id else None
+        set_panel_actor(g.admin_staff)
     return g.admin_staff
 
 

@@ -6,6 +6,7 @@ Each domain's pages live in koc/<domain>/admin.py; koc.admin.panel attaches them
 from __future__ import annotations
 
 import functools
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response as BaseResponse
 
 from koc.admin.blueprint import (
+    SESSION_SECRET_KEY,
     SESSION_STAFF_KEY,
     admin_blueprint,
     count_rows,
@@ -26,8 +28,11 @@ from koc.admin.blueprint import (
 from koc.admin.forms import ActionForm, LocaleForm, LoginForm
 from koc.admin.i18n import SUPPORTED_LOCALES, tier_display_name
 from koc.assets.services import kits
-from koc.core.auth import Staff, find_staff
+from koc.core import audit
+from koc.core.auth import Staff, end_session, find_staff, start_session
 from koc.core.db import utcnow
+from koc.core.ratelimit import Lockout, login_attempt_limit
+from koc.core.unit_of_work import keep_changes_despite_error
 from koc.extensions import db
 from koc.submissions.models import SubmissionStatus
 from koc.submissions.services import posts
@@ -37,6 +42,7 @@ from koc.tiers.services import insight, rules
 from koc.tiers.services.history import members_per_tier
 
 LOCALE_PICKED_KEY = "locale_picked"
+log = logging.getLogger(__name__)
 
 
 def _safe_next(target: str | None, default: str) -> str:
@@ -70,15 +76,33 @@ def _authenticate(email: str, password: str) -> Staff | None:
 
 
 @admin_blueprint.route("/login", methods=["GET", "POST"])
-def login() -> BaseResponse | str:
+@login_attempt_limit
+def login() -> BaseResponse | str | tuple[str, int, dict[str, str]]:
     next_url = _safe_next(request.args.get("next"), url_for("admin.dashboard"))
     if signed_in_staff() is not None and request.method == "GET":
         return redirect(next_url)
     form = LoginForm()
     error = None
     if form.validate_on_submit():
-        staff = _authenticate(form.email.data, form.password.data)
+        email = form.email.data.strip().lower()
+        lockout = Lockout(email)
+        wait = lockout.retry_after()
+        if wait is not None:
+            # Locked: not even the right password is checked (nor an argon2 hash computed).
+            log.warning("admin sign-in refused while locked: %s from %s", email,
+                        request.remote_addr)
+            audit.record("staff.login_locked", f"staff:{email}", {"retry_after": wait},
+                         actor=email)
+            keep_changes_despite_error()  # the audit row stays although the answer is a 429
+            error = _("Too many failed sign-ins; try again in %(minutes)s minutes.",
+                      minutes=max(1, round(wait / 60)))
+            return (render_template("admin/login.html", form=form, error=error), 429,
+                    {"Retry-After": str(wait)})
+        staff = _authenticate(email, form.password.data)
         if staff is None:
+            lockout.failed()
+            log.warning("admin sign-in failed: %s from %s", email, request.remote_addr)
+            audit.record("staff.login_failed", f"staff:{email}", actor=email)
             # One message for every failure, so the page does not tell which part was wrong.
             error = _("Wrong email or password, or the account is disabled.")
         else:
@@ -88,8 +112,13 @@ def login() -> BaseResponse | str:
             # A fresh session on sign-in: nothing set before (including the CSRF secret)
             # survives into the signed-in session.
             session.clear()
+            session.permanent = True
             session[SESSION_STAFF_KEY] = staff.id
+            session[SESSION_SECRET_KEY] = start_session(
+                staff, ip=request.remote_addr, user_agent=request.user_agent.string)
             session["locale"] = _remember_locale(staff, chosen_locale)
+            audit.record("staff.login", f"staff:{staff.id}", actor=staff.email,
+                         actor_staff_id=staff.id)
             return redirect(next_url)
     return render_template("admin/login.html", form=form, error=error)
 
@@ -106,6 +135,12 @@ def _remember_locale(staff: Staff, chosen: str | None) -> str:
 def logout() -> BaseResponse:
     if not ActionForm().validate_on_submit():
         abort(400)
+    staff = signed_in_staff()
+    secret = session.get(SESSION_SECRET_KEY)
+    if isinstance(secret, str):
+        end_session(secret)
+    if staff is not None:
+        audit.record("staff.logout", f"staff:{staff.id}")
     locale = session.get("locale")
     session.clear()
     if locale:

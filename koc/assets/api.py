@@ -26,6 +26,7 @@ from koc.assets.schemas import (
     UploadSchema,
 )
 from koc.assets.services import bundles, downloads, kits, uploads, watermarks
+from koc.core import audit
 from koc.core.auth import (
     Principal,
     current_principal,
@@ -103,6 +104,7 @@ def _member_view(kit: Kit) -> dict[str, Any]:
 def create_kit(data: dict):
     kit = kits.create_kit(data, staff_id=current_principal().staff_id,
                           tier_ranks=tier_ranks())
+    audit.record("kit.create", f"kit:{kit.id}", {"after": data})
     return _staff_view(kit)
 
 
@@ -140,6 +142,7 @@ def get_kit(kit_id: int):
 @staff_required("admin")
 def update_kit(data: dict, kit_id: int):
     kit = kits.update_kit(kits.get_kit(kit_id), data, tier_ranks=tier_ranks())
+    audit.record("kit.update", f"kit:{kit.id}", {"after": data})
     return _staff_view(kit)
 
 
@@ -148,6 +151,7 @@ def update_kit(data: dict, kit_id: int):
 @staff_required("admin")
 def publish_kit(kit_id: int):
     kit = kits.publish_kit(kits.get_kit(kit_id))
+    audit.record("kit.publish", f"kit:{kit.id}", {"status": kit.status})
     return _staff_view(kit)
 
 
@@ -156,6 +160,7 @@ def publish_kit(kit_id: int):
 @staff_required("admin")
 def archive_kit(kit_id: int):
     kit = kits.archive_kit(kits.get_kit(kit_id))
+    audit.record("kit.archive", f"kit:{kit.id}", {"status": kit.status})
     return _staff_view(kit)
 
 
@@ -199,8 +204,9 @@ def complete_asset(data: dict, kit_id: int, asset_id: int):
 @blp.response(204)
 @staff_required("admin")
 def delete_asset(kit_id: int, asset_id: int):
-    uploads.delete_asset(kits.get_asset(kits.get_kit(kit_id), asset_id),
-                         storage=get_storage())
+    asset = kits.get_asset(kits.get_kit(kit_id), asset_id)
+    audit.record("asset.delete", f"asset:{asset_id}", {"kit": kit_id, "filename": asset.filename})
+    uploads.delete_asset(asset, storage=get_storage())
 
 
 @blp.get("/kits/<id:kit_id>/assets/<id:asset_id>/download")
@@ -269,6 +275,7 @@ def kit_funnel(query: dict):
 @staff_required("admin")
 def find_leak(query: dict):
     mark = watermarks.find_leak(code=query.get("code"), sha256=query.get("sha256"))
+    audit.record("leak.lookup", f"member:{mark.member_id}", {**query, "asset": mark.asset_id})
     member = db.session.get(Member, mark.member_id)
     issued = db.session.scalar(sa.select(sa.func.count()).select_from(Download)
                                .where(Download.watermark_id == mark.id))

@@ -2,7 +2,13 @@
 
 Staff passwords are argon2 hashes. API tokens are long random strings shown once; only their
 SHA-256 is stored (they carry 256 bits of entropy, so a slow hash adds nothing), which lets a
-lookup be one indexed equality query.
+lookup be one indexed equality query. Admin-panel sign-ins are rows too (`StaffSession`, the
+cookie holds only a random id), so signing out, a deactivation or a password change ends a
+session on the server, not when a cookie happens to expire.
+
+Lifetimes: a staff token expires `KOC_STAFF_TOKEN_DAYS` after it is made; a member token after
+`KOC_MEMBER_TOKEN_IDLE_DAYS` without use (each use pushes its end back: a member has no other way
+to get a new one); a panel session `KOC_STAFF_SESSION_HOURS` after sign-in.
 """
 
 from __future__ import annotations
@@ -13,23 +19,27 @@ import hashlib
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, has_request_context, request
 from flask_smorest import abort
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from koc.core.db import BigIntPK, UTCDateTime, utcnow
+from koc.core.errors import DomainError
 from koc.extensions import Model, db
 
 # Whether a member may use their tokens is the members package's rule (a suspended member may
 # not); create_app puts its SQL condition here, so core never imports a domain.
 MEMBER_ACCESS_RULE = "koc.member_access_rule"
 TOKEN_PREFIX = "koc_"  # noqa: S105 - a marker that makes leaked tokens easy to scan for
+# How stale `last_used_at` may get: writing it on every request would make every read a write.
+LAST_USED_PRECISION = timedelta(minutes=5)
 _password_hasher = PasswordHasher()
 
 
@@ -89,9 +99,17 @@ class ApiToken(Model):
         sa.ForeignKey("members.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Null only on tokens made before expiry existed and on none since.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoke_reason: Mapped[str | None] = mapped_column(sa.String(64))
 
     staff: Mapped[Staff | None] = relationship()
+
+    @property
+    def kind(self) -> str:
+        return "staff" if self.staff_id is not None else "member"
 
     __table_args__ = (
         sa.CheckConstraint(
@@ -100,12 +118,42 @@ class ApiToken(Model):
     )
 
 
+class StaffSession(Model):
+    """One admin-panel sign-in; the session cookie carries only its random id."""
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(sa.ForeignKey("staff.id", ondelete="CASCADE"),
+                                          index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(sa.String(64))
+    ip: Mapped[str | None] = mapped_column(sa.String(45))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(200))
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_token(*, staff_id: int | None = None, member_id: int | None = None) -> str:
-    """Create a token row and return the secret, which is never stored and never shown again."""
+def _lifetimes() -> tuple[timedelta, timedelta]:
+    settings = current_app.config["KOC_SETTINGS"]
+    return timedelta(days=settings.staff_token_days), timedelta(
+        days=settings.member_token_idle_days)
+
+
+def issue_token(*, staff_id: int | None = None, member_id: int | None = None,
+                now: datetime | None = None, expires_at: datetime | None = None) -> str:
+    """Create a token row and return the secret, which is never stored and never shown again.
+
+    Without `expires_at` the token gets its kind's lifetime from the settings."""
+    now = now or utcnow()
+    if expires_at is None:
+        staff_life, member_idle = _lifetimes()
+        expires_at = now + (staff_life if staff_id is not None else member_idle)
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     db.session.add(
         ApiToken(
@@ -113,10 +161,161 @@ def issue_token(*, staff_id: int | None = None, member_id: int | None = None) ->
             display_prefix=secret[:12],
             staff_id=staff_id,
             member_id=member_id,
+            created_at=now,
+            expires_at=expires_at,
         )
     )
     db.session.flush()
     return secret
+
+
+def tokens_query(*, kind: str | None = None, active: bool | None = None,
+                 staff_id: int | None = None, member_id: int | None = None,
+                 now: datetime | None = None) -> sa.Select:
+    """Tokens, newest first, for the tokens list; `active` means usable at `now`."""
+    now = now or utcnow()
+    stmt = sa.select(ApiToken).order_by(ApiToken.id.desc())
+    if kind == "staff":
+        stmt = stmt.where(ApiToken.staff_id.is_not(None))
+    elif kind == "member":
+        stmt = stmt.where(ApiToken.member_id.is_not(None))
+    if staff_id is not None:
+        stmt = stmt.where(ApiToken.staff_id == staff_id)
+    if member_id is not None:
+        stmt = stmt.where(ApiToken.member_id == member_id)
+    usable = sa.and_(ApiToken.revoked_at.is_(None),
+                     sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now))
+    if active is True:
+        stmt = stmt.where(usable)
+    elif active is False:
+        stmt = stmt.where(~usable)
+    return stmt
+
+
+def get_token(token_id: int) -> ApiToken:
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise DomainError(404, "No such token.")
+    return token
+
+
+def find_tokens_by_prefix(prefix: str) -> list[ApiToken]:
+    return list(db.session.scalars(
+        sa.select(ApiToken).where(ApiToken.display_prefix == prefix.strip())))
+
+
+def revoke_token(token: ApiToken, *, now: datetime | None = None,
+                 reason: str = "revoked") -> bool:
+    """Revoke one token at once; False when it was revoked already (a retry changes nothing)."""
+    if token.revoked_at is not None:
+        return False
+    token.revoked_at = now or utcnow()
+    token.revoke_reason = reason
+    db.session.flush()
+    return True
+
+
+def revoke_member_tokens(member_id: int, *, now: datetime | None = None,
+                         reason: str = "revoked") -> int:
+    return _revoke_where(ApiToken.member_id == member_id, now or utcnow(), reason)
+
+
+def _revoke_where(condition: sa.ColumnElement[bool], now: datetime, reason: str) -> int:
+    result = cast(CursorResult[Any], db.session.execute(
+        sa.update(ApiToken).where(condition, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now, revoke_reason=reason)))
+    return result.rowcount
+
+
+# --- panel sessions ----------------------------------------------------------------------------
+
+def start_session(staff: Staff, *, now: datetime | None = None, ip: str | None = None,
+                  user_agent: str | None = None) -> str:
+    """Record a sign-in and return the secret the cookie carries."""
+    now = now or utcnow()
+    hours = current_app.config["KOC_SETTINGS"].staff_session_hours
+    secret = secrets.token_urlsafe(32)
+    db.session.add(StaffSession(
+        session_hash=hash_token(secret), staff_id=staff.id, created_at=now,
+        expires_at=now + timedelta(hours=hours), ip=ip,
+        user_agent=(user_agent or "")[:200] or None))
+    db.session.flush()
+    return secret
+
+
+def staff_of_session(secret: str, *, now: datetime | None = None) -> Staff | None:
+    """The active staff account whose live session `secret` names, else None."""
+    now = now or utcnow()
+    return db.session.scalar(
+        sa.select(Staff).join(StaffSession, StaffSession.staff_id == Staff.id).where(
+            StaffSession.session_hash == hash_token(secret), StaffSession.ended_at.is_(None),
+            StaffSession.expires_at > now, Staff.active.is_(True)))
+
+
+def end_session(secret: str, *, now: datetime | None = None, reason: str = "signed out") -> None:
+    db.session.execute(
+        sa.update(StaffSession).where(StaffSession.session_hash == hash_token(secret),
+                                      StaffSession.ended_at.is_(None))
+        .values(ended_at=now or utcnow(), end_reason=reason))
+
+
+def end_staff_access(staff: Staff, *, now: datetime | None = None,
+                     reason: str) -> tuple[int, int]:
+    """End every session and revoke every token of `staff`: (sessions ended, tokens revoked)."""
+    now = now or utcnow()
+    sessions = cast(CursorResult[Any], db.session.execute(
+        sa.update(StaffSession).where(StaffSession.staff_id == staff.id,
+                                      StaffSession.ended_at.is_(None))
+        .values(ended_at=now, end_reason=reason))).rowcount
+    tokens = _revoke_where(ApiToken.staff_id == staff.id, now, reason)
+    return sessions, tokens
+
+
+# --- staff lifecycle ---------------------------------------------------------------------------
+
+def _refuse_losing_the_last_admin(staff: Staff) -> None:
+    if staff.role != StaffRole.admin.value or not staff.active:
+        return
+    others = db.session.scalar(
+        sa.select(sa.func.count()).select_from(Staff).where(
+            Staff.role == StaffRole.admin.value, Staff.active.is_(True), Staff.id != staff.id))
+    if not others:
+        raise DomainError(409, "This is the last active admin; make another admin first.")
+
+
+def deactivate_staff(staff: Staff, *, now: datetime | None = None) -> tuple[int, int]:
+    """Deactivate an account: its sessions and tokens stop working at once."""
+    _refuse_losing_the_last_admin(staff)
+    staff.active = False
+    db.session.flush()
+    return end_staff_access(staff, now=now, reason="staff deactivated")
+
+
+def reactivate_staff(staff: Staff) -> None:
+    """Let the account sign in again; old sessions and tokens stay ended."""
+    staff.active = True
+    db.session.flush()
+
+
+def set_staff_role(staff: Staff, role: str) -> str:
+    """Change the role (read on every request, so it applies at once); returns the old one."""
+    new = StaffRole(role).value
+    if new != StaffRole.admin.value:
+        _refuse_losing_the_last_admin(staff)
+    old, staff.role = staff.role, new
+    db.session.flush()
+    return old
+
+
+def set_staff_password(staff: Staff, password: str, *,
+                       now: datetime | None = None) -> tuple[int, int]:
+    """Set a new password; every session and token of the account ends with the old one."""
+    if len(password) < 8:
+        raise DomainError(422, "password: must be at least 8 characters",
+                          errors={"json": {"password": ["must be at least 8 characters"]}})
+    staff.set_password(password)
+    db.session.flush()
+    return end_staff_access(staff, now=now, reason="password changed")
 
 
 def create_staff(*, email: str, role: str, password: str) -> Staff:
@@ -154,19 +353,35 @@ def _principal_from_header() -> Principal | None:
     if scheme.lower() != "bearer" or not secret.strip():
         return None
     member_may_use = current_app.extensions[MEMBER_ACCESS_RULE](ApiToken.member_id)
+    now = utcnow()
     row = db.session.execute(
         sa.select(ApiToken, Staff.role, Staff.active, member_may_use)
         .outerjoin(Staff, Staff.id == ApiToken.staff_id)
-        .where(ApiToken.token_hash == hash_token(secret.strip()), ApiToken.revoked_at.is_(None))
+        .where(ApiToken.token_hash == hash_token(secret.strip()), ApiToken.revoked_at.is_(None),
+               sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now))
     ).first()
     if row is None:
         return None
     token, role, staff_active, member_active = row
+    _note_use(token, now)
     if token.staff_id is not None:
         return Principal(staff_id=token.staff_id, role=StaffRole(role)) if staff_active else None
     if not member_active:
         return None
     return Principal(member_id=token.member_id)
+
+
+def _note_use(token: ApiToken, now: datetime) -> None:
+    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_PRECISION:
+        return
+    token.last_used_at = now
+    if token.member_id is not None:
+        token.expires_at = now + _lifetimes()[1]
+
+
+def request_caller() -> Principal | None:
+    """The bearer token's owner in this request, or None (no token, or a bad one)."""
+    return _caller() if has_request_context() else None
 
 
 def current_principal() -> Principal:
@@ -208,7 +423,12 @@ def _authorize(check: Callable[[Principal], bool]) -> None:
     g.principal = principal
 
 
-def _guard(check: Callable[[Principal], bool]) -> Callable:
+# The served OpenAPI document says who may call each operation under this key, and the
+# authorization matrix test (tests/security) holds every route to what it says.
+ACCESS_DOC_KEY = "x-koc-access"
+
+
+def _guard(check: Callable[[Principal], bool], access: str) -> Callable:
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -218,6 +438,9 @@ def _guard(check: Callable[[Principal], bool]) -> Callable:
         # functools.wraps copies this onto every decorator stacked above, so the view function
         # Flask holds tells `install_api_guards` what the route needs.
         wrapper.koc_access = check  # type: ignore[attr-defined]
+        apidoc = dict(getattr(wrapper, "_apidoc", {}))
+        apidoc["manual_doc"] = {**apidoc.get("manual_doc", {}), ACCESS_DOC_KEY: access}
+        wrapper._apidoc = apidoc  # type: ignore[attr-defined]
         return wrapper
 
     return decorator
@@ -272,14 +495,15 @@ def install_api_guards(app: Flask, blueprints: Iterable[str]) -> None:
 
 def staff_required(role: str = "viewer") -> Callable:
     needed = StaffRole(role)
-    return _guard(lambda p: p.role is not None and p.role.covers(needed))
+    return _guard(lambda p: p.role is not None and p.role.covers(needed), f"staff:{role}")
 
 
-member_required = _guard(lambda p: p.is_member)
-any_token_required = _guard(lambda p: True)
+member_required = _guard(lambda p: p.is_member, "member")
+any_token_required = _guard(lambda p: True, "any")
 
 
 def staff_or_member(role: str = "viewer") -> Callable:
     """Members, or staff with at least `role`; the view decides what each one sees."""
     needed = StaffRole(role)
-    return _guard(lambda p: p.is_member or (p.role is not None and p.role.covers(needed)))
+    return _guard(lambda p: p.is_member or (p.role is not None and p.role.covers(needed)),
+                  f"member|staff:{role}")

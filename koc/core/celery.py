@@ -26,6 +26,7 @@ from koc.settings import Settings
 TASK_MODULES = [
     "koc.core.jobs.runner",
     "koc.core.events.delivery",
+    "koc.core.security_tasks",
     "koc.members.tasks",
     "koc.assets.tasks",
     "koc.submissions.tasks",

@@ -26,7 +26,7 @@ from kombu import Connection
 
 from koc.core.storage import S3Storage, StorageError, build_storage
 from koc.core.storage.base import Storage
-from koc.settings import DEV_SECRET_KEY, Settings
+from koc.settings import Settings
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 PROBE_PREFIX = "koc-check/"
@@ -79,7 +79,7 @@ def check_settings(settings: Settings) -> Iterator[Finding]:
         yield Finding("settings", WARN, f"KOC_PUBLIC_URL {settings.public_url} is not https: "
                                         "session cookies are marked Secure and will not be sent",
                       "serve koc behind TLS and set an https:// KOC_PUBLIC_URL")
-    if settings.secret_key == DEV_SECRET_KEY or len(settings.secret_key) < 32:
+    if len(settings.secret_key) < 32:
         yield Finding("settings", FAIL, "KOC_SECRET_KEY is short (under 32 characters)",
                       "set KOC_SECRET_KEY from `python -c 'import secrets; "
                       "print(secrets.token_urlsafe(48))'`")

@@ -8,10 +8,12 @@ from types import SimpleNamespace
 from flask import current_app
 from flask_smorest import abort
 
+from koc.core import audit
 from koc.core.auth import current_principal, current_staff_id, member_required, staff_required
 from koc.core.jobs import start_job
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
+from koc.core.ratelimit import invitation_limit
 from koc.core.signals import (
     member_detail_requested,
     member_tier_set,
@@ -51,6 +53,7 @@ def put_user(data: dict, external_id: str):
         abort(422, message="external_id in the body differs from the path.",
               errors={"json": {"external_id": ["must match the path"]}})
     user, created = services.upsert_user(external_id, data)
+    audit.record("user.upsert", f"user:{external_id}", {"created": created, "fields": sorted(data)})
     return user, 201 if created else 200
 
 
@@ -83,6 +86,8 @@ def import_users(files: dict):
 @blp.response(200, CandidateSchema(many=True))
 @staff_required("viewer")
 def candidates(query: dict):
+    if query["limit"] > 20:  # more than a page of personal data is a sensitive read
+        audit.record("candidates.list", None, {"limit": query["limit"]})
     return [
         {"external_id": user.external_id, "display_name": user.display_name, "city": user.city,
          "store_code": user.store_code, "score": user.candidate_score, "reasons": reasons}
@@ -106,6 +111,7 @@ def create_invitation(data: dict):
 @blp.arguments(AcceptInSchema)
 @blp.response(201, AcceptOutSchema)
 @blp.doc(security=[])
+@invitation_limit
 def accept_invitation(data: dict, code: str):
     member, token = services.accept_invitation(
         code, display_name=data["display_name"], social_accounts=data["social_accounts"]
@@ -149,6 +155,9 @@ def get_member(member_id: int):
 def patch_member(data: dict, member_id: int):
     member = services.get_member(member_id)
     staff_id = current_staff_id()
+    audit.record("member.update", f"member:{member_id}", {"before": {
+        "status": member.status, "tier": member.tier_key, "tier_locked": member.tier_locked},
+        "after": data})
     if "status" in data:
         services.set_member_status(member, data["status"])
     if "tier" in data or "tier_locked" in data:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from flask import Response, current_app, url_for
 from flask_smorest import Page
 
+from koc.core import audit
 from koc.core.auth import (
     any_token_required,
     current_principal,
@@ -26,6 +27,7 @@ from koc.core.idempotency import idempotent
 from koc.core.jobs import start_job
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
+from koc.core.ratelimit import claim_limit
 from koc.core.signals import member_detail_requested, member_tier_set, member_view_requested
 from koc.extensions import db
 from koc.members.models import Member
@@ -140,7 +142,10 @@ def leaderboard(query: dict):
 @blp.response(200, PublicKeySchema)
 @blp.doc(security=[])
 def badge_public_key():
-    return {"algorithm": "Ed25519", "public_key": badges.public_key_b64()}
+    keys = badges.public_keys()
+    # `public_key` is the key signing new badges; `keys` adds the retired ones, still honoured.
+    return {"algorithm": "Ed25519", "public_key": keys[0]["public_key"],
+            "key_id": keys[0]["key_id"], "keys": keys}
 
 
 def _badge_view(badge_id: str) -> dict:
@@ -153,7 +158,7 @@ def _badge_view(badge_id: str) -> dict:
             "revoked_at": badge.revoked_at,
             "valid": badges.verify_badge(badge) and not revoked,
             "payload": badges.badge_payload(badge).decode(), "signature": badge.signature,
-            "public_key": badges.public_key_b64()}
+            "key_id": badge.key_id, "public_key": badges.public_key_of(badge)}
 
 
 @blp.get("/badges/<key:badge_id>")
@@ -188,6 +193,7 @@ def badge_image(badge_id: str):
 @staff_required("admin")
 def create_drop(data: dict):
     drop = drops.create_drop(data, tier_ranks=rules.tier_ranks())
+    audit.record("drop.create", f"drop:{drop.id}", {"after": data})
     return drop
 
 
@@ -209,6 +215,7 @@ def list_drops(pagination_parameters):
 @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
                       "description": "A retried claim with the same key is one claim."}])
 @member_required
+@claim_limit
 @idempotent
 @blp.response(201, ClaimSchema)
 def claim_drop(drop_id: int):
@@ -222,6 +229,7 @@ def claim_drop(drop_id: int):
 @staff_required("admin")
 def draw_drop(drop_id: int):
     drops.draw_lottery(drops.get_drop(drop_id))
+    audit.record("drop.draw", f"drop:{drop_id}")
     return _lottery_view(drop_id)
 
 

@@ -94,6 +94,9 @@ class Badge(Model):
     tier_key: Mapped[str] = mapped_column(sa.String(32))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     signature: Mapped[str] = mapped_column(sa.String(128))
+    # Which signing key signed it (signed too): after a rotation the public key set still holds
+    # the retired key, so the badge stays verifiable. Null on badges from before key ids.
+    key_id: Mapped[str | None] = mapped_column(sa.String(16))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoke_reason: Mapped[str | None] = mapped_column(sa.String(200))
 

@@ -94,12 +94,25 @@ class BadgeAssertionSchema(Schema):
                                                     "is not revoked"})
     payload = fields.String(metadata={"description": "the signed bytes (canonical JSON)"})
     signature = fields.String(metadata={"description": "Ed25519 signature, base64"})
-    public_key = fields.String(metadata={"description": "Ed25519 public key, base64 (raw)"})
+    key_id = fields.String(allow_none=True, metadata={"description": "the signing key's id"})
+    public_key = fields.String(allow_none=True,
+                               metadata={"description": "Ed25519 public key, base64 (raw), of "
+                                                        "the key that signed this badge"})
+
+
+class SigningKeySchema(Schema):
+    key_id = fields.String()
+    algorithm = fields.String()
+    public_key = fields.String()
+    status = fields.String(metadata={"description": "`active` signs new badges; `retired` "
+                                                    "keys still verify the badges they signed"})
 
 
 class PublicKeySchema(Schema):
     algorithm = fields.String()
     public_key = fields.String()
+    key_id = fields.String()
+    keys = fields.List(fields.Nested(SigningKeySchema))
 
 
 class DropInSchema(Schema):

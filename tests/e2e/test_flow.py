@@ -65,6 +65,9 @@ def _start_worker(app: Flask, env: dict[str, str], log: Path) -> subprocess.Pope
         **os.environ, **env,
         "KOC_ENV": "test",
         "KOC_SECRET_KEY": settings.secret_key,
+        # The worker signs badges and reads webhook secrets with the web app's keys.
+        "KOC_BADGE_SIGNING_KEY": settings.badge_signing_key,
+        "KOC_ENCRYPTION_KEYS": ",".join(settings.encryption_keys),
         "KOC_DATABASE_URL": settings.database_url,
         "KOC_BROKER_DIR": settings.broker_dir,
         "KOC_PUBLIC_URL": settings.public_url or "",

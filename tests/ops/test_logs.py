@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -87,8 +88,10 @@ def test_each_line_is_one_json_object_with_the_request_id_and_extras(app):
 def test_the_format_setting_is_strict_and_json_is_the_production_default(make_app):
     from koc.settings import SettingsError, load_settings
 
-    assert load_settings("/tmp", {"KOC_ENV": "production",  # noqa: S108 - never written
-                                  "KOC_SECRET_KEY": "x" * 40}).log_format == "json"
+    production = {"KOC_ENV": "production", "KOC_SECRET_KEY": "x" * 40,
+                  "KOC_BADGE_SIGNING_KEY": base64.b64encode(b"k" * 32).decode(),
+                  "KOC_ENCRYPTION_KEYS": base64.urlsafe_b64encode(b"e" * 32).decode()}
+    assert load_settings("/tmp", production).log_format == "json"  # noqa: S108 - never written
     assert load_settings("/tmp", {}).log_format == "text"  # noqa: S108
     assert load_settings("/tmp", {"KOC_LOG_FORMAT": "json"}).log_format == "json"  # noqa: S108
     with pytest.raises(SettingsError, match="KOC_LOG_FORMAT"):

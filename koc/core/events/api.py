@@ -7,11 +7,12 @@ from typing import Any
 import sqlalchemy as sa
 from marshmallow import Schema, fields
 
-from koc.core import events
+from koc.core import audit, events
 from koc.core import fields as kf
 from koc.core.auth import current_principal, staff_required
+from koc.core.db import utcnow
 from koc.core.errors import DomainError
-from koc.core.pagination import Blueprint
+from koc.core.pagination import Blueprint, SelectPage
 from koc.extensions import db
 
 blp = Blueprint("webhooks", __name__, description="Webhooks for domain events")
@@ -68,6 +69,43 @@ def list_webhooks():
         sa.select(events.Webhook).order_by(events.Webhook.id)).all()]
 
 
+class DeliveryQuerySchema(Schema):
+    status = kf.OneOf([s.value for s in events.DeliveryStatus], load_default=None)
+
+
+class DeliverySchema(Schema):
+    id = fields.Integer()
+    event_id = fields.Integer()
+    event_type = fields.String(attribute="event.event_type")
+    webhook_message_id = fields.Function(lambda d: events.delivery.message_id(d.event_id),
+                                         metadata={"description": "the `webhook-id` header"})
+    status = fields.String()
+    attempts = fields.Integer()
+    next_attempt_at = fields.DateTime()
+    last_error = fields.String(allow_none=True)
+    delivered_at = fields.DateTime(allow_none=True)
+
+
+@blp.get("/webhooks/<id:webhook_id>/deliveries")
+@blp.arguments(DeliveryQuerySchema, location="query")
+@blp.response(200, DeliverySchema(many=True))
+@blp.paginate(SelectPage)
+@staff_required("admin")
+def list_deliveries(query: dict, webhook_id: int):
+    events.get_webhook(webhook_id)
+    return events.deliveries_query(webhook_id, status=query["status"])
+
+
+@blp.post("/webhooks/<id:webhook_id>/deliveries/<id:delivery_id>/replay")
+@blp.response(200, DeliverySchema)
+@staff_required("admin")
+def replay_delivery(webhook_id: int, delivery_id: int):
+    delivery = events.replay_delivery(webhook_id, delivery_id, now=utcnow())
+    audit.record("webhook.replay", f"webhook:{webhook_id}", {"delivery": delivery_id,
+                                                             "event": delivery.event_id})
+    return delivery
+
+
 @blp.delete("/webhooks/<id:webhook_id>")
 @blp.response(204)
 @staff_required("admin")
@@ -75,4 +113,5 @@ def delete_webhook(webhook_id: int):
     webhook = db.session.get(events.Webhook, webhook_id)
     if webhook is None:
         raise DomainError(404, "No such webhook.")
+    audit.record("webhook.delete", f"webhook:{webhook_id}", {"url": events.masked_url(webhook)})
     db.session.delete(webhook)

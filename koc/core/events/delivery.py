@@ -1,23 +1,25 @@
-"""Delivering: signed JSON posts and batched WeCom robot messages, retried with backoff."""
+"""Delivering: JSON posts signed in the Standard Webhooks format and batched WeCom robot
+messages, retried with backoff, to public addresses only (koc.core.events.targets)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
 import json
 import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
+from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from koc.core import metrics
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
 from koc.core.events.models import DeliveryStatus, OutboxEvent, Webhook, WebhookDelivery
+from koc.core.events.targets import TargetRefused, opener
 from koc.extensions import db
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,34 @@ WECOM_MAX_BYTES = 2048
 USER_AGENT = "koc-webhooks/1"
 
 
-def signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks marker of a base64 secret
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key: a `whsec_<base64>` secret is its decoded bytes (the Standard Webhooks
+    convention); any other secret is its UTF-8 bytes."""
+    if secret.startswith(SECRET_PREFIX):
+        return base64.b64decode(secret[len(SECRET_PREFIX):] + "==")
+    return secret.encode("utf-8")
+
+
+def message_id(event_id: int) -> str:
+    # The same for every attempt at one event: receivers drop repeats by it.
+    return f"koc-evt-{event_id}"
+
+
+def standard_headers(secret: str, event_id: int, body: bytes, now: datetime) -> dict[str, str]:
+    """`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of
+    id.timestamp.body>`: the timestamp is signed, so a captured delivery cannot be replayed
+    once outside the receiver's tolerance (5 minutes in the reference libraries)."""
+    msg_id = message_id(event_id)
+    signed = StandardWebhook(signing_key(secret)).sign(msg_id, now, body.decode("utf-8"))
+    return {"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signed}
+
+
+def signature(secret: str, body: bytes, *, event_id: int, now: datetime) -> str:
+    return standard_headers(secret, event_id, body, now)["webhook-signature"]
 
 
 def backoff(attempts: int) -> timedelta:
@@ -50,10 +78,12 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> bytes:
         url, data=body, method="POST",
         headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers})
     try:
-        with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as response:  # noqa: S310
+        with opener().open(request, timeout=SEND_TIMEOUT) as response:
             return response.read(65536)
     except urllib.error.HTTPError as exc:
         raise DeliveryFailed(f"HTTP {exc.code}") from exc
+    except TargetRefused as exc:
+        raise DeliveryFailed(f"refused: {exc}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise DeliveryFailed(f"unreachable: {exc}") from exc
     except Exception as exc:
@@ -125,7 +155,7 @@ def _send_json(webhook: Webhook) -> int:
         body = _event_body(delivery.event)
         try:
             _post(webhook.url, body, {
-                "X-KOC-Signature": signature(webhook.secret or "", body),
+                **standard_headers(webhook.secret or "", delivery.event_id, body, utcnow()),
                 "X-KOC-Event": delivery.event.event_type,
                 "X-KOC-Event-Id": str(delivery.event_id),
             })

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from koc.core.crypto import EncryptedText
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
 from koc.extensions import Model
 
@@ -26,11 +27,12 @@ class Webhook(Model):
     __tablename__ = "webhooks"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    # For WeCom the URL holds the robot's key: never returned whole by the API.
-    url: Mapped[str] = mapped_column(sa.String(2000))
+    # For WeCom the URL holds the robot's key: never returned whole by the API, and, like the
+    # secret, encrypted at rest (koc.core.crypto).
+    url: Mapped[str] = mapped_column(EncryptedText)
     events: Mapped[list[str]] = mapped_column(JSONType, default=list)
     format: Mapped[str] = mapped_column(sa.String(16), default="json")
-    secret: Mapped[str | None] = mapped_column(sa.String(200))
+    secret: Mapped[str | None] = mapped_column(EncryptedText)
     active: Mapped[bool] = mapped_column(default=True)
     created_by_staff_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("staff.id", ondelete="SET NULL"))

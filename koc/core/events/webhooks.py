@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import sqlalchemy as sa
+
 from koc.core.errors import DomainError
-from koc.core.events.models import EVENT_TYPES, Webhook
+from koc.core.events.models import EVENT_TYPES, DeliveryStatus, Webhook, WebhookDelivery
+from koc.core.events.targets import check_url
+from koc.core.jobs import enqueue_after_commit
 from koc.extensions import db
 
 
@@ -29,6 +34,7 @@ def register_webhook(*, url: str, events: list[str], secret: str | None, fmt: st
         errors["secret"] = ["required to sign deliveries"]
     if errors:
         raise DomainError(422, "The webhook is not valid.", errors={"json": errors})
+    check_url(url)
     webhook = Webhook(url=url, events=sorted(set(events)), secret=secret or None, format=fmt,
                       created_by_staff_id=staff_id)
     db.session.add(webhook)
@@ -44,3 +50,36 @@ def masked_url(webhook: Webhook) -> str:
     query = [(name, "****" + value[-4:] if name.lower() in ("key", "token", "secret") else value)
              for name, value in parse_qsl(parts.query, keep_blank_values=True)]
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+def deliveries_query(webhook_id: int, *, status: str | None = None) -> sa.Select:
+    """One webhook's deliveries, newest event first."""
+    stmt = (sa.select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
+            .order_by(WebhookDelivery.event_id.desc()))
+    if status is not None:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    return stmt
+
+
+def get_webhook(webhook_id: int) -> Webhook:
+    webhook = db.session.get(Webhook, webhook_id)
+    if webhook is None:
+        raise DomainError(404, "No such webhook.")
+    return webhook
+
+
+def replay_delivery(webhook_id: int, delivery_id: int, *, now: datetime) -> WebhookDelivery:
+    """Send a delivery again (failed after every retry, or delivered and lost by the receiver):
+    it is pending from now with a fresh retry budget, under the same `webhook-id`, so a receiver
+    that did get it can still drop the repeat. Replaying one already pending changes nothing."""
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    if delivery is None or delivery.webhook_id != webhook_id:
+        raise DomainError(404, "No such delivery for this webhook.")
+    if delivery.status != DeliveryStatus.pending.value:
+        delivery.status = DeliveryStatus.pending.value
+        delivery.attempts = 0
+        delivery.next_attempt_at = now
+        delivery.delivered_at = None
+        db.session.flush()
+        enqueue_after_commit("koc.core.events.deliver_due")
+    return delivery

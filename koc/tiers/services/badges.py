@@ -9,6 +9,7 @@ second run of a job finds the badge already there instead of issuing another.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 from datetime import datetime
@@ -16,9 +17,8 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from sqlalchemy.engine import CursorResult
 
@@ -32,41 +32,71 @@ from koc.tiers.models import Badge
 from koc.tiers.services.history import members_scope
 
 
+def key_id(public: Ed25519PublicKey) -> str:
+    """A short name for a public key: the start of its SHA-256, the same wherever computed."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
 def _signing_key() -> Ed25519PrivateKey:
     key = current_app.extensions.get("koc.badge_key")
     if key is None:
-        settings = current_app.config["KOC_SETTINGS"]
-        if settings.badge_signing_key:
-            seed = base64.b64decode(settings.badge_signing_key)
-        else:
-            # Stable across processes and restarts without another secret to manage.
-            seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                        info=b"koc badge signing key").derive(settings.secret_key.encode())
+        seed = base64.b64decode(current_app.config["KOC_SETTINGS"].badge_signing_key)
         key = current_app.extensions.setdefault(
             "koc.badge_key", Ed25519PrivateKey.from_private_bytes(seed))
     return key
 
 
+def _b64(public: Ed25519PublicKey) -> str:
+    return base64.b64encode(public.public_bytes(serialization.Encoding.Raw,
+                                                serialization.PublicFormat.Raw)).decode()
+
+
+def public_keys() -> list[dict[str, str]]:
+    """The signing key in use, then the retired ones (KOC_BADGE_RETIRED_KEYS), still honoured."""
+    active = _signing_key().public_key()
+    keys = [{"key_id": key_id(active), "algorithm": "Ed25519", "public_key": _b64(active),
+             "status": "active"}]
+    for b64 in current_app.config["KOC_SETTINGS"].badge_retired_keys:
+        retired = Ed25519PublicKey.from_public_bytes(base64.b64decode(b64))
+        if key_id(retired) != keys[0]["key_id"]:
+            keys.append({"key_id": key_id(retired), "algorithm": "Ed25519", "public_key": b64,
+                         "status": "retired"})
+    return keys
+
+
 def public_key_b64() -> str:
-    raw = _signing_key().public_key().public_bytes(serialization.Encoding.Raw,
-                                                    serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
+    return _b64(_signing_key().public_key())
+
+
+def public_key_of(badge: Badge) -> str | None:
+    """The public key that verifies `badge`, or None when no key known has its key id."""
+    for key in public_keys():
+        if (badge.key_id is None and key["status"] == "active") or key["key_id"] == badge.key_id:
+            return key["public_key"]
+    return None
 
 
 def badge_payload(badge: Badge) -> bytes:
     """The signed bytes: canonical JSON, so anyone can rebuild them from the public fields."""
     return _payload({"badge_id": badge.badge_id, "member_id": badge.member_id,
-                     "tier_key": badge.tier_key, "issued_at": badge.issued_at})
+                     "tier_key": badge.tier_key, "issued_at": badge.issued_at,
+                     "key_id": badge.key_id})
 
 
 def _payload(fields: dict[str, Any]) -> bytes:
-    return json.dumps({"badge_id": fields["badge_id"], "member_id": fields["member_id"],
-                       "tier": fields["tier_key"], "issued_at": fields["issued_at"].isoformat()},
-                      sort_keys=True, separators=(",", ":")).encode()
+    signed = {"badge_id": fields["badge_id"], "member_id": fields["member_id"],
+              "tier": fields["tier_key"], "issued_at": fields["issued_at"].isoformat()}
+    if fields.get("key_id") is not None:
+        signed["kid"] = fields["key_id"]
+    return json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
 
 
 def verify_badge(badge: Badge) -> bool:
-    public: Ed25519PublicKey = _signing_key().public_key()
+    public_b64 = public_key_of(badge)
+    if public_b64 is None:
+        return False
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64))
     try:
         public.verify(base64.b64decode(badge.signature), badge_payload(badge))
     except (InvalidSignature, ValueError):
@@ -77,7 +107,7 @@ def verify_badge(badge: Badge) -> bool:
 def _badge_row(member_id: int, tier_key: str, issued_at: datetime, key: Ed25519PrivateKey
                ) -> dict[str, Any]:
     row = {"badge_id": secrets.token_urlsafe(18), "member_id": member_id, "tier_key": tier_key,
-           "issued_at": issued_at}
+           "issued_at": issued_at, "key_id": key_id(key.public_key())}
     row["signature"] = base64.b64encode(key.sign(_payload(row))).decode()
     return row
 
