@@ -18,7 +18,7 @@ from koc.core.celery import ensure_broker_dirs
 from koc.core.storage import get_storage
 from koc.demo import load_demo
 from koc.extensions import db
-from koc.members.services import import_format, import_users
+from koc.members.services.imports import import_format, import_users
 from koc.tiers.services.engine import recalculate
 
 

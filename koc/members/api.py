@@ -19,7 +19,6 @@ from koc.core.signals import (
     replies,
 )
 from koc.core.storage import get_storage
-from koc.members import services
 from koc.members.schemas import (
     AcceptInSchema,
     AcceptOutSchema,
@@ -36,6 +35,7 @@ from koc.members.schemas import (
     UserOutSchema,
     UserPutSchema,
 )
+from koc.members.services import candidates, imports, invitations, roster, users
 
 blp = Blueprint("members", __name__, description="The user base, invitations and members")
 
@@ -50,25 +50,25 @@ def put_user(data: dict, external_id: str):
     if body_id is not None and body_id != external_id:
         abort(422, message="external_id in the body differs from the path.",
               errors={"json": {"external_id": ["must match the path"]}})
-    user, created = services.upsert_user(external_id, data)
+    user, created = users.upsert_user(external_id, data)
     return user, 201 if created else 200
 
 
 @blp.get("/users/<key:external_id>")
 @blp.response(200, UserOutSchema)
 @staff_required("viewer")
-def get_user(external_id: str):
-    return services.get_user(external_id)
+def read_user(external_id: str):
+    return users.get_user(external_id)
 
 
 @blp.post("/users/import")
 @blp.arguments(ImportFileSchema, location="files")
 @blp.response(202, JobCreatedSchema)
 @staff_required("admin")
-def import_users(files: dict):
+def import_users_upload(files: dict):
     # The body, file included, was held to KOC_MAX_IMPORT_FILE_BYTES before it was read.
     data = files["file"].read()
-    fmt = services.import_format(files["file"].filename or "")
+    fmt = imports.import_format(files["file"].filename or "")
     key = f"imports/users/{uuid.uuid4().hex}.{fmt}"
     # The worker reads the file from the object store, so any worker host can run the job.
     get_storage().put_bytes(key, data, content_type="text/plain")
@@ -82,11 +82,11 @@ def import_users(files: dict):
 @blp.arguments(CandidateQuerySchema, location="query")
 @blp.response(200, CandidateSchema(many=True))
 @staff_required("viewer")
-def candidates(query: dict):
+def list_candidates(query: dict):
     return [
         {"external_id": user.external_id, "display_name": user.display_name, "city": user.city,
          "store_code": user.store_code, "score": user.candidate_score, "reasons": reasons}
-        for user, reasons in services.list_candidates(query["limit"])
+        for user, reasons in candidates.list_candidates(query["limit"])
     ]
 
 
@@ -94,9 +94,9 @@ def candidates(query: dict):
 @blp.arguments(InvitationInSchema)
 @blp.response(201, InvitationOutSchema)
 @staff_required("admin")
-def create_invitation(data: dict):
+def post_invitation(data: dict):
     days = data["expires_in_days"] or current_app.config["KOC_SETTINGS"].invitation_days
-    invitation = services.create_invitation(
+    invitation = invitations.create_invitation(
         data["external_id"], expires_in_days=days, staff_id=current_principal().staff_id
     )
     return invitation
@@ -106,8 +106,8 @@ def create_invitation(data: dict):
 @blp.arguments(AcceptInSchema)
 @blp.response(201, AcceptOutSchema)
 @blp.doc(security=[])
-def accept_invitation(data: dict, code: str):
-    member, token = services.accept_invitation(
+def post_invitation_accept(data: dict, code: str):
+    member, token = invitations.accept_invitation(
         code, display_name=data["display_name"], social_accounts=data["social_accounts"]
     )
     return {"member": member, "token": token}
@@ -119,11 +119,11 @@ def accept_invitation(data: dict, code: str):
 @blp.paginate(SelectPage)
 @staff_required("viewer")
 def list_members(query: dict):
-    return services.members_query(**query)
+    return roster.members_query(**query)
 
 
 def _member_detail(member_id: int) -> SimpleNamespace:
-    member = services.get_member(member_id)
+    member = roster.get_member(member_id)
     # The schema reads the member's columns and what the domains above add (the tier history),
     # side by side.
     return SimpleNamespace(
@@ -138,7 +138,7 @@ def _member_detail(member_id: int) -> SimpleNamespace:
 @blp.get("/members/<id:member_id>")
 @blp.response(200, MemberDetailSchema)
 @staff_required("viewer")
-def get_member(member_id: int):
+def read_member(member_id: int):
     return _member_detail(member_id)
 
 
@@ -147,10 +147,10 @@ def get_member(member_id: int):
 @blp.response(200, MemberDetailSchema)
 @staff_required("admin")
 def patch_member(data: dict, member_id: int):
-    member = services.get_member(member_id)
+    member = roster.get_member(member_id)
     staff_id = current_staff_id()
     if "status" in data:
-        services.set_member_status(member, data["status"])
+        roster.set_member_status(member, data["status"])
     if "tier" in data or "tier_locked" in data:
         # The tiers package applies it (koc.tiers.api), or refuses an unknown tier.
         member_tier_set.send(
@@ -168,7 +168,7 @@ def patch_member(data: dict, member_id: int):
 @blp.response(200, MeSchema)
 @member_required
 def me():
-    member = services.get_member(current_principal().member_id)
+    member = roster.get_member(current_principal().member_id)
     return {
         "id": member.id,
         "display_name": member.display_name,
