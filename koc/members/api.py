@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from types import SimpleNamespace
 
 from flask import current_app
 from flask_smorest import abort
 
 from koc.core.auth import current_principal, current_staff_id, member_required, staff_required
-from koc.core.jobs import start_job
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.signals import (
@@ -24,7 +22,10 @@ from koc.members.schemas import (
     AcceptOutSchema,
     CandidateQuerySchema,
     CandidateSchema,
+    ImportCreatedSchema,
+    ImportCreateSchema,
     ImportFileSchema,
+    ImportStartSchema,
     InvitationInSchema,
     InvitationOutSchema,
     MemberDetailSchema,
@@ -35,7 +36,7 @@ from koc.members.schemas import (
     UserOutSchema,
     UserPutSchema,
 )
-from koc.members.services import candidates, imports, invitations, roster, users
+from koc.members.services import candidates, import_files, invitations, roster, users
 
 blp = Blueprint("members", __name__, description="The user base, invitations and members")
 
@@ -66,16 +67,46 @@ def read_user(external_id: str):
 @blp.response(202, JobCreatedSchema)
 @staff_required("admin")
 def import_users_upload(files: dict):
-    # The body, file included, was held to KOC_MAX_IMPORT_FILE_BYTES before it was read.
+    # The body, file included, was held to KOC_MAX_IMPORT_FILE_BYTES before it was read; a
+    # larger file goes through POST /users/imports, straight to the store.
     data = files["file"].read()
-    fmt = imports.import_format(files["file"].filename or "")
-    key = f"imports/users/{uuid.uuid4().hex}.{fmt}"
-    # The worker reads the file from the object store, so any worker host can run the job.
-    get_storage().put_bytes(key, data, content_type="text/plain")
-    job = start_job("koc.members.tasks.import_users_task", kind="users.import",
-                    payload={"storage_key": key, "format": fmt},
-                    staff_id=current_principal().staff_id)
-    return {"job_id": job.id}
+    job_id = import_files.store_posted_file(
+        data, filename=files["file"].filename or "", storage=get_storage(),
+        staff_id=current_principal().staff_id)
+    return {"job_id": job_id}
+
+
+def _import_settings() -> import_files.ImportSettings:
+    settings = current_app.config["KOC_SETTINGS"]
+    return import_files.ImportSettings(url_ttl=settings.upload_url_ttl,
+                                       multipart_threshold=settings.multipart_threshold,
+                                       part_size=settings.multipart_part_size)
+
+
+@blp.post("/users/imports")
+@blp.arguments(ImportCreateSchema)
+@blp.response(201, ImportCreatedSchema)
+@staff_required("admin")
+def create_import(data: dict):
+    """A bulk import: upload the file where `upload` says, then start it."""
+    item, upload = import_files.create_import(
+        filename=data["filename"], content_type=data["content_type"], size=data["size"],
+        fmt=data["format"], encoding=data["encoding"], staff_id=current_principal().staff_id,
+        storage=get_storage(), settings=_import_settings())
+    return {"import_id": item.id, "upload": upload}
+
+
+@blp.post("/users/imports/<id:import_id>/start")
+@blp.arguments(ImportStartSchema)
+@blp.response(202, JobCreatedSchema)
+@staff_required("admin")
+def start_import(data: dict, import_id: int):
+    """The job that streams the uploaded file; follow it at /jobs/{job_id}."""
+    item = import_files.get_import(import_id)
+    parts = [(p["part_number"], p["etag"]) for p in data["parts"]] if data["parts"] else None
+    job_id = import_files.start_import(item, storage=get_storage(), parts=parts,
+                                       staff_id=current_principal().staff_id)
+    return {"job_id": job_id}
 
 
 @blp.get("/candidates")

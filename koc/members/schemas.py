@@ -223,3 +223,45 @@ class MeSchema(Schema):
     badges = fields.List(fields.Nested(BadgeSchema))
     progress = fields.Nested(ProgressSchema)
     social_accounts = fields.List(fields.Nested(SocialAccountSchema))
+
+
+class ImportCreateSchema(Schema):
+    filename = kf.String(required=True, min_length=1, max_length=255)
+    content_type = kf.String(load_default="text/csv", min_length=1, max_length=100)
+    size = kf.BigInteger(required=True, minimum=1, metadata={"description": "bytes"})
+    format = kf.OneOf(["csv", "jsonl"], load_default=None, allow_none=True, metadata={
+        "description": "default: from the file name (.jsonl, .ndjson: JSONL; else CSV)"})
+    encoding = kf.OneOf(["utf-8", "gb18030"], load_default="utf-8")
+
+
+class ImportUploadPartSchema(Schema):
+    part_number = fields.Integer()
+    size = fields.Integer()
+    url = fields.String()
+
+
+class ImportUploadSchema(Schema):
+    method = fields.String()
+    url = fields.String(allow_none=True, metadata={"description": "null for a multipart upload"})
+    headers = fields.Dict(keys=fields.String(), values=fields.String())
+    multipart = fields.Boolean()
+    part_size = fields.Integer(allow_none=True)
+    parts = fields.List(fields.Nested(ImportUploadPartSchema), metadata={
+        "description": "Multipart only: PUT each part's bytes to its URL, keep each ETag."})
+
+
+class ImportCreatedSchema(Schema):
+    import_id = fields.Integer()
+    upload = fields.Nested(ImportUploadSchema)
+
+
+class ImportPartSchema(Schema):
+    part_number = kf.Integer(required=True, minimum=1, maximum=10_000)
+    etag = kf.String(required=True, min_length=1, max_length=200)
+
+
+class ImportStartSchema(Schema):
+    parts = kf.List(fields.Nested(ImportPartSchema), load_default=None, allow_none=True,
+                    min_items=1, max_items=10_000, metadata={
+                        "description": "Multipart: the parts' ETags. Without them the parts "
+                                       "the store holds are used."})

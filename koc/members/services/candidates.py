@@ -33,6 +33,19 @@ def candidate_score(values: dict[str, Any]) -> float:
     return round(score, 4)
 
 
+def candidate_score_sql(alias: str) -> str:
+    """candidate_score as SQL over the columns of `alias`, for set-based merges."""
+    parts = {
+        "orders_count": f"{alias}.orders_count",
+        "spend_yuan": f"{alias}.spend_cents / 100.0",
+        "shares_count": f"{alias}.shares_count",
+        "community_posts_count": f"{alias}.community_posts_count",
+    }
+    terms = " + ".join(f"{CANDIDATE_WEIGHTS[name]} * ln(1 + {value})"
+                       for name, value in parts.items())
+    return f"round(({terms})::numeric, 4)::float8"
+
+
 def candidate_reasons(user: User, *, now: datetime | None = None) -> list[str]:
     now = now or utcnow()
     reasons = []

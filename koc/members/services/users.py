@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,15 +54,24 @@ def _upsert_statement(rows: list[dict[str, Any]]) -> sa.Insert:
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(User).values(rows)
-    updated = {name: stmt.excluded[name] for name in (*USER_FIELDS, "candidate_score")}
+    merged = (*USER_FIELDS, "candidate_score")
+    updated = {name: stmt.excluded[name] for name in merged}
     updated["updated_at"] = stmt.excluded.updated_at
-    return stmt.on_conflict_do_update(index_elements=["external_id"], set_=updated)
+    # A row is rewritten only when a value changes: re-importing an unchanged file writes
+    # nothing (and keeps updated_at).
+    changed = sa.or_(*(getattr(User, name).is_distinct_from(stmt.excluded[name])
+                       for name in merged))
+    return stmt.on_conflict_do_update(index_elements=["external_id"], set_=updated,
+                                      where=changed)
 
 
-def upsert_users_bulk(records: list[dict[str, Any]]) -> int:
-    """One INSERT ... ON CONFLICT for a batch of validated records; safe to repeat."""
+def upsert_users_bulk(records: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """One INSERT ... ON CONFLICT for a batch of validated records; safe to repeat.
+
+    Returns (created, updated, merged): merged counts each external_id once.
+    """
     if not records:
-        return 0
+        return 0, 0, 0
     now = utcnow()
     # The last line wins when one file names the same user twice (ON CONFLICT refuses a batch
     # that touches the same row twice).
@@ -78,6 +87,8 @@ def upsert_users_bulk(records: list[dict[str, Any]]) -> int:
         }
         for ext_id, record in by_id.items()
     ]
-    db.session.execute(_upsert_statement(rows))
-    return len(rows)
-
+    existing = db.session.scalar(sa.select(sa.func.count()).select_from(User).where(
+        User.external_id.in_(list(by_id))))
+    result = cast(sa.CursorResult, db.session.execute(_upsert_statement(rows)))
+    created = len(rows) - int(existing or 0)
+    return created, max(result.rowcount - created, 0), len(rows)
