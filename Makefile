@@ -71,6 +71,7 @@ bench: install ## benchmarks (PostgreSQL, SeaweedFS): figures and ratios against
 	$(BIN)/python -m bench.submissions_throughput
 	$(BIN)/python -m bench.kits_download_urls
 	$(BIN)/python -m bench.kits_upload_throughput
+	$(BIN)/python -m bench.users_import
 
 translations: install ## extract admin-panel strings and update the zh-CN/en catalogs (then translate, re-run)
 	$(BIN)/pybabel extract -F babel.cfg -k _l -o koc/translations/messages.pot .

@@ -67,7 +67,9 @@ class ImportReport:
                 progress: dict[str, Any] | None) -> ImportReport:
         known = {name: value for name, value in (progress or {}).items()
                  if name in cls.__dataclass_fields__ and name not in ("errors", "max_errors")}
-        return cls(processed=processed, failed=failed, errors=list(errors), **known)
+        # An earlier attempt's "stopped on an internal error" is not about a line of the file.
+        lines = [error for error in errors if error.get("line") is not None]
+        return cls(processed=processed, failed=failed, errors=lines, **known)
 
 
 # One physical line of an import file: far above any real user's line (50 tags of 64 characters
@@ -410,6 +412,9 @@ _KNOWN_FIELDS = frozenset(_STAGED)
 # UNLOGGED table would outlive it).
 _STAGING_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS koc_user_import_staging (line bigint NOT NULL, "
+    + ", ".join(f"{name} text" for name in _STAGED) + ") ON COMMIT DELETE ROWS; "
+    "CREATE TEMP TABLE IF NOT EXISTS koc_user_import_refused (line bigint NOT NULL, "
+    "problems text[] NOT NULL, "
     + ", ".join(f"{name} text" for name in _STAGED) + ") ON COMMIT DELETE ROWS"
 )
 _COPY_SQL = f"COPY koc_user_import_staging (line, {', '.join(_STAGED)}) FROM STDIN"
@@ -476,6 +481,8 @@ def _copy_chunks(lines: Iterator[ParsedLine], report: ImportReport, now: datetim
     exhausted = False
     while not exhausted:
         db.session.execute(sa.text(_STAGING_DDL))
+        # Emptied by each commit, and here too for a caller that commits only at the end.
+        db.session.execute(sa.text("TRUNCATE koc_user_import_staging, koc_user_import_refused"))
         driver = _driver()
         last = report.lines_done
         staged = 0
@@ -520,9 +527,11 @@ def _merge_chunk(report: ImportReport, refused: list[tuple[int, str]],
     # Straight to the driver: the SQL holds colons (times, regular expressions) that
     # SQLAlchemy's text() would read as bind parameters.
     with _driver().cursor(row_factory=dict_row) as cursor:
+        # The DISTINCT ON sort of a chunk fits in memory instead of spilling to disk.
+        cursor.execute("SET LOCAL work_mem = '256MB'")
+        counts = cursor.execute(_MERGE_SQL, {"now": now}).fetchone() or {}
         for row in cursor.execute(_REFUSED_SQL):
             refused.append((row["line"], _refusal_message(schema, row)))
-        counts = cursor.execute(_MERGE_SQL, {"now": now}).fetchone() or {}
     merged, created, updated = (int(value or 0) for value in counts.values())
     report.processed += merged
     report.created += created
@@ -566,17 +575,28 @@ def _length_check(name: str, maximum: int) -> str:
     return f"CASE WHEN char_length(s.{name}) > {maximum} THEN '{name}:length' END"
 
 
-_DATE_RE = (r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,6})?)?"
-            r"(Z|([+-])(\d{2})(?::?(\d{2}))?)$")
-# The parts of a date-time that PostgreSQL's cast would refuse with an error (aborting the
-# chunk) are checked first, in order: CASE evaluates its branches one by one.
-_DATE_VALID = (
-    "CASE WHEN d.m IS NULL THEN false "
-    "WHEN NOT (d.m[1]::int >= 1 AND d.m[2]::int BETWEEN 1 AND 12 AND d.m[3]::int >= 1 "
-    "AND d.m[4]::int < 24 AND d.m[5]::int < 60 AND coalesce(d.m[6], '0')::int < 60 "
-    "AND coalesce(d.m[9], '0')::int <= 15 AND coalesce(d.m[10], '0')::int < 60) THEN false "
-    "ELSE d.m[3]::int <= extract(day from make_date(d.m[1]::int, d.m[2]::int, 1) "
-    "+ interval '1 month' - interval '1 day') END"
+# Shape first, with a plain match (PostgreSQL's regular expressions are slow with captures);
+# the fixed-width parts are then read by position.
+_DATE_SHAPE = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+               r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$")
+_BAD_OFFSET = r"[+-]([2-9][0-9]|1[6-9])(:?[0-9]{2})?$|[+-][0-9]{2}:?[6-9][0-9]$"
+# What PostgreSQL's cast would refuse with an error (aborting the chunk) is checked first, in
+# order: CASE evaluates its branches one by one. (%% is psycopg's escape for the operator.)
+_DATE_TS = (
+    "CASE WHEN s.last_order_at IS NULL OR s.last_order_at !~ '" + _DATE_SHAPE + "' "
+    "OR s.last_order_at ~ '" + _BAD_OFFSET + "' THEN NULL "
+    "WHEN substr(s.last_order_at, 1, 4)::int < 1 "
+    "OR substr(s.last_order_at, 6, 2)::int NOT BETWEEN 1 AND 12 "
+    "OR substr(s.last_order_at, 9, 2)::int < 1 OR substr(s.last_order_at, 12, 2)::int > 23 "
+    "OR substr(s.last_order_at, 15, 2)::int > 59 "
+    "OR (substr(s.last_order_at, 17, 1) = ':' AND substr(s.last_order_at, 18, 2)::int > 59) "
+    "THEN NULL "
+    "WHEN substr(s.last_order_at, 9, 2)::int > (ARRAY[31, 29, 31, 30, 31, 30, 31, 31, 30, 31, "
+    "30, 31])[substr(s.last_order_at, 6, 2)::int] THEN NULL "
+    "WHEN substr(s.last_order_at, 6, 5) = '02-29' AND NOT (substr(s.last_order_at, 1, 4)::int "
+    "%% 4 = 0 AND (substr(s.last_order_at, 1, 4)::int %% 100 <> 0 "
+    "OR substr(s.last_order_at, 1, 4)::int %% 400 = 0)) THEN NULL "
+    "ELSE s.last_order_at::timestamptz END"
 )
 _CHECKED = f"""
 SELECT s.*, t.ts, array_remove(ARRAY[
@@ -591,7 +611,8 @@ SELECT s.*, t.ts, array_remove(ARRAY[
   {_int_check("shares_count", INT32_MAX)},
   {_int_check("community_posts_count", INT32_MAX)},
   CASE WHEN s.last_order_at IS NULL THEN NULL
-       WHEN d.m IS NOT NULL AND coalesce(d.m[9], '0')::int > 15 THEN 'last_order_at:offset'
+       WHEN s.last_order_at ~ '{_DATE_SHAPE}' AND s.last_order_at ~ '{_BAD_OFFSET}'
+       THEN 'last_order_at:offset'
        WHEN t.ts IS NULL THEN 'last_order_at:datetime'
        WHEN t.ts < '1900-01-01T00:00:00Z' OR t.ts >= '3000-01-01T00:00:00Z'
        THEN 'last_order_at:range' END,
@@ -601,23 +622,27 @@ SELECT s.*, t.ts, array_remove(ARRAY[
                     WHERE char_length(tag.v) NOT BETWEEN 1 AND 64) THEN 'tags:item' END
 ], NULL) AS problems
 FROM koc_user_import_staging AS s
-CROSS JOIN LATERAL (SELECT regexp_match(s.last_order_at, '{_DATE_RE}') AS m) AS d
-CROSS JOIN LATERAL (SELECT CASE WHEN s.last_order_at IS NULL THEN NULL WHEN {_DATE_VALID}
-                           THEN s.last_order_at::timestamptz END AS ts) AS t
+-- OFFSET 0 keeps the planner from copying the expression into each use of ts.
+CROSS JOIN LATERAL (SELECT {_DATE_TS} AS ts OFFSET 0) AS t
 """
-_REFUSED_SQL = (f"SELECT c.line, c.problems, {', '.join(f'c.{name}' for name in _STAGED)} "
-                f"FROM ({_CHECKED}) AS c WHERE cardinality(c.problems) > 0 ORDER BY c.line")
+_REFUSED_SQL = "SELECT * FROM koc_user_import_refused ORDER BY line"
 _MERGED = ("display_name", "city", "store_code", "tags", "orders_count", "spend_cents",
            "last_order_at", "shares_count", "community_posts_count", "candidate_score")
 
 
 def _merge_sql() -> str:
-    """One statement: the last good line of each external_id, scored, upserted where it
-    changes something; answers (merged, created, updated)."""
+    """One statement over one pass of checks: the refused lines set aside, the last good line
+    of each external_id scored and upserted where it changes something; answers (merged,
+    created, updated)."""
     changed = ", ".join(f"users.{name}" for name in _MERGED)
     incoming = ", ".join(f"excluded.{name}" for name in _MERGED)
+    staged = ", ".join(f"c.{name}" for name in _STAGED)
     return f"""
-WITH good AS (
+WITH checked AS MATERIALIZED ({_CHECKED}),
+refused AS (
+  INSERT INTO koc_user_import_refused (line, problems, {", ".join(_STAGED)})
+  SELECT c.line, c.problems, {staged} FROM checked AS c WHERE cardinality(c.problems) > 0
+), good AS (
   SELECT DISTINCT ON (c.external_id) c.external_id, c.display_name, c.city, c.store_code,
     coalesce(c.tags::jsonb, '[]'::jsonb) AS tags,
     coalesce(trim(c.orders_count)::numeric::int, 0) AS orders_count,
@@ -625,7 +650,7 @@ WITH good AS (
     c.ts AS last_order_at,
     coalesce(trim(c.shares_count)::numeric::int, 0) AS shares_count,
     coalesce(trim(c.community_posts_count)::numeric::int, 0) AS community_posts_count
-  FROM ({_CHECKED}) AS c WHERE cardinality(c.problems) = 0
+  FROM checked AS c WHERE cardinality(c.problems) = 0
   ORDER BY c.external_id, c.line DESC
 ), up AS (
   INSERT INTO users (external_id, {", ".join(_MERGED)}, created_at, updated_at)
