@@ -420,38 +420,45 @@ _STAGING_DDL = (
 _COPY_SQL = f"COPY koc_user_import_staging (line, {', '.join(_STAGED)}) FROM STDIN"
 
 
+def _copy_text(value: str) -> str:
+    # COPY's text format: backslash is its escape (\N is NULL); tabs and newlines cannot occur
+    # (no line with a control character gets this far).
+    return value.replace("\\", "\\\\") if "\\" in value else value
+
+
 def _staging_row(number: int, raw: dict[str, Any]) -> str | None:
     """The line as one COPY text row, or None when only the schema can judge it (a JSON value
     of an odd type, an unknown field, a character no column can hold)."""
     if not raw.keys() <= _KNOWN_FIELDS:
         return None
-    cells: list[str | None] = []
+    cells: list[str] = [str(number)]
     plain: list[str] = []  # the values as given, checked for characters no column can hold
     for name in _STAGED:
-        value = raw.get(name)
-        if value is None:
+        value: Any = raw.get(name)
+        kind = type(value)
+        if kind is str:
+            plain.append(value)
+            cells.append(_copy_text(value))
+        elif value is None:
             if name in raw and name not in _NULLABLE:
                 return None
-            cells.append(None)
+            cells.append("\\N")
         elif name == "tags":
-            if type(value) is not list or not all(type(tag) is str for tag in value):
+            if kind is not list or not all(type(tag) is str for tag in value):
                 return None
             plain.extend(value)
-            cells.append(json.dumps(value, ensure_ascii=False))
-        elif type(value) is str:
-            plain.append(value)
-            cells.append(value)
-        elif type(value) is int and name in _COUNT_FIELDS:  # bool is not int here
+            cells.append(_copy_text(_JSON.encode(value)))
+        elif kind is int and name in _COUNT_FIELDS:  # bool is not int here
             cells.append(str(value))
         else:
             return None
     if _UNSTORABLE.search(" ".join(plain)):
         return None
-    # COPY's text format: backslash is its escape; tabs and newlines cannot occur (checked).
-    row = "\t".join("\\N" if cell is None else cell.replace("\\", "\\\\") for cell in cells)
-    return f"{number}\t{row}\n"
+    return "\t".join(cells) + "\n"
 
 
+# One encoder, not one per line (json.dumps with options builds a new one each call).
+_JSON = json.JSONEncoder(ensure_ascii=False)
 _NULLABLE = frozenset({"display_name", "city", "store_code", "last_order_at"})
 
 
