@@ -8,6 +8,7 @@ from flask import current_app
 from flask_smorest import abort
 
 from koc.core.auth import current_principal, current_staff_id, member_required, staff_required
+from koc.core.db import utcnow
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.signals import (
@@ -112,13 +113,10 @@ def start_import(data: dict, import_id: int):
 @blp.get("/candidates")
 @blp.arguments(CandidateQuerySchema, location="query")
 @blp.response(200, CandidateSchema(many=True))
+@blp.paginate(SelectPage)
 @staff_required("viewer")
 def list_candidates(query: dict):
-    return [
-        {"external_id": user.external_id, "display_name": user.display_name, "city": user.city,
-         "store_code": user.store_code, "score": user.candidate_score, "reasons": reasons}
-        for user, reasons in candidates.list_candidates(query["limit"])
-    ]
+    return candidates.candidates_query(**query, now=utcnow())
 
 
 @blp.post("/invitations")

@@ -3,7 +3,9 @@ from __future__ import annotations
 from marshmallow import Schema, fields, missing, validate
 
 from koc.core import fields as kf
+from koc.core.db import utcnow
 from koc.members.models import PLATFORMS
+from koc.members.services.candidates import candidate_reasons
 
 _external_id = kf.String(
     required=True, min_length=1, max_length=64,
@@ -66,7 +68,19 @@ class ImportFileSchema(Schema):
 
 
 class CandidateQuerySchema(Schema):
-    limit = kf.Integer(load_default=50, strict=False, minimum=1, maximum=1000)
+    limit = kf.Integer(load_default=None, strict=False, minimum=1, maximum=100_000, metadata={
+        "description": "how far down the ranking pages may go"})
+    city = kf.String(min_length=1, max_length=64)
+    store_code = kf.String(min_length=1, max_length=32)
+    tag = kf.String(min_length=1, max_length=64)
+    ordered_within_days = kf.Integer(strict=False, minimum=1, maximum=3650)
+    min_score = kf.Float(minimum=0, maximum=1e6)
+
+
+class ReasonSchema(Schema):
+    code = fields.String(metadata={"description": "orders, spend_cents, shares, community_posts, "
+                                                  "ordered_within_days"})
+    value = fields.Raw()
 
 
 class CandidateSchema(Schema):
@@ -74,8 +88,13 @@ class CandidateSchema(Schema):
     display_name = fields.String(allow_none=True)
     city = fields.String(allow_none=True)
     store_code = fields.String(allow_none=True)
-    score = fields.Float()
-    reasons = fields.List(fields.String())
+    score = fields.Float(attribute="candidate_score")
+    reasons = fields.Method("_reasons", metadata={"type": "array", "items": {
+        "type": "object", "properties": {"code": {"type": "string"}, "value": {}}}})
+
+    def _reasons(self, user):
+        # Data, not sentences: "ordered recently" is judged at the moment of the answer.
+        return candidate_reasons(user, now=utcnow())
 
 
 class InvitationInSchema(Schema):
