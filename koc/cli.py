@@ -112,7 +112,7 @@ def users_import(path: str, fmt: str | None, encoding: str) -> None:
         return (f"{figures['lines_read']:,} lines, {figures['rows_per_second']:,} rows/s"
                 + ("" if eta is None else f", {eta:,.0f} s left"))
 
-    with source, click.progressbar(length=size, label="importing", file=sys.stderr,
+    with source, click.progressbar(length=size or 0, label="importing", file=sys.stderr,
                                    item_show_func=show, show_eta=False) as bar:
         def progress(report: imports.ImportReport) -> None:
             db.session.commit()

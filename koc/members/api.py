@@ -67,7 +67,7 @@ def read_user(external_id: str):
 @blp.arguments(ImportFileSchema, location="files")
 @blp.response(202, JobCreatedSchema)
 @staff_required("admin")
-def import_users_upload(files: dict):
+def import_users(files: dict):
     # The body, file included, was held to KOC_MAX_IMPORT_FILE_BYTES before it was read; a
     # larger file goes through POST /users/imports, straight to the store.
     data = files["file"].read()

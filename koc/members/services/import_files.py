@@ -20,7 +20,6 @@ from koc.members.services.imports import import_format
 # S3 takes objects of up to 5 TiB in at most 10,000 parts; a 40-million-row export is a few GB.
 MAX_IMPORT_BYTES = 1024**4
 MAX_PARTS = 10_000
-IMPORT_TASK = "koc.members.tasks.import_users_task"
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,8 @@ def start_import(item: UserImport, *, storage: Storage, staff_id: int | None,
         raise DomainError(409, f"The stored file has {info.size} bytes, not the {item.size} "
                           "declared; upload it again.",
                           errors={"json": {"size": ["does not match the uploaded file"]}})
-    job = start_job(IMPORT_TASK, kind="users.import", staff_id=staff_id, payload={
+    job = start_job("koc.members.tasks.import_users_task", kind="users.import",
+                    staff_id=staff_id, payload={
         "import_id": item.id, "storage_key": item.storage_key, "format": item.format,
         "encoding": item.encoding, "size": item.size})
     item.status = UserImportStatus.started.value
