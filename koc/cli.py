@@ -34,7 +34,7 @@ from koc.core.errors import DomainError
 from koc.core.storage import get_storage
 from koc.demo import load_demo
 from koc.extensions import db
-from koc.members.services import import_format, import_users
+from koc.members.services import imports
 from koc.settings import SettingsError
 from koc.tiers.services.engine import recalculate
 
@@ -216,26 +216,45 @@ def users() -> None:
 
 @users.command("import")
 @click.argument("path", type=click.Path(allow_dash=True, dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(imports.FORMATS), default=None,
               help="Default: from the file name (.jsonl, else CSV); stdin defaults to CSV.")
+@click.option("--encoding", type=click.Choice(sorted(imports.ENCODINGS)), default="utf-8",
+              show_default=True, help="The file's text encoding (a UTF-8 BOM is skipped).")
 @with_appcontext
-def users_import(path: str, fmt: str | None) -> None:
-    """Bulk import users from CSV or JSONL, optionally gzipped (`-` for stdin)."""
-    fmt = fmt or ("csv" if path == "-" else import_format(path))
+def users_import(path: str, fmt: str | None, encoding: str) -> None:
+    """Bulk import users from CSV or JSONL, optionally gzipped (`-` for stdin), streamed."""
+    fmt = fmt or ("csv" if path == "-" else imports.import_format(path))
     # Bytes: each line is decoded on its own, so one bad byte refuses one line; gzip is
     # recognised by its first bytes.
-    stream: IO[bytes] = sys.stdin.buffer if path == "-" else Path(path).open("rb")  # noqa: SIM115
-    with stream, click.progressbar(length=0, label="importing", show_pos=True,
-                                   file=sys.stderr) as bar:
-        def progress(report) -> None:
-            db.session.commit()
-            bar.update(report.processed + report.failed - bar.pos)
+    source: IO[bytes] = sys.stdin.buffer if path == "-" else Path(path).open("rb")  # noqa: SIM115
+    size = None if path == "-" else Path(path).stat().st_size
+    clock = imports.Throughput(size=size)
+    figures: dict = {}
 
-        report = import_users(stream, fmt=fmt, on_progress=progress)
+    def show(_item: object) -> str:
+        if not figures:
+            return ""
+        eta = figures["eta_seconds"]
+        return (f"{figures['lines_read']:,} lines, {figures['rows_per_second']:,} rows/s"
+                + ("" if eta is None else f", {eta:,.0f} s left"))
+
+    with source, click.progressbar(length=size or 0, label="importing", file=sys.stderr,
+                                   item_show_func=show, show_eta=False) as bar:
+        def progress(report: imports.ImportReport) -> None:
+            db.session.commit()
+            figures.update(clock.figures(report))
+            bar.update(report.bytes_read - bar.pos if size else 1, report)
+
+        report = imports.import_users(imports.CountingReader(source), fmt=fmt,
+                                      encoding=encoding, on_progress=progress)
         db.session.commit()
     for error in report.errors:
         click.echo(f"line {error['line']}: {error['message']}", err=True)
-    click.echo(f"imported {report.processed} users, {report.failed} lines refused")
+    if report.failed > len(report.errors):
+        click.echo(f"... and {report.failed - len(report.errors)} more refused lines", err=True)
+    click.echo(f"imported {report.processed} users, {report.failed} lines refused "
+               f"({report.created} created, {report.updated} updated, "
+               f"{report.unchanged} unchanged)")
     if report.failed:
         sys.exit(1)
 

@@ -12,8 +12,8 @@ from koc.core.auth import create_staff, find_staff
 from koc.core.db import utcnow
 from koc.core.storage import get_storage
 from koc.extensions import db
-from koc.members import services as members
 from koc.members.models import Member
+from koc.members.services import invitations, users
 from koc.submissions.services import posts, review
 from koc.tiers.services.engine import recalculate
 
@@ -46,7 +46,7 @@ def load_demo(seed: int = 7) -> str:
         }
         for n in range(1, 501)
     ]
-    members.upsert_users_bulk(records)
+    users.upsert_users_bulk(records)
 
     storage = get_storage()
     storage.ensure_bucket()
@@ -67,9 +67,9 @@ def load_demo(seed: int = 7) -> str:
     if reviewer is None:
         raise RuntimeError("the demo reviewer is created above; it must exist here")
     for n in range(1, 21):
-        invitation = members.create_invitation(f"crm-{n:05d}", expires_in_days=14,
+        invitation = invitations.create_invitation(f"crm-{n:05d}", expires_in_days=14,
                                                 staff_id=None)
-        member, _token = members.accept_invitation(
+        member, _token = invitations.accept_invitation(
             invitation.code, display_name=f"KOC {n}",
             social_accounts=[{"platform": "xiaohongshu", "handle": f"koc_demo_{n}",
                               "url": None, "followers": rng.randint(200, 20_000)}],

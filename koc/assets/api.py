@@ -42,7 +42,7 @@ from koc.core.sqlite import writes
 from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import Member
-from koc.members.services import get_member
+from koc.members.services.roster import get_member
 from koc.submissions.services.funnel import funnel
 from koc.tiers.services.rules import tier_ranks
 

@@ -24,7 +24,8 @@ _OWN_LIMIT = frozenset({"storage.object"})
 
 # What to do instead, for the routes where a bigger body has a way in.
 _WAY_AROUND = {
-    "members.import_users": "Larger import files go through `koc users import PATH`.",
+    "members.import_users": ("Larger import files go through POST /api/v1/users/imports (a "
+                             "presigned upload) or `koc users import PATH`."),
     "submissions.import_metrics": "Split larger metrics files.",
 }
 

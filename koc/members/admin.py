@@ -21,7 +21,7 @@ from koc.admin.i18n import tier_display_name
 from koc.core import fields as kf
 from koc.extensions import db
 from koc.members.models import Member
-from koc.members.services import MEMBER_SORTS, members_query
+from koc.members.services.roster import MEMBER_SORTS, members_query
 from koc.tiers.services import rules
 
 PER_PAGE = 50

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from types import SimpleNamespace
 
 from flask import current_app
@@ -10,7 +9,7 @@ from flask_smorest import abort
 
 from koc.core import audit
 from koc.core.auth import current_principal, current_staff_id, member_required, staff_required
-from koc.core.jobs import start_job
+from koc.core.db import utcnow
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.ratelimit import invitation_limit
@@ -21,13 +20,15 @@ from koc.core.signals import (
     replies,
 )
 from koc.core.storage import get_storage
-from koc.members import services
 from koc.members.schemas import (
     AcceptInSchema,
     AcceptOutSchema,
     CandidateQuerySchema,
     CandidateSchema,
+    ImportCreatedSchema,
+    ImportCreateSchema,
     ImportFileSchema,
+    ImportStartSchema,
     InvitationInSchema,
     InvitationOutSchema,
     MemberDetailSchema,
@@ -38,6 +39,7 @@ from koc.members.schemas import (
     UserOutSchema,
     UserPutSchema,
 )
+from koc.members.services import candidates, import_files, invitations, roster, users
 
 blp = Blueprint("members", __name__, description="The user base, invitations and members")
 
@@ -52,7 +54,7 @@ def put_user(data: dict, external_id: str):
     if body_id is not None and body_id != external_id:
         abort(422, message="external_id in the body differs from the path.",
               errors={"json": {"external_id": ["must match the path"]}})
-    user, created = services.upsert_user(external_id, data)
+    user, created = users.upsert_user(external_id, data)
     audit.record("user.upsert", f"user:{external_id}", {"created": created, "fields": sorted(data)})
     return user, 201 if created else 200
 
@@ -60,8 +62,8 @@ def put_user(data: dict, external_id: str):
 @blp.get("/users/<key:external_id>")
 @blp.response(200, UserOutSchema)
 @staff_required("viewer")
-def get_user(external_id: str):
-    return services.get_user(external_id)
+def read_user(external_id: str):
+    return users.get_user(external_id)
 
 
 @blp.post("/users/import")
@@ -69,39 +71,66 @@ def get_user(external_id: str):
 @blp.response(202, JobCreatedSchema)
 @staff_required("admin")
 def import_users(files: dict):
-    # The body, file included, was held to KOC_MAX_IMPORT_FILE_BYTES before it was read.
+    # The body, file included, was held to KOC_MAX_IMPORT_FILE_BYTES before it was read; a
+    # larger file goes through POST /users/imports, straight to the store.
     data = files["file"].read()
-    fmt = services.import_format(files["file"].filename or "")
-    key = f"imports/users/{uuid.uuid4().hex}.{fmt}"
-    # The worker reads the file from the object store, so any worker host can run the job.
-    get_storage().put_bytes(key, data, content_type="text/plain")
-    job = start_job("koc.members.tasks.import_users_task", kind="users.import",
-                    payload={"storage_key": key, "format": fmt},
-                    staff_id=current_principal().staff_id)
-    return {"job_id": job.id}
+    job_id = import_files.store_posted_file(
+        data, filename=files["file"].filename or "", storage=get_storage(),
+        staff_id=current_principal().staff_id)
+    return {"job_id": job_id}
+
+
+def _import_settings() -> import_files.ImportSettings:
+    settings = current_app.config["KOC_SETTINGS"]
+    return import_files.ImportSettings(url_ttl=settings.upload_url_ttl,
+                                       multipart_threshold=settings.multipart_threshold,
+                                       part_size=settings.multipart_part_size)
+
+
+@blp.post("/users/imports")
+@blp.arguments(ImportCreateSchema)
+@blp.response(201, ImportCreatedSchema)
+@staff_required("admin")
+def create_import(data: dict):
+    """A bulk import: upload the file where `upload` says, then start it."""
+    item, upload = import_files.create_import(
+        filename=data["filename"], content_type=data["content_type"], size=data["size"],
+        fmt=data["format"], encoding=data["encoding"], staff_id=current_principal().staff_id,
+        storage=get_storage(), settings=_import_settings())
+    return {"import_id": item.id, "upload": upload}
+
+
+@blp.post("/users/imports/<id:import_id>/start")
+@blp.arguments(ImportStartSchema)
+@blp.response(202, JobCreatedSchema)
+@staff_required("admin")
+def start_import(data: dict, import_id: int):
+    """The job that streams the uploaded file; follow it at /jobs/{job_id}."""
+    item = import_files.get_import(import_id)
+    parts = [(p["part_number"], p["etag"]) for p in data["parts"]] if data["parts"] else None
+    job_id = import_files.start_import(item, storage=get_storage(), parts=parts,
+                                       staff_id=current_principal().staff_id)
+    return {"job_id": job_id}
 
 
 @blp.get("/candidates")
 @blp.arguments(CandidateQuerySchema, location="query")
 @blp.response(200, CandidateSchema(many=True))
+@blp.paginate(SelectPage)
 @staff_required("viewer")
-def candidates(query: dict):
+def list_candidates(query: dict):
     if query["limit"] > 20:  # more than a page of personal data is a sensitive read
         audit.record("candidates.list", None, {"limit": query["limit"]})
-    return [
-        {"external_id": user.external_id, "display_name": user.display_name, "city": user.city,
-         "store_code": user.store_code, "score": user.candidate_score, "reasons": reasons}
-        for user, reasons in services.list_candidates(query["limit"])
-    ]
+    return candidates.candidates_query(**query, now=utcnow())
 
 
 @blp.post("/invitations")
 @blp.arguments(InvitationInSchema)
 @blp.response(201, InvitationOutSchema)
 @staff_required("admin")
-def create_invitation(data: dict):
+def post_invitation(data: dict):
     days = data["expires_in_days"] or current_app.config["KOC_SETTINGS"].invitation_days
-    invitation = services.create_invitation(
+    invitation = invitations.create_invitation(
         data["external_id"], expires_in_days=days, staff_id=current_principal().staff_id
     )
     return invitation
@@ -113,7 +142,7 @@ def create_invitation(data: dict):
 @blp.doc(security=[])
 @invitation_limit
 def accept_invitation(data: dict, code: str):
-    member, token = services.accept_invitation(
+    member, token = invitations.accept_invitation(
         code, display_name=data["display_name"], social_accounts=data["social_accounts"]
     )
     return {"member": member, "token": token}
@@ -125,11 +154,11 @@ def accept_invitation(data: dict, code: str):
 @blp.paginate(SelectPage)
 @staff_required("viewer")
 def list_members(query: dict):
-    return services.members_query(**query)
+    return roster.members_query(**query)
 
 
 def _member_detail(member_id: int) -> SimpleNamespace:
-    member = services.get_member(member_id)
+    member = roster.get_member(member_id)
     # The schema reads the member's columns and what the domains above add (the tier history),
     # side by side.
     return SimpleNamespace(
@@ -144,7 +173,7 @@ def _member_detail(member_id: int) -> SimpleNamespace:
 @blp.get("/members/<id:member_id>")
 @blp.response(200, MemberDetailSchema)
 @staff_required("viewer")
-def get_member(member_id: int):
+def read_member(member_id: int):
     return _member_detail(member_id)
 
 
@@ -153,13 +182,13 @@ def get_member(member_id: int):
 @blp.response(200, MemberDetailSchema)
 @staff_required("admin")
 def patch_member(data: dict, member_id: int):
-    member = services.get_member(member_id)
+    member = roster.get_member(member_id)
     staff_id = current_staff_id()
     audit.record("member.update", f"member:{member_id}", {"before": {
         "status": member.status, "tier": member.tier_key, "tier_locked": member.tier_locked},
         "after": data})
     if "status" in data:
-        services.set_member_status(member, data["status"])
+        roster.set_member_status(member, data["status"])
     if "tier" in data or "tier_locked" in data:
         # The tiers package applies it (koc.tiers.api), or refuses an unknown tier.
         member_tier_set.send(
@@ -177,7 +206,7 @@ def patch_member(data: dict, member_id: int):
 @blp.response(200, MeSchema)
 @member_required
 def me():
-    member = services.get_member(current_principal().member_id)
+    member = roster.get_member(current_principal().member_id)
     return {
         "id": member.id,
         "display_name": member.display_name,

@@ -143,3 +143,41 @@ class Invitation(Model):
     member_id: Mapped[int | None] = mapped_column(sa.ForeignKey("members.id", ondelete="SET NULL"))
 
     user: Mapped[User] = relationship()
+
+
+class UserImportStatus(enum.StrEnum):
+    pending = "pending"  # waiting for the client to upload the file
+    started = "started"  # the file is stored and its job created
+
+
+class UserImport(Model):
+    """A bulk import's file on its way into object storage, then the job that reads it.
+
+    The object is deleted when the job succeeds (PIPL: import files do not outlive their job).
+    """
+
+    __tablename__ = "user_imports"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    content_type: Mapped[str] = mapped_column(sa.String(100))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    format: Mapped[str] = mapped_column(sa.String(8))
+    encoding: Mapped[str] = mapped_column(sa.String(16))
+    storage_key: Mapped[str] = mapped_column(sa.String(300), unique=True)
+    # Set while a multipart upload is open; the part size the client was told.
+    upload_id: Mapped[str | None] = mapped_column(sa.String(1024))
+    part_size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    status: Mapped[str] = mapped_column(sa.String(16), default=UserImportStatus.pending.value)
+    job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_by_staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('pending', 'started')", name="status_known"),
+        sa.CheckConstraint("format IN ('csv', 'jsonl')", name="format_known"),
+        sa.CheckConstraint("encoding IN ('utf-8', 'gb18030')", name="encoding_known"),
+        sa.CheckConstraint("size >= 0", name="size_not_negative"),
+    )

@@ -3,7 +3,9 @@ from __future__ import annotations
 from marshmallow import Schema, fields, missing, validate
 
 from koc.core import fields as kf
+from koc.core.db import utcnow
 from koc.members.models import PLATFORMS
+from koc.members.services.candidates import candidate_reasons
 
 _external_id = kf.String(
     required=True, min_length=1, max_length=64,
@@ -66,7 +68,19 @@ class ImportFileSchema(Schema):
 
 
 class CandidateQuerySchema(Schema):
-    limit = kf.Integer(load_default=50, strict=False, minimum=1, maximum=1000)
+    limit = kf.Integer(load_default=None, strict=False, minimum=1, maximum=100_000, metadata={
+        "description": "how far down the ranking pages may go"})
+    city = kf.String(min_length=1, max_length=64)
+    store_code = kf.String(min_length=1, max_length=32)
+    tag = kf.String(min_length=1, max_length=64)
+    ordered_within_days = kf.Integer(strict=False, minimum=1, maximum=3650)
+    min_score = kf.Float(minimum=0, maximum=1e6)
+
+
+class ReasonSchema(Schema):
+    code = fields.String(metadata={"description": "orders, spend_cents, shares, community_posts, "
+                                                  "ordered_within_days"})
+    value = fields.Raw()
 
 
 class CandidateSchema(Schema):
@@ -74,8 +88,13 @@ class CandidateSchema(Schema):
     display_name = fields.String(allow_none=True)
     city = fields.String(allow_none=True)
     store_code = fields.String(allow_none=True)
-    score = fields.Float()
-    reasons = fields.List(fields.String())
+    score = fields.Float(attribute="candidate_score")
+    reasons = fields.Method("_reasons", metadata={"type": "array", "items": {
+        "type": "object", "properties": {"code": {"type": "string"}, "value": {}}}})
+
+    def _reasons(self, user):
+        # Data, not sentences: "ordered recently" is judged at the moment of the answer.
+        return candidate_reasons(user, now=utcnow())
 
 
 class InvitationInSchema(Schema):
@@ -228,3 +247,45 @@ class MeSchema(Schema):
     badges = fields.List(fields.Nested(BadgeSchema))
     progress = fields.Nested(ProgressSchema)
     social_accounts = fields.List(fields.Nested(SocialAccountSchema))
+
+
+class ImportCreateSchema(Schema):
+    filename = kf.String(required=True, min_length=1, max_length=255)
+    content_type = kf.String(load_default="text/csv", min_length=1, max_length=100)
+    size = kf.BigInteger(required=True, minimum=1, metadata={"description": "bytes"})
+    format = kf.OneOf(["csv", "jsonl"], load_default=None, allow_none=True, metadata={
+        "description": "default: from the file name (.jsonl, .ndjson: JSONL; else CSV)"})
+    encoding = kf.OneOf(["utf-8", "gb18030"], load_default="utf-8")
+
+
+class ImportUploadPartSchema(Schema):
+    part_number = fields.Integer()
+    size = fields.Integer()
+    url = fields.String()
+
+
+class ImportUploadSchema(Schema):
+    method = fields.String()
+    url = fields.String(allow_none=True, metadata={"description": "null for a multipart upload"})
+    headers = fields.Dict(keys=fields.String(), values=fields.String())
+    multipart = fields.Boolean()
+    part_size = fields.Integer(allow_none=True)
+    parts = fields.List(fields.Nested(ImportUploadPartSchema), metadata={
+        "description": "Multipart only: PUT each part's bytes to its URL, keep each ETag."})
+
+
+class ImportCreatedSchema(Schema):
+    import_id = fields.Integer()
+    upload = fields.Nested(ImportUploadSchema)
+
+
+class ImportPartSchema(Schema):
+    part_number = kf.Integer(required=True, minimum=1, maximum=10_000)
+    etag = kf.String(required=True, min_length=1, max_length=200)
+
+
+class ImportStartSchema(Schema):
+    parts = kf.List(fields.Nested(ImportPartSchema), load_default=None, allow_none=True,
+                    min_items=1, max_items=10_000, metadata={
+                        "description": "Multipart: the parts' ETags. Without them the parts "
+                                       "the store holds are used."})

@@ -2,30 +2,52 @@
 
 from __future__ import annotations
 
-import io
-
 from celery import shared_task
 
 from koc.core.jobs import Job, run_job
 from koc.core.storage import get_storage
 from koc.extensions import db
-from koc.members import services
+from koc.members.services import imports
 
 
 @shared_task(name="koc.members.tasks.import_users_task")
 def import_users_task(job_id: int) -> None:
-    """Run an import job. Upserts are keyed on external_id, so a re-delivered task is harmless."""
+    """Run an import job: the stored file is streamed, never held whole.
+
+    Each chunk commits with the job's progress, so a job that died half-way (or a re-delivered
+    task) resumes after its last committed chunk; upserts keyed on external_id make the overlap
+    harmless. The file is deleted once the job has succeeded; a failed job keeps it for the
+    retry.
+    """
     storage = get_storage()
 
     def work(job: Job) -> None:
-        # At most KOC_MAX_IMPORT_FILE_BYTES (the web process held it whole too); decoded and
-        # parsed line by line, so a gzipped file's lines are never all in memory at once.
-        data = storage.get_bytes(job.payload["storage_key"])
-        report = services.import_users(io.BytesIO(data), fmt=job.payload["format"])
-        # The job runs to the end either way; `failed` and `errors` say which lines were refused.
-        job.processed = report.processed
-        job.failed = report.failed
-        job.errors = report.errors
+        payload = job.payload
+        resume = imports.ImportReport.restore(
+            processed=job.processed, failed=job.failed, errors=job.errors or [],
+            progress=(job.result or {}).get("progress"))
+        clock = imports.Throughput(size=payload.get("size"), start=resume)
+
+        def progress(report: imports.ImportReport) -> None:
+            _record(job, report, clock)
+            # One commit per chunk (not one per task): that is what makes the job resumable
+            # and its progress visible while it runs.
+            db.session.commit()
+
+        stream = imports.CountingReader(storage.iter_chunks(payload["storage_key"]))
+        report = imports.import_users(stream, fmt=payload["format"],
+                                      encoding=payload.get("encoding", "utf-8"),
+                                      on_progress=progress, resume=resume)
+        _record(job, report, clock)
 
     if run_job(job_id, work):
-        storage.delete(db.session.get_one(Job, job_id).payload["storage_key"])
+        payload = db.session.get_one(Job, job_id).payload
+        storage.delete(payload["storage_key"])
+        db.session.commit()
+
+
+def _record(job: Job, report: imports.ImportReport, clock: imports.Throughput) -> None:
+    job.processed = report.processed
+    job.failed = report.failed
+    job.errors = list(report.errors)
+    job.result = {"progress": report.progress(), **clock.figures(report)}

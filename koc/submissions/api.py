@@ -24,7 +24,7 @@ from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.storage import get_storage
 from koc.members.models import SocialAccount
-from koc.members.services import get_member
+from koc.members.services.roster import get_member
 from koc.submissions.models import MetricSnapshot
 from koc.submissions.schemas import (
     BulkReviewInSchema,

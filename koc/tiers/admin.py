@@ -36,7 +36,7 @@ from koc.core.auth import Staff
 from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member
-from koc.members.services import get_member
+from koc.members.services.roster import get_member
 from koc.submissions.services import posts
 from koc.tiers.models import Drop, DropClaim, TierRuleSet
 from koc.tiers.schemas import DropInSchema, TiersInSchema

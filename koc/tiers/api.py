@@ -31,7 +31,7 @@ from koc.core.ratelimit import claim_limit
 from koc.core.signals import member_detail_requested, member_tier_set, member_view_requested
 from koc.extensions import db
 from koc.members.models import Member
-from koc.members.services import get_member
+from koc.members.services.roster import get_member
 from koc.submissions.services import ledger
 from koc.tiers.models import Drop, DropClaim
 from koc.tiers.schemas import (

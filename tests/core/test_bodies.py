@@ -164,7 +164,8 @@ def test_a_file_import_over_the_cap_is_413_and_names_the_way_for_big_files(staff
     assert response.status_code == 413
     assert response.json["message"] == (
         "The request body is over the 32 MiB this route accepts. "
-        "Larger import files go through `koc users import PATH`.")
+        "Larger import files go through POST /api/v1/users/imports (a presigned upload) or "
+        "`koc users import PATH`.")
     assert body.consumed == 0
 
 

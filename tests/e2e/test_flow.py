@@ -141,7 +141,7 @@ def test_main_flow_end_to_end(make_app, flow_env: dict[str, str], tmp_path: Path
     candidates = admin.get("/candidates?limit=10")
     assert candidates.status_code == 200
     assert [c["external_id"] for c in candidates.json] == ["crm-1", "crm-2", "crm-3"]
-    assert "13 orders" in candidates.json[0]["reasons"]
+    assert {"code": "orders", "value": 13} in candidates.json[0]["reasons"]
     invitation = admin.post("/invitations", json={"external_id": "crm-1"})
     assert invitation.status_code == 201, invitation.json
     accepted = Api(client).post(f"/invitations/{invitation.json['code']}/accept", json={

@@ -1,0 +1,136 @@
+"""The user-base import on PostgreSQL: `koc users import` against raw COPY of the same file.
+
+Generates a CRM export of N rows (10 columns, CSV), then in one run:
+1. COPY of the file (psycopg's copy protocol, as `psql \\copy` does) into a table of the same
+   columns and indexes as `users` (primary key, unique external_id): the database's own rate;
+2. `koc users import FILE` in a child process, the real CLI path (streamed reading, COPY into
+   staging, checks in SQL, one merge per chunk): rows/s, and the child's peak RSS;
+3. the same import again on the unchanged file: rows/s, and how many rows it updated (0 expected).
+
+Prints rows/s of each, the ratio import/COPY (goal: at least 0.33, i.e. within 3x), and peak
+memory. The scratch database is dropped at exit, also after an error or Ctrl-C.
+
+    .venv/bin/python -m bench.users_import                  # 1,000,000 rows
+    .venv/bin/python -m bench.users_import --rows 200000    # a quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from bench.tier_recalc import ADMIN_URL, in_scratch_database, migrated_app
+
+CITIES = ["上海", "北京", "深圳", "广州", "杭州", "成都", "Wuhan", "Xi'an"]
+TAGS = ["mother-baby", "beauty", "snacks", "outdoor", "pets", "toys"]
+HEADER = ("external_id,display_name,city,store_code,tags,orders_count,spend_cents,"
+          "last_order_at,shares_count,community_posts_count\n")
+BASELINE_DDL = """
+CREATE TABLE users_copy_baseline (
+  id bigserial PRIMARY KEY,
+  external_id varchar(64) NOT NULL UNIQUE,
+  display_name varchar(100), city varchar(64), store_code varchar(32), tags text,
+  orders_count integer NOT NULL, spend_cents bigint NOT NULL, last_order_at timestamptz,
+  shares_count integer NOT NULL, community_posts_count integer NOT NULL
+)
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=11)
+    return parser.parse_args(argv)
+
+
+def generate(path: Path, rows: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as out:
+        out.write(HEADER)
+        batch = []
+        for i in range(rows):
+            orders = int(40 * rng.random() ** 3)
+            tags = "|".join(rng.sample(TAGS, rng.randint(0, 2)))
+            last = (f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:15:00+08:00"
+                    if orders else "")
+            batch.append(f"crm-{i:010d},用户 {i},{CITIES[i % len(CITIES)]},S{i % 500:04d},"
+                         f"{tags},{orders},{orders * (3000 + i % 20000)},{last},{orders // 2},"
+                         f"{orders // 3}\n")
+            if len(batch) >= 10_000:
+                out.write("".join(batch))
+                batch.clear()
+        out.write("".join(batch))
+
+
+def copy_baseline(url: str, path: Path) -> float:
+    with psycopg.connect(url) as conn:
+        conn.execute(BASELINE_DDL)
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cursor, cursor.copy(
+                "COPY users_copy_baseline (external_id, display_name, city, store_code, tags, "
+                "orders_count, spend_cents, last_order_at, shares_count, community_posts_count) "
+                "FROM STDIN (FORMAT csv, HEADER)") as copy, path.open("rb") as source:
+            while chunk := source.read(1024 * 1024):
+                copy.write(chunk)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def cli_import(url: str, instance: str, path: Path) -> tuple[float, int, str]:
+    """(seconds, peak RSS in KiB, summary line) of `koc users import PATH` in a child."""
+    env = {**os.environ, "KOC_DATABASE_URL": url, "KOC_ENV": "test", "KOC_LOG_LEVEL": "WARNING"}
+    koc = Path(sys.executable).with_name("koc")
+    started = time.perf_counter()
+    process = subprocess.Popen([str(koc), "users", "import", str(path)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    _pid, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    output = process.stdout.read() if process.stdout else ""
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"koc users import failed: {output}")
+    return elapsed, usage.ru_maxrss, output.strip().splitlines()[-1]
+
+
+def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> None:
+    with migrated_app(url, instance):
+        pass
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "crm.csv"
+        generate(path, args.rows, args.seed)
+        size = path.stat().st_size
+        print(f"database {name}; file: {args.rows:,} rows, {size / 1e6:,.1f} MB")
+        copy_seconds = copy_baseline(url, path)
+        import_seconds, rss_kib, summary = cli_import(url, instance, path)
+        again_seconds, again_rss_kib, again_summary = cli_import(url, instance, path)
+    copy_rate = args.rows / copy_seconds
+    import_rate = args.rows / import_seconds
+    again_rate = args.rows / again_seconds
+    updated = re.search(r"(\d+) updated", again_summary)
+    print(f"COPY into a same-shape table   {copy_seconds:8.2f} s  {copy_rate:12,.0f} rows/s")
+    print(f"koc users import               {import_seconds:8.2f} s  {import_rate:12,.0f} rows/s"
+          f"   peak RSS {rss_kib / 1024:,.0f} MiB")
+    print(f"  {summary}")
+    print(f"re-import of the unchanged file {again_seconds:7.2f} s  {again_rate:12,.0f} rows/s"
+          f"   peak RSS {again_rss_kib / 1024:,.0f} MiB   rows updated: "
+          f"{updated.group(1) if updated else '?'}")
+    print(f"ratio import/COPY: {import_rate / copy_rate:.2f} (goal >= 0.33: within 3x); "
+          f"COPY is {copy_seconds and import_seconds / copy_seconds:.1f}x faster")
+
+
+def main(argv: list[str] | None = None) -> int:
+    print(f"PostgreSQL admin URL: {ADMIN_URL}")
+    return in_scratch_database(benchmark, parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

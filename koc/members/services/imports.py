@@ -1,0 +1,684 @@
+"""Bulk imports of the user base: CSV or JSONL files, gzipped or not, read line by line."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import json
+import re
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import IO, Any, cast
+
+import psycopg
+import sqlalchemy as sa
+from marshmallow import ValidationError
+from psycopg.rows import dict_row
+
+from koc.core.db import utcnow
+from koc.core.fields import INT32_MAX, INT64_MAX
+from koc.extensions import db
+from koc.members.schemas import UserImportRowSchema
+from koc.members.services.candidates import candidate_score_sql
+from koc.members.services.users import upsert_users_bulk
+
+IMPORT_BATCH_SIZE = 1000
+# Lines per COPY chunk on PostgreSQL: one commit each, so a killed job loses at most this many.
+PG_CHUNK_ROWS = 200_000
+CHUNK_BYTES = 1024 * 1024
+# The encodings a CRM export declares, and how a report names them.
+ENCODINGS = {"utf-8": "UTF-8", "gb18030": "GB18030"}
+FORMATS = ("csv", "jsonl")
+
+@dataclass
+class ImportReport:
+    """How far an import is; saved with its job after each chunk, so a re-run resumes."""
+
+    processed: int = 0
+    failed: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    # The last line of the file whose chunk is merged (committed, once the caller commits).
+    lines_done: int = 0
+    bytes_read: int = 0
+    finished: bool = False
+    # The first bad lines, with reasons; a file of millions of bad lines keeps memory flat.
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    max_errors: int = 1000
+
+    def refuse(self, line: int, message: str) -> None:
+        self.failed += 1
+        if len(self.errors) < self.max_errors:
+            self.errors.append({"line": line, "message": message})
+
+    def progress(self) -> dict[str, Any]:
+        """What a job keeps beside processed, failed and errors (and resumes from)."""
+        return {name: value for name, value in asdict(self).items()
+                if name not in ("processed", "failed", "errors", "max_errors")}
+
+    @classmethod
+    def restore(cls, *, processed: int, failed: int, errors: list[dict[str, Any]],
+                progress: dict[str, Any] | None) -> ImportReport:
+        known = {name: value for name, value in (progress or {}).items()
+                 if name in cls.__dataclass_fields__ and name not in ("errors", "max_errors")}
+        # An earlier attempt's "stopped on an internal error" is not about a line of the file.
+        lines = [error for error in errors if error.get("line") is not None]
+        return cls(processed=processed, failed=failed, errors=lines, **known)
+
+
+# One physical line of an import file: far above any real user's line (50 tags of 64 characters
+# take 13 KiB), small enough that a file without newlines cannot fill the worker's memory.
+MAX_LINE_BYTES = 64 * 1024
+MAX_MESSAGE_CHARS = 500
+_GZIP_MAGIC = b"\x1f\x8b"
+# Characters no column should hold: C0 and C1 controls (PostgreSQL refuses NUL outright) and lone
+# surrogates, which JSON escapes can produce and which neither database driver can encode.
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# JSON may give these as 3.5; the schema would truncate that to 3 rather than refuse it.
+_COUNT_FIELDS = frozenset({"orders_count", "spend_cents", "shares_count", "community_posts_count"})
+
+
+def _printable(text: str, limit: int = 40) -> str:
+    """A name taken from the file, safe to store and print: escapes, and cut short."""
+    text = _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _binary_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes, str | None]]:
+    """(number, bytes, why the line cannot be used, or None) per physical line."""
+    buffered = (stream if isinstance(stream, io.BufferedReader)
+                else io.BufferedReader(cast(io.RawIOBase, stream)))
+    source: io.BufferedIOBase = buffered
+    if buffered.peek(len(_GZIP_MAGIC))[:len(_GZIP_MAGIC)] == _GZIP_MAGIC:
+        source = gzip.GzipFile(fileobj=buffered, mode="rb")
+    number = 0
+    try:
+        while raw := source.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while (rest := source.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    pass
+                # The head stands in for the line, so a CSV record it belongs to is refused
+                # with it rather than read without it.
+                yield number, raw[:MAX_LINE_BYTES] + b"\n", f"longer than {MAX_LINE_BYTES} bytes"
+                continue
+            yield number, raw, None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        yield number + 1, b"\n", f"the compressed data is damaged from here on ({exc})"
+
+
+def _text_lines(stream: IO[bytes], encoding: str = "utf-8"
+                ) -> Iterator[tuple[int, str, str | None]]:
+    """Decode each line on its own, so one bad byte costs one line, not the file.
+
+    A line that cannot be used is still yielded (with U+FFFD for bad bytes) with the reason,
+    so a CSV reader keeps its place and the caller refuses the line. GB18030 never uses the
+    newline byte inside a character, so splitting at it first is safe for both encodings.
+    """
+    label = ENCODINGS[encoding]
+    bom = codecs.BOM_UTF8 if encoding == "utf-8" else b""
+    for number, line, unusable in _binary_lines(stream):
+        raw = line.removeprefix(bom) if number == 1 and bom else line
+        try:
+            yield number, raw.decode(encoding), unusable
+        except UnicodeDecodeError as exc:
+            yield number, raw.decode(encoding, "replace"), unusable or (
+                f"not valid {label} (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})")
+
+
+ParsedLine = tuple[int, dict[str, Any] | str]
+
+
+def _parse_jsonl(stream: IO[bytes], encoding: str = "utf-8") -> Iterator[ParsedLine]:
+    for number, line, problem in _text_lines(stream, encoding):
+        if problem is not None:
+            yield number, problem
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, f"not valid JSON: {exc.msg}"
+            continue
+        except ValueError:  # Python refuses to convert integers of more than 4,300 digits
+            yield number, "a number has too many digits"
+            continue
+        except RecursionError:
+            yield number, "nested too deeply"
+            continue
+        yield number, record if isinstance(record, dict) else "a line must be a JSON object"
+
+
+def _parse_csv(stream: IO[bytes], encoding: str = "utf-8") -> Iterator[ParsedLine]:
+    problems: dict[int, str] = {}
+
+    def lines() -> Iterator[str]:
+        for number, line, problem in _text_lines(stream, encoding):
+            if problem is not None:
+                problems[number] = problem
+            yield line
+
+    reader = csv.DictReader(lines())
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        yield 1, f"the header row is not valid CSV: {exc}"
+        return
+    if 1 in problems:
+        yield 1, f"the header row is {problems[1]}; nothing was read"
+        return
+    if fieldnames is None or "external_id" not in fieldnames:
+        yield 1, "the header row must name an external_id column"
+        return
+    last_line = reader.line_num
+    while True:
+        row: dict[str | None, Any] | str
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            row = f"not valid CSV: {exc}"
+        first_line, last_line = last_line + 1, reader.line_num
+        # A record refused for its own reasons is reported once, at its last line (where the
+        # reader is); lines that could not be read are reported each at its own number.
+        unreadable = [n for n in range(first_line, last_line + 1) if n in problems]
+        for number in unreadable:
+            yield number, problems.pop(number)
+        if unreadable:
+            continue
+        if isinstance(row, str):
+            yield last_line, row
+            continue
+        if None in row:
+            yield last_line, "more cells than header columns"
+            continue
+        record: dict[str, Any] = {k: v for k, v in row.items()
+                                  if k is not None and v not in ("", None)}
+        if "tags" in record:
+            record["tags"] = [t.strip() for t in record["tags"].split("|") if t.strip()]
+        yield last_line, record
+    # The damaged end of a gzipped file reaches the reader as a blank line, which it skips.
+    yield from sorted(problems.items())
+
+
+def _flatten(messages: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(messages, dict):
+        for key, inner in messages.items():
+            name = _printable(str(key))
+            yield from _flatten(inner, f"{prefix}.{name}" if prefix else name)
+    elif isinstance(messages, list):
+        for message in messages:
+            yield from _flatten(message, prefix)
+    else:
+        yield prefix or "_", str(messages)
+
+
+def _describe(problems: dict[str, Any]) -> str:
+    by_field: dict[str, list[str]] = {}
+    for name, message in _flatten(problems):
+        by_field.setdefault(name, []).append(message)
+    text = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in by_field.items())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
+
+
+def _raw_problems(raw: dict[str, Any]) -> dict[str, list[str]]:
+    """What the schema would let through but no column can store, or would silently change."""
+    problems: dict[str, list[str]] = {}
+    for name, value in raw.items():
+        texts = value if isinstance(value, list) else [value]
+        for text in texts:
+            if isinstance(text, str) and (found := _UNSTORABLE.search(text)):
+                kind = ("a lone surrogate" if "\ud800" <= found.group() <= "\udfff"
+                        else "a control character")
+                problems[str(name)] = [f"holds {kind} (U+{ord(found.group()):04X})"]
+                break
+        if name in _COUNT_FIELDS and isinstance(value, float) and not value.is_integer():
+            problems[name] = ["must be a whole number"]
+    return problems
+
+
+def _check_line(schema: UserImportRowSchema, raw: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(record, problems): every field's problem at once, so one pass fixes the line.
+
+    The schema's fields bound numbers and dates to what their columns hold (koc.core.fields).
+    """
+    problems: dict[str, Any] = _raw_problems(raw)
+    try:
+        record = schema.load(raw)
+    except ValidationError as exc:
+        record = exc.valid_data if isinstance(exc.valid_data, dict) else {}
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages}
+        for name, message in messages.items():
+            problems.setdefault(str(name), message)
+    return record, problems
+
+
+class CountingReader(io.RawIOBase):
+    """A readable stream over another stream or over an iterator of chunks (an object in the
+    store), counting the bytes read so progress and time left can be told from the size."""
+
+    def __init__(self, source: IO[bytes] | Iterable[bytes]) -> None:
+        super().__init__()
+        self.bytes_read = 0
+        self._file: IO[bytes] | None = None
+        self._chunks: Iterator[bytes] | None = None
+        if isinstance(source, io.IOBase) or hasattr(source, "read"):
+            self._file = cast(IO[bytes], source)
+        else:
+            self._chunks = iter(source)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._file is not None:
+            data = self._file.read(len(view))
+        else:
+            if not self._pending and self._chunks is not None:
+                self._pending = next(self._chunks, b"")
+            data, self._pending = self._pending[:len(view)], self._pending[len(view):]
+        view[:len(data)] = data
+        self.bytes_read += len(data)
+        return len(data)
+
+
+class Throughput:
+    """Rate and time left of a running import, from the lines and bytes read so far.
+
+    A stopwatch, not the calendar: it measures this run (a resumed one counts from where it
+    resumed).
+    """
+
+    def __init__(self, *, size: int | None, start: ImportReport | None = None) -> None:
+        self.size = size
+        self.started = time.monotonic()
+        self.lines_at_start = start.lines_done if start else 0
+
+    def figures(self, report: ImportReport) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        lines = report.lines_done - self.lines_at_start
+        # A resumed run reads the file again from its first byte (skipping merged lines).
+        read = report.bytes_read
+        eta = None
+        if self.size and read > 0 and not report.finished:
+            eta = round(max(self.size - report.bytes_read, 0) * elapsed / read, 1)
+        return {"lines_read": report.lines_done, "rows_per_second": round(lines / elapsed),
+                "bytes_read": report.bytes_read, "size": self.size,
+                "eta_seconds": 0.0 if report.finished else eta}
+
+
+def _restore(report: ImportReport | None) -> ImportReport:
+    return report if report is not None else ImportReport()
+
+
+def import_users(stream: IO[bytes] | CountingReader, *, fmt: str = "csv",
+                 encoding: str = "utf-8", on_progress: Callable[[ImportReport], None] | None
+                 = None, resume: ImportReport | None = None, now: datetime | None = None,
+                 chunk_rows: int | None = None) -> ImportReport:
+    """Validate every line, merge the good ones chunk by chunk, report the bad ones by line.
+
+    The file is bytes (CSV with a header in any column order, or JSONL; UTF-8 with or without
+    a BOM, or GB18030; gzipped or not), read line by line: a line with a bad byte, a value its
+    column cannot hold or a JSON error is refused on its own. After each chunk `on_progress`
+    gets the report and the caller commits: `resume` (the report of the last committed chunk)
+    skips the lines already merged, so a run killed half-way and run again ends with the same
+    rows as one uninterrupted run. Merges are upserts keyed on external_id that touch only the
+    rows whose values changed, so an unchanged file updates nothing.
+
+    PostgreSQL gets the file through COPY into a staging table and checks it in SQL
+    (`_merge_chunk`); SQLite takes batched upserts checked by the schema.
+    """
+    report = _restore(resume)
+    counted = stream if isinstance(stream, CountingReader) else CountingReader(stream)
+    buffered = io.BufferedReader(counted, buffer_size=CHUNK_BYTES)
+    parse = _parse_jsonl if fmt == "jsonl" else _parse_csv
+    done = report.lines_done
+    lines = ((n, raw) for n, raw in parse(cast(IO[bytes], buffered), encoding) if n > done)
+    now = now or utcnow()
+    if db.session.get_bind().dialect.name == "postgresql":
+        chunks = _copy_chunks(lines, report, now, chunk_rows or PG_CHUNK_ROWS)
+    else:
+        chunks = _batch_chunks(lines, report, chunk_rows or IMPORT_BATCH_SIZE)
+    for _ in chunks:
+        report.bytes_read = counted.bytes_read
+        if on_progress:
+            on_progress(report)
+    report.bytes_read = counted.bytes_read
+    report.finished = True
+    return report
+
+
+def _take_refusals(report: ImportReport, refused: list[tuple[int, str]]) -> None:
+    for number, message in sorted(refused):
+        report.refuse(number, message)
+    refused.clear()
+
+
+def _batch_chunks(lines: Iterator[ParsedLine], report: ImportReport,
+                  size: int) -> Iterator[None]:
+    """SQLite: the schema checks each line, a batch is one INSERT ... ON CONFLICT."""
+    schema = UserImportRowSchema()
+    batch: list[dict[str, Any]] = []
+    refused: list[tuple[int, str]] = []
+    last = report.lines_done
+    for number, raw in lines:
+        last = number
+        if isinstance(raw, str):
+            refused.append((number, raw))
+            continue
+        record, problems = _check_line(schema, raw)
+        if problems:
+            refused.append((number, _describe(problems)))
+            continue
+        batch.append(record)
+        if len(batch) >= size:
+            _flush_batch(batch, refused, report, last)
+            yield
+    _flush_batch(batch, refused, report, last)
+    yield
+
+
+def _flush_batch(batch: list[dict[str, Any]], refused: list[tuple[int, str]],
+                 report: ImportReport, last: int) -> None:
+    created, updated, merged = upsert_users_bulk(batch)
+    report.processed += merged
+    report.created += created
+    report.updated += updated
+    report.unchanged += merged - created - updated
+    batch.clear()
+    db.session.flush()
+    _take_refusals(report, refused)
+    report.lines_done = last
+
+
+# --- PostgreSQL: COPY into staging, checks and merge in SQL --------------------------------------
+
+_TEXT_COLUMNS = ("external_id", "display_name", "city", "store_code", "last_order_at")
+_STAGED = (*_TEXT_COLUMNS, *sorted(_COUNT_FIELDS), "tags")
+_KNOWN_FIELDS = frozenset(_STAGED)
+# Session-private and never written to the WAL; emptied by each commit, so a chunk's rows live
+# exactly as long as its transaction, and a worker that dies leaves nothing behind (a named
+# UNLOGGED table would outlive it).
+_STAGING_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS koc_user_import_staging (line bigint NOT NULL, "
+    + ", ".join(f"{name} text" for name in _STAGED) + ") ON COMMIT DELETE ROWS; "
+    "CREATE TEMP TABLE IF NOT EXISTS koc_user_import_refused (line bigint NOT NULL, "
+    "problems text[] NOT NULL, "
+    + ", ".join(f"{name} text" for name in _STAGED) + ") ON COMMIT DELETE ROWS"
+)
+_COPY_SQL = f"COPY koc_user_import_staging (line, {', '.join(_STAGED)}) FROM STDIN"
+
+
+def _copy_text(value: str) -> str:
+    # COPY's text format: backslash is its escape (\N is NULL); tabs and newlines cannot occur
+    # (no line with a control character gets this far).
+    return value.replace("\\", "\\\\") if "\\" in value else value
+
+
+def _staging_row(number: int, raw: dict[str, Any]) -> str | None:
+    """The line as one COPY text row, or None when only the schema can judge it (a JSON value
+    of an odd type, an unknown field, a character no column can hold)."""
+    if not raw.keys() <= _KNOWN_FIELDS:
+        return None
+    cells: list[str] = [str(number)]
+    plain: list[str] = []  # the values as given, checked for characters no column can hold
+    for name in _STAGED:
+        value: Any = raw.get(name)
+        kind = type(value)
+        if kind is str:
+            plain.append(value)
+            cells.append(_copy_text(value))
+        elif value is None:
+            if name in raw and name not in _NULLABLE:
+                return None
+            cells.append("\\N")
+        elif name == "tags":
+            if kind is not list or not all(type(tag) is str for tag in value):
+                return None
+            plain.extend(value)
+            cells.append(_copy_text(_JSON.encode(value)))
+        elif kind is int and name in _COUNT_FIELDS:  # bool is not int here
+            cells.append(str(value))
+        else:
+            return None
+    if _UNSTORABLE.search(" ".join(plain)):
+        return None
+    return "\t".join(cells) + "\n"
+
+
+# One encoder, not one per line (json.dumps with options builds a new one each call).
+_JSON = json.JSONEncoder(ensure_ascii=False)
+_NULLABLE = frozenset({"display_name", "city", "store_code", "last_order_at"})
+
+
+def _as_raw(record: dict[str, Any]) -> dict[str, Any]:
+    """A record the schema accepted, as the text the staging table takes."""
+    raw: dict[str, Any] = {}
+    for name in _STAGED:
+        value = record.get(name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        raw[name] = value
+    return raw
+
+
+def _driver() -> psycopg.Connection[Any]:
+    """The session's own psycopg connection: COPY runs inside the session's transaction."""
+    driver = db.session.connection().connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError("the PostgreSQL import path needs the psycopg driver")
+    return driver
+
+
+def _copy_chunks(lines: Iterator[ParsedLine], report: ImportReport, now: datetime,
+                 chunk_rows: int) -> Iterator[None]:
+    schema = UserImportRowSchema()
+    refused: list[tuple[int, str]] = []
+    exhausted = False
+    while not exhausted:
+        db.session.execute(sa.text(_STAGING_DDL))
+        # Emptied by each commit, and here too for a caller that commits only at the end.
+        db.session.execute(sa.text("TRUNCATE koc_user_import_staging, koc_user_import_refused"))
+        driver = _driver()
+        last = report.lines_done
+        staged = 0
+        with driver.cursor() as cursor, cursor.copy(_COPY_SQL) as copy:
+            buffer: list[str] = []
+            for number, raw in lines:
+                last = number
+                if isinstance(raw, str):
+                    refused.append((number, raw))
+                    continue
+                row = _staging_row(number, raw)
+                if row is None:
+                    record, problems = _check_line(schema, raw)
+                    if problems:
+                        refused.append((number, _describe(problems)))
+                        continue
+                    row = _staging_row(number, _as_raw(record))
+                    if row is None:
+                        refused.append((number, "a value cannot be stored"))
+                        continue
+                buffer.append(row)
+                staged += 1
+                if len(buffer) >= 2000:
+                    copy.write("".join(buffer))
+                    buffer.clear()
+                if staged >= chunk_rows:
+                    break
+            else:
+                exhausted = True
+            if buffer:
+                copy.write("".join(buffer))
+        if staged:
+            _merge_chunk(report, refused, schema, now)
+        _take_refusals(report, refused)
+        report.lines_done = last
+        yield
+
+
+def _merge_chunk(report: ImportReport, refused: list[tuple[int, str]],
+                 schema: UserImportRowSchema, now: datetime) -> None:
+    """Check the staged chunk in SQL, report its refused lines, merge the rest in one upsert."""
+    # Straight to the driver: the SQL holds colons (times, regular expressions) that
+    # SQLAlchemy's text() would read as bind parameters.
+    with _driver().cursor(row_factory=dict_row) as cursor:
+        # The DISTINCT ON sort of a chunk fits in memory instead of spilling to disk.
+        cursor.execute("SET LOCAL work_mem = '256MB'")
+        counts = cursor.execute(_MERGE_SQL, {"now": now}).fetchone() or {}
+        for row in cursor.execute(_REFUSED_SQL):
+            refused.append((row["line"], _refusal_message(schema, row)))
+    merged, created, updated = (int(value or 0) for value in counts.values())
+    report.processed += merged
+    report.created += created
+    report.updated += updated
+    report.unchanged += merged - created - updated
+
+
+_SQL_REASONS = {
+    "required": "Missing data for required field.",
+    "format": "may hold only letters, digits and _ . : - (at most 64)",
+    "length": "too long",
+    "integer": "Not a valid integer.",
+    "range": "out of range",
+    "datetime": "Not a valid datetime (use YYYY-MM-DDTHH:MM:SS+08:00).",
+    "offset": "the offset must be within 15:59 of UTC",
+    "items": "Length must be between 0 and 50.",
+    "item": "each tag must hold 1 to 64 characters",
+}
+
+
+def _refusal_message(schema: UserImportRowSchema, row: Any) -> str:
+    """The schema's own words for a line SQL refused (the same messages as the SQLite path);
+    SQL's reasons where the schema would have let the line through."""
+    raw = {name: row[name] for name in _STAGED if row[name] is not None}
+    if "tags" in raw:
+        raw["tags"] = json.loads(raw["tags"])
+    _record, problems = _check_line(schema, raw)
+    if problems:
+        return _describe(problems)
+    return _describe({name: [_SQL_REASONS[reason]] for name, _, reason in
+                      (problem.partition(":") for problem in row["problems"])})
+
+
+def _int_check(name: str, maximum: int) -> str:
+    return (f"CASE WHEN s.{name} IS NULL THEN NULL "
+            f"WHEN s.{name} !~ '^\\s*[+-]?[0-9]+\\s*$' THEN '{name}:integer' "
+            f"WHEN s.{name}::numeric NOT BETWEEN 0 AND {maximum} THEN '{name}:range' END")
+
+
+def _length_check(name: str, maximum: int) -> str:
+    return f"CASE WHEN char_length(s.{name}) > {maximum} THEN '{name}:length' END"
+
+
+# Shape first, with a plain match (PostgreSQL's regular expressions are slow with captures);
+# the fixed-width parts are then read by position.
+_DATE_SHAPE = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+               r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$")
+_BAD_OFFSET = r"[+-]([2-9][0-9]|1[6-9])(:?[0-9]{2})?$|[+-][0-9]{2}:?[6-9][0-9]$"
+# What PostgreSQL's cast would refuse with an error (aborting the chunk) is checked first, in
+# order: CASE evaluates its branches one by one. (%% is psycopg's escape for the operator.)
+_DATE_TS = (
+    "CASE WHEN s.last_order_at IS NULL OR s.last_order_at !~ '" + _DATE_SHAPE + "' "
+    "OR s.last_order_at ~ '" + _BAD_OFFSET + "' THEN NULL "
+    "WHEN substr(s.last_order_at, 1, 4)::int < 1 "
+    "OR substr(s.last_order_at, 6, 2)::int NOT BETWEEN 1 AND 12 "
+    "OR substr(s.last_order_at, 9, 2)::int < 1 OR substr(s.last_order_at, 12, 2)::int > 23 "
+    "OR substr(s.last_order_at, 15, 2)::int > 59 "
+    "OR (substr(s.last_order_at, 17, 1) = ':' AND substr(s.last_order_at, 18, 2)::int > 59) "
+    "THEN NULL "
+    "WHEN substr(s.last_order_at, 9, 2)::int > (ARRAY[31, 29, 31, 30, 31, 30, 31, 31, 30, 31, "
+    "30, 31])[substr(s.last_order_at, 6, 2)::int] THEN NULL "
+    "WHEN substr(s.last_order_at, 6, 5) = '02-29' AND NOT (substr(s.last_order_at, 1, 4)::int "
+    "%% 4 = 0 AND (substr(s.last_order_at, 1, 4)::int %% 100 <> 0 "
+    "OR substr(s.last_order_at, 1, 4)::int %% 400 = 0)) THEN NULL "
+    "ELSE s.last_order_at::timestamptz END"
+)
+_CHECKED = f"""
+SELECT s.*, t.ts, array_remove(ARRAY[
+  CASE WHEN s.external_id IS NULL THEN 'external_id:required'
+       WHEN char_length(s.external_id) > 64 OR s.external_id !~ '^[A-Za-z0-9_.:-]+$'
+       THEN 'external_id:format' END,
+  {_length_check("display_name", 100)},
+  {_length_check("city", 64)},
+  {_length_check("store_code", 32)},
+  {_int_check("orders_count", INT32_MAX)},
+  {_int_check("spend_cents", INT64_MAX)},
+  {_int_check("shares_count", INT32_MAX)},
+  {_int_check("community_posts_count", INT32_MAX)},
+  CASE WHEN s.last_order_at IS NULL THEN NULL
+       WHEN s.last_order_at ~ '{_DATE_SHAPE}' AND s.last_order_at ~ '{_BAD_OFFSET}'
+       THEN 'last_order_at:offset'
+       WHEN t.ts IS NULL THEN 'last_order_at:datetime'
+       WHEN t.ts < '1900-01-01T00:00:00Z' OR t.ts >= '3000-01-01T00:00:00Z'
+       THEN 'last_order_at:range' END,
+  CASE WHEN s.tags IS NULL THEN NULL
+       WHEN jsonb_array_length(s.tags::jsonb) > 50 THEN 'tags:items'
+       WHEN EXISTS (SELECT 1 FROM jsonb_array_elements_text(s.tags::jsonb) AS tag(v)
+                    WHERE char_length(tag.v) NOT BETWEEN 1 AND 64) THEN 'tags:item' END
+], NULL) AS problems
+FROM koc_user_import_staging AS s
+-- OFFSET 0 keeps the planner from copying the expression into each use of ts.
+CROSS JOIN LATERAL (SELECT {_DATE_TS} AS ts OFFSET 0) AS t
+"""
+_REFUSED_SQL = "SELECT * FROM koc_user_import_refused ORDER BY line"
+_MERGED = ("display_name", "city", "store_code", "tags", "orders_count", "spend_cents",
+           "last_order_at", "shares_count", "community_posts_count", "candidate_score")
+
+
+def _merge_sql() -> str:
+    """One statement over one pass of checks: the refused lines set aside, the last good line
+    of each external_id scored and upserted where it changes something; answers (merged,
+    created, updated)."""
+    changed = ", ".join(f"users.{name}" for name in _MERGED)
+    incoming = ", ".join(f"excluded.{name}" for name in _MERGED)
+    staged = ", ".join(f"c.{name}" for name in _STAGED)
+    return f"""
+WITH checked AS MATERIALIZED ({_CHECKED}),
+refused AS (
+  INSERT INTO koc_user_import_refused (line, problems, {", ".join(_STAGED)})
+  SELECT c.line, c.problems, {staged} FROM checked AS c WHERE cardinality(c.problems) > 0
+), good AS (
+  SELECT DISTINCT ON (c.external_id) c.external_id, c.display_name, c.city, c.store_code,
+    coalesce(c.tags::jsonb, '[]'::jsonb) AS tags,
+    coalesce(trim(c.orders_count)::numeric::int, 0) AS orders_count,
+    coalesce(trim(c.spend_cents)::numeric::bigint, 0) AS spend_cents,
+    c.ts AS last_order_at,
+    coalesce(trim(c.shares_count)::numeric::int, 0) AS shares_count,
+    coalesce(trim(c.community_posts_count)::numeric::int, 0) AS community_posts_count
+  FROM checked AS c WHERE cardinality(c.problems) = 0
+  ORDER BY c.external_id, c.line DESC
+), up AS (
+  INSERT INTO users (external_id, {", ".join(_MERGED)}, created_at, updated_at)
+  SELECT g.external_id, g.display_name, g.city, g.store_code, g.tags, g.orders_count,
+    g.spend_cents, g.last_order_at, g.shares_count, g.community_posts_count,
+    {candidate_score_sql("g")}, %(now)s, %(now)s
+  FROM good AS g
+  ON CONFLICT (external_id) DO UPDATE SET
+    {", ".join(f"{name} = excluded.{name}" for name in _MERGED)}, updated_at = excluded.updated_at
+  WHERE ({changed}) IS DISTINCT FROM ({incoming})
+  RETURNING (xmax = 0) AS created
+)
+SELECT (SELECT count(*) FROM good) AS merged, count(*) FILTER (WHERE created) AS created,
+       count(*) FILTER (WHERE NOT created) AS updated FROM up
+"""
+
+
+_MERGE_SQL = _merge_sql()
+
+
+def import_format(filename: str) -> str:
+    """csv or jsonl, from the file name; a .gz file is recognised by its content."""
+    name = filename.lower().removesuffix(".gz")
+    return "jsonl" if name.endswith((".jsonl", ".ndjson", ".json")) else "csv"

@@ -1,0 +1,67 @@
+"""The roster: members, how staff find them, and their status."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from koc.core.errors import DomainError
+from koc.core.signals import member_status_changed
+from koc.extensions import db
+from koc.members.models import Member, MemberStatus, User
+
+MEMBER_SORTS = {
+    "id": (Member.id,),
+    "joined": (Member.joined_at, Member.id),
+    "-joined": (Member.joined_at.desc(), Member.id.desc()),
+    "name": (Member.display_name, Member.id),
+    "-name": (Member.display_name.desc(), Member.id.desc()),
+}
+
+
+def _has_tag(tag: str) -> sa.ColumnElement[bool]:
+    if db.engine.dialect.name == "postgresql":
+        return User.tags.op("@>")(sa.func.jsonb_build_array(tag))
+    element = sa.func.json_each(User.tags).table_valued("value")
+    return sa.exists(sa.select(1).select_from(element).where(element.c.value == tag))
+
+
+def members_query(*, tier: str | None = None, q: str | None = None,
+                  status: str | None = None, city: str | None = None,
+                  store_code: str | None = None, tag: str | None = None,
+                  at_risk: bool | None = None, sort: str = "id") -> sa.Select:
+    """Members matching every filter given; `at_risk`: below their tier's low-water mark."""
+    stmt = sa.select(Member).join(User).order_by(*MEMBER_SORTS[sort])
+    if tier is not None:
+        stmt = stmt.where(Member.tier_key == (None if tier == "none" else tier))
+    if status is not None:
+        stmt = stmt.where(Member.status == status)
+    if city:
+        stmt = stmt.where(User.city == city)
+    if store_code:
+        stmt = stmt.where(User.store_code == store_code)
+    if tag:
+        stmt = stmt.where(_has_tag(tag))
+    if at_risk is not None:
+        stmt = stmt.where(Member.tier_below_since.is_not(None) if at_risk
+                          else Member.tier_below_since.is_(None))
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        stmt = stmt.where(sa.or_(Member.display_name.ilike(pattern, escape="\\"),
+                                 User.external_id.ilike(pattern, escape="\\")))
+    return stmt
+
+
+def get_member(member_id: int) -> Member:
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise DomainError(404, "No such member.")
+    return member
+
+
+def set_member_status(member: Member, status: str) -> None:
+    member.status = MemberStatus(status).value
+    db.session.flush()
+    # The tiers package revokes a suspended member's badge and marks their group seat for
+    # removal now, not at the next recalculation.
+    member_status_changed.send(None, member_id=member.id)
