@@ -119,7 +119,8 @@ def start_import(data: dict, import_id: int):
 @blp.paginate(SelectPage)
 @staff_required("viewer")
 def list_candidates(query: dict):
-    if query["limit"] > 20:  # more than a page of personal data is a sensitive read
+    # More than a page of personal data is a sensitive read.
+    if (query.get("limit") or 0) > 20:
         audit.record("candidates.list", None, {"limit": query["limit"]})
     return candidates.candidates_query(**query, now=utcnow())
 
@@ -128,7 +129,7 @@ def list_candidates(query: dict):
 @blp.arguments(InvitationInSchema)
 @blp.response(201, InvitationOutSchema)
 @staff_required("admin")
-def post_invitation(data: dict):
+def create_invitation(data: dict):
     days = data["expires_in_days"] or current_app.config["KOC_SETTINGS"].invitation_days
     invitation = invitations.create_invitation(
         data["external_id"], expires_in_days=days, staff_id=current_principal().staff_id

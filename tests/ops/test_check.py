@@ -191,6 +191,7 @@ def test_production_settings_mistakes_fail(tmp_path):
            "KOC_BADGE_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
            "KOC_ENCRYPTION_KEYS": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
            "KOC_DATABASE_URL": f"sqlite:///{tmp_path / 'koc.db'}",
+           "KOC_PUBLIC_URL": "",  # unset, whatever the Makefile exports
            "KOC_STORAGE_URL": f"file://{tmp_path / 'storage'}",
            "KOC_BROKER_DIR": str(tmp_path / "broker")}
     result, lines = _check(env)
