@@ -320,6 +320,15 @@ def instance_key(instance: Path, name: str, make: Callable[[], str]) -> str:
     return value
 
 
+def log_format_of(environ: Mapping[str, str]) -> str:
+    """KOC_LOG_FORMAT as load_settings reads it, for gunicorn's logger, which starts before any
+    app and must not create key files in whatever folder it was started from."""
+    raw = environ.get("KOC_LOG_FORMAT", "")
+    if raw not in ("", "json", "text"):
+        raise SettingsError("invalid settings: KOC_LOG_FORMAT: Must be one of: json, text.")
+    return raw or ("json" if environ.get("KOC_ENV") == "production" else "text")
+
+
 def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment into Settings, or raise SettingsError naming each bad variable."""
     environ = os.environ if environ is None else environ

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import traceback
@@ -24,7 +25,7 @@ from celery import signals as celery_signals
 from flask import Flask, Response, request
 from gunicorn.glogging import Logger as GunicornBaseLogger
 
-from koc.settings import Settings, load_settings
+from koc.settings import Settings, log_format_of
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # The Celery message header that carries it; custom headers reach the task as request fields.
@@ -191,7 +192,7 @@ class GunicornLogger(GunicornBaseLogger):
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        log_format = load_settings(".").log_format
+        log_format = log_format_of(os.environ)
         for logger in (self.error_log, self.access_log):
             for handler in logger.handlers:
                 handler.setFormatter(make_formatter(log_format))
