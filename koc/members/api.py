@@ -185,11 +185,11 @@ def read_member(member_id: int):
 def patch_member(data: dict, member_id: int):
     member = roster.get_member(member_id)
     staff_id = current_staff_id()
-    audit.record("member.update", f"member:{member_id}", {"before": {
-        "status": member.status, "tier": member.tier_key, "tier_locked": member.tier_locked},
-        "after": data})
-    if "status" in data:
-        roster.set_member_status(member, data["status"])
+    before = {"status": member.status, "tier": member.tier_key, "tier_locked": member.tier_locked}
+    effects = roster.set_member_status(member, data["status"]) if "status" in data else {}
+    # What a suspension took away (badges, pending claims, the group seat) is logged with it.
+    audit.record("member.update", f"member:{member_id}",
+                 {"before": before, "after": data, "effects": effects})
     if "tier" in data or "tier_locked" in data:
         # The tiers package applies it (koc.tiers.api), or refuses an unknown tier.
         member_tier_set.send(

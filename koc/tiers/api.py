@@ -29,11 +29,10 @@ from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
 from koc.core.ratelimit import claim_limit
 from koc.core.signals import member_detail_requested, member_tier_set, member_view_requested
-from koc.extensions import db
 from koc.members.models import Member
 from koc.members.services.roster import get_member
 from koc.submissions.services import ledger
-from koc.tiers.models import Drop, DropClaim
+from koc.tiers.models import Drop
 from koc.tiers.schemas import (
     BadgeAssertionSchema,
     ClaimSchema,
@@ -235,8 +234,7 @@ def draw_drop(drop_id: int):
 
 def _lottery_view(drop_id: int) -> dict:
     drop = drops.get_drop(drop_id)
-    entries = db.session.execute(sa.select(DropClaim.id, DropClaim.status)
-                                 .where(DropClaim.drop_id == drop.id)).all()
+    entries = drops.lottery_entries(drop.id)
     return {"drop_id": drop.id, "seed": drop.lottery_seed, "quantity": drop.quantity,
             "entry_ids": sorted(e for e, _ in entries),
             "winner_ids": sorted(e for e, status in entries if status == "won"),

@@ -144,13 +144,17 @@ class DropClaim(Model):
     drop_id: Mapped[int] = mapped_column(sa.ForeignKey("drops.id", ondelete="CASCADE"))
     member_id: Mapped[int] = mapped_column(sa.ForeignKey("members.id", ondelete="CASCADE"),
                                            index=True)
-    # claimed (first come), entered / won / lost (lottery)
+    # claimed (first come), entered / won / lost (lottery); voided when the member was
+    # suspended while the claim was still pending (an open drop, an undrawn lottery).
     status: Mapped[str] = mapped_column(sa.String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        sa.CheckConstraint("status IN ('claimed', 'entered', 'won', 'lost')",
+        sa.CheckConstraint("status IN ('claimed', 'entered', 'won', 'lost', 'voided')",
                            name="status_known"),
+        sa.CheckConstraint("(status = 'voided') = (voided_at IS NOT NULL)",
+                           name="voided_when_voided"),
         sa.Index("ix_drop_claims_drop_member", "drop_id", "member_id"),
     )
 

@@ -252,3 +252,52 @@ def test_badges_left_over_are_issued_by_the_periodic_catch_up(app, member_api, s
         assert db.session.query(Badge).count() == 1
         assert issue_badges.run() == 2
         assert db.session.query(Badge).count() == 3
+
+
+def test_suspension_for_fraud_takes_badge_pending_claims_and_group_seat_at_once_logged(
+    app, member_api, staff_api
+) -> None:
+    admin = staff_api("admin")
+    member_id, member = member_api()
+    _approved(member, staff_api("reviewer"), likes=1500, days_ago=10)
+    _recalc(app)
+    assert member.get("/me").json["tier"]["key"] == "senior"
+    badge_id = member.get("/me").json["badges"][0]["badge_id"]
+    first_come = _drop(admin, quantity=2)
+    lottery = _drop(admin, quantity=1, allocation="lottery")
+    honest = member_api()[1]
+    for claimer in (member, honest):
+        assert claimer.post(f"/drops/{first_come['id']}/claims").status_code == 201
+        assert claimer.post(f"/drops/{lottery['id']}/claims").status_code == 201
+    def stock() -> dict[int, int]:
+        return {d["id"]: d["allocated"] for d in admin.get("/drops").json}
+
+    assert stock()[first_come["id"]] == 2
+
+    assert admin.patch(f"/members/{member_id}", json={
+        "status": "suspended", "reason": "bought likes"}).status_code == 200
+
+    # Nothing waits for the next run: badge, claims and seat are gone in the same request.
+    assert Api(app.test_client()).get(f"/badges/{badge_id}").json["revoked"] is True
+    assert stock()[first_come["id"]] == 1  # the voided unit is back for someone else
+    roster = admin.get("/groups/senior/roster").json
+    assert [m["member_id"] for m in roster["to_remove"]] == [member_id]
+    update = admin.get("/audit", query_string={"action": "member.update"}).json[0]
+    assert update["target"] == f"member:{member_id}"
+    assert update["details"]["effects"] == {
+        "badges_issued": 0, "badges_revoked": 1, "claims_voided": 2,
+        "group_invited": 0, "group_removal_due": 1}
+
+    # The lottery is drawn among the entries that stand, and its proof re-runs over them.
+    from koc.tiers.models import Drop
+
+    with app.app_context():
+        db.session.get(Drop, lottery["id"]).closes_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    drawn = admin.post(f"/drops/{lottery['id']}/draw").json
+    assert len(drawn["entry_ids"]) == 1 and drawn["winner_ids"] == drawn["entry_ids"]
+    assert random.Random(drawn["seed"]).sample(drawn["entry_ids"], 1) == drawn["winner_ids"]
+    # Suspending again voids nothing more.
+    admin.patch(f"/members/{member_id}", json={"status": "suspended"})
+    again = admin.get("/audit", query_string={"action": "member.update"}).json[0]
+    assert again["details"]["effects"]["claims_voided"] == 0

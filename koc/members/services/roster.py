@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from koc.core.errors import DomainError
-from koc.core.signals import member_status_changed
+from koc.core.signals import member_status_changed, replies
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus, User
 
@@ -59,9 +61,10 @@ def get_member(member_id: int) -> Member:
     return member
 
 
-def set_member_status(member: Member, status: str) -> None:
+def set_member_status(member: Member, status: str) -> dict[str, Any]:
+    """Suspend or re-activate; returns what the domains above did about it, for the audit log."""
     member.status = MemberStatus(status).value
     db.session.flush()
-    # The tiers package revokes a suspended member's badge and marks their group seat for
-    # removal now, not at the next recalculation.
-    member_status_changed.send(None, member_id=member.id)
+    # The tiers package revokes a suspended member's badge, voids their pending drop claims and
+    # marks their group seat for removal now, not at the next recalculation.
+    return replies(member_status_changed, member_id=member.id)

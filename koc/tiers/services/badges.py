@@ -166,6 +166,7 @@ def live_badges(member_id: int) -> list[Badge]:
 
 
 @member_status_changed.connect
-def _sync_badge_of(_sender: object, *, member_id: int, **_: object) -> None:
+def _sync_badge_of(_sender: object, *, member_id: int, **_: object) -> dict[str, int]:
     """A suspension revokes the badge at once; re-activation restores the one the tier gives."""
-    sync_badges(member_ids=[member_id])
+    issued, revoked = sync_badges(member_ids=[member_id])
+    return {"badges_issued": issued, "badges_revoked": revoked}

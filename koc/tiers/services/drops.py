@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -18,6 +19,7 @@ from sqlalchemy.engine import CursorResult
 
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
+from koc.core.signals import member_status_changed
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import Submission
@@ -90,7 +92,8 @@ def claim(drop_id: int, member: Member, tier_ranks: dict[str, int]) -> DropClaim
         limit = drop.per_member_limit
     already = db.session.execute(
         sa.select(sa.func.count()).select_from(DropClaim)
-        .where(DropClaim.drop_id == drop.id, DropClaim.member_id == member.id)).scalar_one()
+        .where(DropClaim.drop_id == drop.id, DropClaim.member_id == member.id,
+               DropClaim.status != "voided")).scalar_one()
     if already >= limit:
         # Raising rolls the request back, the stock taken above included.
         raise DomainError(409, "You have reached this drop's limit per member.")
@@ -106,6 +109,35 @@ def lottery_winners(seed: str, entry_ids: list[int], quantity: int) -> list[int]
     return sorted(random.Random(seed).sample(ordered, min(quantity, len(ordered))))  # noqa: S311 - reproducibility is the point; the seed is secret until drawn
 
 
+def lottery_entries(drop_id: int) -> list[tuple[int, str]]:
+    """The entries a draw is made from, and its proof re-run over: voided ones take no part."""
+    return [(entry_id, status) for entry_id, status in db.session.execute(
+        sa.select(DropClaim.id, DropClaim.status)
+        .where(DropClaim.drop_id == drop_id, DropClaim.status != "voided")).all()]
+
+
+def void_pending_claims(member_id: int, *, now: datetime | None = None) -> int:
+    """A member suspended for fraud loses what they have not received yet: entries in lotteries
+    not drawn, and first-come claims on drops still open (their units go back into stock).
+    Claims on closed drops and lottery wins are left: the goods may already be on their way, and
+    staff decide about those. Returns the number of claims voided; a second call voids none."""
+    now = now or utcnow()
+    pending = sa.or_(
+        sa.and_(DropClaim.status == "entered",
+                DropClaim.drop_id.in_(sa.select(Drop.id).where(Drop.drawn_at.is_(None)))),
+        sa.and_(DropClaim.status == "claimed",
+                DropClaim.drop_id.in_(sa.select(Drop.id).where(Drop.closes_at > now))))
+    voided = db.session.scalars(
+        sa.update(DropClaim).where(DropClaim.member_id == member_id, pending)
+        .values(status="voided", voided_at=now).returning(DropClaim.drop_id)).all()
+    for drop_id, units in Counter(voided).items():
+        # Entries never took stock; first-come claims did, one unit each.
+        db.session.execute(
+            sa.update(Drop).where(Drop.id == drop_id, Drop.allocation == "first_come")
+            .values(allocated=Drop.allocated - units))
+    return len(voided)
+
+
 def draw_lottery(drop: Drop, *, now: datetime | None = None) -> list[int]:
     """Draw a closed lottery once; drawing again returns the recorded result."""
     now = now or utcnow()
@@ -117,13 +149,13 @@ def draw_lottery(drop: Drop, *, now: datetime | None = None) -> list[int]:
         sa.update(Drop).where(Drop.id == drop.id, Drop.drawn_at.is_(None))
         .values(drawn_at=now, lottery_seed=secrets.token_hex(16)))
     db.session.refresh(drop)
-    entries = db.session.execute(
-        sa.select(DropClaim.id, DropClaim.status).where(DropClaim.drop_id == drop.id)).all()
+    entries = lottery_entries(drop.id)
     if not locked:
         return sorted(entry_id for entry_id, status in entries if status == "won")
     assert drop.lottery_seed is not None  # set by the update that took the draw
     winners = lottery_winners(drop.lottery_seed, [e for e, _ in entries], drop.quantity)
-    db.session.execute(sa.update(DropClaim).where(DropClaim.drop_id == drop.id)
+    db.session.execute(sa.update(DropClaim).where(DropClaim.drop_id == drop.id,
+                                                  DropClaim.status == "entered")
                        .values(status=sa.case((DropClaim.id.in_(winners), "won"), else_="lost")))
     drop.allocated = len(winners)
     db.session.flush()
@@ -165,3 +197,12 @@ def seeding_report(drop: Drop) -> list[SeedingRow]:
                        posted=bool(did_post), overdue=not did_post and now - at > deadline)
             for m, name, status, at, did_post in rows]
 
+
+
+@member_status_changed.connect
+def _void_claims_of(_sender: object, *, member_id: int, **_: object) -> dict[str, int]:
+    """A suspension voids the member's pending claims at once, not at the next run."""
+    member = db.session.get(Member, member_id)
+    if member is None or member.status != MemberStatus.suspended.value:
+        return {}
+    return {"claims_voided": void_pending_claims(member_id)}

@@ -98,6 +98,7 @@ def my_group(member_id: int) -> GroupMembership | None:
 
 
 @member_status_changed.connect
-def _sync_seat_of(_sender: object, *, member_id: int, **_: object) -> None:
+def _sync_seat_of(_sender: object, *, member_id: int, **_: object) -> dict[str, int]:
     """A suspension marks the member's group seat for removal at once, not at the next run."""
-    sync_group(tier_ranks(), member_ids=[member_id])
+    invited, leaving = sync_group(tier_ranks(), member_ids=[member_id])
+    return {"group_invited": invited, "group_removal_due": leaving}
