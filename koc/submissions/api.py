@@ -54,7 +54,6 @@ from koc.submissions.services import (
     posts,
     review,
     rules,
-    short_links,
     uploads,
 )
 from koc.tiers.services.rules import tier_ranks
@@ -97,10 +96,8 @@ def create_submission(data: dict):
 
     storage = get_storage() if data["media_upload_ids"] else None
     settings = current_app.config["KOC_SETTINGS"]
-    resolver = short_links.resolver(enabled=settings.resolve_short_links,
-                                    timeout=settings.short_link_timeout)
     return posts.create_submission(member.id, data, kit_visible=kit_visible, storage=storage,
-                                   resolver=resolver)
+                                   resolve_short_links=settings.resolve_short_links)
 
 
 @blp.get("/submissions")

@@ -14,7 +14,8 @@ from koc.extensions import Model
 METRICS = ("views", "likes", "comments", "saves", "shares")
 REJECT_REASONS = ("invalid_proof", "duplicate", "outside_window", "off_brief", "other")
 REVIEW_ACTIONS = ("approve", "reject", "reopen", "confirm_metrics", "dismiss_metrics")
-FLAG_KINDS = ("likes_above_views", "engagement_jump", "engagement_rate", "near_duplicate_media")
+FLAG_KINDS = ("likes_above_views", "engagement_jump", "engagement_rate", "near_duplicate_media",
+              "duplicate_post")
 SNAPSHOT_SOURCES = ("member", "staff", "import")
 # counted: trusted when it arrived (staff, a trusted import, or the member's figures before the
 # review that approved them); unconfirmed: the member's own after approval, recorded and shown

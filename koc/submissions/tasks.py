@@ -15,7 +15,7 @@ from koc.core.jobs import Job, run_job
 from koc.core.storage import delete_objects_then_rows, get_storage
 from koc.extensions import db
 from koc.submissions.models import MediaUpload
-from koc.submissions.services import anomalies, imports, ledger, rules
+from koc.submissions.services import anomalies, imports, ledger, posts, rules, short_links
 
 log = logging.getLogger(__name__)
 UNATTACHED_AFTER = timedelta(days=2)
@@ -41,6 +41,26 @@ def hash_media_task(media_id: int) -> int:
     flags = anomalies.hash_media(media_id, get_storage())
     db.session.commit()
     return len(flags)
+
+
+@shared_task(name="koc.submissions.tasks.resolve_short_link_task")
+def resolve_short_link_task(submission_id: int) -> str:
+    """Follow a submission's short link to its post; safe to run twice.
+
+    The platform is asked between two transactions, so no row or (on SQLite) database lock is
+    held while it answers."""
+    found = posts.short_link_to_resolve(submission_id)
+    db.session.commit()
+    if found is None:
+        return "done"
+    settings = current_app.config["KOC_SETTINGS"]
+    resolver = short_links.resolver(enabled=settings.resolve_short_links,
+                                    timeout=settings.short_link_timeout)
+    if resolver is None:
+        return "unresolved"
+    outcome = posts.apply_resolved_link(submission_id, resolver(found[0]))
+    db.session.commit()
+    return outcome
 
 
 @shared_task(name="koc.submissions.tasks.import_metrics_task")

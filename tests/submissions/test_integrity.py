@@ -213,7 +213,15 @@ def test_a_post_url_on_another_platforms_host_is_422_naming_post_url(setup, plat
     assert "post_url" in response.json["errors"]["json"]
 
 
-def test_a_configured_resolver_turns_a_short_link_into_its_post(make_app, monkeypatch) -> None:
+def _resolve(app: Flask, submission_id: int) -> str:
+    from koc.submissions.tasks import resolve_short_link_task
+
+    with app.app_context():
+        return resolve_short_link_task.run(submission_id)
+
+
+def test_a_configured_resolver_keys_a_short_link_on_its_post_after_the_request(
+        make_app, monkeypatch) -> None:
     app = make_app(KOC_RESOLVE_SHORT_LINKS="true")
     asked = []
 
@@ -225,13 +233,42 @@ def test_a_configured_resolver_turns_a_short_link_into_its_post(make_app, monkey
     admin = _staff(app, "admin")
     _, alice = _join(app, admin, "alice", followers=800)
     _, bob = _join(app, admin, "bob", followers=800)
-    first = _post(alice, f"https://www.xiaohongshu.com/user/profile/{'a' * 24}/{NOTE}", likes=5)
-    again = bob.post("/submissions", json={
-        "platform": "xiaohongshu", "post_url": SHARE_TEXT,
-        "posted_at": (utcnow() - timedelta(days=1)).isoformat()})
+    shared = _post(bob, SHARE_TEXT, likes=5)
+    # The member is answered at once; the platform is asked by the task after the commit.
+    assert shared["url_unresolved"] is True and asked == []
+    assert _resolve(app, shared["id"]) == "resolved"
     assert asked == ["http://xhslink.com/a/Zx81kQ"]
+    resolved = bob.get(f"/submissions/{shared['id']}").json
+    assert resolved["url_unresolved"] is False
+    assert resolved["canonical_url"] == f"https://www.xiaohongshu.com/explore/{NOTE}"
+    assert _resolve(app, shared["id"]) == "done" and len(asked) == 1  # safe to run twice
+
+    # The full link of the same post is refused at once: one post earns once.
+    again = alice.post("/submissions", json={
+        "platform": "xiaohongshu", "post_url": FULL,
+        "posted_at": (utcnow() - timedelta(days=1)).isoformat()})
     assert again.status_code == 409
-    assert again.json["errors"]["existing_submission_id"] == first["id"]
+    assert again.json["errors"]["existing_submission_id"] == shared["id"]
+
+
+def test_a_short_link_that_resolves_to_a_post_already_submitted_is_flagged_and_earns_nothing(
+        make_app, monkeypatch) -> None:
+    app = make_app(KOC_RESOLVE_SHORT_LINKS="true")
+    monkeypatch.setattr(short_links, "final_url", lambda url, *, timeout: FULL)
+    admin, reviewer = _staff(app, "admin"), _staff(app, "reviewer")
+    _, alice = _join(app, admin, "alice", followers=800)
+    _, bob = _join(app, admin, "bob", followers=800)
+    first = _post(alice, FULL, likes=5)
+    copy = _post(bob, SHARE_TEXT, likes=5)
+    assert _resolve(app, copy["id"]) == "duplicate"
+    assert _resolve(app, copy["id"]) == "duplicate"  # flagged once, however often it runs
+    flags = reviewer.get(f"/submissions/{copy['id']}/flags").json
+    assert [(f["kind"], f["related_submission_id"]) for f in flags] == [
+        ("duplicate_post", first["id"])]
+    refused = reviewer.post(f"/submissions/{copy['id']}/review",
+                            json={"decision": "approve", "post_url": FULL})
+    assert refused.status_code == 409
+    assert bob.get("/me").json["points"]["balance"] == 0
 
 
 def test_correcting_followers_demotes_only_through_the_grace_period(setup) -> None:
@@ -261,6 +298,8 @@ def test_a_short_link_that_lands_on_no_post_stays_unresolved(make_app, monkeypat
     _, alice = _join(app, _staff(app, "admin"), "alice", followers=800)
     first = _post(alice, "https://xhslink.com/a/one", likes=1)
     second = _post(alice, "https://xhslink.com/a/two", likes=1)
+    assert _resolve(app, first["id"]) == _resolve(app, second["id"]) == "unresolved"
+    first, second = (alice.get(f"/submissions/{s['id']}").json for s in (first, second))
     assert first["url_unresolved"] and second["url_unresolved"]
     assert first["canonical_url"] != second["canonical_url"]
 

@@ -36,30 +36,20 @@ from koc.submissions.services.post_urls import (
 )
 from koc.submissions.services.rules import score_of
 from koc.submissions.services.scoring import interactions_of
-from koc.submissions.services.short_links import Resolver
 from koc.submissions.services.uploads import verify_media
 
 
-def canonical_for(text: str, platform: str, *, field: str = "post_url",
-                  resolver: Resolver | None = None) -> tuple[str, str | None, bool]:
+def canonical_for(text: str, platform: str, *,
+                  field: str = "post_url") -> tuple[str, str | None, bool]:
     """(canonical URL, post id, still a short link) of a post URL or share text, or a 422."""
     try:
         canonical = canonical_post_url(text, platform)
         check_platform(canonical, platform)
-        short = is_short_link(canonical)
-        if short and resolver is not None:
-            resolved = resolver(extract_url(text))
-            target = canonical_post_url(resolved, platform) if resolved else None
-            # Only a link that lands on a post counts as resolved: a login wall or an error
-            # page names no post, and taking it as the key would make unrelated links clash.
-            if target is not None and post_id_of(target) is not None:
-                check_platform(target, platform)
-                canonical, short = target, False
     except NotAUrl as exc:
         raise field_error(422, field, str(exc)) from exc
     if len(canonical) > 1000:
         raise field_error(422, field, "is too long once normalised")
-    return canonical, post_id_of(canonical), short
+    return canonical, post_id_of(canonical), is_short_link(canonical)
 
 
 def find_same_post(canonical: str, platform: str, post_id: str | None, *,
@@ -78,15 +68,16 @@ def find_same_post(canonical: str, platform: str, post_id: str | None, *,
 def create_submission(member_id: int, values: dict[str, Any], *,
                       kit_visible: Callable[[int], bool],
                       storage: Storage | None = None,
-                      resolver: Resolver | None = None) -> Submission:
+                      resolve_short_links: bool = False) -> Submission:
     """Record a reported post. `kit_visible(kit_id)` says whether the member may use that kit.
 
-    With `storage`, attached media are checked against the store (size and first bytes). With
-    `resolver`, short links are followed to the post they name; without, they are stored
-    unresolved and the reviewer gives the full URL when approving.
+    With `storage`, attached media are checked against the store (size and first bytes). A
+    short link is stored unresolved, and the reviewer gives the full URL when approving; with
+    `resolve_short_links`, a task follows it to its post after the commit (never inside the
+    request: the platform's answer may take seconds, and the transaction would wait for it).
     """
     platform = values["platform"]
-    canonical, post_id, short = canonical_for(values["post_url"], platform, resolver=resolver)
+    canonical, post_id, short = canonical_for(values["post_url"], platform)
 
     kit_id = values.get("kit_id")
     if kit_id is not None and not kit_visible(kit_id):
@@ -129,7 +120,61 @@ def create_submission(member_id: int, values: dict[str, Any], *,
         raise _duplicate(existing_id) from exc
     check_anomalies(submission, snapshot)
     _hash_images_after_commit(media)
+    if short and resolve_short_links:
+        enqueue_after_commit("koc.submissions.tasks.resolve_short_link_task", submission.id)
     return submission
+
+
+def short_link_to_resolve(submission_id: int) -> tuple[str, str] | None:
+    """(the URL inside the member's text, platform) of a submission still on a short link."""
+    row = db.session.execute(
+        sa.select(Submission.post_url, Submission.platform)
+        .where(Submission.id == submission_id, Submission.url_unresolved.is_(True))).first()
+    return (extract_url(row.post_url), row.platform) if row is not None else None
+
+
+def apply_resolved_link(submission_id: int, resolved: str | None, *,
+                        now: datetime | None = None) -> str:
+    """Key a short-link submission on the post its link led to. Returns what happened:
+    `resolved`, `duplicate` (flagged for the reviewer, who rejects it: one post earns once),
+    `unresolved` (the link led to no post: the reviewer gives the full URL) or `done` (already
+    resolved, by a reviewer or an earlier run)."""
+    submission = get_submission(submission_id, lock=True)
+    if not submission.url_unresolved:
+        return "done"
+    try:
+        target = canonical_post_url(resolved, submission.platform) if resolved else None
+        if target is not None:
+            check_platform(target, submission.platform)
+    except NotAUrl:
+        target = None
+    # Only a link that lands on a post counts: a login wall or an error page names no post,
+    # and taking it as the key would make unrelated links clash.
+    post_id = post_id_of(target) if target is not None else None
+    if target is None or post_id is None or len(target) > 1000:
+        return "unresolved"
+    existing_id = find_same_post(target, submission.platform, post_id, excluding=submission.id)
+    if existing_id is None:
+        submission.canonical_url, submission.post_id = target, post_id
+        submission.url_unresolved = False
+        try:
+            with db.session.begin_nested():
+                db.session.flush()
+            return "resolved"
+        except IntegrityError:
+            # The same post arrived under its full URL while the link was being followed.
+            db.session.refresh(submission)
+            existing_id = find_same_post(target, submission.platform, post_id,
+                                         excluding=submission.id)
+    flag = SubmissionFlag(submission_id=submission.id, kind="duplicate_post",
+                          reference=f"post:{post_id}"[:64], related_submission_id=existing_id,
+                          detail={"resolved_url": target}, created_at=now or utcnow())
+    try:
+        with db.session.begin_nested():
+            db.session.add(flag)
+    except IntegrityError:
+        pass  # flagged by an earlier run
+    return "duplicate"
 
 
 def _hash_images_after_commit(media: Iterable[MediaUpload]) -> None:

@@ -1,6 +1,7 @@
-"""Fraud: a suspended member's pending drop claims are voided (status 'voided', voided_at)
+"""Integrity follow-ups: a suspended member's pending drop claims are voided (status 'voided',
+voided_at); a short link that resolves to a post already submitted is flagged 'duplicate_post'
 
-Revision ID: 0010_fraud
+Revision ID: 0010_integrity
 Revises: 0009_merge
 Create Date: 2026-12-02 02:00:00
 
@@ -11,10 +12,12 @@ from alembic import op
 import koc.core.db
 
 # revision identifiers, used by Alembic.
-revision = '0010_fraud'
+revision = '0010_integrity'
 down_revision = '0009_merge'
 branch_labels = None
 depends_on = None
+
+_KINDS = "'likes_above_views', 'engagement_jump', 'engagement_rate', 'near_duplicate_media'"
 
 
 def upgrade():
@@ -27,9 +30,19 @@ def upgrade():
         batch_op.create_check_constraint(
             op.f('ck_drop_claims_voided_when_voided'),
             "(status = 'voided') = (voided_at IS NOT NULL)")
+    with op.batch_alter_table('submission_flags', schema=None) as batch_op:
+        batch_op.drop_constraint(op.f('ck_submission_flags_kind_known'), type_='check')
+        batch_op.create_check_constraint(
+            op.f('ck_submission_flags_kind_known'),
+            f"kind IN ({_KINDS}, 'duplicate_post')")
 
 
 def downgrade():
+    op.execute("DELETE FROM submission_flags WHERE kind = 'duplicate_post'")
+    with op.batch_alter_table('submission_flags', schema=None) as batch_op:
+        batch_op.drop_constraint(op.f('ck_submission_flags_kind_known'), type_='check')
+        batch_op.create_check_constraint(op.f('ck_submission_flags_kind_known'),
+                                         f"kind IN ({_KINDS})")
     op.execute("DELETE FROM drop_claims WHERE status = 'voided'")
     with op.batch_alter_table('drop_claims', schema=None) as batch_op:
         batch_op.drop_constraint(op.f('ck_drop_claims_voided_when_voided'), type_='check')
