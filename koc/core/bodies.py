@@ -27,6 +27,7 @@ _WAY_AROUND = {
     "members.import_users": ("Larger import files go through POST /api/v1/users/imports (a "
                              "presigned upload) or `koc users import PATH`."),
     "submissions.import_metrics": "Split larger metrics files.",
+    "submissions.import_followers": "Split larger follower files.",
 }
 
 

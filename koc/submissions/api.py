@@ -245,17 +245,34 @@ def reopen(data: dict, submission_id: int):
 @staff_required("admin")
 def import_metrics(files: dict):
     """CSV with submission_id or post_url and views, likes, comments, saves, shares."""
-    upload = files["file"]
-    data = upload.read(MAX_IMPORT_BYTES + 1)
-    if len(data) > MAX_IMPORT_BYTES:
-        abort(413, message="Metrics files over 64 MiB must be split.",
-              errors={"files": {"file": ["too large"]}})
-    key = f"imports/metrics/{uuid.uuid4().hex}.csv"
-    # The worker reads the file from the object store, so any worker host can run the job.
-    get_storage().put_bytes(key, data, content_type="text/csv")
+    key = _store_import(files["file"], "metrics", "Metrics files over 64 MiB must be split.")
     job = start_job("koc.submissions.tasks.import_metrics_task", kind="submissions.metrics_import",
                     payload={"storage_key": key}, staff_id=current_principal().staff_id)
     return {"job_id": job.id}
+
+
+@blp.post("/social-accounts/followers/import")
+@blp.arguments(MetricsImportFileSchema, location="files")
+@blp.response(202, JobCreatedSchema)
+@staff_required("admin")
+def import_followers(files: dict):
+    """CSV of follower counts from a trusted source: social_account_id, or platform and handle;
+    then followers (and an optional note). Each count confirms the account's audience."""
+    key = _store_import(files["file"], "followers", "Follower files over 64 MiB must be split.")
+    job = start_job("koc.submissions.tasks.import_followers_task",
+                    kind="submissions.followers_import", payload={"storage_key": key},
+                    staff_id=current_principal().staff_id)
+    return {"job_id": job.id}
+
+
+def _store_import(upload, kind: str, too_large: str) -> str:
+    data = upload.read(MAX_IMPORT_BYTES + 1)
+    if len(data) > MAX_IMPORT_BYTES:
+        abort(413, message=too_large, errors={"files": {"file": ["too large"]}})
+    key = f"imports/{kind}/{uuid.uuid4().hex}.csv"
+    # The worker reads the file from the object store, so any worker host can run the job.
+    get_storage().put_bytes(key, data, content_type="text/csv")
+    return key
 
 
 @blp.get("/scoring/rules")

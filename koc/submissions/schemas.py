@@ -223,6 +223,23 @@ class MetricsImportRowSchema(MetricsSchema):
             raise ValidationError("give submission_id or post_url", "submission_id")
 
 
+class FollowersImportRowSchema(Schema):
+    """One line of a trusted follower-count import: the account by id, or by platform and handle."""
+
+    social_account_id = kf.Id(load_default=None, allow_none=True)
+    platform = kf.String(load_default=None, allow_none=True, max_length=32)
+    handle = kf.String(load_default=None, allow_none=True, max_length=100)
+    followers = kf.Integer(required=True)
+    note = kf.String(load_default=None, allow_none=True, max_length=1000)
+
+    @validates_schema
+    def _one_way_to_find_the_account(self, data: dict[str, Any], **_: Any) -> None:
+        by_handle = bool(data.get("platform")) and bool(data.get("handle"))
+        if (data.get("social_account_id") is None) == (not by_handle):
+            raise ValidationError("give social_account_id, or platform and handle",
+                                  "social_account_id")
+
+
 # --- scoring rules -----------------------------------------------------------------------------
 
 def _points(**kw: Any) -> fields.Float:

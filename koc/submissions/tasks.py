@@ -80,6 +80,22 @@ def import_metrics_task(job_id: int) -> None:
         storage.delete(db.session.get_one(Job, job_id).payload["storage_key"])
 
 
+@shared_task(name="koc.submissions.tasks.import_followers_task")
+def import_followers_task(job_id: int) -> None:
+    storage = get_storage()
+
+    def work(job: Job) -> None:
+        data = storage.get_bytes(job.payload["storage_key"])
+        report = imports.import_followers(data.decode("utf-8-sig"), job_id=job.id, now=utcnow(),
+                                          commit=db.session.commit)
+        job.processed = report.processed
+        job.failed = report.failed
+        job.errors = report.errors
+
+    if run_job(job_id, work):
+        storage.delete(db.session.get_one(Job, job_id).payload["storage_key"])
+
+
 # Expiry is off unless the scoring rules set points_expire_after_days; the task then books one
 # entry per member per day at most, so hourly runs cost one grouped query.
 @periodic_task("koc.submissions.tasks.expire_points_task", Every(timedelta(hours=1)))

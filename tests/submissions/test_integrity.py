@@ -3,6 +3,7 @@ self-reported jump and a second link to the same post earn nothing they should n
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -89,6 +90,65 @@ def test_one_declared_follower_and_one_like_stays_below_senior(setup) -> None:
         (1, 2400, "profile shows 2.4k")]
     _recalc(setup)
     assert _tier(member) == "certified"
+
+
+def _import_followers(app: Flask, admin: Api, csv: str) -> dict:
+    from koc.submissions.tasks import import_followers_task
+
+    response = admin.client.post(
+        "/api/v1/social-accounts/followers/import",
+        data={"file": (io.BytesIO(csv.encode()), "followers.csv")},
+        headers={"Authorization": f"Bearer {admin.token}"}, content_type="multipart/form-data")
+    assert response.status_code == 202, response.json
+    with app.app_context():
+        import_followers_task.run(response.json["job_id"])
+    return admin.get(f"/jobs/{response.json['job_id']}").json
+
+
+def test_a_trusted_follower_import_confirms_audiences_once_and_reports_bad_lines(setup) -> None:
+    admin, reviewer = _staff(setup, "admin"), _staff(setup, "reviewer")
+    joined, member = _join(setup, admin, "imported", followers=90_000)
+    account = joined["social_accounts"][0]
+    created = _post(member, f"https://www.xiaohongshu.com/explore/{NOTE}", likes=300)
+    reviewer.post(f"/submissions/{created['id']}/review", json={"decision": "approve"})
+    declared_points = member.get("/me").json["points"]["balance"]
+
+    csv = ("platform,handle,followers\n"
+           "xiaohongshu,imported,1500\n"
+           "xiaohongshu,nobody,10\n"
+           "xiaohongshu,imported,-4\n"
+           "douyin,,7\n")
+    job = _import_followers(setup, admin, csv)
+    assert (job["status"], job["processed"], job["failed"]) == ("succeeded", 1, 3)
+    assert [e["line"] for e in job["errors"]] == [3, 4, 5]
+    assert "followers" in job["errors"][1]["message"]
+    audience = admin.get(f"/social-accounts/{account['id']}").json
+    assert (audience["followers"], audience["confirmed_followers"],
+            audience["followers_source"]) == (90_000, 1500, "import")
+    # The floor had counted the declared 90,000 as 1,000; the confirmed 1,500 re-scores the
+    # approved post through one ledger adjustment.
+    confirmed_points = member.get("/me").json["points"]["balance"]
+    assert confirmed_points != declared_points
+    ledger = member.get("/me/points").json
+    assert sum(1 for row in ledger if "followers" in (row["description"] or "")) == 1
+
+    # The same file again (a re-sent job, a second upload) books nothing more.
+    again = _import_followers(setup, admin, f"social_account_id,followers\n{account['id']},1500\n")
+    assert (again["processed"], again["failed"]) == (1, 0)
+    assert len(admin.get(f"/social-accounts/{account['id']}").json["checks"]) == 1
+    assert member.get("/me/points").json == ledger
+
+
+def test_a_follower_import_is_for_admins_and_refuses_a_file_without_the_columns(setup) -> None:
+    admin, reviewer = _staff(setup, "admin"), _staff(setup, "reviewer")
+    refused = reviewer.client.post(
+        "/api/v1/social-accounts/followers/import",
+        data={"file": (io.BytesIO(b"handle,followers\nx,1\n"), "f.csv")},
+        headers={"Authorization": f"Bearer {reviewer.token}"}, content_type="multipart/form-data")
+    assert refused.status_code == 403
+    job = _import_followers(setup, admin, "who,how_many\nx,1\n")
+    assert job["failed"] == 1 and job["errors"][0]["line"] == 1
+    assert "who" in job["errors"][0]["message"]
 
 
 def test_members_cannot_declare_their_own_confirmation(setup) -> None:
