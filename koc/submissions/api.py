@@ -111,6 +111,7 @@ def list_submissions(query: dict):
         # Members see their own, whatever member_id they ask for; flags are for reviewers.
         query["member_id"] = principal.member_id
         query.pop("flagged", None)
+        query.pop("unconfirmed_metrics", None)
     return posts.submissions_query(**query)
 
 

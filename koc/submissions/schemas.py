@@ -103,6 +103,9 @@ class SubmissionQuerySchema(Schema):
     kit_id = kf.Id(strict=False)
     flagged = fields.Boolean()
     held = fields.Boolean()
+    unconfirmed_metrics = fields.Boolean(metadata={
+        "description": "Only submissions holding a member's own figures that wait for staff or "
+                       "an agreeing import (recorded and shown, not yet scored)."})
 
 
 class _DecisionFields(Schema):

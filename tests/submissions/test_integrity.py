@@ -188,6 +188,8 @@ def test_a_self_reported_jump_counts_only_once_confirmed_with_one_adjustment(set
         ("member", "unconfirmed", False), ("member", "counted", True)]
 
     snapshot_id = history[0]["id"]
+    waiting = reviewer.get("/submissions", query_string={"unconfirmed_metrics": "true"}).json
+    assert [s["id"] for s in waiting] == [created["id"]]
     # Members cannot confirm their own figures.
     assert member.post(f"/submissions/{created['id']}/metrics/{snapshot_id}/decision",
                        json={"decision": "confirm"}).status_code == 403
@@ -196,6 +198,7 @@ def test_a_self_reported_jump_counts_only_once_confirmed_with_one_adjustment(set
     assert confirmed.status_code == 200, confirmed.json
     assert confirmed.json["metrics"]["likes"] == 100_000
     assert confirmed.json["held"] is False
+    assert reviewer.get("/submissions", query_string={"unconfirmed_metrics": "true"}).json == []
     ledger = member.get("/me/points").json
     adjustments = [e for e in ledger if e["source"] == "submission_adjustment"]
     assert len(adjustments) == 1

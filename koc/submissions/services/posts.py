@@ -209,8 +209,13 @@ def get_submission(submission_id: int, *, member_id: int | None = None,
 
 def submissions_query(*, member_id: int | None = None, status: str | None = None,
                       kit_id: int | None = None, flagged: bool | None = None,
-                      held: bool | None = None) -> sa.Select:
+                      held: bool | None = None,
+                      unconfirmed_metrics: bool | None = None) -> sa.Select:
     stmt = sa.select(Submission).order_by(Submission.id.desc())
+    if unconfirmed_metrics is not None:
+        waiting = sa.exists().where(MetricSnapshot.submission_id == Submission.id,
+                                    MetricSnapshot.state == "unconfirmed")
+        stmt = stmt.where(waiting if unconfirmed_metrics else ~waiting)
     if held is not None:
         stmt = stmt.where(Submission.held_at.is_not(None) if held else Submission.held_at.is_(None))
     if member_id is not None:
