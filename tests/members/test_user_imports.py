@@ -214,3 +214,50 @@ def test_the_candidate_score_is_set_by_the_merge(any_app) -> None:
     with any_app.app_context():
         scores = dict(db.session.execute(sa.select(User.external_id, User.candidate_score)).all())
     assert scores["high"] > scores["low"] > 0
+
+
+# Blocks of every kind the fast path meets: clean ones go straight to COPY; one with a tab, a
+# blank line, a record spanning two lines, a byte that is not UTF-8, a cell too many or a line
+# longer than the limit is read by the careful path instead. Quoted cells, CRLF line ends,
+# padded numbers and tags with odd spacing are the fast path's own to read right.
+_MIXED = (
+    b"tags,external_id,display_name,orders_count,spend_cents,last_order_at,city\r\n"
+    b"a| b |,m-1,Plain,3,300,2026-05-01T08:00:00+08:00,\r\n"
+    b'"x,y|z",m-2,"Quoted, with comma",  4 ,400,,"Guang""zhou"\r\n'
+    b"|,m-3,,0,0,,\r\n"
+    b"a,m-4,Tab\there,1,1,,\r\n"
+    b"a,m-5,Neg,-1,1,,\r\n"
+    b"\r\n"
+    b"a,m-6,Blank line before,1,1,,\r\n"
+    b'a,m-7,"Two\r\nlines",1,1,,\r\n'
+    b"a,m-8,Bad \xff byte,1,1,,\r\n"
+    b"a,m-9,Extra,1,1,,,surplus\r\n"
+    b"a,m-10,Date,1,1,tomorrow,\r\n"
+    b"a,m-" + b"1" * 70 + b",Long id,1,1,,\r\n"
+    b"a,m-11," + b"n" * (70 * 1024) + b",1,1,,\r\n"
+    b"a,m-1,Last line wins,9,900,2026-06-01T08:00:00Z,Shenzhen\r\n"
+    b"a,m-12,Plain again,2,2,,\r\n"
+)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 1000])
+def test_the_fast_path_on_postgresql_refuses_and_keeps_exactly_what_the_careful_one_does(
+        app, pg_app, monkeypatch, chunk_rows) -> None:
+    copied = []
+    real_copy_block = imports._copy_block
+
+    def spy(*args: Any) -> bool:
+        copied.append(real_copy_block(*args))
+        return copied[-1]
+
+    monkeypatch.setattr(imports, "_copy_block", spy)
+    careful = _import(app, _MIXED, chunk_rows=chunk_rows)
+    fast = _import(pg_app, _MIXED, chunk_rows=chunk_rows)
+    if chunk_rows < 1000:  # small blocks: the clean ones went through COPY, the odd ones not
+        assert True in copied and (False in copied or len(copied) < 16)
+    assert (fast.processed, fast.failed) == (careful.processed, careful.failed)
+    assert fast.errors == careful.errors
+    assert _rows(pg_app) == _rows(app)
+    assert _rows(pg_app)["m-1"][:2] == ("Last line wins", "Shenzhen")
+    assert _rows(pg_app)["m-2"][1:4] == ("Guang\"zhou", None, ["x,y", "z"])
+    assert careful.failed >= 8

@@ -346,7 +346,10 @@ def import_users(stream: IO[bytes] | CountingReader, *, fmt: str = "csv",
     done = report.lines_done
     lines = ((n, raw) for n, raw in parse(cast(IO[bytes], buffered), encoding) if n > done)
     now = now or utcnow()
-    if db.session.get_bind().dialect.name == "postgresql":
+    if db.session.get_bind().dialect.name == "postgresql" and fmt == "csv" and encoding == "utf-8":
+        chunks = _fast_csv_chunks(cast(IO[bytes], buffered), report, now,
+                                  chunk_rows or PG_CHUNK_ROWS)
+    elif db.session.get_bind().dialect.name == "postgresql":
         chunks = _copy_chunks(lines, report, now, chunk_rows or PG_CHUNK_ROWS)
     else:
         chunks = _batch_chunks(lines, report, chunk_rows or IMPORT_BATCH_SIZE)
@@ -528,15 +531,207 @@ def _copy_chunks(lines: Iterator[ParsedLine], report: ImportReport, now: datetim
         yield
 
 
+# --- PostgreSQL, fast path: the file's own bytes into COPY's CSV parser -------------------------
+#
+# A clean CRM export (UTF-8, the known columns, one record per line) never passes through Python
+# line by line: blocks of it go to COPY (FORMAT csv) as they are, and the same SQL checks and
+# merge as the careful path run over what COPY parsed. Anything the careful path would judge
+# line by line (a control character, a blank line, a very long line, a record spanning lines,
+# bytes that are not UTF-8, a cell too many) sends that block through the careful path instead,
+# so both paths refuse the same lines with the same words.
+
+# Bytes that the careful path refuses or reads differently: controls (a tab included), C1
+# controls as UTF-8. One character class, so the scan stays at memory speed.
+_CONTROLS = re.compile(rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
+_C1_CONTROL = re.compile(rb"\xc2[\x80-\x9f]")
+
+
+def _needs_care(block: bytes) -> bool:
+    """Whether the careful path must read this block: a control character, a CR not before an
+    LF, a blank line, C1 controls, or a line over the limit."""
+    return bool(
+        _CONTROLS.search(block)
+        or block.count(b"\r") != block.count(b"\r\n")
+        or block.startswith((b"\n", b"\r\n")) or b"\n\n" in block or b"\n\r\n" in block
+        or (b"\xc2" in block and _C1_CONTROL.search(block))
+        or max(map(len, block.split(b"\n"))) > MAX_LINE_BYTES)
+_RAW_DDL = (
+    "CREATE TEMP SEQUENCE IF NOT EXISTS koc_user_import_line; "
+    "CREATE TEMP TABLE IF NOT EXISTS koc_user_import_raw (line bigint NOT NULL DEFAULT "
+    "nextval('koc_user_import_line'), " + ", ".join(f"{name} text" for name in _STAGED)
+    + ") ON COMMIT DELETE ROWS"
+)
+
+
+class _Prefixed(io.RawIOBase):
+    """`head` then the rest of `stream`: the careful path reads a block as if it were a file."""
+
+    def __init__(self, head: bytes, stream: IO[bytes] | None = None) -> None:
+        self._head, self._stream = memoryview(head), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            size = min(len(buffer), len(self._head))
+            buffer[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        if self._stream is None:
+            return 0
+        data = self._stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _careful(report: ImportReport, now: datetime, chunk_rows: int, head: bytes, *, shift: int,
+             rest: IO[bytes] | None = None) -> Iterator[None]:
+    """The careful path over `head` (then `rest`), a CSV text whose header is its first line;
+    `shift` turns its line numbers into the file's."""
+    stream = io.BufferedReader(_Prefixed(head, rest), buffer_size=CHUNK_BYTES)
+    lines = ((number + shift, raw) for number, raw in _parse_csv(cast(IO[bytes], stream))
+             if number + shift > report.lines_done)
+    yield from _copy_chunks(lines, report, now, chunk_rows)
+
+
+def _header_columns(header: bytes) -> list[str] | None:
+    """The header's columns, when the fast path can take the file: known names, once each."""
+    try:
+        text = header.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+        names = next(csv.reader([text]))
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+    if "external_id" not in names or len(set(names)) != len(names):
+        return None
+    return names if set(names) <= _KNOWN_FIELDS else None
+
+
+def _fast_csv_chunks(stream: IO[bytes], report: ImportReport, now: datetime,
+                     chunk_rows: int) -> Iterator[None]:
+    source: IO[bytes] = stream
+    if cast(io.BufferedReader, stream).peek(2)[:2] == _GZIP_MAGIC:
+        source = cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb"))
+    try:
+        header = source.readline(MAX_LINE_BYTES + 1)
+    except (OSError, EOFError, zlib.error):
+        header = b""
+    columns = _header_columns(header)
+    if columns is None or not header.endswith(b"\n"):
+        # Whatever is odd about the header, the careful path says it in its own words.
+        yield from _careful(report, now, chunk_rows, header, shift=0, rest=source)
+        return
+    line = 1
+    try:
+        while line < report.lines_done and source.readline():  # resume after committed lines
+            line += 1
+    except (OSError, EOFError, zlib.error):
+        pass
+    copy_sql = (f"COPY koc_user_import_raw ({', '.join(columns)}) FROM STDIN (FORMAT csv, "
+                f"FORCE_NULL ({', '.join(columns)}))")
+    # Blocks of about chunk_rows lines, taking the header's length as a guide to a line's.
+    block_bytes = chunk_rows * max(len(header), 64)
+    while True:
+        block, damage = _read_block(source, block_bytes)
+        if not block and damage is None:
+            return
+        first = line + 1
+        line += block.count(b"\n")
+        if block:
+            if _needs_care(block) or not _copy_block(copy_sql, block, first, line - first + 1):
+                yield from _careful(report, now, chunk_rows, header + block, shift=first - 2)
+            else:
+                _merge_fast_block(report, now)
+                report.lines_done = line
+                yield
+        if damage is not None:
+            report.refuse(line + 1, f"the compressed data is damaged from here on ({damage})")
+            yield
+            return
+
+
+def _read_block(source: IO[bytes], size: int) -> tuple[bytes, Exception | None]:
+    """(about `size` bytes of whole lines, the damage that ended the file early or None).
+
+    A block ends at the end of a line outside any quoted cell (an even number of quote
+    characters), so that it never cuts a record in two; the file's last line gets its newline.
+    """
+    parts: list[bytes] = []
+    taken = quotes = 0
+    try:
+        while taken < size and (piece := source.read(min(CHUNK_BYTES, size - taken))):
+            parts.append(piece)
+            taken += len(piece)
+            quotes += piece.count(b'"')
+        while parts and not (parts[-1].endswith(b"\n") and quotes % 2 == 0):
+            more = source.readline(MAX_LINE_BYTES + 1)
+            if not more:
+                parts.append(b"\n")
+                break
+            parts.append(more)
+            quotes += more.count(b'"')
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        whole = b"".join(parts)
+        return whole[:whole.rfind(b"\n") + 1], exc
+    return b"".join(parts), None
+
+
+def _copy_block(copy_sql: str, block: bytes, first_line: int, lines: int) -> bool:
+    """COPY one block into the raw table, numbered from `first_line`; False (and nothing kept)
+    when COPY refuses it or its records are not one per line."""
+    db.session.execute(sa.text(_STAGING_DDL + "; " + _RAW_DDL))
+    db.session.execute(sa.text("TRUNCATE koc_user_import_staging, koc_user_import_refused, "
+                               "koc_user_import_raw"))
+    driver = _driver()
+    # A savepoint of the driver's own: COPY runs on the driver connection, beside SQLAlchemy.
+    with driver.cursor() as cursor:
+        cursor.execute("SAVEPOINT koc_fast_copy")
+        try:
+            cursor.execute("SELECT setval('koc_user_import_line', %s, false)", (first_line,))
+            with cursor.copy(copy_sql) as copy:
+                for start in range(0, len(block), CHUNK_BYTES):
+                    copy.write(block[start:start + CHUNK_BYTES])
+            if cursor.rowcount != lines:
+                raise _NotOnePerLine
+            # A temporary table has no statistics until asked: the merge's plan needs its size.
+            cursor.execute("ANALYZE koc_user_import_raw")
+        except (psycopg.DataError, psycopg.errors.BadCopyFileFormat, _NotOnePerLine):
+            cursor.execute("ROLLBACK TO SAVEPOINT koc_fast_copy")
+            cursor.execute("RELEASE SAVEPOINT koc_fast_copy")
+            return False
+        cursor.execute("RELEASE SAVEPOINT koc_fast_copy")
+    return True
+
+
+class _NotOnePerLine(Exception):
+    pass
+
+
+def _merge_fast_block(report: ImportReport, now: datetime) -> None:
+    """Check and merge a copied block with the fast checks; if a value makes one of their casts
+    fail, with the careful ones instead (the same outcomes, one guard per value)."""
+    refused: list[tuple[int, str]] = []
+    driver = _driver()
+    driver.execute("SAVEPOINT koc_fast_merge")
+    try:
+        _merge_chunk(report, refused, UserImportRowSchema(), now, sql=_FAST_MERGE_SQL)
+    except psycopg.DataError:
+        driver.execute("ROLLBACK TO SAVEPOINT koc_fast_merge")
+        refused.clear()
+        _merge_chunk(report, refused, UserImportRowSchema(), now, sql=_FAST_CAREFUL_MERGE_SQL)
+    driver.execute("RELEASE SAVEPOINT koc_fast_merge")
+    _take_refusals(report, refused)
+
+
 def _merge_chunk(report: ImportReport, refused: list[tuple[int, str]],
-                 schema: UserImportRowSchema, now: datetime) -> None:
+                 schema: UserImportRowSchema, now: datetime, *, sql: str | None = None) -> None:
     """Check the staged chunk in SQL, report its refused lines, merge the rest in one upsert."""
     # Straight to the driver: the SQL holds colons (times, regular expressions) that
     # SQLAlchemy's text() would read as bind parameters.
     with _driver().cursor(row_factory=dict_row) as cursor:
         # The DISTINCT ON sort of a chunk fits in memory instead of spilling to disk.
         cursor.execute("SET LOCAL work_mem = '256MB'")
-        counts = cursor.execute(_MERGE_SQL, {"now": now}).fetchone() or {}
+        counts = cursor.execute(sql or _MERGE_SQL, {"now": now}).fetchone() or {}
         for row in cursor.execute(_REFUSED_SQL):
             refused.append((row["line"], _refusal_message(schema, row)))
     merged, created, updated = (int(value or 0) for value in counts.values())
@@ -628,28 +823,74 @@ SELECT s.*, t.ts, array_remove(ARRAY[
        WHEN EXISTS (SELECT 1 FROM jsonb_array_elements_text(s.tags::jsonb) AS tag(v)
                     WHERE char_length(tag.v) NOT BETWEEN 1 AND 64) THEN 'tags:item' END
 ], NULL) AS problems
-FROM koc_user_import_staging AS s
+FROM :source AS s
 -- OFFSET 0 keeps the planner from copying the expression into each use of ts.
 CROSS JOIN LATERAL (SELECT {_DATE_TS} AS ts OFFSET 0) AS t
 """
 _REFUSED_SQL = "SELECT * FROM koc_user_import_refused ORDER BY line"
+
+def _fast_int(name: str, maximum: int) -> str:
+    # Digits, spaces and signs only, then PostgreSQL's own cast: "1 2" or "+-1" make it raise,
+    # which sends the block to the careful checks.
+    return (f"CASE WHEN s.{name} IS NULL THEN NULL "
+            f"WHEN translate(s.{name}, '0123456789 +-', '') <> '' THEN '{name}:integer' "
+            f"WHEN s.{name}::bigint NOT BETWEEN 0 AND {maximum} THEN '{name}:range' END")
+
+
+# The fast path's checks: the same outcomes as _CHECKED for the lines they can judge, with
+# plain casts where _CHECKED guards each one. A cast that fails raises, and the block is
+# checked again by _CHECKED (see _merge_fast_block).
+_FAST_CHECKED = f"""
+SELECT s.*, t.ts, array_remove(ARRAY[
+  CASE WHEN s.external_id IS NULL THEN 'external_id:required'
+       WHEN char_length(s.external_id) > 64 OR s.external_id !~ '^[A-Za-z0-9_.:-]+$'
+       THEN 'external_id:format' END,
+  {_length_check("display_name", 100)},
+  {_length_check("city", 64)},
+  {_length_check("store_code", 32)},
+  {_fast_int("orders_count", INT32_MAX)},
+  {_fast_int("spend_cents", INT64_MAX)},
+  {_fast_int("shares_count", INT32_MAX)},
+  {_fast_int("community_posts_count", INT32_MAX)},
+  CASE WHEN s.last_order_at IS NULL THEN NULL
+       WHEN t.shaped AND t.bad_offset THEN 'last_order_at:offset'
+       WHEN t.ts IS NULL THEN 'last_order_at:datetime'
+       WHEN t.ts < '1900-01-01T00:00:00Z' OR t.ts >= '3000-01-01T00:00:00Z'
+       THEN 'last_order_at:range' END,
+  CASE WHEN s.tags IS NULL OR s.tags_chars <= 64 THEN NULL
+       WHEN jsonb_array_length(s.tags) > 50 THEN 'tags:items'
+       WHEN EXISTS (SELECT 1 FROM jsonb_array_elements_text(s.tags) AS tag(v)
+                    WHERE char_length(tag.v) NOT BETWEEN 1 AND 64) THEN 'tags:item' END
+], NULL) AS problems
+FROM :source AS s
+CROSS JOIN LATERAL (
+  SELECT d.shaped, d.bad_offset,
+         CASE WHEN d.shaped AND NOT d.bad_offset THEN s.last_order_at::timestamptz END AS ts
+  FROM (SELECT s.last_order_at ~ '{_DATE_SHAPE}' AS shaped,
+               s.last_order_at ~ '{_BAD_OFFSET}' AS bad_offset OFFSET 0) AS d
+  OFFSET 0) AS t
+"""
 _MERGED = ("display_name", "city", "store_code", "tags", "orders_count", "spend_cents",
            "last_order_at", "shares_count", "community_posts_count", "candidate_score")
 
 
-def _merge_sql() -> str:
+def _merge_sql(source: str = "koc_user_import_staging", checked: str | None = None) -> str:
     """One statement over one pass of checks: the refused lines set aside, the last good line
     of each external_id scored and upserted where it changes something; answers (merged,
-    created, updated)."""
-    changed = ", ".join(f"users.{name}" for name in _MERGED)
-    incoming = ", ".join(f"excluded.{name}" for name in _MERGED)
+    created, updated).
+
+    Lines that would change nothing are left out before the upsert: ON CONFLICT locks (and so
+    writes) every row it meets, even one its WHERE then leaves as it is."""
+    incoming = ", ".join(f"g.{name}" for name in _MERGED)
+    stored = ", ".join(f"u.{name}" for name in _MERGED)
     staged = ", ".join(f"c.{name}" for name in _STAGED)
+    checks = (checked or _CHECKED).replace(":source", source)
     return f"""
-WITH checked AS MATERIALIZED ({_CHECKED}),
+WITH checked AS MATERIALIZED ({checks}),
 refused AS (
   INSERT INTO koc_user_import_refused (line, problems, {", ".join(_STAGED)})
   SELECT c.line, c.problems, {staged} FROM checked AS c WHERE cardinality(c.problems) > 0
-), good AS (
+), latest AS (
   SELECT DISTINCT ON (c.external_id) c.external_id, c.display_name, c.city, c.store_code,
     coalesce(c.tags::jsonb, '[]'::jsonb) AS tags,
     coalesce(trim(c.orders_count)::numeric::int, 0) AS orders_count,
@@ -659,15 +900,18 @@ refused AS (
     coalesce(trim(c.community_posts_count)::numeric::int, 0) AS community_posts_count
   FROM checked AS c WHERE cardinality(c.problems) = 0
   ORDER BY c.external_id, c.line DESC
+), good AS MATERIALIZED (
+  SELECT l.*, {candidate_score_sql("l")} AS candidate_score FROM latest AS l
+), changing AS (
+  SELECT g.* FROM good AS g WHERE NOT EXISTS (
+    SELECT 1 FROM users AS u
+    WHERE u.external_id = g.external_id AND ({stored}) IS NOT DISTINCT FROM ({incoming}))
 ), up AS (
   INSERT INTO users (external_id, {", ".join(_MERGED)}, created_at, updated_at)
-  SELECT g.external_id, g.display_name, g.city, g.store_code, g.tags, g.orders_count,
-    g.spend_cents, g.last_order_at, g.shares_count, g.community_posts_count,
-    {candidate_score_sql("g")}, %(now)s, %(now)s
-  FROM good AS g
+  SELECT g.external_id, {incoming}, %(now)s, %(now)s
+  FROM changing AS g
   ON CONFLICT (external_id) DO UPDATE SET
     {", ".join(f"{name} = excluded.{name}" for name in _MERGED)}, updated_at = excluded.updated_at
-  WHERE ({changed}) IS DISTINCT FROM ({incoming})
   RETURNING (xmax = 0) AS created
 )
 SELECT (SELECT count(*) FROM good) AS merged, count(*) FILTER (WHERE created) AS created,
@@ -676,6 +920,29 @@ SELECT (SELECT count(*) FROM good) AS merged, count(*) FILTER (WHERE created) AS
 
 
 _MERGE_SQL = _merge_sql()
+# The fast path's rows hold the tags as the CSV gives them ("a|b"), made JSON here as the
+# careful path does in Python: split at |, each stripped, empty ones dropped.
+_TAG_SPACE = "E' " + "".join(f"\\u{code:04x}" for code in (
+    0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F,
+    0x205F, 0x3000)) + "'"
+_TAG_SPACE_CLASS = "[" + "".join(f"\\u{code:04x}" for code in (
+    0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
+    0x202F, 0x205F, 0x3000)) + "]"
+# Computed once per row (OFFSET 0 keeps the planner from repeating it at each use), as jsonb:
+# the checks and the merge read it as such. Most tags hold no space and need only the split.
+_RAW_SOURCE = (
+    "(SELECT r.line, " + ", ".join(f"r.{name}" for name in _STAGED if name != "tags")
+    + ", tj.tags, char_length(r.tags) AS tags_chars FROM koc_user_import_raw AS r "
+    "CROSS JOIN LATERAL (SELECT CASE "
+    "WHEN r.tags IS NULL THEN NULL "
+    f"WHEN r.tags !~ E'{_TAG_SPACE_CLASS}' "
+    "THEN to_jsonb(array_remove(string_to_array(r.tags, '|'), '')) "
+    "ELSE (SELECT coalesce(jsonb_agg(t.v ORDER BY t.n), '[]'::jsonb) "
+    "FROM (SELECT btrim(x.v, " + _TAG_SPACE + ") AS v, x.n FROM "
+    "unnest(string_to_array(r.tags, '|')) WITH ORDINALITY AS x(v, n)) AS t WHERE t.v <> '') "
+    "END AS tags OFFSET 0) AS tj)")
+_FAST_MERGE_SQL = _merge_sql(_RAW_SOURCE, _FAST_CHECKED)
+_FAST_CAREFUL_MERGE_SQL = _merge_sql(_RAW_SOURCE)
 
 
 def import_format(filename: str) -> str:
