@@ -247,6 +247,35 @@ class MeSchema(Schema):
     badges = fields.List(fields.Nested(BadgeSchema))
     progress = fields.Nested(ProgressSchema)
     social_accounts = fields.List(fields.Nested(SocialAccountSchema))
+    show_name_on_badge = fields.Boolean(metadata={
+        "description": "the public badge page shows display_name (default: hidden)"})
+
+
+class MePatchSchema(Schema):
+    show_name_on_badge = fields.Boolean(required=True, metadata={
+        "description": "show display_name on the public badge page"})
+
+
+class PersonExportSchema(Schema):
+    """Everything held about one person (PIPL), JSON-ready; each part as stored."""
+
+    exported_at = fields.DateTime()
+    user = fields.Dict(metadata={"description": "the user row of the wider base"})
+    member = fields.Dict()
+    social_accounts = fields.List(fields.Dict(), metadata={
+        "description": "with the follower counts' sources and their confirmations"})
+    invitations = fields.List(fields.Dict())
+    submissions = fields.List(fields.Dict(), metadata={
+        "description": "with their engagement snapshots and media"})
+    media = fields.List(fields.Dict(), metadata={
+        "description": "uploads not attached to a submission"})
+    follower_checks = fields.List(fields.Dict())
+    ledger = fields.List(fields.Dict(), metadata={"description": "points entries, oldest first"})
+    downloads = fields.List(fields.Dict())
+    badges = fields.List(fields.Dict())
+    tier_history = fields.List(fields.Dict())
+    claims = fields.List(fields.Dict())
+    group_memberships = fields.List(fields.Dict())
 
 
 class ImportCreateSchema(Schema):

@@ -52,6 +52,7 @@ from koc.submissions.services import (
     followers,
     ledger,
     posts,
+    privacy,  # noqa: F401 - connects the person_forgotten / person_export_requested receivers
     review,
     rules,
     short_links,

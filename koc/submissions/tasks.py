@@ -15,7 +15,7 @@ from koc.core.jobs import Job, run_job
 from koc.core.storage import delete_objects_then_rows, get_storage
 from koc.extensions import db
 from koc.submissions.models import MediaUpload
-from koc.submissions.services import anomalies, imports, ledger, rules
+from koc.submissions.services import anomalies, imports, ledger, privacy, rules
 
 log = logging.getLogger(__name__)
 UNATTACHED_AFTER = timedelta(days=2)
@@ -72,3 +72,12 @@ def expire_points_task() -> int:
     if booked:
         log.info("expired points for %d members", booked)
     return booked
+
+
+@shared_task(name="koc.submissions.tasks.delete_member_media")
+def delete_member_media(member_id: int) -> int:
+    """A forgotten member's stored media: deleted after the forgetting committed; safe to run
+    again (forgetting again sends it again)."""
+    deleted = privacy.delete_member_media(member_id, get_storage())
+    db.session.commit()
+    return deleted

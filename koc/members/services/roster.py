@@ -60,6 +60,9 @@ def get_member(member_id: int) -> Member:
 
 
 def set_member_status(member: Member, status: str) -> None:
+    if member.forgotten_at is not None and status != MemberStatus.suspended:
+        raise DomainError(409, "This member was forgotten and cannot be re-activated.",
+                          errors={"json": {"status": ["the member was forgotten"]}})
     member.status = MemberStatus(status).value
     db.session.flush()
     # The tiers package revokes a suspended member's badge and marks their group seat for
