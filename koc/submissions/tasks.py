@@ -11,7 +11,7 @@ from flask import current_app
 
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
-from koc.core.jobs import Job, run_job
+from koc.core.jobs import Job, JobStatus, run_job
 from koc.core.storage import delete_objects_then_rows, get_storage
 from koc.extensions import db
 from koc.submissions.models import MediaUpload
@@ -56,8 +56,13 @@ def import_metrics_task(job_id: int) -> None:
         job.failed = report.failed
         job.errors = report.errors
 
-    if run_job(job_id, work):
-        storage.delete(db.session.get_one(Job, job_id).payload["storage_key"])
+    try:
+        run_job(job_id, work)
+    finally:
+        # The file goes when the job ends, failed included; deleting twice is harmless.
+        job = db.session.get(Job, job_id)
+        if job is not None and job.status in (JobStatus.succeeded, JobStatus.failed):
+            storage.delete(job.payload["storage_key"])
 
 
 # Expiry is off unless the scoring rules set points_expire_after_days; the task then books one
