@@ -15,7 +15,7 @@ from koc.core.jobs import Job, JobStatus, run_job
 from koc.core.storage import delete_objects_then_rows, get_storage
 from koc.extensions import db
 from koc.submissions.models import MediaUpload
-from koc.submissions.services import anomalies, imports, ledger, privacy, rules
+from koc.submissions.services import anomalies, imports, ledger, privacy, rules, uploads
 
 log = logging.getLogger(__name__)
 UNATTACHED_AFTER = timedelta(days=2)
@@ -41,6 +41,14 @@ def hash_media_task(media_id: int) -> int:
     flags = anomalies.hash_media(media_id, get_storage())
     db.session.commit()
     return len(flags)
+
+
+@shared_task(name="koc.submissions.tasks.fingerprint_media_task")
+def fingerprint_media_task(media_id: int) -> str | None:
+    """SHA-256 of one attached upload (kept for exports and leak look-ups); safe to run twice."""
+    digest = uploads.fingerprint_media(media_id, get_storage())
+    db.session.commit()
+    return digest
 
 
 @shared_task(name="koc.submissions.tasks.import_metrics_task")
