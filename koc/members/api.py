@@ -8,7 +8,13 @@ from flask import current_app
 from flask_smorest import abort
 
 from koc.core import audit
-from koc.core.auth import current_principal, current_staff_id, member_required, staff_required
+from koc.core.auth import (
+    current_member_id,
+    current_principal,
+    current_staff_id,
+    member_required,
+    staff_required,
+)
 from koc.core.db import utcnow
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
@@ -253,7 +259,7 @@ def _me_view(member: Member) -> dict:
 @member_required
 def patch_me(data: dict):
     """The member's own choices: whether the public badge page shows their name."""
-    member = roster.get_member(current_principal().member_id)
+    member = roster.get_member(current_member_id())
     if member.forgotten_at is None:
         member.show_name_on_badge = data["show_name_on_badge"]
     return _me_view(member)
@@ -264,5 +270,5 @@ def patch_me(data: dict):
 @member_required
 def export_me():
     """Everything held about the signed-in member, as JSON (PIPL)."""
-    return privacy.export_person(roster.get_member(current_principal().member_id),
+    return privacy.export_person(roster.get_member(current_member_id()),
                                  now=utcnow())

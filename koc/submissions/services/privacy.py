@@ -25,7 +25,6 @@ from koc.submissions.models import (
     Submission,
 )
 
-DELETE_MEDIA_TASK = "koc.submissions.tasks.delete_member_media"
 
 
 @person_forgotten.connect
@@ -43,7 +42,7 @@ def _forget_posts(_sender: object, *, member_id: int, **_: object) -> None:
                        .values(note=None))
     db.session.execute(sa.update(MediaUpload).where(MediaUpload.member_id == member_id)
                        .values(filename="forgotten", phash=None))
-    enqueue_after_commit(DELETE_MEDIA_TASK, member_id)
+    enqueue_after_commit("koc.submissions.tasks.delete_member_media", member_id)
 
 
 def delete_member_media(member_id: int, storage: Any) -> int:
