@@ -58,6 +58,8 @@ class UserOutSchema(Schema):
     member_id = fields.Method("_member_id", allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+    forgotten_at = fields.DateTime(allow_none=True, metadata={
+        "description": "set once the person was forgotten (DELETE /users/{external_id})"})
 
     def _member_id(self, user):
         return user.member.id if user.member else None
