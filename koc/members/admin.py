@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
-import json
-
 from flask import (
     Response,
     flash,
@@ -25,6 +24,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from marshmallow import Schema, ValidationError, fields
 from sqlalchemy.orm import contains_eager
+from werkzeug.wrappers import Response as BaseResponse
 
 from koc.admin.blueprint import (
     admin_blueprint,
@@ -165,7 +165,7 @@ def member_export(member_id: int) -> Response:
 
 @admin_blueprint.post("/members/<int:member_id>/forget")
 @login_required("admin")
-def forget_member(member_id: int) -> Response:
+def forget_member(member_id: int) -> BaseResponse:
     member = found_or_404(get_member, member_id)
     external_id = member.user.external_id
     if (request.form.get("confirm") or "").strip() != external_id:

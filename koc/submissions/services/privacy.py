@@ -26,7 +26,6 @@ from koc.submissions.models import (
 )
 
 
-
 @person_forgotten.connect
 def _forget_posts(_sender: object, *, member_id: int, **_: object) -> None:
     mine = sa.select(Submission.id).where(Submission.member_id == member_id)
