@@ -274,6 +274,8 @@ class PersonExportSchema(Schema):
     follower_checks = fields.List(fields.Dict())
     ledger = fields.List(fields.Dict(), metadata={"description": "points entries, oldest first"})
     downloads = fields.List(fields.Dict())
+    watermarks = fields.List(fields.Dict(), metadata={
+        "description": "codes marked on the person's copies of embargoed images"})
     badges = fields.List(fields.Dict())
     tier_history = fields.List(fields.Dict())
     claims = fields.List(fields.Dict())

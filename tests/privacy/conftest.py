@@ -13,6 +13,7 @@ from PIL import Image
 
 from koc.core.db import utcnow
 from koc.extensions import db
+from tests.assets.conftest import put, status_of
 from tests.conftest import Api, staff_token_for
 
 USER = {"display_name": "王小明", "city": "Guangzhou", "store_code": "GZ01",
@@ -28,8 +29,8 @@ def png(colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
 
 
 def put_upload(app: Flask, upload: dict, body: bytes) -> int:
-    return app.test_client().put(upload["url"].removeprefix("http://localhost"), data=body,
-                                 headers=upload["headers"]).status_code
+    """PUT where the presigned URL points: the app's local store, or SeaweedFS."""
+    return status_of(put(app.test_client(), upload["url"], body, upload["headers"]))
 
 
 def upload_media(app: Flask, member: Api, body: bytes, name: str = "me.png",

@@ -29,7 +29,8 @@ def test_export_holds_everything_about_the_person_and_staff_reads_are_audited(ap
     assert data["ledger"] and data["ledger"][0]["submission_id"] == person.submission_id
     assert data["badges"][0]["badge_id"] == person.badge_id
     assert data["tier_history"] and data["invitations"][0]["accepted_at"]
-    for part in ("downloads", "claims", "group_memberships", "follower_checks", "media"):
+    for part in ("downloads", "watermarks", "claims", "group_memberships", "follower_checks",
+                 "media"):
         assert isinstance(data[part], list), part
     assert data["exported_at"].endswith("+00:00")
 

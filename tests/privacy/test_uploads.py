@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 from flask import Flask
 
 from koc.extensions import db
 from koc.submissions.models import MediaUpload
+from tests.assets.conftest import s3_env
 from tests.conftest import Api, new_member, staff_token_for
 from tests.privacy.conftest import png, put_upload, upload_media
 
@@ -51,7 +53,17 @@ def test_daily_quota_per_member_answers_429_naming_the_field(make_app) -> None:
     assert "Retry-After" in over.headers
 
 
-def test_bytes_swapped_after_submission_are_refused_at_review(app: Flask) -> None:
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def stored_app(request, make_app) -> Flask:
+    """The local storage folder, and S3 (SeaweedFS), whose ETags differ in kind."""
+    if request.param == "local":
+        return request.getfixturevalue("app")
+    return make_app(**s3_env(request.getfixturevalue("seaweedfs"),
+                             request.getfixturevalue("s3_bucket")))
+
+
+def test_bytes_swapped_after_submission_are_refused_at_review(stored_app: Flask) -> None:
+    app = stored_app
     admin = Api(app.test_client(), staff_token_for(app, "admin"))
     reviewer = Api(app.test_client(), staff_token_for(app, "reviewer"))
     _, member = new_member(app, admin, "swapper")
