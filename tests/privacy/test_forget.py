@@ -28,6 +28,10 @@ def test_forgotten_person_is_anonymised_everywhere_and_totals_stay(any_app: Flas
     admin = person.admin
     with app.app_context():
         storage_key = db.session.get_one(MediaUpload, person.media_id).storage_key
+    waiting = person.member.post("/submissions", json={
+        "platform": "weibo", "post_url": "https://weibo.com/123/waiting-post",
+        "caption": "王小明的第二篇", "posted_at": "2026-11-01T10:00:00+00:00",
+        "metrics": {"likes": 3}}).json["id"]
     points_before = person.member.get("/me").json["points"]
     stats_before = admin.get("/stats/tiers").json
 
@@ -50,6 +54,10 @@ def test_forgotten_person_is_anonymised_everywhere_and_totals_stay(any_app: Flas
 
     submission = admin.get(f"/submissions/{person.submission_id}").json
     assert submission["caption"] == "" and submission["post_url"] == ""
+    assert submission["status"] == "approved"
+    # A post still waiting can no longer be judged: rejected, out of the queue, nothing booked.
+    pending = admin.get(f"/submissions/{waiting}").json
+    assert pending["status"] == "rejected" and pending["caption"] == ""
     # Points and statistics keep the anonymous member: the ledger is untouched.
     export = admin.get(f"/members/{person.member_id}/export").json
     assert sum(float(e["points"]) for e in export["ledger"]) == float(points_before["lifetime"])

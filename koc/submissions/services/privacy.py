@@ -1,6 +1,7 @@
 """The submissions' part of forgetting and exporting a person (see koc.members.services.privacy).
 
-Forgetting blanks captions, post URLs and reviewers' notes about the person's posts; engagement
+Forgetting rejects the posts still waiting for review, blanks captions, post URLs and
+reviewers' notes about the person's posts; engagement
 snapshots and the points ledger stay (numbers, no personal data), so totals stay right. Stored
 media are deleted after the commit by `koc.submissions.tasks.delete_member_media`, which is
 safe to re-run (forgetting again sends it again).
@@ -23,11 +24,22 @@ from koc.submissions.models import (
     PointsEntry,
     ReviewEvent,
     Submission,
+    SubmissionStatus,
 )
+from koc.submissions.services.review import review_submission
 
 
 @person_forgotten.connect
 def _forget_posts(_sender: object, *, member_id: int, **_: object) -> None:
+    # Posts still waiting for review can no longer be judged (no link, no media): rejected,
+    # which books nothing, so they leave the queue. Decided ones keep their points.
+    waiting = db.session.scalars(
+        sa.select(Submission).where(Submission.member_id == member_id,
+                                    Submission.status == SubmissionStatus.pending.value)
+        .order_by(Submission.id).with_for_update()).all()
+    for submission in waiting:
+        review_submission(submission, decision="reject", rating=None, reason="other",
+                          note=None, staff_id=None)
     mine = sa.select(Submission.id).where(Submission.member_id == member_id)
     # canonical_url is unique: the row's own id keeps it so; post_id goes, so the public post
     # no longer points at this row.
