@@ -34,7 +34,7 @@ from koc.core.errors import DomainError
 from koc.core.storage import get_storage
 from koc.demo import load_demo
 from koc.extensions import db
-from koc.members.services import imports
+from koc.members.services import imports, privacy
 from koc.settings import SettingsError
 from koc.tiers.services.engine import recalculate
 
@@ -255,8 +255,25 @@ def users_import(path: str, fmt: str | None, encoding: str) -> None:
     click.echo(f"imported {report.processed} users, {report.failed} lines refused "
                f"({report.created} created, {report.updated} updated, "
                f"{report.unchanged} unchanged)")
+    if report.forgotten:
+        click.echo(f"{report.forgotten} lines name forgotten people and were skipped", err=True)
     if report.failed:
         sys.exit(1)
+
+
+@users.command("forget")
+@click.argument("external_id")
+@with_appcontext
+def users_forget(external_id: str) -> None:
+    """Forget a person (PIPL): anonymise them everywhere (see DELETE /api/v1/users/{id})."""
+    try:
+        summary = privacy.forget_user(external_id, now=utcnow())
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
+    audit.record("user.forget", f"user:{external_id}", summary, actor=audit.cli_actor())
+    db.session.commit()
+    click.echo(f"forgot {external_id}" + (" (already forgotten before)" if summary["again"]
+                                          else ""))
 
 
 # --- tiers -------------------------------------------------------------------------------------

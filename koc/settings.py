@@ -106,6 +106,14 @@ class Settings:
     metrics_port: int = 9100
     # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are trusted.
     proxy_hops: int = 0
+    # --- personal data and member uploads (issue 13) ---
+    # Days a finished import job keeps its per-line error report (which quotes the file).
+    import_report_retention_days: int = 30
+    # Member media (POST /uploads): caps by kind, and a quota per member over the last 24 hours.
+    max_image_upload_bytes: int = 30 * MiB
+    max_video_upload_bytes: int = 1024 * MiB
+    upload_daily_count: int = 100
+    upload_daily_bytes: int = 5 * 1024 * MiB
 
     @property
     def uses_s3(self) -> bool:
@@ -234,6 +242,17 @@ class _EnvSchema(Schema):
     KOC_RATELIMIT_MEMBER_WRITES = mf.String(load_default="120/minute", validate=_rate_limits)
     # Staff tokens drive integrations (a CRM upserting users one by one): only a runaway guard.
     KOC_RATELIMIT_STAFF_WRITES = mf.String(load_default="6000/minute", validate=_rate_limits)
+
+    # --- personal data and member uploads ---
+    KOC_IMPORT_REPORT_RETENTION_DAYS = mf.Integer(load_default=30,
+                                                  validate=validate.Range(min=1, max=3650))
+    KOC_MAX_IMAGE_UPLOAD_BYTES = mf.Integer(load_default=30 * MiB, strict=False,
+                                            validate=validate.Range(min=1024))
+    KOC_MAX_VIDEO_UPLOAD_BYTES = mf.Integer(load_default=1024 * MiB, strict=False,
+                                            validate=validate.Range(min=1024))
+    KOC_UPLOAD_DAILY_COUNT = mf.Integer(load_default=100, validate=validate.Range(min=1))
+    KOC_UPLOAD_DAILY_BYTES = mf.Integer(load_default=5 * 1024 * MiB, strict=False,
+                                        validate=validate.Range(min=1024))
 
     KOC_ENCRYPTION_KEYS = mf.String(load_default=None)
     KOC_WEBHOOK_ALLOW_PRIVATE = _Boolean(load_default=False)
@@ -407,6 +426,11 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         ratelimit_staff_writes=data["KOC_RATELIMIT_STAFF_WRITES"],
         encryption_keys=tuple(k.strip() for k in encryption_keys.split(",") if k.strip()),
         webhook_allow_private=data["KOC_WEBHOOK_ALLOW_PRIVATE"],
+        import_report_retention_days=data["KOC_IMPORT_REPORT_RETENTION_DAYS"],
+        max_image_upload_bytes=data["KOC_MAX_IMAGE_UPLOAD_BYTES"],
+        max_video_upload_bytes=data["KOC_MAX_VIDEO_UPLOAD_BYTES"],
+        upload_daily_count=data["KOC_UPLOAD_DAILY_COUNT"],
+        upload_daily_bytes=data["KOC_UPLOAD_DAILY_BYTES"],
     )
     return settings
 

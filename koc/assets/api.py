@@ -25,7 +25,14 @@ from koc.assets.schemas import (
     LeakSchema,
     UploadSchema,
 )
-from koc.assets.services import bundles, downloads, kits, uploads, watermarks
+from koc.assets.services import (  # privacy connects the person_export_requested receiver
+    bundles,
+    downloads,
+    kits,
+    privacy,  # noqa: F401
+    uploads,
+    watermarks,
+)
 from koc.core import audit
 from koc.core.auth import (
     Principal,

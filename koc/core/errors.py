@@ -26,12 +26,15 @@ class DomainError(Exception):
     keeps_changes = False
 
     def __init__(
-        self, status: int, message: str, *, errors: dict[str, Any] | None = None
+        self, status: int, message: str, *, errors: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.errors = errors
+        # Extra response headers (Retry-After on a quota's 429).
+        self.headers = headers or {}
 
 
 def field_error(status: int, field: str, message: str) -> DomainError:
@@ -56,7 +59,8 @@ def register_error_handlers(app: Flask) -> None:
     def _domain_error(exc: DomainError):
         if exc.keeps_changes:
             keep_changes_despite_error()
-        return jsonify(error_body(exc.status, exc.message, exc.errors)), exc.status
+        return (jsonify(error_body(exc.status, exc.message, exc.errors)), exc.status,
+                exc.headers)
 
     @app.errorhandler(StorageUnavailable)
     def _storage_down(exc: StorageUnavailable):

@@ -39,6 +39,21 @@ member_tier_set = _signals.signal(
         "with a DomainError.",
 )
 
+# Personal data (PIPL): the members package forgets and exports a person; the rows the domains
+# above hold about them are theirs to scrub and to describe.
+person_forgotten = _signals.signal(
+    "person-forgotten",
+    doc="A person is being forgotten; sent with `member_id` and `now` after the members package "
+        "anonymised its own rows (flushed, not committed). Each receiver blanks the personal "
+        "data in its own rows and may enqueue after-commit work (deleting stored media); it must "
+        "be safe to run again on a person already forgotten.",
+)
+person_export_requested = _signals.signal(
+    "person-export-requested",
+    doc="A person's data is being exported; sent with `member`. Each receiver returns a dict of "
+        "the parts it holds (submissions, ledger, downloads, badges, ...), JSON-ready.",
+)
+
 
 def replies(signal: NamedSignal, **kwargs: Any) -> dict[str, Any]:
     """The dicts a signal's receivers return, merged into one."""

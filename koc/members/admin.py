@@ -5,23 +5,42 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Response, render_template, request, stream_with_context
+from flask import (
+    Response,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from marshmallow import Schema, ValidationError, fields
 from sqlalchemy.orm import contains_eager
+from werkzeug.wrappers import Response as BaseResponse
 
-from koc.admin.blueprint import admin_blueprint, is_admin, login_required, paginate
+from koc.admin.blueprint import (
+    admin_blueprint,
+    found_or_404,
+    is_admin,
+    login_required,
+    paginate,
+)
 from koc.admin.i18n import tier_display_name
+from koc.core import audit
 from koc.core import fields as kf
+from koc.core.db import utcnow
 from koc.extensions import db
 from koc.members.models import Member
-from koc.members.services.roster import MEMBER_SORTS, members_query
+from koc.members.services import privacy
+from koc.members.services.roster import MEMBER_SORTS, get_member, members_query
 from koc.tiers.services import rules
 
 PER_PAGE = 50
@@ -126,3 +145,33 @@ def members_csv() -> Response | tuple[str, int]:
 
     return Response(stream_with_context(lines()), mimetype="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="members.csv"'})
+
+
+# --- personal data (PIPL): the same services as GET /members/{id}/export and
+# DELETE /users/{external_id} --------------------------------------------------------------------
+
+@admin_blueprint.get("/members/<int:member_id>/export.json")
+@login_required("admin")
+def member_export(member_id: int) -> Response:
+    member = found_or_404(get_member, member_id)
+    audit.record("member.export", f"member:{member_id}")
+    data = privacy.export_person(member, now=utcnow())
+    data["exported_at"] = data["exported_at"].isoformat()
+    return Response(json.dumps(data, ensure_ascii=False, indent=2),
+                    mimetype="application/json", headers={
+                        "Content-Disposition": f'attachment; filename="member-{member_id}.json"',
+                        "Cache-Control": "no-store"})
+
+
+@admin_blueprint.post("/members/<int:member_id>/forget")
+@login_required("admin")
+def forget_member(member_id: int) -> BaseResponse:
+    member = found_or_404(get_member, member_id)
+    external_id = member.user.external_id
+    if (request.form.get("confirm") or "").strip() != external_id:
+        flash(_("Type the customer ID exactly to confirm."), "error")
+        return redirect(url_for("admin.member_page", member_id=member_id))
+    summary = privacy.forget_user(external_id, now=utcnow())
+    audit.record("user.forget", f"user:{external_id}", summary)
+    flash(_("The person is forgotten."), "success")
+    return redirect(url_for("admin.member_page", member_id=member_id))

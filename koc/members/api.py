@@ -8,7 +8,13 @@ from flask import current_app
 from flask_smorest import abort
 
 from koc.core import audit
-from koc.core.auth import current_principal, current_staff_id, member_required, staff_required
+from koc.core.auth import (
+    current_member_id,
+    current_principal,
+    current_staff_id,
+    member_required,
+    staff_required,
+)
 from koc.core.db import utcnow
 from koc.core.jobs.api import JobCreatedSchema
 from koc.core.pagination import Blueprint, SelectPage
@@ -20,6 +26,7 @@ from koc.core.signals import (
     replies,
 )
 from koc.core.storage import get_storage
+from koc.members.models import Member
 from koc.members.schemas import (
     AcceptInSchema,
     AcceptOutSchema,
@@ -35,11 +42,13 @@ from koc.members.schemas import (
     MemberPatchSchema,
     MemberQuerySchema,
     MemberStaffSchema,
+    MePatchSchema,
     MeSchema,
+    PersonExportSchema,
     UserOutSchema,
     UserPutSchema,
 )
-from koc.members.services import candidates, import_files, invitations, roster, users
+from koc.members.services import candidates, import_files, invitations, privacy, roster, users
 
 blp = Blueprint("members", __name__, description="The user base, invitations and members")
 
@@ -64,6 +73,18 @@ def put_user(data: dict, external_id: str):
 @staff_required("viewer")
 def read_user(external_id: str):
     return users.get_user(external_id)
+
+
+@blp.delete("/users/<key:external_id>")
+@blp.response(204, description="Forgotten (also when the person was forgotten before)")
+@staff_required("admin")
+def forget_user(external_id: str):
+    """Forget a person (PIPL): personal fields, social handles and URLs, tokens, badges,
+    captions, post URLs and media are erased; the ledger and statistics keep an anonymous
+    member row. Safe to repeat; a forgotten external id cannot be written or imported again."""
+    summary = privacy.forget_user(external_id, now=utcnow())
+    audit.record("user.forget", f"user:{external_id}", summary)
+    return ""
 
 
 @blp.post("/users/import")
@@ -178,6 +199,16 @@ def read_member(member_id: int):
     return _member_detail(member_id)
 
 
+@blp.get("/members/<id:member_id>/export")
+@blp.response(200, PersonExportSchema)
+@staff_required("admin")
+def export_member(member_id: int):
+    """Everything held about the member's person, as JSON (PIPL); audited."""
+    member = roster.get_member(member_id)
+    audit.record("member.export", f"member:{member_id}")
+    return privacy.export_person(member, now=utcnow())
+
+
 @blp.patch("/members/<id:member_id>")
 @blp.arguments(MemberPatchSchema)
 @blp.response(200, MemberDetailSchema)
@@ -207,7 +238,10 @@ def patch_member(data: dict, member_id: int):
 @blp.response(200, MeSchema)
 @member_required
 def me():
-    member = roster.get_member(current_principal().member_id)
+    return _me_view(roster.get_member(current_principal().member_id))
+
+
+def _me_view(member: Member) -> dict:
     return {
         "id": member.id,
         "display_name": member.display_name,
@@ -215,4 +249,26 @@ def me():
         # The tier, points, badges and progress (koc.tiers.api).
         **replies(member_view_requested, member=member),
         "social_accounts": member.social_accounts,
+        "show_name_on_badge": member.show_name_on_badge,
     }
+
+
+@blp.patch("/me")
+@blp.arguments(MePatchSchema)
+@blp.response(200, MeSchema)
+@member_required
+def patch_me(data: dict):
+    """The member's own choices: whether the public badge page shows their name."""
+    member = roster.get_member(current_member_id())
+    if member.forgotten_at is None:
+        member.show_name_on_badge = data["show_name_on_badge"]
+    return _me_view(member)
+
+
+@blp.get("/me/export")
+@blp.response(200, PersonExportSchema)
+@member_required
+def export_me():
+    """Everything held about the signed-in member, as JSON (PIPL)."""
+    return privacy.export_person(roster.get_member(current_member_id()),
+                                 now=utcnow())

@@ -31,6 +31,9 @@ class User(Model):
     last_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     shares_count: Mapped[int] = mapped_column(default=0)
     community_posts_count: Mapped[int] = mapped_column(default=0)
+    # Set when the person was forgotten (PIPL): every personal field is blank, the row stays as
+    # the tombstone that keeps the external id from being imported back to life.
+    forgotten_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Kept up to date on every write so ranking candidates is an index scan, not a full scan.
     candidate_score: Mapped[float] = mapped_column(sa.Float, default=0.0, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -70,6 +73,10 @@ class Member(Model):
     tier_below_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     terms_accepted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The member chose to show their display name on the public badge page (hidden by default).
+    show_name_on_badge: Mapped[bool] = mapped_column(default=False)
+    # Set when the person was forgotten: the row stays, anonymous, so totals stay right.
+    forgotten_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="member")
     social_accounts: Mapped[list[SocialAccount]] = relationship(
@@ -153,7 +160,8 @@ class UserImportStatus(enum.StrEnum):
 class UserImport(Model):
     """A bulk import's file on its way into object storage, then the job that reads it.
 
-    The object is deleted when the job succeeds (PIPL: import files do not outlive their job).
+    The object is deleted when the job ends, failed included (PIPL: import files do not outlive
+    their job); `koc.members.tasks.purge_import_files` deletes what a crash left behind.
     """
 
     __tablename__ = "user_imports"
@@ -174,6 +182,9 @@ class UserImport(Model):
         sa.ForeignKey("staff.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the stored file was deleted: at the end of its job (succeeded or failed), or by the
+    # sweep for an upload that was never started.
+    file_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         sa.CheckConstraint("status IN ('pending', 'started')", name="status_known"),

@@ -58,6 +58,8 @@ class UserOutSchema(Schema):
     member_id = fields.Method("_member_id", allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+    forgotten_at = fields.DateTime(allow_none=True, metadata={
+        "description": "set once the person was forgotten (DELETE /users/{external_id})"})
 
     def _member_id(self, user):
         return user.member.id if user.member else None
@@ -247,6 +249,37 @@ class MeSchema(Schema):
     badges = fields.List(fields.Nested(BadgeSchema))
     progress = fields.Nested(ProgressSchema)
     social_accounts = fields.List(fields.Nested(SocialAccountSchema))
+    show_name_on_badge = fields.Boolean(metadata={
+        "description": "the public badge page shows display_name (default: hidden)"})
+
+
+class MePatchSchema(Schema):
+    show_name_on_badge = fields.Boolean(required=True, metadata={
+        "description": "show display_name on the public badge page"})
+
+
+class PersonExportSchema(Schema):
+    """Everything held about one person (PIPL), JSON-ready; each part as stored."""
+
+    exported_at = fields.DateTime()
+    user = fields.Dict(metadata={"description": "the user row of the wider base"})
+    member = fields.Dict()
+    social_accounts = fields.List(fields.Dict(), metadata={
+        "description": "with the follower counts' sources and their confirmations"})
+    invitations = fields.List(fields.Dict())
+    submissions = fields.List(fields.Dict(), metadata={
+        "description": "with their engagement snapshots and media"})
+    media = fields.List(fields.Dict(), metadata={
+        "description": "uploads not attached to a submission"})
+    follower_checks = fields.List(fields.Dict())
+    ledger = fields.List(fields.Dict(), metadata={"description": "points entries, oldest first"})
+    downloads = fields.List(fields.Dict())
+    watermarks = fields.List(fields.Dict(), metadata={
+        "description": "codes marked on the person's copies of embargoed images"})
+    badges = fields.List(fields.Dict())
+    tier_history = fields.List(fields.Dict())
+    claims = fields.List(fields.Dict())
+    group_memberships = fields.List(fields.Dict())
 
 
 class ImportCreateSchema(Schema):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from datetime import timedelta
 
-from koc.core.jobs import Job, run_job
+from celery import shared_task
+from flask import current_app
+
+from koc.core.celery import Every, periodic_task
+from koc.core.db import utcnow
+from koc.core.jobs import Job, JobStatus, run_job
 from koc.core.storage import get_storage
 from koc.extensions import db
-from koc.members.services import imports
+from koc.members.services import import_files, imports
 
 
 @shared_task(name="koc.members.tasks.import_users_task")
@@ -16,8 +21,7 @@ def import_users_task(job_id: int) -> None:
 
     Each chunk commits with the job's progress, so a job that died half-way (or a re-delivered
     task) resumes after its last committed chunk; upserts keyed on external_id make the overlap
-    harmless. The file is deleted once the job has succeeded; a failed job keeps it for the
-    retry.
+    harmless. The file is deleted once the job has ended, succeeded or failed.
     """
     storage = get_storage()
 
@@ -40,10 +44,27 @@ def import_users_task(job_id: int) -> None:
                                       on_progress=progress, resume=resume)
         _record(job, report, clock)
 
-    if run_job(job_id, work):
-        payload = db.session.get_one(Job, job_id).payload
-        storage.delete(payload["storage_key"])
-        db.session.commit()
+    try:
+        run_job(job_id, work)
+    finally:
+        # The file goes when the job ends, failed included (a failed job is not retried: the
+        # import is started again from a new upload). A job still running elsewhere (this
+        # delivery found it succeeded) keeps nothing either; a worker killed mid-job leaves
+        # the job running, and the file, for the re-delivered task to resume.
+        job = db.session.get(Job, job_id)
+        if job is not None and job.status in (JobStatus.succeeded, JobStatus.failed):
+            import_files.delete_job_file(job_id, storage=storage, now=utcnow())
+            db.session.commit()
+
+
+@periodic_task("koc.members.tasks.purge_import_files", Every(timedelta(hours=1)))
+def purge_import_files() -> int:
+    """Import files a job's end did not delete, and uploads never started."""
+    deleted = import_files.purge_import_files(
+        storage=get_storage(), now=utcnow(),
+        url_ttl=current_app.config["KOC_SETTINGS"].upload_url_ttl)
+    db.session.commit()
+    return deleted
 
 
 def _record(job: Job, report: imports.ImportReport, clock: imports.Throughput) -> None:

@@ -237,7 +237,8 @@ def review_post(submission_id: int) -> BaseResponse:
                 review.review_submission(submission, decision="approve",
                                          rating=form.rating.data, reason=None, note=None,
                                          staff_id=current_staff().id,
-                                         post_url=form.post_url.data or None)
+                                         post_url=form.post_url.data or None,
+                                         storage=get_storage())
             else:
                 review.review_submission(submission, decision="reject", rating=None,
                                          reason=form.reason_code.data or "other",

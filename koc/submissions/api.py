@@ -52,6 +52,7 @@ from koc.submissions.services import (
     followers,
     ledger,
     posts,
+    privacy,  # noqa: F401 - connects the person_forgotten / person_export_requested receivers
     review,
     rules,
     uploads,
@@ -68,9 +69,12 @@ MAX_IMPORT_BYTES = 64 * 1024 * 1024
 @member_required
 def create_upload(data: dict):
     settings = current_app.config["KOC_SETTINGS"]
+    limits = uploads.UploadLimits(
+        image_bytes=settings.max_image_upload_bytes, video_bytes=settings.max_video_upload_bytes,
+        daily_count=settings.upload_daily_count, daily_bytes=settings.upload_daily_bytes)
     upload, request = uploads.create_media_upload(
-        current_member_id(), **data, storage=get_storage(),
-        max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
+        current_member_id(), **data, storage=get_storage(), limits=limits,
+        url_ttl=settings.upload_url_ttl, now=utcnow(),
     )
     return {"upload_id": upload.id,
             "upload": {"method": request.method, "url": request.url, "headers": request.headers}}
@@ -211,7 +215,7 @@ def review_events(submission_id: int):
 def review_submission(data: dict, submission_id: int):
     submission = review.review_submission(
         posts.get_submission(submission_id, lock=True), **data,
-        staff_id=current_principal().staff_id,
+        staff_id=current_principal().staff_id, storage=get_storage(),
     )
     return submission
 
@@ -223,7 +227,7 @@ def review_submission(data: dict, submission_id: int):
 def bulk_review(data: dict):
     """Approve or reject up to 200 pending submissions with one decision, all or nothing."""
     reviewed = review.bulk_review(data.pop("ids"), **data,
-                                    staff_id=current_principal().staff_id)
+                                    staff_id=current_principal().staff_id, storage=get_storage())
     return {"reviewed": len(reviewed), "submissions": reviewed}
 
 

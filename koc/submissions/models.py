@@ -55,6 +55,12 @@ class MediaUpload(Model):
     # NULL until the hashing task ran, or for files that are not images.
     phash: Mapped[int | None] = mapped_column(sa.BigInteger)
     hashed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Fixed when the upload is attached to a submission: the store's fingerprint of the object
+    # (S3's ETag; the local store's mtime and size), re-checked before review so bytes swapped
+    # through a still-valid presigned URL are caught. sha256 is computed by a task afterwards.
+    content_etag: Mapped[str | None] = mapped_column(sa.String(200))
+    fixed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sha256: Mapped[str | None] = mapped_column(sa.String(64))
 
     @property
     def is_image(self) -> bool:

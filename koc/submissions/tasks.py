@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -11,11 +12,20 @@ from flask import current_app
 
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
-from koc.core.jobs import Job, run_job
-from koc.core.storage import delete_objects_then_rows, get_storage
+from koc.core.jobs import Job, JobStatus, run_job
+from koc.core.storage import Storage, delete_objects_then_rows, get_storage
 from koc.extensions import db
 from koc.submissions.models import MediaUpload
-from koc.submissions.services import anomalies, imports, ledger, posts, rules, short_links
+from koc.submissions.services import (
+    anomalies,
+    imports,
+    ledger,
+    posts,
+    privacy,
+    rules,
+    short_links,
+    uploads,
+)
 
 log = logging.getLogger(__name__)
 UNATTACHED_AFTER = timedelta(days=2)
@@ -63,6 +73,24 @@ def resolve_short_link_task(submission_id: int) -> str:
     return outcome
 
 
+@shared_task(name="koc.submissions.tasks.fingerprint_media_task")
+def fingerprint_media_task(media_id: int) -> str | None:
+    """SHA-256 of one attached upload (kept for exports and leak look-ups); safe to run twice."""
+    digest = uploads.fingerprint_media(media_id, get_storage())
+    db.session.commit()
+    return digest
+
+
+def _run_import_job(job_id: int, work: Callable[[Job], None], storage: Storage) -> None:
+    try:
+        run_job(job_id, work)
+    finally:
+        # The file goes when the job ends, failed included; deleting twice is harmless.
+        job = db.session.get(Job, job_id)
+        if job is not None and job.status in (JobStatus.succeeded, JobStatus.failed):
+            storage.delete(job.payload["storage_key"])
+
+
 @shared_task(name="koc.submissions.tasks.import_metrics_task")
 def import_metrics_task(job_id: int) -> None:
     storage = get_storage()
@@ -76,8 +104,7 @@ def import_metrics_task(job_id: int) -> None:
         job.failed = report.failed
         job.errors = report.errors
 
-    if run_job(job_id, work):
-        storage.delete(db.session.get_one(Job, job_id).payload["storage_key"])
+    _run_import_job(job_id, work, storage)
 
 
 @shared_task(name="koc.submissions.tasks.import_followers_task")
@@ -92,8 +119,7 @@ def import_followers_task(job_id: int) -> None:
         job.failed = report.failed
         job.errors = report.errors
 
-    if run_job(job_id, work):
-        storage.delete(db.session.get_one(Job, job_id).payload["storage_key"])
+    _run_import_job(job_id, work, storage)
 
 
 # Expiry is off unless the scoring rules set points_expire_after_days; the task then books one
@@ -108,3 +134,12 @@ def expire_points_task() -> int:
     if booked:
         log.info("expired points for %d members", booked)
     return booked
+
+
+@shared_task(name="koc.submissions.tasks.delete_member_media")
+def delete_member_media(member_id: int) -> int:
+    """A forgotten member's stored media: deleted after the forgetting committed; safe to run
+    again (forgetting again sends it again)."""
+    deleted = privacy.delete_member_media(member_id, get_storage())
+    db.session.commit()
+    return deleted

@@ -324,4 +324,5 @@ def member_page(member_id: int) -> str:
         best_posts=best,
         staff=staff,
         tier_names={t["key"]: t["name"] for t in rules.tiers},
+        can_edit=is_admin(),
     )

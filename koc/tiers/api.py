@@ -58,6 +58,7 @@ from koc.tiers.services import (
     groups,
     history,
     insight,
+    privacy,  # noqa: F401 - connects the person_forgotten / person_export_requested receivers
     progress,
     rules,
 )
@@ -152,8 +153,11 @@ def _badge_view(badge_id: str) -> dict:
     member = get_member(badge.member_id)
     revoked = badge.revoked_at is not None
     return {"badge_id": badge.badge_id,
-            "member": {"id": member.id, "display_name": member.display_name},
-            "tier": badge.tier_key, "issued_at": badge.issued_at, "revoked": revoked,
+            # The name only when the member chose to show it (PATCH /me).
+            "member": {"id": member.id, "display_name": member.display_name
+                       if member.show_name_on_badge and member.forgotten_at is None else None},
+            "tier": badge.tier_key, "tier_name": rules.tier_ref(badge.tier_key)["name"],
+            "issued_at": badge.issued_at, "revoked": revoked,
             "revoked_at": badge.revoked_at,
             "valid": badges.verify_badge(badge) and not revoked,
             "payload": badges.badge_payload(badge).decode(), "signature": badge.signature,

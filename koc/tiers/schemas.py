@@ -80,13 +80,15 @@ class TierCountSchema(Schema):
 
 class BadgeMemberSchema(Schema):
     id = fields.Integer()
-    display_name = fields.String()
+    display_name = fields.String(allow_none=True, metadata={
+        "description": "null unless the member chose to show it (PATCH /me show_name_on_badge)"})
 
 
 class BadgeAssertionSchema(Schema):
     badge_id = fields.String()
     member = fields.Nested(BadgeMemberSchema)
     tier = fields.String()
+    tier_name = fields.String()
     issued_at = fields.DateTime()
     revoked = fields.Boolean()
     revoked_at = fields.DateTime(allow_none=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -76,3 +76,28 @@ def requeue_stale_jobs() -> int:
     for job in stale:
         current_app.extensions["celery"].send_task(job.task_name, args=[job.id])
     return len(stale)
+
+
+def purge_job_reports(*, now: datetime, retention_days: int, limit: int = 1000) -> int:
+    """Empty the per-line error reports of jobs that finished more than `retention_days` ago
+    (an import's report quotes the file's lines, personal data included); counts are kept."""
+    cutoff = now - timedelta(days=retention_days)
+    # Emptied reports are '[]' in either database's JSON text, so a run skips them.
+    jobs = db.session.scalars(sa.select(Job).where(
+        Job.finished_at < cutoff, Job.status.in_([JobStatus.succeeded.value,
+                                                  JobStatus.failed.value]),
+        sa.cast(Job.errors, sa.Text) != "[]")
+        .order_by(Job.id).limit(limit)).all()
+    for job in jobs:
+        job.errors = []
+        job.result = {**(job.result or {}), "errors_purged_at": now.isoformat()}
+    db.session.flush()
+    return len(jobs)
+
+
+@periodic_task("koc.core.jobs.purge_job_reports", Every(timedelta(hours=1)))
+def purge_job_reports_task() -> int:
+    settings = current_app.config["KOC_SETTINGS"]
+    purged = purge_job_reports(now=utcnow(), retention_days=settings.import_report_retention_days)
+    db.session.commit()
+    return purged

@@ -81,7 +81,8 @@ def candidates_query(*, limit: int | None = None, city: str | None = None,
                      now: datetime) -> sa.Select:
     """Users who are not members yet, best first (an index scan on candidate_score), filtered
     by segment, last-order window and minimum score; `limit` caps how far down one pages."""
-    stmt = sa.select(User).where(~sa.exists().where(Member.user_id == User.id))
+    stmt = sa.select(User).where(~sa.exists().where(Member.user_id == User.id),
+                                 User.forgotten_at.is_(None))
     if city is not None:
         stmt = stmt.where(User.city == city)
     if store_code is not None:

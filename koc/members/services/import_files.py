@@ -3,14 +3,18 @@ PUT, or presigned parts for a large file), then a job streams it (koc.members.ta
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
+
 from koc.core.errors import DomainError
-from koc.core.jobs import start_job
+from koc.core.jobs import Job, JobStatus, start_job
 from koc.core.storage import Storage, StorageError, StorageUnavailable
 from koc.core.storage.base import as_multipart, supports_multipart
 from koc.extensions import db
@@ -20,6 +24,8 @@ from koc.members.services.imports import import_format
 # S3 takes objects of up to 5 TiB in at most 10,000 parts; a 40-million-row export is a few GB.
 MAX_IMPORT_BYTES = 1024**4
 MAX_PARTS = 10_000
+# An import whose file was never started is abandoned this long after its upload URL expired.
+ABANDONED_AFTER = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ def start_import(item: UserImport, *, storage: Storage, staff_id: int | None,
     """The job that reads the uploaded file; the same job again when asked twice."""
     if item.status == UserImportStatus.started and item.job_id is not None:
         return item.job_id
+    if item.file_deleted_at is not None:
+        raise DomainError(410, "This import's file was deleted; create a new import.")
     if item.upload_id:
         multipart = as_multipart(storage)
         try:
@@ -123,3 +131,43 @@ def store_posted_file(data: bytes, *, filename: str, storage: Storage,
     db.session.add(item)
     db.session.flush()
     return start_import(item, storage=storage, staff_id=staff_id)
+
+
+def _delete_file(item: UserImport, storage: Storage, now: datetime) -> None:
+    if item.upload_id and supports_multipart(storage):
+        # An open multipart upload keeps its parts until aborted; gone already is fine.
+        with contextlib.suppress(StorageError):
+            as_multipart(storage).abort_multipart(item.storage_key, upload_id=item.upload_id)
+        item.upload_id = None
+    storage.delete(item.storage_key)
+    item.file_deleted_at = now
+
+
+def delete_job_file(job_id: int, *, storage: Storage, now: datetime) -> bool:
+    """The import file of a job that ended (succeeded or failed): deleted from storage, the
+    import marked; False when it was deleted before. The caller commits."""
+    item = db.session.scalar(sa.select(UserImport).where(UserImport.job_id == job_id))
+    if item is None or item.file_deleted_at is not None:
+        return False
+    _delete_file(item, storage, now)
+    db.session.flush()
+    return True
+
+
+def purge_import_files(*, storage: Storage, now: datetime, url_ttl: int,
+                       limit: int = 500) -> int:
+    """What the end of a job did not delete (a worker that died between the job's end and the
+    deletion), and uploads never started: their files deleted. Safe to run any time."""
+    ended = sa.select(Job.id).where(Job.status.in_([JobStatus.succeeded.value,
+                                                    JobStatus.failed.value]))
+    cutoff = now - timedelta(seconds=url_ttl) - ABANDONED_AFTER
+    items = db.session.scalars(sa.select(UserImport).where(
+        UserImport.file_deleted_at.is_(None),
+        sa.or_(UserImport.job_id.in_(ended),
+               sa.and_(UserImport.status == UserImportStatus.pending.value,
+                       UserImport.created_at < cutoff)))
+        .order_by(UserImport.id).limit(limit)).all()
+    for item in items:
+        _delete_file(item, storage, now)
+    db.session.flush()
+    return len(items)

@@ -44,6 +44,8 @@ class ImportReport:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    # Lines naming a forgotten person: skipped, never merged (see koc.members.services.privacy).
+    forgotten: int = 0
     # The last line of the file whose chunk is merged (committed, once the caller commits).
     lines_done: int = 0
     bytes_read: int = 0
@@ -394,7 +396,8 @@ def _batch_chunks(lines: Iterator[ParsedLine], report: ImportReport,
 
 def _flush_batch(batch: list[dict[str, Any]], refused: list[tuple[int, str]],
                  report: ImportReport, last: int) -> None:
-    created, updated, merged = upsert_users_bulk(batch)
+    created, updated, merged, forgotten = upsert_users_bulk(batch)
+    report.forgotten += forgotten
     report.processed += merged
     report.created += created
     report.updated += updated
@@ -734,7 +737,9 @@ def _merge_chunk(report: ImportReport, refused: list[tuple[int, str]],
         counts = cursor.execute(sql or _MERGE_SQL, {"now": now}).fetchone() or {}
         for row in cursor.execute(_REFUSED_SQL):
             refused.append((row["line"], _refusal_message(schema, row)))
-    merged, created, updated = (int(value or 0) for value in counts.values())
+    merged, created, updated, forgotten = (int(value or 0) for value in counts.values())
+    report.forgotten += forgotten
+    merged -= forgotten
     report.processed += merged
     report.created += created
     report.updated += updated
@@ -912,10 +917,13 @@ refused AS (
   FROM changing AS g
   ON CONFLICT (external_id) DO UPDATE SET
     {", ".join(f"{name} = excluded.{name}" for name in _MERGED)}, updated_at = excluded.updated_at
+  WHERE users.forgotten_at IS NULL
   RETURNING (xmax = 0) AS created
 )
 SELECT (SELECT count(*) FROM good) AS merged, count(*) FILTER (WHERE created) AS created,
-       count(*) FILTER (WHERE NOT created) AS updated FROM up
+       count(*) FILTER (WHERE NOT created) AS updated,
+       (SELECT count(*) FROM good AS g JOIN users AS u ON u.external_id = g.external_id
+        WHERE u.forgotten_at IS NOT NULL) AS forgotten FROM up
 """
 
 

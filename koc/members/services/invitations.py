@@ -21,6 +21,9 @@ from koc.members.services.users import get_user
 def create_invitation(external_id: str, *, expires_in_days: int, staff_id: int | None
                       ) -> Invitation:
     user = get_user(external_id)
+    if user.forgotten_at is not None:
+        raise DomainError(410, f"User {external_id!r} was forgotten.",
+                          errors={"json": {"external_id": ["was forgotten"]}})
     if user.member is not None:
         raise DomainError(409, f"User {external_id!r} is already a member.",
                           errors={"json": {"external_id": ["already a member"]}})
@@ -49,6 +52,8 @@ def accept_invitation(code: str, *, display_name: str,
         raise DomainError(410, "This invitation has expired.")
     if invitation.user.member is not None:
         raise DomainError(409, "This user is already a member.")
+    if invitation.user.forgotten_at is not None:
+        raise DomainError(410, "This invitation has expired.")
 
     member = Member(user_id=invitation.user_id, display_name=display_name,
                     status=MemberStatus.active.value)

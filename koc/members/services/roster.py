@@ -63,6 +63,9 @@ def get_member(member_id: int) -> Member:
 
 def set_member_status(member: Member, status: str) -> dict[str, Any]:
     """Suspend or re-activate; returns what the domains above did about it, for the audit log."""
+    if member.forgotten_at is not None and status != MemberStatus.suspended:
+        raise DomainError(409, "This member was forgotten and cannot be re-activated.",
+                          errors={"json": {"status": ["the member was forgotten"]}})
     member.status = MemberStatus(status).value
     db.session.flush()
     # The tiers package revokes a suspended member's badge, voids their pending drop claims and

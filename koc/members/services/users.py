@@ -32,6 +32,11 @@ def upsert_user(external_id: str, values: dict[str, Any]) -> tuple[User, bool]:
     """Create or update one user; returns (user, created)."""
     fields = {name: values[name] for name in USER_FIELDS if name in values}
     user = db.session.scalar(sa.select(User).where(User.external_id == external_id))
+    if user is not None and user.forgotten_at is not None:
+        # Forgotten stays forgotten: the CRM must not bring the person back silently.
+        raise DomainError(410, f"User {external_id!r} was forgotten (personal data erased) and "
+                          "cannot be written again.",
+                          errors={"json": {"external_id": ["was forgotten"]}})
     if user is not None:
         for name, value in fields.items():
             setattr(user, name, value)
@@ -59,23 +64,31 @@ def _upsert_statement(rows: list[dict[str, Any]]) -> sa.Insert:
     updated["updated_at"] = stmt.excluded.updated_at
     # A row is rewritten only when a value changes: re-importing an unchanged file writes
     # nothing (and keeps updated_at).
-    changed = sa.or_(*(getattr(User, name).is_distinct_from(stmt.excluded[name])
-                       for name in merged))
+    changed = sa.and_(sa.or_(*(getattr(User, name).is_distinct_from(stmt.excluded[name])
+                               for name in merged)),
+                      User.forgotten_at.is_(None))
     return stmt.on_conflict_do_update(index_elements=["external_id"], set_=updated,
                                       where=changed)
 
 
-def upsert_users_bulk(records: list[dict[str, Any]]) -> tuple[int, int, int]:
+def upsert_users_bulk(records: list[dict[str, Any]]) -> tuple[int, int, int, int]:
     """One INSERT ... ON CONFLICT for a batch of validated records; safe to repeat.
 
-    Returns (created, updated, merged): merged counts each external_id once.
+    Returns (created, updated, merged, forgotten): merged counts each external_id once;
+    forgotten people are skipped (never written back) and counted apart.
     """
     if not records:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     now = utcnow()
     # The last line wins when one file names the same user twice (ON CONFLICT refuses a batch
     # that touches the same row twice).
     by_id = {r["external_id"]: r for r in records}
+    forgotten = set(db.session.scalars(sa.select(User.external_id).where(
+        User.external_id.in_(list(by_id)), User.forgotten_at.is_not(None))))
+    for ext_id in forgotten:
+        del by_id[ext_id]
+    if not by_id:
+        return 0, 0, 0, len(forgotten)
     rows = [
         {
             "external_id": ext_id,
@@ -91,4 +104,4 @@ def upsert_users_bulk(records: list[dict[str, Any]]) -> tuple[int, int, int]:
         User.external_id.in_(list(by_id))))
     result = cast(sa.CursorResult, db.session.execute(_upsert_statement(rows)))
     created = len(rows) - int(existing or 0)
-    return created, max(result.rowcount - created, 0), len(rows)
+    return created, max(result.rowcount - created, 0), len(rows), len(forgotten)

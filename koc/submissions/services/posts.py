@@ -97,7 +97,7 @@ def create_submission(member_id: int, values: dict[str, Any], *,
     if len(media) != len(media_ids):
         raise field_error(422, "media_upload_ids", "unknown or already attached upload")
     if storage is not None:
-        verify_media(media, storage)
+        verify_media(media, storage, now=utcnow())
 
     submission = Submission(
         member_id=member_id, kit_id=kit_id, platform=platform,
@@ -179,6 +179,8 @@ def apply_resolved_link(submission_id: int, resolved: str | None, *,
 
 def _hash_images_after_commit(media: Iterable[MediaUpload]) -> None:
     for upload in media:
+        if upload.fixed_at is not None:
+            enqueue_after_commit("koc.submissions.tasks.fingerprint_media_task", upload.id)
         if upload.is_image:
             enqueue_after_commit("koc.submissions.tasks.hash_media_task", upload.id)
 

@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from koc.core.db import utcnow
 from koc.core.errors import DomainError, field_error
+from koc.core.storage import Storage
 from koc.extensions import db
 from koc.submissions.models import (
     ReviewEvent,
@@ -16,20 +17,32 @@ from koc.submissions.models import (
 from koc.submissions.services.ledger import sync_points
 from koc.submissions.services.posts import canonical_for, find_same_post
 from koc.submissions.services.rules import score_of
+from koc.submissions.services.uploads import changed_media
 
 
 def review_submission(submission: Submission, *, decision: str, rating: int | None,
                       reason: str | None, staff_id: int | None,
-                      note: str | None = None, post_url: str | None = None) -> Submission:
+                      note: str | None = None, post_url: str | None = None,
+                      storage: Storage | None = None) -> Submission:
     """Approve or reject a pending submission. Call with the submission locked.
 
     A submission still holding a short link is approved only with the post's full URL
-    (`post_url`), checked against every other submission so that one post earns once.
+    (`post_url`), checked against every other submission so that one post earns once. With
+    `storage`, an approval first checks that each attached file is still the one fixed at
+    submission (a presigned URL stays valid for a while: bytes swapped through it are refused).
     """
     if submission.status != SubmissionStatus.pending:
         raise DomainError(409, f"This submission was already {submission.status}.")
     if decision == "reject" and not reason:
         raise field_error(422, "reason", "a reason is required to reject")
+    if decision == "approve" and storage is not None and submission.media:
+        changed = changed_media(submission.media, storage)
+        if changed:
+            raise DomainError(
+                409, f"Media {changed} changed after the submission was made; reject it "
+                     "(reason invalid_proof) or ask the member to submit again.",
+                errors={"media_upload_ids": [f"upload {i} changed after submission"
+                                             for i in changed]})
     if decision == "approve" and submission.url_unresolved:
         _resolve_url(submission, post_url)
     submission.rating = rating if decision == "approve" else None
@@ -56,7 +69,8 @@ def review_submission(submission: Submission, *, decision: str, rating: int | No
 
 
 def bulk_review(ids: list[int], *, decision: str, rating: int | None, reason: str | None,
-                note: str | None, staff_id: int | None) -> list[Submission]:
+                note: str | None, staff_id: int | None,
+                storage: Storage | None = None) -> list[Submission]:
     """Review many at once, all or nothing: one unknown or decided id and nothing is written."""
     # Locked in id order, so two bulk reviews over overlapping ids cannot deadlock.
     found = db.session.scalars(
@@ -79,7 +93,7 @@ def bulk_review(ids: list[int], *, decision: str, rating: int | None, reason: st
                                                        for i in short]}})
     by_id = {s.id: s for s in found}
     return [review_submission(by_id[i], decision=decision, rating=rating, reason=reason,
-                              note=note, staff_id=staff_id) for i in ids]
+                              note=note, staff_id=staff_id, storage=storage) for i in ids]
 
 
 def reopen_submission(submission: Submission, *, note: str, staff_id: int | None
