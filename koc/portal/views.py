@@ -31,6 +31,7 @@ from flask_babel import lazy_gettext as _l
 
 from koc.admin.blueprint import SECURITY_HEADERS, origin
 from koc.admin.i18n import LOCALE_NAMES, SUPPORTED_LOCALES, select_locale, tier_display_name
+from koc.assets.services import kits
 from koc.core.auth import (
     clear_member_session,
     end_member_session,
@@ -46,9 +47,8 @@ from koc.extensions import db
 from koc.members.models import PLATFORMS
 from koc.members.services import invitations
 from koc.members.services.roster import get_member
-from koc.assets.services import kits
-from koc.submissions.services import ledger, posts
-from koc.tiers.models import DropClaim, Drop
+from koc.submissions.services import ledger, post_urls, posts
+from koc.tiers.models import Drop, DropClaim
 from koc.tiers.services import badges, digest, drops, groups, progress, rules
 
 portal_blueprint = Blueprint("portal", __name__, template_folder="templates",
@@ -125,6 +125,15 @@ def _store_origin() -> str:
     if settings.s3_endpoint_url:
         return origin(settings.s3_endpoint_url) or ""
     return "https://*.amazonaws.com"
+
+
+@portal_blueprint.app_template_filter("post_link")
+def _post_link(text: str) -> str:
+    """The URL inside stored share text (as the service reads it), else the text itself."""
+    try:
+        return post_urls.extract_url(text)
+    except post_urls.NotAUrl:
+        return text
 
 
 @portal_blueprint.after_request
@@ -289,7 +298,9 @@ def drop_list():
     claims = db.session.execute(
         db.select(DropClaim, Drop).join(Drop, Drop.id == DropClaim.drop_id)
         .where(DropClaim.member_id == member.id).order_by(DropClaim.id.desc()).limit(50)).all()
-    claimed_ids = {drop.id for _claim, drop in claims}
+    claimed_ids: dict[int, int] = {}
+    for _claim, drop in claims:
+        claimed_ids[drop.id] = claimed_ids.get(drop.id, 0) + 1
     return render_template("portal/drops.html", page="drops", drops=open_drops, claims=claims,
                            claimed_ids=claimed_ids, claim_labels=CLAIM_LABELS)
 

@@ -51,7 +51,7 @@ class Programme:
 @pytest.fixture
 def programme(app: Flask) -> Programme:
     kits = Kits(app)
-    kit_id = kits.kit(title="春季新品开箱", notes="自然光下拍摄，先拍全景再拍细节。",
+    kit_id = kits.kit(title="春季新品开箱", notes="自然光下拍摄，先拍全景再拍细节。",  # noqa: RUF001 - full-width punctuation, as the apps write it
                       product_name="春季限定礼盒")
     asset_id = kits.upload(kit_id, b"brief: shoot outdoors\n", filename="brief.txt",
                            content_type="text/plain")

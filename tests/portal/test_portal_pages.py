@@ -7,8 +7,8 @@ from flask import Flask
 from koc.core.auth import MEMBER_COOKIE
 from tests.portal.conftest import Programme, api_csrf, form_csrf, join_with_client
 
-SHARE_TEXT = ("82 小红发布了一篇小红书笔记，快来看吧！ 😆 Ab3x 😆 "
-              "http://xhslink.com/a/Qz3Kp9LmN2，复制本条信息，打开【小红书】App查看精彩内容！")
+SHARE_TEXT = ("82 小红发布了一篇小红书笔记，快来看吧！ 😆 Ab3x 😆 "  # noqa: RUF001 - full-width punctuation, as the apps write it
+              "http://xhslink.com/a/Qz3Kp9LmN2，复制本条信息，打开【小红书】App查看精彩内容！")  # noqa: RUF001 - full-width punctuation, as the apps write it
 
 
 def test_join_page_tells_used_expired_and_unknown_codes_apart(app: Flask, programme: Programme):
