@@ -175,6 +175,10 @@ def _register_blueprints(app: Flask) -> list[str]:
     csrf.exempt(storage_blueprint)
     app.register_blueprint(admin_blueprint, url_prefix="/admin")
     from koc.portal.views import portal_blueprint
+    from koc.tiers.wecom import wecom_blueprint
 
     app.register_blueprint(portal_blueprint)
+    # WeCom signs its callbacks (msg_signature); they carry no cookie, so no CSRF.
+    app.register_blueprint(wecom_blueprint)
+    csrf.exempt(wecom_blueprint)
     return [blp.name for blp in api_blueprints]

@@ -310,10 +310,7 @@ def drop_list():
 def group():
     membership = groups.my_group(g.portal_member_id)
     join_url = current_app.config["KOC_SETTINGS"].senior_group_url
-    qr_url = None
-    if membership is not None:
-        join_url = membership.join_url or join_url
-        qr_url = membership.qr_url
+    qr_url = membership.wecom_qr_url if membership is not None else None
     return render_template("portal/group.html", page="group", membership=membership,
                            join_url=join_url, qr_url=qr_url)
 
