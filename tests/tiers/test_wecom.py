@@ -228,7 +228,7 @@ def test_a_kit_announcement_is_confirmed_then_sent_once_a_day_per_group(
     kit = admin.post("/kits", json={"title": "春季新品"})
     assert kit.status_code == 201
     draft = admin.post(f"/kits/{kit.json['id']}/announcements",
-                       json={"text": "新素材包已上线，快去下载！"})
+                       json={"text": "新素材包已上线，快去下载！"})  # noqa: RUF001
     assert draft.status_code == 201, draft.json
     assert draft.json["status"] == "draft" and fake.msg_templates == []
 

@@ -25,8 +25,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 CORP_ID = "ww0123456789abcdef"
-SECRET = "fake-agent-secret"  # noqa: S105 - the fake's own
-TOKEN = "callbacktoken"  # noqa: S105
+SECRET = "fake-agent-secret"
+TOKEN = "callbacktoken"
 # A 43-character EncodingAESKey (base64 of 32 bytes without the '=').
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
@@ -86,12 +86,7 @@ class FakeWeCom:
             self.busy -= 1
             return {"errcode": -1, "errmsg": "system busy"}
         if path == "/cgi-bin/gettoken":
-            if query.get("corpid") != CORP_ID or query.get("corpsecret") != SECRET:
-                return {"errcode": 40001, "errmsg": "invalid credential"}
-            token = secrets.token_hex(16)
-            self.tokens.add(token)
-            self.tokens_issued += 1
-            return {"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200}
+            return self._gettoken(query)
         token = query.get("access_token")
         if not token:
             return {"errcode": 41001, "errmsg": "access_token missing"}
@@ -107,6 +102,14 @@ class FakeWeCom:
         if handler is None or method != "POST":
             return {"errcode": 60011, "errmsg": "no privilege to access/modify contact"}
         return handler(body)
+
+    def _gettoken(self, query: dict[str, str]) -> dict[str, Any]:
+        if query.get("corpid") != CORP_ID or query.get("corpsecret") != SECRET:
+            return {"errcode": 40001, "errmsg": "invalid credential"}
+        token = secrets.token_hex(16)
+        self.tokens.add(token)
+        self.tokens_issued += 1
+        return {"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200}
 
     def _add_join_way(self, body: dict[str, Any]) -> dict[str, Any]:
         state = body.get("state") or ""
@@ -169,10 +172,10 @@ def _handler(fake: FakeWeCom) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             self._respond("GET")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._respond("POST")
 
         def log_message(self, *_args: Any) -> None:
