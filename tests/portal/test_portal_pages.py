@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Flask
 
 from koc.core.auth import MEMBER_COOKIE
+from koc.core.db import utcnow
+from koc.extensions import db
+from koc.members.models import Member
 from tests.portal.conftest import Programme, api_csrf, form_csrf, join_with_client
 
 SHARE_TEXT = ("82 小红发布了一篇小红书笔记，快来看吧！ 😆 Ab3x 😆 "  # noqa: RUF001 - full-width punctuation, as the apps write it
@@ -141,3 +146,52 @@ def test_pages_speak_english_when_chosen(app: Flask, programme: Programme):
     assert "How to shoot it" in kits.text and "Download" in kits.text
     # Only paths of the portal are redirect targets.
     assert client.get("/m/lang/en?next=https://evil.example").headers["Location"] == "/m/"
+
+
+def test_home_warns_of_a_tier_at_risk_with_the_days_of_grace_left(app: Flask,
+                                                                   programme: Programme):
+    client = app.test_client()
+    join_with_client(client, programme.invitation("u-12"))
+    with app.app_context():
+        member_id = db.session.query(Member).filter_by(display_name="小红").one().id
+    # Certified by staff with no approved post: below what the tier needs to keep.
+    assert programme.admin.patch(f"/members/{member_id}", json={
+        "tier": "certified", "reason": "test"}).status_code == 200
+    home = client.get("/m/")
+    assert "data-at-risk" in home.text
+    assert "你的等级有降级风险" in home.text and "宽限期还剩" in home.text
+    assert "认证 KOC" in home.text
+
+
+def test_an_embargoed_kit_shows_its_launch_date_to_early_access_members(
+        app: Flask, programme: Programme):
+    launch = utcnow() + timedelta(days=10)
+    kit_id = programme.kits.kit(title="未发布新品", product_name="秋季限定",
+                                launch_at=launch.isoformat(), embargo_tier="early_access")
+    programme.kits.upload(kit_id, b"notes", filename="notes.txt", content_type="text/plain")
+    programme.kits.publish(kit_id)
+    client = app.test_client()
+    join_with_client(client, programme.invitation("u-13"))
+    assert "未发布新品" not in client.get("/m/kits").text  # no tier: not even its title
+    with app.app_context():
+        member_id = db.session.query(Member).filter_by(display_name="小红").one().id
+    programme.admin.patch(f"/members/{member_id}", json={"tier": "early_access"})
+    kits = client.get("/m/kits").text
+    assert "未发布新品" in kits and "data-embargo" in kits
+    assert launch.strftime("%Y-%m-%d") in kits
+
+
+def test_every_page_with_its_script_and_stylesheet_stays_under_100_kb(
+        app: Flask, programme: Programme):
+    client = app.test_client()
+    code = programme.invitation("u-14")
+    join_page = len(client.get(f"/join/{code}").data)
+    join_with_client(client, code)
+    assets = sum(len(client.get(f"/m/static/{name}").data)
+                 for name in ("portal.js", "portal.css"))
+    for path in ("/m/", "/m/kits", "/m/submit", "/m/drops", "/m/group"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert len(page.data) + assets < 100_000, path
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert join_page + assets < 100_000

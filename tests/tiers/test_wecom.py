@@ -16,6 +16,7 @@ from koc.core.wecom.crypto import CallbackError, MessageCrypto, signature
 from koc.extensions import db
 from koc.tiers.models import GroupMembership
 from tests.conftest import Api, new_member, staff_token_for
+from tests.portal.conftest import form_csrf
 from tests.tiers.wecom_fake import AES_KEY, CORP_ID, SECRET, TOKEN, FakeWeCom, running_fake
 
 SENIOR_CHAT = "wrSeniorChat0001"
@@ -53,6 +54,14 @@ def senior_member(app: Flask, admin: Api, external_id: str) -> tuple[int, Api]:
                                                           "reason": "one viral note"})
     assert promoted.status_code == 200, promoted.json
     return member_id, api
+
+
+def portal_page(app: Flask, token: str, path: str) -> str:
+    client = app.test_client()
+    page = client.get("/m/")  # signed out: still carries the form CSRF token
+    assert client.post("/m/session", json={"token": token},
+                       headers={"X-CSRFToken": form_csrf(page.text)}).status_code == 200
+    return client.get(path).text
 
 
 def change_event(update: str, *, join_scene: int = 3, quit_scene: int = 0,
@@ -108,6 +117,8 @@ def test_a_senior_members_join_is_attributed_from_the_join_methods_state(
     assert way["state"] == seat.wecom_state and way["chat_id_list"] == [SENIOR_CHAT]
     mine = member.get("/me/groups").json["groups"][0]
     assert mine["qr_code_url"] == way["qr_code"] and mine["state"] == "invited"
+    # The portal's group page shows the same QR code.
+    assert f'src="{way["qr_code"]}"' in portal_page(wecom_app, member.token, "/m/group")
     # A second sync makes no second join method.
     assert admin.post("/groups/senior/wecom/sync").json["join_ways_created"] == 0
 
