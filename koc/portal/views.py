@@ -47,6 +47,7 @@ from koc.extensions import db
 from koc.members.models import PLATFORMS
 from koc.members.services import invitations
 from koc.members.services.roster import get_member
+from koc.submissions.admin import REJECT_REASON_LABELS
 from koc.submissions.services import ledger, post_urls, posts
 from koc.tiers.models import Drop, DropClaim
 from koc.tiers.services import badges, digest, drops, groups, progress, rules
@@ -287,6 +288,7 @@ def submit():
     return render_template("portal/submit.html", page="submit", submissions=mine,
                            kits=visible, status_labels=STATUS_LABELS,
                            part_labels=SCORE_PART_LABELS,
+                           reject_labels=REJECT_REASON_LABELS,
                            max_upload_bytes=settings.max_upload_bytes)
 
 

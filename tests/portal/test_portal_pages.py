@@ -195,3 +195,26 @@ def test_every_page_with_its_script_and_stylesheet_stays_under_100_kb(
         assert len(page.data) + assets < 100_000, path
         assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert join_page + assets < 100_000
+
+
+def test_a_reviewed_submission_shows_its_score_breakdown_and_the_reviewers_reason(
+        app: Flask, programme: Programme):
+    client = app.test_client()
+    join_with_client(client, programme.invitation("u-15"))
+    page = client.get("/m/submit")
+    created = client.post("/api/v1/submissions", headers={
+        "X-CSRF-Token": api_csrf(page.text), "Idempotency-Key": "s1"}, json={
+        "platform": "xiaohongshu",
+        "post_url": "https://www.xiaohongshu.com/explore/65a1b2c3d4e5f60718293a4c",
+        "posted_at": "2026-11-01T10:00:00+00:00", "media_upload_ids": [],
+        "metrics": {"likes": 300, "comments": 20, "saves": 50}})
+    assert created.status_code == 201, created.json
+    reviewed = programme.admin.post(f"/submissions/{created.json['id']}/review", json={
+        "decision": "approve", "rating": 4, "note": "构图很好，光线自然"})  # noqa: RUF001
+    assert reviewed.status_code == 200, reviewed.json
+    html = client.get("/m/submit").text
+    assert "已通过" in html or "通过" in html
+    assert "审核意见：构图很好" in html  # noqa: RUF001
+    assert "基础分" in html and "审核评分" in html
+    home = client.get("/m/").text
+    assert "一篇帖子已通过审核" in home
