@@ -55,7 +55,14 @@ def create_app(
         API_SPEC_OPTIONS={
             "security": [{"bearerAuth": []}],
             "components": {
-                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer"},
+                    # The member portal's session (/m): member routes only, and a write also
+                    # needs the X-CSRF-Token header its page carries (koc.core.auth).
+                    "memberSession": {"type": "apiKey", "in": "cookie", "name": "koc_member",
+                                      "description": "Member portal session; member routes "
+                                      "only; writes need the X-CSRF-Token header."},
+                }
             },
         },
         BABEL_DEFAULT_LOCALE="zh_CN",

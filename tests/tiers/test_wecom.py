@@ -35,9 +35,11 @@ def fake() -> Iterator[FakeWeCom]:
     forget_tokens()
 
 
-@pytest.fixture
-def wecom_app(make_app: Callable[..., Flask], fake: FakeWeCom) -> Flask:
-    return make_app(KOC_WECOM_CORP_ID=CORP_ID, KOC_WECOM_AGENT_SECRET=SECRET,
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def wecom_app(request, make_app: Callable[..., Flask], fake: FakeWeCom) -> Flask:
+    database = ({"KOC_DATABASE_URL": request.getfixturevalue("postgres_url")}
+                if request.param == "postgres" else {})
+    return make_app(**database, KOC_WECOM_CORP_ID=CORP_ID, KOC_WECOM_AGENT_SECRET=SECRET,
                     KOC_WECOM_CALLBACK_TOKEN=TOKEN, KOC_WECOM_AES_KEY=AES_KEY,
                     KOC_WECOM_API_URL=fake.url, KOC_WECOM_SENIOR_CHAT_IDS=SENIOR_CHAT,
                     KOC_WECOM_KOC_CHAT_IDS=",".join(KOC_CHATS))
