@@ -267,3 +267,11 @@ def test_a_kit_announcement_is_confirmed_then_sent_once_a_day_per_group(
 
 def test_wecom_routes_say_so_when_wecom_is_not_configured(staff_api: Callable[[str], Any]):
     assert staff_api("admin").post("/groups/senior/wecom/sync").status_code == 409
+
+
+def test_changes_in_groups_without_senior_seats_are_not_looked_up(
+        wecom_app: Flask, fake: FakeWeCom):
+    event = change_event("del_member").replace(SENIOR_CHAT, KOC_CHATS[0])
+    calls = len(fake.calls)
+    assert post_callback(wecom_app.test_client(), event).text == "success"
+    assert fake.calls[calls:] == []

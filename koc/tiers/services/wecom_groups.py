@@ -152,8 +152,11 @@ def handle_event(client: WeComApi, event: dict[str, str], *, now: datetime | Non
     if event.get("Event") != "change_external_chat":
         return None
     chat_id = event.get("ChatId", "")
-    if not chat_id or (senior_chat_ids and chat_id not in senior_chat_ids
-                       and not _known_chat(chat_id)):
+    # A join may land in a chat not configured (one WeCom opened when a group was full), so
+    # every add_member is looked at; other changes only where the programme has seats.
+    watched = (chat_id in senior_chat_ids or event.get("UpdateDetail") == "add_member"
+               or _known_chat(chat_id))
+    if not chat_id or not watched:
         return None
     quit_scene = None
     if event.get("UpdateDetail") == "del_member" and event.get("QuitScene", "").isdigit():
