@@ -90,10 +90,20 @@
         body: JSON.stringify(body)
       }).then(function (accepted) {
         if (!ok(accepted)) { throw accepted; }
-        return request("POST", join.getAttribute("data-session-url"), {
-          headers: { "Content-Type": "application/json", "X-CSRFToken": meta("koc-form-csrf") },
-          body: JSON.stringify({ token: accepted.data.token })
-        });
+        // The invitation is used now: keep trying to sign in with its token a few times, as
+        // a lost answer here would leave the new member signed out.
+        var startSession = function (attempt) {
+          return request("POST", join.getAttribute("data-session-url"), {
+            headers: { "Content-Type": "application/json", "X-CSRFToken": meta("koc-form-csrf") },
+            body: JSON.stringify({ token: accepted.data.token })
+          }).catch(function (failure) {
+            if (attempt >= 3) { throw failure; }
+            return new Promise(function (resolve) {
+              window.setTimeout(function () { resolve(startSession(attempt + 1)); }, 1000 * attempt);
+            });
+          });
+        };
+        return startSession(1);
       }).then(function (started) {
         if (!ok(started)) { throw started; }
         window.location.assign(started.data.next);
