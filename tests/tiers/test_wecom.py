@@ -11,10 +11,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from koc.core.auth import create_staff
 from koc.core.wecom.client import WeComClient, WeComError, forget_tokens
 from koc.core.wecom.crypto import CallbackError, MessageCrypto, signature
 from koc.extensions import db
 from koc.tiers.models import GroupMembership
+from tests.admin.conftest import PASSWORD, csrf_token, login
 from tests.conftest import Api, new_member, staff_token_for
 from tests.portal.conftest import form_csrf
 from tests.tiers.wecom_fake import AES_KEY, CORP_ID, SECRET, TOKEN, FakeWeCom, running_fake
@@ -275,3 +277,27 @@ def test_changes_in_groups_without_senior_seats_are_not_looked_up(
     calls = len(fake.calls)
     assert post_callback(wecom_app.test_client(), event).text == "success"
     assert fake.calls[calls:] == []
+
+
+def test_a_manager_drafts_and_confirms_an_announcement_in_the_admin_panel(
+        wecom_app: Flask, admin: Api, fake: FakeWeCom):
+    kit_id = admin.post("/kits", json={"title": "夏季新品"}).json["id"]
+    with wecom_app.app_context():
+        create_staff(email="manager@example.com", role="admin", password=PASSWORD)
+        db.session.commit()
+    panel = wecom_app.test_client()
+    assert login(panel, "manager@example.com").status_code == 302
+    page = panel.get("/admin/announcements")
+    assert page.status_code == 200
+    drafted = panel.post("/admin/announcements", data={
+        "csrf_token": csrf_token(page.text), "kit_id": str(kit_id), "text": "夏季素材上线"})
+    assert drafted.status_code == 302
+    assert fake.msg_templates == []  # a draft sends nothing
+    page = panel.get("/admin/announcements")
+    assert 'data-status="draft"' in page.text
+    announcement_id = admin.get("/announcements/1").json["id"]
+    sent = panel.post(f"/admin/announcements/{announcement_id}/send",
+                      data={"csrf_token": csrf_token(page.text)})
+    assert sent.status_code == 302
+    assert 'data-status="sent"' in panel.get("/admin/announcements").text
+    assert {m["text"]["content"] for m in fake.msg_templates} == {"夏季素材上线"}
