@@ -55,7 +55,14 @@ def create_app(
         API_SPEC_OPTIONS={
             "security": [{"bearerAuth": []}],
             "components": {
-                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer"},
+                    # The member portal's session (/m): member routes only, and a write also
+                    # needs the X-CSRF-Token header its page carries (koc.core.auth).
+                    "memberSession": {"type": "apiKey", "in": "cookie", "name": "koc_member",
+                                      "description": "Member portal session; member routes "
+                                      "only; writes need the X-CSRF-Token header."},
+                }
             },
         },
         BABEL_DEFAULT_LOCALE="zh_CN",
@@ -174,4 +181,11 @@ def _register_blueprints(app: Flask) -> list[str]:
     app.register_blueprint(storage_blueprint)
     csrf.exempt(storage_blueprint)
     app.register_blueprint(admin_blueprint, url_prefix="/admin")
+    from koc.portal.views import portal_blueprint
+    from koc.tiers.wecom import wecom_blueprint
+
+    app.register_blueprint(portal_blueprint)
+    # WeCom signs its callbacks (msg_signature); they carry no cookie, so no CSRF.
+    app.register_blueprint(wecom_blueprint)
+    csrf.exempt(wecom_blueprint)
     return [blp.name for blp in api_blueprints]

@@ -114,6 +114,20 @@ class Settings:
     max_video_upload_bytes: int = 1024 * MiB
     upload_daily_count: int = 100
     upload_daily_bytes: int = 5 * 1024 * MiB
+    # --- WeCom (issue 15): customer groups; off unless the corp id and the secret are set ---
+    wecom_corp_id: str | None = None
+    # The secret of the app allowed to use customer contact (客户联系); never logged.
+    wecom_agent_secret: str | None = field(default=None, repr=False)
+    wecom_callback_token: str | None = field(default=None, repr=False)
+    # The callback's EncodingAESKey: 43 characters, base64 of 32 bytes without the '='.
+    wecom_aes_key: str | None = field(default=None, repr=False)
+    wecom_api_url: str = "https://qyapi.weixin.qq.com"
+    # The senior group's chats (chat_id, at most 5) that join methods point at.
+    wecom_senior_chat_ids: tuple[str, ...] = ()
+    # The KOC groups kit announcements go to.
+    wecom_koc_chat_ids: tuple[str, ...] = ()
+    # Group messages one group may receive per day (China time); WeCom's own limit is one.
+    wecom_group_daily_limit: int = 1
 
     @property
     def uses_s3(self) -> bool:
@@ -124,6 +138,10 @@ class Settings:
         # With no broker server configured, kombu's filesystem transport passes messages through
         # a directory, so a real worker and scheduler still run on a laptop.
         return self.broker_url or "filesystem://"
+
+    @property
+    def wecom_enabled(self) -> bool:
+        return bool(self.wecom_corp_id and self.wecom_agent_secret)
 
 
 class _Boolean(mf.Boolean):
@@ -139,6 +157,19 @@ def _url_with_scheme(*schemes: str) -> Callable[[str], None]:
             raise ValidationError(f"must start with one of {', '.join(s + '://' for s in schemes)}")
 
     return check
+
+
+def _aes_key(value: str) -> None:
+    try:
+        raw = base64.b64decode(value + "=", validate=True)
+    except ValueError as exc:
+        raise ValidationError("must be the 43-character EncodingAESKey (base64)") from exc
+    if len(value) != 43 or len(raw) != 32:
+        raise ValidationError("must be the 43-character EncodingAESKey (base64 of 32 bytes)")
+
+
+def _chat_ids(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 def _rate_limits(value: str) -> None:
@@ -214,6 +245,27 @@ class _EnvSchema(Schema):
     KOC_METRICS_TOKEN = mf.String(load_default=None, validate=validate.Length(min=32, max=256))
     KOC_METRICS_PORT = mf.Integer(load_default=9100, validate=validate.Range(min=1, max=65535))
     KOC_PROXY_HOPS = mf.Integer(load_default=0, validate=validate.Range(min=0, max=5))
+
+    # --- WeCom ---
+    KOC_WECOM_CORP_ID = mf.String(load_default=None, validate=validate.Length(max=64))
+    KOC_WECOM_AGENT_SECRET = mf.String(load_default=None, validate=validate.Length(max=128))
+    KOC_WECOM_CALLBACK_TOKEN = mf.String(load_default=None, validate=validate.Length(max=32))
+    KOC_WECOM_AES_KEY = mf.String(load_default=None, validate=_aes_key)
+    KOC_WECOM_API_URL = mf.String(load_default="https://qyapi.weixin.qq.com",
+                                  validate=_url_with_scheme("http", "https"))
+    KOC_WECOM_SENIOR_CHAT_IDS = mf.String(load_default="")
+    KOC_WECOM_KOC_CHAT_IDS = mf.String(load_default="")
+    KOC_WECOM_GROUP_DAILY_LIMIT = mf.Integer(load_default=1, validate=validate.Range(min=1,
+                                                                                      max=10))
+
+    @validates_schema
+    def _wecom_callback_complete(self, data: dict, **_: object) -> None:
+        if bool(data.get("KOC_WECOM_CALLBACK_TOKEN")) != bool(data.get("KOC_WECOM_AES_KEY")):
+            raise ValidationError("KOC_WECOM_CALLBACK_TOKEN and KOC_WECOM_AES_KEY go together",
+                                  "KOC_WECOM_AES_KEY")
+        if len(_chat_ids(data.get("KOC_WECOM_SENIOR_CHAT_IDS", ""))) > 5:
+            raise ValidationError("at most 5 chats (a join method's limit)",
+                                  "KOC_WECOM_SENIOR_CHAT_IDS")
 
     @validates_schema
     def _metrics_token_when_asked(self, data: dict, **_: object) -> None:
@@ -405,6 +457,14 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         metrics_token=data["KOC_METRICS_TOKEN"],
         metrics_port=data["KOC_METRICS_PORT"],
         proxy_hops=data["KOC_PROXY_HOPS"],
+        wecom_corp_id=data["KOC_WECOM_CORP_ID"],
+        wecom_agent_secret=data["KOC_WECOM_AGENT_SECRET"],
+        wecom_callback_token=data["KOC_WECOM_CALLBACK_TOKEN"],
+        wecom_aes_key=data["KOC_WECOM_AES_KEY"],
+        wecom_api_url=data["KOC_WECOM_API_URL"].rstrip("/"),
+        wecom_senior_chat_ids=_chat_ids(data["KOC_WECOM_SENIOR_CHAT_IDS"]),
+        wecom_koc_chat_ids=_chat_ids(data["KOC_WECOM_KOC_CHAT_IDS"]),
+        wecom_group_daily_limit=data["KOC_WECOM_GROUP_DAILY_LIMIT"],
         badge_retired_keys=tuple(
             k.strip() for k in data["KOC_BADGE_RETIRED_KEYS"].split(",") if k.strip()),
         staff_token_days=data["KOC_STAFF_TOKEN_DAYS"],

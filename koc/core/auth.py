@@ -9,6 +9,13 @@ session on the server, not when a cookie happens to expire.
 Lifetimes: a staff token expires `KOC_STAFF_TOKEN_DAYS` after it is made; a member token after
 `KOC_MEMBER_TOKEN_IDLE_DAYS` without use (each use pushes its end back: a member has no other way
 to get a new one); a panel session `KOC_STAFF_SESSION_HOURS` after sign-in.
+
+Member portal sessions (`/m`): the cookie `koc_member` carries a member token, signed with the
+app's secret key, HttpOnly and SameSite=Lax, apart from the staff panel's session. It is the same
+token row as a bearer token, so revoking the member's tokens (suspension, forgetting, signing out)
+ends the cookie session too, and idle expiry applies. Only `member_required` routes accept it,
+and a write must carry `X-CSRF-Token`: an HMAC of the token under the secret key, which the
+portal's pages embed and a cross-site page cannot read.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
+import hmac
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,8 +33,9 @@ from typing import Any, cast
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Flask, current_app, g, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from flask_smorest import abort
+from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -337,6 +346,8 @@ class Principal:
     staff_id: int | None = None
     role: StaffRole | None = None
     member_id: int | None = None
+    # True when the member came with the portal's session cookie, not a bearer token.
+    via_cookie: bool = False
 
     @property
     def is_staff(self) -> bool:
@@ -352,6 +363,10 @@ def _principal_from_header() -> Principal | None:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return None
+    return _principal_of_token(secret)
+
+
+def _principal_of_token(secret: str) -> Principal | None:
     member_may_use = current_app.extensions[MEMBER_ACCESS_RULE](ApiToken.member_id)
     now = utcnow()
     row = db.session.execute(
@@ -371,6 +386,82 @@ def _principal_from_header() -> Principal | None:
     return Principal(member_id=token.member_id)
 
 
+# --- member portal sessions --------------------------------------------------------------------
+
+MEMBER_COOKIE = "koc_member"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _cookie_serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="koc.member-session")
+
+
+def set_member_session(response: Response, token: str) -> None:
+    """Put the member token into the portal's session cookie on `response`."""
+    settings = current_app.config["KOC_SETTINGS"]
+    response.set_cookie(
+        MEMBER_COOKIE, _cookie_serializer().dumps(token),
+        max_age=int(timedelta(days=settings.member_token_idle_days).total_seconds()),
+        httponly=True, samesite="Lax", secure=settings.env == "production", path="/")
+
+
+def clear_member_session(response: Response) -> None:
+    response.delete_cookie(MEMBER_COOKIE, path="/", httponly=True, samesite="Lax")
+
+
+def member_session_token() -> str | None:
+    """The member token inside this request's portal cookie, when the signature holds."""
+    raw = request.cookies.get(MEMBER_COOKIE)
+    if not raw:
+        return None
+    try:
+        token = _cookie_serializer().loads(raw)
+    except BadSignature:
+        return None
+    return token if isinstance(token, str) and token.startswith(TOKEN_PREFIX) else None
+
+
+def member_csrf_token(token: str) -> str:
+    """The CSRF value that goes with one portal session: bound to its token, never stored."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, b"koc.member-csrf:" + hash_token(token).encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def session_member() -> Principal | None:
+    """The member signed in to the portal by cookie in this request, else None."""
+    environ = request.environ
+    if "koc.session_member" not in environ:
+        token = member_session_token()
+        principal = _principal_of_token(token) if token else None
+        environ["koc.session_member"] = (
+            Principal(member_id=principal.member_id, via_cookie=True)
+            if principal is not None and principal.is_member else None)
+    return environ["koc.session_member"]
+
+
+def member_of_token(token: str) -> int | None:
+    """The member a live member token belongs to, else None (staff tokens included)."""
+    principal = _principal_of_token(token)
+    return principal.member_id if principal is not None else None
+
+
+def end_member_session(token: str, *, now: datetime | None = None) -> None:
+    """Signing out of the portal revokes the token the cookie carried."""
+    _revoke_where(sa.and_(ApiToken.token_hash == hash_token(token),
+                          ApiToken.member_id.is_not(None)), now or utcnow(), "signed out")
+
+
+def _csrf_ok() -> bool:
+    if request.method in _SAFE_METHODS:
+        return True
+    token = member_session_token()
+    sent = request.headers.get(CSRF_HEADER, "")
+    return token is not None and bool(sent) and hmac.compare_digest(
+        sent, member_csrf_token(token))
+
+
 def _note_use(token: ApiToken, now: datetime) -> None:
     if token.last_used_at is not None and now - token.last_used_at < LAST_USED_PRECISION:
         return
@@ -380,8 +471,13 @@ def _note_use(token: ApiToken, now: datetime) -> None:
 
 
 def request_caller() -> Principal | None:
-    """The bearer token's owner in this request, or None (no token, or a bad one)."""
-    return _caller() if has_request_context() else None
+    """The bearer token's owner in this request (else the portal session's member), or None."""
+    if not has_request_context():
+        return None
+    caller = _caller()
+    if caller is None and "Authorization" not in request.headers:
+        caller = session_member()
+    return caller
 
 
 def current_principal() -> Principal:
@@ -414,8 +510,13 @@ def _caller() -> Principal | None:
     return environ["koc.caller"]
 
 
-def _authorize(check: Callable[[Principal], bool]) -> None:
+def _authorize(check: Callable[[Principal], bool], *, cookie: bool = False) -> None:
     principal = _caller()
+    if principal is None and cookie and "Authorization" not in request.headers:
+        principal = session_member()
+        if principal is not None and not _csrf_ok():
+            abort(403, message=f"A write with the portal session needs the {CSRF_HEADER} "
+                               "header of its page.")
     if principal is None:
         abort(401, message="A valid bearer token is required.")
     elif not check(principal):
@@ -428,16 +529,18 @@ def _authorize(check: Callable[[Principal], bool]) -> None:
 ACCESS_DOC_KEY = "x-koc-access"
 
 
-def _guard(check: Callable[[Principal], bool], access: str) -> Callable:
+def _guard(check: Callable[[Principal], bool], access: str, *, cookie: bool = False
+           ) -> Callable:
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            _authorize(check)
+            _authorize(check, cookie=cookie)
             return view(*args, **kwargs)
 
         # functools.wraps copies this onto every decorator stacked above, so the view function
         # Flask holds tells `install_api_guards` what the route needs.
         wrapper.koc_access = check  # type: ignore[attr-defined]
+        wrapper.koc_cookie = cookie  # type: ignore[attr-defined]
         apidoc = dict(getattr(wrapper, "_apidoc", {}))
         apidoc["manual_doc"] = {**apidoc.get("manual_doc", {}), ACCESS_DOC_KEY: access}
         wrapper._apidoc = apidoc  # type: ignore[attr-defined]
@@ -461,7 +564,7 @@ def install_api_guards(app: Flask, blueprints: Iterable[str]) -> None:
     declares neither a guard nor `@blp.doc(security=[])` stops the app at start-up.
     """
     names = set(blueprints)
-    checks: dict[str, Callable[[Principal], bool]] = {}
+    checks: dict[str, tuple[Callable[[Principal], bool], bool]] = {}
     undeclared, contradictory = [], []
     for endpoint, view in app.view_functions.items():
         if endpoint.partition(".")[0] not in names:
@@ -473,7 +576,7 @@ def install_api_guards(app: Flask, blueprints: Iterable[str]) -> None:
         elif check is not None and public:
             contradictory.append(endpoint)
         elif check is not None:
-            checks[endpoint] = check
+            checks[endpoint] = (check, getattr(view, "koc_cookie", False))
     if undeclared or contradictory:
         raise RuntimeError(
             f"API routes must declare who may call them: no guard and no "
@@ -483,14 +586,15 @@ def install_api_guards(app: Flask, blueprints: Iterable[str]) -> None:
 
     @app.before_request
     def _authorize_before_the_body() -> None:
-        check = checks.get(request.endpoint or "")
-        if check is None:
+        found = checks.get(request.endpoint or "")
+        if found is None:
             return
+        check, cookie = found
         rule = request.url_rule
         # Flask's automatic OPTIONS answer reads no body and runs no view.
         if request.method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
             return
-        _authorize(check)
+        _authorize(check, cookie=cookie)
 
 
 def staff_required(role: str = "viewer") -> Callable:
@@ -498,7 +602,8 @@ def staff_required(role: str = "viewer") -> Callable:
     return _guard(lambda p: p.role is not None and p.role.covers(needed), f"staff:{role}")
 
 
-member_required = _guard(lambda p: p.is_member, "member")
+# The only guard that also takes the portal's session cookie (with CSRF on writes).
+member_required = _guard(lambda p: p.is_member, "member", cookie=True)
 any_token_required = _guard(lambda p: True, "any")
 
 

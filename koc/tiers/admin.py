@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import (
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from marshmallow import ValidationError
@@ -32,19 +41,22 @@ from koc.admin.blueprint import (
     undo_if_refused,
 )
 from koc.admin.forms import ActionForm
+from koc.assets.models import Kit, KitStatus
 from koc.core.auth import Staff
 from koc.core.errors import DomainError
+from koc.core.wecom.client import WeComError
 from koc.extensions import db
 from koc.members.models import Member
 from koc.members.services.roster import get_member
 from koc.submissions.services import posts
-from koc.tiers.models import Drop, DropClaim, TierRuleSet
+from koc.tiers.models import Drop, DropClaim, KitAnnouncement, TierRuleSet
 from koc.tiers.schemas import DropInSchema, TiersInSchema
 from koc.tiers.services import drops as drop_service
-from koc.tiers.services import engine, groups
+from koc.tiers.services import engine, groups, wecom_groups
 from koc.tiers.services import history as tier_history_service
 from koc.tiers.services import progress as member_progress
 from koc.tiers.services import rules as rule_service
+from koc.tiers.wecom import wecom_client
 
 DROPS_PER_PAGE = 25
 PREVIEW_SAMPLE = 20
@@ -72,6 +84,11 @@ class DropForm(FlaskForm):
     closes_at = StringField()
     allocation = StringField()
     post_within_days = StringField()
+
+
+class AnnouncementForm(FlaskForm):
+    kit_id = StringField()
+    text = TextAreaField()
 
 
 # What the new-drop form shows before anything is typed.
@@ -326,3 +343,80 @@ def member_page(member_id: int) -> str:
         tier_names={t["key"]: t["name"] for t in rules.tiers},
         can_edit=is_admin(),
     )
+
+
+# --- kit announcements to the KOC groups (WeCom group messages) --------------------------------
+
+ANNOUNCEMENTS_SHOWN = 50
+
+
+def _render_announcements(*, errors: list[tuple[str, str]] | None = None,
+                          form: AnnouncementForm | None = None, status: int = 200
+                          ) -> tuple[str, int]:
+    settings = current_app.config["KOC_SETTINGS"]
+    rows = db.session.scalars(sa.select(KitAnnouncement).order_by(KitAnnouncement.id.desc())
+                              .limit(ANNOUNCEMENTS_SHOWN)).all()
+    kits = db.session.scalars(sa.select(Kit).where(Kit.status == KitStatus.published.value)
+                              .order_by(Kit.published_at.desc()).limit(200)).all()
+    titles = dict(db.session.execute(sa.select(Kit.id, Kit.title).where(
+        Kit.id.in_({r.kit_id for r in rows}))).all()) if rows else {}
+    return render_template(
+        "admin/tiers/announcements.html", announcements=rows, kits=kits, titles=titles,
+        chat_ids=settings.wecom_koc_chat_ids, wecom_on=settings.wecom_enabled,
+        daily_limit=settings.wecom_group_daily_limit, form=form or AnnouncementForm(
+            formdata=None), errors=errors or [], can_edit=is_admin()), status
+
+
+@admin_blueprint.get("/announcements")
+@login_required("viewer")
+def announcements() -> tuple[str, int]:
+    return _render_announcements()
+
+
+@admin_blueprint.post("/announcements")
+@login_required("admin")
+def draft_announcement() -> BaseResponse | tuple[str, int]:
+    form = AnnouncementForm()
+    if not form.validate_on_submit():
+        abort(400)
+    kit_id = (form.kit_id.data or "").strip()
+    kit = db.session.get(Kit, int(kit_id)) if kit_id.isdigit() else None
+    if kit is None:
+        return _render_announcements(form=form, errors=[("kit_id", _("Choose a kit."))],
+                                     status=422)
+    try:
+        with undo_if_refused():
+            row = wecom_groups.draft_announcement(
+                kit.id, text=form.text.data or "", staff_id=current_staff().id,
+                chat_ids=list(current_app.config["KOC_SETTINGS"].wecom_koc_chat_ids))
+    except DomainError as exc:
+        return _render_announcements(form=form, errors=_field_errors(
+            exc.errors or {"_": [exc.message]}), status=422)
+    flash(_("Announcement %(id)d drafted: check it, then confirm to send.", id=row.id),
+          "success")
+    return redirect(url_for("admin.announcements"))
+
+
+@admin_blueprint.post("/announcements/<int:announcement_id>/send")
+@login_required("admin")
+def send_announcement(announcement_id: int) -> BaseResponse:
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    settings = current_app.config["KOC_SETTINGS"]
+    if not settings.wecom_enabled:
+        flash(_("WeCom is not configured."), "error")
+        return redirect(url_for("admin.announcements"))
+    try:
+        with undo_if_refused():
+            row = wecom_groups.send_announcement(
+                wecom_client(), wecom_groups.get_announcement(announcement_id),
+                staff_id=current_staff().id, daily_limit=settings.wecom_group_daily_limit)
+    except (DomainError, WeComError) as exc:
+        flash(str(getattr(exc, "message", exc)), "error")
+        return redirect(url_for("admin.announcements"))
+    if row.status == "sent":
+        flash(_("Sent to WeCom: each group owner now confirms the message in WeCom."),
+              "success")
+    else:
+        flash(_("Nothing was sent: %(why)s", why=row.error or ""), "error")
+    return redirect(url_for("admin.announcements"))

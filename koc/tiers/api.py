@@ -14,15 +14,18 @@ import sqlalchemy as sa
 from flask import Response, current_app, url_for
 from flask_smorest import Page
 
+from koc.assets.services.kits import get_kit
 from koc.core import audit
 from koc.core.auth import (
     any_token_required,
     current_principal,
+    current_staff_id,
     member_required,
     staff_or_member,
     staff_required,
 )
 from koc.core.db import utcnow
+from koc.core.errors import DomainError
 from koc.core.idempotency import idempotent
 from koc.core.jobs import start_job
 from koc.core.jobs.api import JobCreatedSchema
@@ -34,6 +37,8 @@ from koc.members.services.roster import get_member
 from koc.submissions.services import ledger
 from koc.tiers.models import Drop
 from koc.tiers.schemas import (
+    AnnouncementInSchema,
+    AnnouncementSchema,
     BadgeAssertionSchema,
     ClaimSchema,
     DropInSchema,
@@ -50,6 +55,7 @@ from koc.tiers.schemas import (
     TierCountSchema,
     TiersInSchema,
     TiersOutSchema,
+    WeComSyncSchema,
 )
 from koc.tiers.services import (
     badges,
@@ -61,7 +67,9 @@ from koc.tiers.services import (
     privacy,  # noqa: F401 - connects the person_forgotten / person_export_requested receivers
     progress,
     rules,
+    wecom_groups,
 )
+from koc.tiers.wecom import wecom_client
 
 blp = Blueprint("tiers", __name__, description="Tier rules and recalculation")
 
@@ -272,7 +280,9 @@ def my_groups():
         return {"groups": []}
     join_url = current_app.config["KOC_SETTINGS"].senior_group_url
     return {"groups": [{"group": membership.group_key, "invited_at": membership.invited_at,
-                        "join_url": join_url, "code": None if join_url else membership.code}]}
+                        "join_url": join_url,
+                        "code": None if join_url or membership.wecom_qr_url else membership.code,
+                        "qr_code_url": membership.wecom_qr_url, "state": membership.state}]}
 
 
 @blp.get("/groups/senior/roster")
@@ -290,6 +300,57 @@ def confirm_removed(member_id: int):
     assert staff_id is not None  # staff_required let only staff in
     row = groups.confirm_removed(member_id, staff_id=staff_id)
     return row
+
+
+# --- WeCom: join methods, reconciling the senior group, kit announcements ----------------------
+
+def _wecom() -> Any:
+    if not current_app.config["KOC_SETTINGS"].wecom_enabled:
+        raise DomainError(409, "WeCom is not configured.")
+    return wecom_client()
+
+
+@blp.post("/groups/senior/wecom/sync")
+@blp.response(200, WeComSyncSchema, description="Creates a join method (QR code) for each "
+              "invited member without one and reconciles the roster with each senior chat.")
+@staff_required("admin")
+def sync_senior_wecom():
+    client = _wecom()
+    chat_ids = list(current_app.config["KOC_SETTINGS"].wecom_senior_chat_ids)
+    created = wecom_groups.create_join_ways(client, chat_ids)
+    chats = {chat_id: wecom_groups.reconcile_chat(client, chat_id) for chat_id in chat_ids}
+    return {"join_ways_created": created, "chats": chats}
+
+
+@blp.post("/kits/<id:kit_id>/announcements")
+@blp.arguments(AnnouncementInSchema)
+@blp.response(201, AnnouncementSchema, description="A draft: nothing is sent until "
+              "POST /announcements/{id}/send confirms it.")
+@staff_required("admin")
+def draft_announcement(data: dict, kit_id: int):
+    kit = get_kit(kit_id)
+    chat_ids = data["chat_ids"] or list(current_app.config["KOC_SETTINGS"].wecom_koc_chat_ids)
+    return wecom_groups.draft_announcement(kit.id, text=data["text"], chat_ids=chat_ids,
+                                           staff_id=current_staff_id())
+
+
+@blp.get("/announcements/<id:announcement_id>")
+@blp.response(200, AnnouncementSchema)
+@staff_required("viewer")
+def read_announcement(announcement_id: int):
+    return wecom_groups.get_announcement(announcement_id)
+
+
+@blp.post("/announcements/<id:announcement_id>/send")
+@blp.response(200, AnnouncementSchema, description="The confirmation step: group-message "
+              "tasks (add_msg_template) for the groups with a slot left today; WeCom then asks "
+              "each group owner to confirm sending.")
+@staff_required("admin")
+def send_announcement(announcement_id: int):
+    announcement = wecom_groups.get_announcement(announcement_id)
+    return wecom_groups.send_announcement(
+        _wecom(), announcement, staff_id=current_staff_id(),
+        daily_limit=current_app.config["KOC_SETTINGS"].wecom_group_daily_limit)
 
 
 # --- the tiers' part of the members' routes ----------------------------------------------------

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -174,9 +174,81 @@ class GroupMembership(Model):
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     removed_by_staff_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("staff.id", ondelete="SET NULL"))
+    # --- WeCom (koc.tiers.services.wecom_groups) ---
+    # The join method's `state` (at most 30 characters) naming this invitation: it comes back
+    # on the member's entry in groupchat/get, which is how a join is attributed.
+    wecom_state: Mapped[str | None] = mapped_column(sa.String(30), unique=True)
+    wecom_config_id: Mapped[str | None] = mapped_column(sa.String(64))
+    wecom_qr_url: Mapped[str | None] = mapped_column(sa.String(500))
+    wecom_chat_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    wecom_userid: Mapped[str | None] = mapped_column(sa.String(64))
+    joined_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    join_scene: Mapped[int | None]
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # change_external_chat's QuitScene: 0 left on their own, 1 taken out by the owner/admin.
+    quit_scene: Mapped[int | None]
+
+    @property
+    def state(self) -> str:
+        """invited, joined, to_be_removed, removed, or left (on their own, still qualifying)."""
+        if self.removed_at is not None:
+            return "removed"
+        if self.removal_due_at is not None:
+            return "to_be_removed"
+        if self.left_at is not None:
+            return "left"
+        return "joined" if self.joined_at is not None else "invited"
+
+    @property
+    def left_on_own(self) -> bool:
+        return self.left_at is not None and self.quit_scene == 0
 
     __table_args__ = (
         sa.Index("uq_group_memberships_live", "group_key", "member_id", unique=True,
                  postgresql_where=sa.text("removed_at IS NULL"),
                  sqlite_where=sa.text("removed_at IS NULL")),
     )
+
+
+class KitAnnouncement(Model):
+    """A kit announced to the KOC groups as a WeCom group-message task.
+
+    Drafted, then confirmed by a second step (an admin), then handed to WeCom, which asks each
+    group owner to confirm sending in their client (the platform's own confirmation)."""
+
+    __tablename__ = "kit_announcements"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    kit_id: Mapped[int] = mapped_column(sa.ForeignKey("kits.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(sa.String(2000))
+    chat_ids: Mapped[list[str]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(sa.String(16), default="draft")
+    created_by_staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_by_staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="SET NULL"))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What WeCom answered: [{"sender", "chat_ids", "msgid"}]; groups over the daily limit.
+    tasks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    skipped_chat_ids: Mapped[list[str] | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(sa.String(500))
+
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('draft', 'sent', 'failed')", name="status_known"),
+    )
+
+
+class GroupMessageSend(Model):
+    """One group message to one group on one day (China time): the daily limit's counter."""
+
+    __tablename__ = "group_message_sends"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    chat_id: Mapped[str] = mapped_column(sa.String(64))
+    sent_on: Mapped[date] = mapped_column(sa.Date)
+    slot: Mapped[int] = mapped_column(default=1)
+    announcement_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("kit_announcements.id", ondelete="CASCADE"), index=True)
+
+    __table_args__ = (sa.UniqueConstraint("chat_id", "sent_on", "slot"),)

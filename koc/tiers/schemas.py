@@ -178,11 +178,52 @@ class MembershipSchema(Schema):
     member_id = fields.Integer()
     invited_at = fields.DateTime()
     removal_due_at = fields.DateTime(allow_none=True)
+    state = fields.String(metadata={
+        "description": "invited, joined, to_be_removed, removed, or left (on their own)"})
+    joined_at = fields.DateTime(allow_none=True)
+    join_scene = fields.Integer(allow_none=True)
+    left_at = fields.DateTime(allow_none=True)
+    left_on_own = fields.Boolean()
+    removed_at = fields.DateTime(allow_none=True)
+    wecom_state = fields.String(allow_none=True)
+    wecom_chat_id = fields.String(allow_none=True)
 
 
 class RosterSchema(Schema):
-    members = fields.List(fields.Nested(MembershipSchema))
+    members = fields.List(fields.Nested(MembershipSchema),
+                          metadata={"description": "invited or in the group"})
     to_remove = fields.List(fields.Nested(MembershipSchema))
+    left = fields.List(fields.Nested(MembershipSchema),
+                       metadata={"description": "left the group on their own, still qualifying"})
+    removed = fields.List(fields.Nested(MembershipSchema),
+                          metadata={"description": "the latest removals"})
+
+
+class WeComSyncSchema(Schema):
+    join_ways_created = fields.Integer()
+    chats = fields.Dict(keys=fields.String(), values=fields.Dict())
+
+
+class AnnouncementInSchema(Schema):
+    text = kf.String(required=True, min_length=1, max_length=2000)
+    chat_ids = kf.List(kf.String(min_length=1, max_length=64), max_items=200,
+                       load_default=None, metadata={
+                           "description": "KOC group chats; default KOC_WECOM_KOC_CHAT_IDS"})
+
+
+class AnnouncementSchema(Schema):
+    id = fields.Integer()
+    kit_id = fields.Integer()
+    text = fields.String()
+    chat_ids = fields.List(fields.String())
+    status = fields.String(metadata={"description": "draft, sent or failed"})
+    created_at = fields.DateTime()
+    confirmed_at = fields.DateTime(allow_none=True)
+    tasks = fields.List(fields.Dict(), allow_none=True, metadata={
+        "description": "one group-message task per group owner: sender, chat_ids, msgid"})
+    skipped_chat_ids = fields.List(fields.String(), allow_none=True, metadata={
+        "description": "groups that had their group message(s) for the day already"})
+    error = fields.String(allow_none=True)
 
 
 class MyGroupSchema(Schema):
@@ -190,6 +231,9 @@ class MyGroupSchema(Schema):
     invited_at = fields.DateTime()
     join_url = fields.String(allow_none=True)
     code = fields.String(allow_none=True)
+    qr_code_url = fields.String(allow_none=True, metadata={
+        "description": "the WeCom join method's QR code, when WeCom is configured"})
+    state = fields.String()
 
 
 class MyGroupsSchema(Schema):

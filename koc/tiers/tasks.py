@@ -14,7 +14,8 @@ from koc.core.celery import Every, periodic_task
 from koc.core.jobs import Job, run_job
 from koc.extensions import db
 from koc.members.models import Member
-from koc.tiers.services import badges, drops, engine
+from koc.tiers.services import badges, drops, engine, wecom_groups
+from koc.tiers.wecom import wecom_client
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +85,22 @@ def issue_badges(chunk: int = 5000) -> int:
         issued += count
         if count < chunk:
             return issued
+
+
+@periodic_task("koc.tiers.tasks.sync_wecom_senior_group", Every(timedelta(minutes=10)))
+def sync_wecom_senior_group() -> dict:
+    """Join methods for new senior invitations, and the roster reconciled with each senior chat
+    (a callback WeCom failed to deliver is caught up here). Nothing without WeCom settings."""
+    settings = current_app.config["KOC_SETTINGS"]
+    if not settings.wecom_enabled or not settings.wecom_senior_chat_ids:
+        return {"skipped": "WeCom is not configured"}
+    client = wecom_client()
+    chat_ids = list(settings.wecom_senior_chat_ids)
+    created = wecom_groups.create_join_ways(client, chat_ids)
+    db.session.commit()
+    chats = {}
+    for chat_id in chat_ids:
+        chats[chat_id] = wecom_groups.reconcile_chat(client, chat_id)
+        db.session.commit()
+    log.info("WeCom senior group: %d join methods made, %s", created, chats)
+    return {"join_ways_created": created, "chats": chats}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,3 +74,15 @@ def accept_invitation(code: str, *, display_name: str,
     token = issue_token(member_id=member.id)
     return member, token
 
+
+
+def invitation_state(code: str, *, now: datetime | None = None) -> str:
+    """What the landing page says about a code: 'open', 'used', 'expired' or 'unknown'."""
+    invitation = db.session.scalar(sa.select(Invitation).where(Invitation.code == code))
+    if invitation is None:
+        return "unknown"
+    if invitation.accepted_at is not None or invitation.user.member is not None:
+        return "used"
+    if invitation.expires_at <= (now or utcnow()):
+        return "expired"
+    return "open"

@@ -70,13 +70,19 @@ def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None,
     return len(newcomers), len(leaving)
 
 
-def roster() -> dict[str, list[GroupMembership]]:
+def roster(*, removed_shown: int = 50) -> dict[str, list[GroupMembership]]:
     rows = db.session.scalars(
         sa.select(GroupMembership).where(GroupMembership.group_key == SENIOR_GROUP,
                                          GroupMembership.removed_at.is_(None))
         .order_by(GroupMembership.invited_at)).all()
-    return {"members": [r for r in rows if r.removal_due_at is None],
-            "to_remove": [r for r in rows if r.removal_due_at is not None]}
+    removed = db.session.scalars(
+        sa.select(GroupMembership).where(GroupMembership.group_key == SENIOR_GROUP,
+                                         GroupMembership.removed_at.is_not(None))
+        .order_by(GroupMembership.removed_at.desc()).limit(removed_shown)).all()
+    return {"members": [r for r in rows if r.state in ("invited", "joined")],
+            "to_remove": [r for r in rows if r.state == "to_be_removed"],
+            "left": [r for r in rows if r.state == "left"],
+            "removed": list(removed)}
 
 
 def confirm_removed(member_id: int, *, staff_id: int) -> GroupMembership:

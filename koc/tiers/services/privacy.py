@@ -24,6 +24,10 @@ def _revoke_badges(_sender: object, *, member_id: int, now: datetime, **_: objec
     db.session.execute(sa.update(Badge).where(Badge.member_id == member_id,
                                               Badge.revoked_at.is_(None))
                        .values(revoked_at=now, revoke_reason="forgotten"))
+    # The person's WeCom id is theirs; the seat keeps its join-method state (which names only
+    # the anonymous member row), so the removal the suspension asks for can still be matched.
+    db.session.execute(sa.update(GroupMembership).where(GroupMembership.member_id == member_id)
+                       .values(wecom_userid=None))
 
 
 @person_export_requested.connect
