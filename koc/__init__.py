@@ -174,4 +174,7 @@ def _register_blueprints(app: Flask) -> list[str]:
     app.register_blueprint(storage_blueprint)
     csrf.exempt(storage_blueprint)
     app.register_blueprint(admin_blueprint, url_prefix="/admin")
+    from koc.members.join import join_blueprint
+
+    app.register_blueprint(join_blueprint)
     return [blp.name for blp in api_blueprints]

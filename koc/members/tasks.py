@@ -1,13 +1,20 @@
-"""Members background work: bulk imports of the user base."""
+"""Members background work: bulk imports of the user base, the daily candidate rescore (the
+recency bonus decays) and reminders of invitation campaigns about to expire."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
+from celery.schedules import crontab
+
+from koc.core.celery import Every, periodic_task
+from koc.core.db import utcnow
 
 from koc.core.jobs import Job, run_job
 from koc.core.storage import get_storage
 from koc.extensions import db
-from koc.members.services import imports
+from koc.members.services import campaigns, candidate_rules, imports
 
 
 @shared_task(name="koc.members.tasks.import_users_task")
@@ -51,3 +58,16 @@ def _record(job: Job, report: imports.ImportReport, clock: imports.Throughput) -
     job.failed = report.failed
     job.errors = list(report.errors)
     job.result = {"progress": report.progress(), **clock.figures(report)}
+
+
+@periodic_task("koc.members.tasks.rescore_candidates", Every(crontab(hour=18, minute=30)))
+def rescore_candidates() -> int:
+    """Every user's score under the rules in force, once a day (02:30 Beijing time): one
+    UPDATE, touching only the rows whose score moved (a recency bonus that decayed)."""
+    return candidate_rules.rescore(utcnow())
+
+
+@periodic_task("koc.members.tasks.remind_expiring_invitations", Every(timedelta(hours=1)))
+def remind_expiring_invitations() -> int:
+    """One `invitation.expiring` event per campaign about to expire, once."""
+    return campaigns.send_reminders(utcnow())

@@ -185,6 +185,14 @@ def describe(event: OutboxEvent) -> str:
         return f"邀请入群 / Invite to the senior group: member #{data.get('member_id')}"
     if event.event_type == "group.remove":
         return f"移出群 / Remove from the senior group: member #{data.get('member_id')}"
+    if event.event_type == "invitation.created":
+        return (f"邀请活动 / Invitation campaign: {data.get('name', '')} (#{data.get('campaign_id')})"
+                f" · {data.get('invited', 0)} 人 invited · 截止 until "
+                f"{str(data.get('expires_at', ''))[:10]}")
+    if event.event_type == "invitation.expiring":
+        return (f"邀请即将过期 / Invitations expiring: {data.get('name', '')} "
+                f"(#{data.get('campaign_id')}) · {data.get('pending', 0)} 人未接受 not accepted"
+                f" · {str(data.get('expires_at', ''))[:10]}")
     return f"{event.event_type} #{event.id}"
 
 

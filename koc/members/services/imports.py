@@ -24,7 +24,11 @@ from koc.core.db import utcnow
 from koc.core.fields import INT32_MAX, INT64_MAX
 from koc.extensions import db
 from koc.members.schemas import UserImportRowSchema
-from koc.members.services.candidates import candidate_score_sql
+from koc.members.services.candidate_rules import (
+    EXCLUDED_SCORE,
+    current_rules,
+    merge_score_sql,
+)
 from koc.members.services.users import upsert_users_bulk
 
 IMPORT_BATCH_SIZE = 1000
@@ -536,7 +540,8 @@ def _merge_chunk(report: ImportReport, refused: list[tuple[int, str]],
     with _driver().cursor(row_factory=dict_row) as cursor:
         # The DISTINCT ON sort of a chunk fits in memory instead of spilling to disk.
         cursor.execute("SET LOCAL work_mem = '256MB'")
-        counts = cursor.execute(_MERGE_SQL, {"now": now}).fetchone() or {}
+        counts = cursor.execute(_merge_sql(current_rules().rules), {"now": now}
+                                ).fetchone() or {}
         for row in cursor.execute(_REFUSED_SQL):
             refused.append((row["line"], _refusal_message(schema, row)))
     merged, created, updated = (int(value or 0) for value in counts.values())
@@ -637,12 +642,18 @@ _MERGED = ("display_name", "city", "store_code", "tags", "orders_count", "spend_
            "last_order_at", "shares_count", "community_posts_count", "candidate_score")
 
 
-def _merge_sql() -> str:
+def _merge_sql(rules: dict[str, Any]) -> str:
     """One statement over one pass of checks: the refused lines set aside, the last good line
-    of each external_id scored and upserted where it changes something; answers (merged,
-    created, updated)."""
-    changed = ", ".join(f"users.{name}" for name in _MERGED)
-    incoming = ", ".join(f"excluded.{name}" for name in _MERGED)
+    of each external_id scored under `rules` and upserted where its data changes something;
+    answers (merged, created, updated).
+
+    The score alone changing (a recency bonus that decayed) rewrites nothing: an unchanged file
+    updates 0 rows; the daily rescore keeps the decay current. A member keeps the excluded
+    score."""
+    data = [name for name in _MERGED if name != "candidate_score"]
+    changed = ", ".join(f"users.{name}" for name in data)
+    incoming = ", ".join(f"excluded.{name}" for name in data)
+    updates = ", ".join(f"{name} = excluded.{name}" for name in data)
     staged = ", ".join(f"c.{name}" for name in _STAGED)
     return f"""
 WITH checked AS MATERIALIZED ({_CHECKED}),
@@ -663,10 +674,13 @@ refused AS (
   INSERT INTO users (external_id, {", ".join(_MERGED)}, created_at, updated_at)
   SELECT g.external_id, g.display_name, g.city, g.store_code, g.tags, g.orders_count,
     g.spend_cents, g.last_order_at, g.shares_count, g.community_posts_count,
-    {candidate_score_sql("g")}, %(now)s, %(now)s
+    {merge_score_sql(rules, "g", "%(now)s")}, %(now)s, %(now)s
   FROM good AS g
-  ON CONFLICT (external_id) DO UPDATE SET
-    {", ".join(f"{name} = excluded.{name}" for name in _MERGED)}, updated_at = excluded.updated_at
+  ON CONFLICT (external_id) DO UPDATE SET {updates},
+    candidate_score = CASE WHEN EXISTS (SELECT 1 FROM members AS m WHERE m.user_id = users.id)
+      AND {"true" if rules["exclusions"]["members"] else "false"}
+      THEN {EXCLUDED_SCORE} ELSE excluded.candidate_score END,
+    updated_at = excluded.updated_at
   WHERE ({changed}) IS DISTINCT FROM ({incoming})
   RETURNING (xmax = 0) AS created
 )
@@ -674,8 +688,6 @@ SELECT (SELECT count(*) FROM good) AS merged, count(*) FILTER (WHERE created) AS
        count(*) FILTER (WHERE NOT created) AS updated FROM up
 """
 
-
-_MERGE_SQL = _merge_sql()
 
 
 def import_format(filename: str) -> str:
