@@ -51,8 +51,11 @@ def create_campaign(*, name: str, filter: dict[str, Any], limit: int, expires_in
               .limit(limit))
     insert = sa.insert(Invitation).from_select(
         ["campaign_id", "user_id", "created_by_staff_id", "created_at", "expires_at"], ranked)
-    result = cast(sa.CursorResult, db.session.execute(insert))
-    campaign.invited = int(result.rowcount or 0)
+    db.session.execute(insert)
+    # Counted on the campaign's index (the driver's rowcount of an INSERT ... SELECT through
+    # the ORM session is not always known).
+    campaign.invited = int(db.session.scalar(
+        sa.select(sa.func.count()).where(Invitation.campaign_id == campaign.id)) or 0)
     db.session.flush()
     emit("invitation.created", {"campaign_id": campaign.id, "name": name,
                                 "invited": campaign.invited,
@@ -117,11 +120,11 @@ def send_reminders(now: datetime) -> int:
         .with_for_update(skip_locked=True)).all()
     if not due:
         return 0
-    open_counts = dict(db.session.execute(
+    open_counts: dict[int, int] = dict(db.session.execute(  # type: ignore[arg-type]
         sa.select(Invitation.campaign_id, sa.func.count())
         .where(Invitation.campaign_id.in_([c.id for c in due]),
                Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
-        .group_by(Invitation.campaign_id)).tuples().all())
+        .group_by(Invitation.campaign_id)).all())
     for campaign in due:
         campaign.reminded_at = now
         pending = int(open_counts.get(campaign.id, 0))
