@@ -148,15 +148,22 @@ class _CandidateExclusionsSchema(Schema):
                          max_items=20)
 
 
+def _no_segment() -> dict:
+    return {"city": [], "store_code": [], "tags": []}
+
+
+def _default_exclusions() -> dict:
+    return {"members": True, "opted_out_tags": [], "staff_tags": []}
+
+
 class CandidateRulesSchema(Schema):
     weights = fields.Nested(_CandidateWeightsSchema, required=True)
     recency = fields.Nested(_CandidateRecencySchema, required=True)
-    required = fields.Nested(_CandidateSegmentSchema, load_default=lambda: _CandidateSegmentSchema().load({}),
+    required = fields.Nested(_CandidateSegmentSchema, load_default=_no_segment,
                              metadata={"description": "a user must match every kind named"})
-    excluded = fields.Nested(_CandidateSegmentSchema, load_default=lambda: _CandidateSegmentSchema().load({}),
+    excluded = fields.Nested(_CandidateSegmentSchema, load_default=_no_segment,
                              metadata={"description": "a user matching any is left out"})
-    exclusions = fields.Nested(_CandidateExclusionsSchema,
-                               load_default=lambda: _CandidateExclusionsSchema().load({}))
+    exclusions = fields.Nested(_CandidateExclusionsSchema, load_default=_default_exclusions)
 
 
 class CandidateRulesInSchema(Schema):

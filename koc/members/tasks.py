@@ -10,7 +10,6 @@ from celery.schedules import crontab
 
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
-
 from koc.core.jobs import Job, run_job
 from koc.core.storage import get_storage
 from koc.extensions import db

@@ -88,7 +88,7 @@ def _in_segment(col: Callable[[str], sa.ColumnElement[Any]], segment: dict[str, 
 
 def score_expression(rules: dict[str, Any], *, col: Callable[[str], sa.ColumnElement[Any]],
                      now: sa.ColumnElement[Any], dialect: str,
-                     user_id: sa.ColumnElement[Any] | None = None) -> sa.ColumnElement[float]:
+                     user_id: Any = None) -> sa.ColumnElement[float]:
     """The score under `rules` as SQL over the columns `col(name)` gives, at time `now`.
 
     `user_id`, when given, is what the member exclusion looks up (a row of users, not a staged
