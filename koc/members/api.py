@@ -232,6 +232,14 @@ def _campaign_out(items: list[InvitationCampaign]) -> list[dict[str, Any]]:
     return out
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str | None) -> str:
+    text = value or ""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 class CampaignPage(SelectPage):
     @property
     def items(self) -> list[Any]:
@@ -298,8 +306,9 @@ def campaign_links(campaign_id: int):
         writer = csv.writer(buffer)
         buffer.write("\ufeff")
         writer.writerow(["external_id", "display_name", "code", "url", "status"])
-        for count, row in enumerate(rows, start=1):
-            writer.writerow(row)
+        for count, (external_id, name, code, url, status) in enumerate(rows, start=1):
+            # A spreadsheet runs a cell starting with = + - @ as a formula.
+            writer.writerow([_cell(external_id), _cell(name), code, url, status])
             if count % 1000 == 0:
                 yield buffer.getvalue()
                 buffer.seek(0)
