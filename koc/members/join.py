@@ -59,9 +59,11 @@ def join(code: str) -> tuple[str, int]:
 
 
 @join_blueprint.get("/join/<key:code>/qr.svg")
-@invitation_limit
 def join_qr(code: str) -> Response:
-    """The join link as a QR code; 404 for a code that names no invitation."""
+    """The join link as a QR code; 404 for a code that names no invitation.
+
+    Not rate-limited: an admin may fetch a whole campaign's codes, and a code cannot be guessed
+    (128 bits of HMAC, checked before any lookup)."""
     if invitations.find_invitation(code) is None:
         return Response("Not found", status=404, mimetype="text/plain")
     buffer = io.BytesIO()

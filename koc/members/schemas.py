@@ -142,10 +142,10 @@ class _CandidateSegmentSchema(Schema):
 class _CandidateExclusionsSchema(Schema):
     members = fields.Boolean(load_default=True, validate=validate.Equal(
         True, error="members are never candidates"))
-    opted_out_tags = kf.List(kf.String(min_length=1, max_length=64), load_default=list,
-                             max_items=20)
-    staff_tags = kf.List(kf.String(min_length=1, max_length=64), load_default=list,
-                         max_items=20)
+    opted_out_tags = kf.List(kf.String(min_length=1, max_length=64),
+                             load_default=lambda: ["opted_out"], max_items=20)
+    staff_tags = kf.List(kf.String(min_length=1, max_length=64),
+                         load_default=lambda: ["staff"], max_items=20)
 
 
 def _no_segment() -> dict:
@@ -153,7 +153,7 @@ def _no_segment() -> dict:
 
 
 def _default_exclusions() -> dict:
-    return {"members": True, "opted_out_tags": [], "staff_tags": []}
+    return {"members": True, "opted_out_tags": ["opted_out"], "staff_tags": ["staff"]}
 
 
 class CandidateRulesSchema(Schema):

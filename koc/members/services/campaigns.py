@@ -34,7 +34,10 @@ def create_campaign(*, name: str, filter: dict[str, Any], limit: int, expires_in
                     message: str, staff_id: int | None, now: datetime) -> InvitationCampaign:
     """Invite the best `limit` candidates of `filter` who hold no open invitation: one
     INSERT ... SELECT over the candidate index, whatever the size; one `invitation.created`
-    event for the batch."""
+    event for the batch.
+
+    The invitations name their campaign, not the staff member (the campaign does): on
+    PostgreSQL the foreign-key checks are most of the statement's time, one fewer per row."""
     expires_at = now + timedelta(days=expires_in_days)
     campaign = InvitationCampaign(name=name, filter=filter, limit=limit, message=message,
                                   expires_at=expires_at, rules_version=current_rules().version,
@@ -44,13 +47,12 @@ def create_campaign(*, name: str, filter: dict[str, Any], limit: int, expires_in
     ranked = (candidates_query(**filter, now=now).where(~_live_invitation(now))
               .with_only_columns(
                   sa.literal(campaign.id).label("campaign_id"), User.id.label("user_id"),
-                  sa.literal(staff_id, type_=sa.BigInteger).label("created_by_staff_id"),
                   sa.literal(now, type_=UTCDateTime).label("created_at"),
                   sa.literal(expires_at, type_=UTCDateTime).label("expires_at"),
                   maintain_column_froms=True)
               .limit(limit))
     insert = sa.insert(Invitation).from_select(
-        ["campaign_id", "user_id", "created_by_staff_id", "created_at", "expires_at"], ranked)
+        ["campaign_id", "user_id", "created_at", "expires_at"], ranked)
     db.session.execute(insert)
     # Counted on the campaign's index (the driver's rowcount of an INSERT ... SELECT through
     # the ORM session is not always known).
