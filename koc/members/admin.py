@@ -359,7 +359,8 @@ def campaign_create() -> BaseResponse:
             flash(f"{label}: {'; '.join(str(e) for e in errors)}", "error")
         if problems:
             flash(_("The candidate filter is not valid."), "error")
-        return redirect(url_for("admin.candidate_list", **request.args))
+        args: dict[str, Any] = request.args.to_dict()
+        return redirect(url_for("admin.candidate_list", **args))
     campaign = campaigns.create_campaign(
         name=form.name.data or "", filter=query, limit=form.limit.data or 1,
         expires_in_days=form.expires_in_days.data or 14, message=form.message.data or "",

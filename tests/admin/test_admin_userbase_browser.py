@@ -66,7 +66,7 @@ def test_a_manager_imports_ranks_and_invites_in_chinese(
     page.set_input_files("#import-file", str(crm))
     page.get_by_role("button", name="上传并导入").click()
     _run_queued_import(app)
-    expect(page.locator("#import-status")).to_have_text("完成：导入 4，拒绝 1。")
+    expect(page.locator("#import-status")).to_have_text("完成：导入 4，拒绝 1。")  # noqa: RUF001
     expect(page.locator("#upload-progress")).to_have_attribute("value", "100")
     expect(page.locator("#import-errors tbody tr")).to_have_count(1)
     expect(page.locator("#import-errors tbody td").first).to_have_text("5")
@@ -102,7 +102,7 @@ def test_a_manager_imports_ranks_and_invites_in_chinese(
 
     page.fill("#c-name", "广州首批种草")
     page.fill("#c-limit", "2")
-    page.fill("#c-message", "欢迎加入我们的 KOC 计划！")
+    page.fill("#c-message", "欢迎加入我们的 KOC 计划。")
     page.get_by_role("button", name="创建邀请").click()
     expect(page.locator(".flash-ok")).to_contain_text("已创建 2 个邀请")
     row = page.locator("#campaigns tbody tr").first
