@@ -61,7 +61,14 @@ from koc.members.schemas import (
     ImportCreateSchema,
     ImportStartSchema,
 )
-from koc.members.services import campaigns, candidate_rules, candidates, import_files, users
+from koc.members.services import (
+    campaigns,
+    candidate_rules,
+    candidates,
+    import_files,
+    imports,
+    users,
+)
 from koc.members.services.roster import MEMBER_SORTS, members_query
 from koc.submissions.services.funnel import campaign_posts
 from koc.tiers.services import rules
@@ -253,16 +260,26 @@ def user_import_job(job_id: int) -> BaseResponse:
 @admin_blueprint.get("/users/imports/jobs/<int:job_id>/report.csv")
 @login_required("admin")
 def user_import_report(job_id: int) -> Response:
-    """The refused lines the job kept (line, reason), as CSV."""
+    """Every refused line of the job (line, reason) as CSV, streamed from the report the job
+    wrote beside it chunk by chunk; a job from before that has only its first 1,000."""
     job = _import_job(job_id)
     audit.record("users.import_report", f"job:{job_id}", None)
-    buffer = io.StringIO()
-    buffer.write("\ufeff")
-    writer = csv.writer(buffer)
-    writer.writerow([_("Line"), _("Reason")])
-    for error in job.errors or ():
-        writer.writerow([error.get("line"), _cell(error.get("message"))])
-    return Response(buffer.getvalue(), mimetype="text/csv", headers={
+    storage = get_storage()
+    stored = imports.iter_refusals(storage, job_id)
+    first = next(stored, None)
+
+    def body() -> Iterator[bytes]:
+        header = io.StringIO()
+        csv.writer(header).writerow([_("Line"), _("Reason")])
+        yield ("\ufeff" + header.getvalue()).encode("utf-8")
+        if first is not None:
+            yield first
+            yield from stored
+            return
+        yield imports.refusals_csv([(e.get("line") or 0, str(e.get("message") or ""))
+                                    for e in job.errors or ()])
+
+    return Response(stream_with_context(body()), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="import-{job_id}-refused.csv"'})
 
 

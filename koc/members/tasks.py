@@ -11,7 +11,7 @@ from celery.schedules import crontab
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
 from koc.core.jobs import Job, run_job
-from koc.core.storage import get_storage
+from koc.core.storage import Storage, get_storage
 from koc.extensions import db
 from koc.members.services import campaigns, candidate_rules, imports
 
@@ -35,6 +35,7 @@ def import_users_task(job_id: int) -> None:
         clock = imports.Throughput(size=payload.get("size"), start=resume)
 
         def progress(report: imports.ImportReport) -> None:
+            _save_refusals(storage, job.id, report)
             _record(job, report, clock)
             # One commit per chunk (not one per task): that is what makes the job resumable
             # and its progress visible while it runs.
@@ -44,12 +45,23 @@ def import_users_task(job_id: int) -> None:
         report = imports.import_users(stream, fmt=payload["format"],
                                       encoding=payload.get("encoding", "utf-8"),
                                       on_progress=progress, resume=resume)
+        _save_refusals(storage, job.id, report)
         _record(job, report, clock)
 
     if run_job(job_id, work):
         payload = db.session.get_one(Job, job_id).payload
         storage.delete(payload["storage_key"])
         db.session.commit()
+
+
+def _save_refusals(storage: Storage, job_id: int, report: imports.ImportReport) -> None:
+    """The chunk's refused lines, all of them, as one CSV object beside the job (the job's row
+    keeps the first 1,000). Named after the chunk's first refused line: a chunk run again after
+    a crash writes the same object again."""
+    refused = report.take_recent()
+    if refused:
+        storage.put_bytes(imports.refusals_key(job_id, refused[0][0]),
+                          imports.refusals_csv(refused), content_type="text/csv")
 
 
 def _record(job: Job, report: imports.ImportReport, clock: imports.Throughput) -> None:

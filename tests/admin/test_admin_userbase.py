@@ -9,6 +9,7 @@ import io
 import sqlalchemy as sa
 from flask import Flask
 
+from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import Invitation, InvitationCampaign
 from tests.admin.conftest import csrf_token
@@ -82,3 +83,27 @@ def test_an_admin_invites_a_filter_as_a_campaign_and_downloads_its_links(
         headers={"X-CSRFToken": token})
     assert saved.status_code == 200, saved.json
     assert saved.json["version"] == 1
+
+
+def test_the_refused_lines_report_holds_every_refused_line_chunk_by_chunk(
+        app: Flask, signed_in, monkeypatch) -> None:
+    from koc.members.services import imports
+    from tests.members.test_user_imports import _upload_and_start
+
+    # Small chunks: the report is several objects beside the job, read in line order.
+    monkeypatch.setattr(imports, "IMPORT_BATCH_SIZE", 3)
+    lines = ["external_id,orders_count"]
+    lines += [f"ok-{n},{n}" if n % 2 else f"bad-{n},x{n}" for n in range(1, 21)]
+    job = _upload_and_start(app, ("\n".join(lines) + "\n").encode(), "crm.csv")
+    assert (job["processed"], job["failed"]) == (10, 10)
+    with app.app_context():
+        parts = list(get_storage().list_keys(imports.refusals_prefix(job["id"])))
+    assert len(parts) > 2
+    admin = signed_in("admin", locale="zh_CN")
+    report = admin.get(f"/admin/users/imports/jobs/{job['id']}/report.csv")
+    assert report.status_code == 200
+    rows = list(csv.reader(io.StringIO(report.get_data(as_text=True).lstrip("\ufeff"))))
+    assert rows[0] == ["行", "理由"]
+    # Line 1 is the header: bad-2 is on line 3, bad-20 on line 21.
+    assert [int(row[0]) for row in rows[1:]] == list(range(3, 22, 2))
+    assert all("orders_count" in row[1] for row in rows[1:])

@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 
 from koc.core.db import utcnow
 from koc.core.fields import INT32_MAX, INT64_MAX
+from koc.core.storage import Storage
 from koc.extensions import db
 from koc.members.schemas import UserImportRowSchema
 from koc.members.services.candidate_rules import (
@@ -55,22 +56,31 @@ class ImportReport:
     # The first bad lines, with reasons; a file of millions of bad lines keeps memory flat.
     errors: list[dict[str, Any]] = field(default_factory=list)
     max_errors: int = 1000
+    # Every line refused since the caller last took them (the full report, saved chunk by
+    # chunk beside the job: `take_recent`); never part of the job's row.
+    recent: list[tuple[int, str]] = field(default_factory=list)
 
     def refuse(self, line: int, message: str) -> None:
         self.failed += 1
+        self.recent.append((line, message))
         if len(self.errors) < self.max_errors:
             self.errors.append({"line": line, "message": message})
+
+    def take_recent(self) -> list[tuple[int, str]]:
+        taken, self.recent = self.recent, []
+        return taken
 
     def progress(self) -> dict[str, Any]:
         """What a job keeps beside processed, failed and errors (and resumes from)."""
         return {name: value for name, value in asdict(self).items()
-                if name not in ("processed", "failed", "errors", "max_errors")}
+                if name not in ("processed", "failed", "errors", "max_errors", "recent")}
 
     @classmethod
     def restore(cls, *, processed: int, failed: int, errors: list[dict[str, Any]],
                 progress: dict[str, Any] | None) -> ImportReport:
         known = {name: value for name, value in (progress or {}).items()
-                 if name in cls.__dataclass_fields__ and name not in ("errors", "max_errors")}
+                 if name in cls.__dataclass_fields__
+                 and name not in ("errors", "max_errors", "recent")}
         # An earlier attempt's "stopped on an internal error" is not about a line of the file.
         lines = [error for error in errors if error.get("line") is not None]
         return cls(processed=processed, failed=failed, errors=lines, **known)
@@ -694,3 +704,31 @@ def import_format(filename: str) -> str:
     """csv or jsonl, from the file name; a .gz file is recognised by its content."""
     name = filename.lower().removesuffix(".gz")
     return "jsonl" if name.endswith((".jsonl", ".ndjson", ".json")) else "csv"
+
+
+# --- the full report of refused lines --------------------------------------------------------
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def refusals_prefix(job_id: int) -> str:
+    return f"imports/reports/{job_id}/"
+
+
+def refusals_key(job_id: int, first_line: int) -> str:
+    return f"{refusals_prefix(job_id)}{first_line:012d}.csv"
+
+
+def refusals_csv(refused: list[tuple[int, str]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for line, message in refused:
+        # A spreadsheet runs a cell starting with = + - @ as a formula.
+        writer.writerow([line, "'" + message if message.startswith(_FORMULA_STARTS) else message])
+    return buffer.getvalue().encode("utf-8")
+
+
+def iter_refusals(storage: Storage, job_id: int) -> Iterator[bytes]:
+    """Every refused line of a job, in line order: the chunks' CSV objects one after another."""
+    for key in sorted(storage.list_keys(refusals_prefix(job_id))):
+        yield from storage.iter_chunks(key)
