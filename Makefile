@@ -94,6 +94,7 @@ bench: install ## benchmarks (PostgreSQL, SeaweedFS): figures and ratios against
 	$(BIN)/python -m bench.ops_metrics
 	$(BIN)/python -m bench.admin_lists
 	$(BIN)/python -m bench.users_import
+	$(BIN)/python -m bench.invitation_campaign
 
 translations: install ## extract admin-panel strings and update the zh-CN/en catalogs (then translate, re-run)
 	$(BIN)/pybabel extract -F babel.cfg -k _l -o koc/translations/messages.pot .

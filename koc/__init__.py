@@ -188,4 +188,7 @@ def _register_blueprints(app: Flask) -> list[str]:
     # WeCom signs its callbacks (msg_signature); they carry no cookie, so no CSRF.
     app.register_blueprint(wecom_blueprint)
     csrf.exempt(wecom_blueprint)
+    from koc.members.join import join_blueprint
+
+    app.register_blueprint(join_blueprint)
     return [blp.name for blp in api_blueprints]

@@ -67,10 +67,10 @@ def load_demo(seed: int = 7) -> str:
     if reviewer is None:
         raise RuntimeError("the demo reviewer is created above; it must exist here")
     for n in range(1, 21):
-        invitation = invitations.create_invitation(f"crm-{n:05d}", expires_in_days=14,
-                                                staff_id=None)
+        _invitation, code = invitations.create_invitation(f"crm-{n:05d}", expires_in_days=14,
+                                                          staff_id=None)
         member, _token = invitations.accept_invitation(
-            invitation.code, display_name=f"KOC {n}",
+            code, display_name=f"KOC {n}",
             social_accounts=[{"platform": "xiaohongshu", "handle": f"koc_demo_{n}",
                               "url": None, "followers": rng.randint(200, 20_000)}],
         )

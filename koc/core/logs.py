@@ -45,7 +45,7 @@ SENSITIVE_PARAMS = ("signature", "sig", "x-amz-signature", "x-amz-credential",
 MASK = "***"
 _QUERY_PARAM = re.compile(
     r"(?i)([?&;](?:" + "|".join(re.escape(name) for name in SENSITIVE_PARAMS) + r")=)[^&\s\"'#]*")
-_INVITATION_PATH = re.compile(r"(/invitations/)[^/?\s\"']+")
+_INVITATION_PATH = re.compile(r"(/(?:invitations|join)/)[^/?\s\"']+")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+")
 _API_TOKEN = re.compile(r"\bkoc_[A-Za-z0-9_\-]{8,}")
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@/\s]+(@)")

@@ -1,5 +1,8 @@
-"""成员: the member roster (filters, search, sort, pages) and its CSV export, over
-members_query, the same query GET /api/v1/members pages through."""
+"""Members' admin pages: 成员 (the roster, filters, CSV export, over members_query, the same
+query GET /api/v1/members pages through); 用户库 (import a CRM file straight to the object store,
+its job followed live, the refused lines as CSV; look a user up); 候选人 (ranked candidates with
+reasons in the reader's language, filters, the rules as a form with a preview); invitation
+campaigns (invite the top N of a filter, each campaign's funnel, links as CSV, withdraw)."""
 
 from __future__ import annotations
 
@@ -12,35 +15,63 @@ from typing import Any
 import sqlalchemy as sa
 from flask import (
     Response,
+    abort,
+    current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
     stream_with_context,
     url_for,
 )
-from flask_babel import format_datetime
+from flask_babel import format_datetime, format_decimal
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
 from marshmallow import Schema, ValidationError, fields
 from sqlalchemy.orm import contains_eager
 from werkzeug.wrappers import Response as BaseResponse
+from wtforms import IntegerField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from koc.admin.blueprint import (
     admin_blueprint,
+    allow_store_origins,
+    current_staff,
     found_or_404,
     is_admin,
     login_required,
     paginate,
+    script_call,
 )
 from koc.admin.i18n import tier_display_name
 from koc.core import audit
 from koc.core import fields as kf
 from koc.core.db import utcnow
+from koc.core.errors import DomainError
+from koc.core.jobs import Job
+from koc.core.storage import get_storage
 from koc.extensions import db
-from koc.members.models import Member
-from koc.members.services import privacy
+from koc.members.models import InvitationCampaign, Member, User
+from koc.members.schemas import (
+    CampaignFilterSchema,
+    CandidatePreviewInSchema,
+    CandidateRulesInSchema,
+    ImportCreateSchema,
+    ImportStartSchema,
+)
+from koc.members.services import (
+    campaigns,
+    candidate_rules,
+    candidates,
+    import_files,
+    imports,
+    privacy,
+    users,
+)
 from koc.members.services.roster import MEMBER_SORTS, get_member, members_query
+from koc.submissions.services.funnel import campaign_posts
 from koc.tiers.services import rules
 
 PER_PAGE = 50
@@ -175,3 +206,280 @@ def forget_member(member_id: int) -> BaseResponse:
     audit.record("user.forget", f"user:{external_id}", summary)
     flash(_("The person is forgotten."), "success")
     return redirect(url_for("admin.member_page", member_id=member_id))
+
+
+# --- 用户库: the user base (import a CRM file, follow its job, look a user up) -------------------
+
+IMPORT_REPORT_HEADER = ("line", "message")
+
+
+def _import_settings() -> import_files.ImportSettings:
+    settings = current_app.config["KOC_SETTINGS"]
+    return import_files.ImportSettings(url_ttl=settings.upload_url_ttl,
+                                       multipart_threshold=settings.multipart_threshold,
+                                       part_size=settings.multipart_part_size)
+
+
+@admin_blueprint.get("/users")
+@login_required("viewer")
+def user_base() -> tuple[BaseResponse, int]:
+    external_id = request.args.get("external_id", "").strip()
+    user = None
+    problem = None
+    if external_id:
+        try:
+            user = users.get_user(external_id[:64])
+        except DomainError:
+            problem = _("No user with this customer ID.")
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(User))
+    response = current_app.make_response(render_template(
+        "admin/members/users.html", user=user, external_id=external_id, problem=problem,
+        total=total, can_import=is_admin(), reason_text=reason_text,
+        max_import_bytes=import_files.MAX_IMPORT_BYTES))
+    # The file goes straight to the object store, maybe another origin.
+    probe = get_storage().presign_get("imports/origin-probe", expires_in=60)
+    return allow_store_origins(response, [probe], connect=True), 200 if not problem else 404
+
+
+_IMPORTS_FOR_ADMINS = _l("Only admins can import users.")
+
+
+@admin_blueprint.post("/users/imports")
+@script_call("admin", forbidden=_IMPORTS_FOR_ADMINS, schema=ImportCreateSchema)
+def user_import_create(data: dict[str, Any]) -> tuple[BaseResponse, int]:
+    item, upload = import_files.create_import(
+        filename=data["filename"], content_type=data["content_type"], size=data["size"],
+        fmt=data["format"], encoding=data["encoding"], staff_id=current_staff().id,
+        storage=get_storage(), settings=_import_settings())
+    return jsonify({"import_id": item.id, "upload": upload,
+                    "start_url": url_for("admin.user_import_start", import_id=item.id)}), 201
+
+
+@admin_blueprint.post("/users/imports/<int:import_id>/start")
+@script_call("admin", forbidden=_IMPORTS_FOR_ADMINS, schema=ImportStartSchema)
+def user_import_start(data: dict[str, Any], import_id: int) -> tuple[BaseResponse, int]:
+    item = import_files.get_import(import_id)
+    parts = [(p["part_number"], p["etag"]) for p in data["parts"]] if data["parts"] else None
+    job_id = import_files.start_import(item, storage=get_storage(), parts=parts,
+                                       staff_id=current_staff().id)
+    return jsonify({"job_id": job_id,
+                    "job_url": url_for("admin.user_import_job", job_id=job_id),
+                    "report_url": url_for("admin.user_import_report", job_id=job_id)}), 202
+
+
+def _import_job(job_id: int) -> Job:
+    job = db.session.get(Job, job_id)
+    if job is None or job.kind != "users.import":
+        abort(404)
+    return job
+
+
+@admin_blueprint.get("/users/imports/jobs/<int:job_id>")
+@script_call("viewer", forbidden=_IMPORTS_FOR_ADMINS)
+def user_import_job(job_id: int) -> BaseResponse:
+    """The job's progress for the page's poll: status, lines, refused, rate, time left."""
+    job = _import_job(job_id)
+    result = job.result or {}
+    return jsonify({"status": job.status, "processed": job.processed, "failed": job.failed,
+                    "lines_read": result.get("lines_read"), "size": result.get("size"),
+                    "bytes_read": result.get("bytes_read"),
+                    "rows_per_second": result.get("rows_per_second"),
+                    "eta_seconds": result.get("eta_seconds"),
+                    "errors": (job.errors or [])[:20]})
+
+
+@admin_blueprint.get("/users/imports/jobs/<int:job_id>/report.csv")
+@login_required("admin")
+def user_import_report(job_id: int) -> Response:
+    """Every refused line of the job (line, reason) as CSV, streamed from the report the job
+    wrote beside it chunk by chunk; a job from before that has only its first 1,000."""
+    job = _import_job(job_id)
+    audit.record("users.import_report", f"job:{job_id}", None)
+    storage = get_storage()
+    stored = imports.iter_refusals(storage, job_id)
+    first = next(stored, None)
+
+    def body() -> Iterator[bytes]:
+        header = io.StringIO()
+        csv.writer(header).writerow([_("Line"), _("Reason")])
+        yield ("\ufeff" + header.getvalue()).encode("utf-8")
+        if first is not None:
+            yield first
+            yield from stored
+            return
+        yield imports.refusals_csv([(e.get("line") or 0, str(e.get("message") or ""))
+                                    for e in job.errors or ()])
+
+    return Response(stream_with_context(body()), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="import-{job_id}-refused.csv"'})
+
+
+# --- 候选人: ranked candidates, the rules as a form with preview, invite as a campaign ------------
+
+CANDIDATE_FILTERS = ("city", "store_code", "tag", "ordered_within_days", "min_score")
+REASON_TEXTS = {
+    "orders": _l("%(value)s orders"),
+    "spend_cents": _l("spent ¥%(value)s"),
+    "shares": _l("shared %(value)s times"),
+    "community_posts": _l("%(value)s community posts"),
+    "ordered_within_days": _l("ordered in the last %(value)s days"),
+}
+
+
+def reason_text(reason: dict[str, Any]) -> str:
+    """A reason ({"code", "value"}) in the reader's language."""
+    value = reason.get("value")
+    if reason.get("code") == "spend_cents" and isinstance(value, int):
+        value = format_decimal(value / 100, format="#,##0.##")
+    elif isinstance(value, int):
+        value = format_decimal(value)
+    text = REASON_TEXTS.get(reason.get("code") or "")
+    return str(text) % {"value": value} if text else f"{reason.get('code')}: {value}"
+
+
+def _candidate_query() -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    raw = {name: value for name in CANDIDATE_FILTERS
+           if (value := request.args.get(name, "").strip())}
+    try:
+        return CampaignFilterSchema().load(raw), raw, {}
+    except ValidationError as exc:
+        bad = exc.messages if isinstance(exc.messages, dict) else {}
+        return {}, raw, {name: _("Not a valid value.") for name in bad}
+
+
+@admin_blueprint.get("/candidates")
+@login_required("viewer")
+def candidate_list() -> tuple[str, int]:
+    query, raw, problems = _candidate_query()
+    now = utcnow()
+    paged = paginate(candidates.candidates_query(**query, now=now), PER_PAGE)
+    ruleset = candidate_rules.current_rules()
+    return render_template(
+        "admin/members/candidates.html", paged=paged, raw=raw, problems=problems,
+        reasons=lambda user: [reason_text(r) for r in candidates.candidate_reasons(user, now=now)],
+        ruleset=ruleset, rules_json=json.dumps(ruleset.rules, ensure_ascii=False),
+        can_edit=is_admin(),
+        invitation_days=current_app.config["KOC_SETTINGS"].invitation_days,
+    ), 200 if not problems else 422
+
+
+_RULES_FOR_ADMINS = _l("Only admins can change the candidate rules.")
+
+
+@admin_blueprint.post("/candidates/rules/preview")
+@script_call("admin", forbidden=_RULES_FOR_ADMINS, schema=CandidatePreviewInSchema)
+def candidate_rules_preview(data: dict[str, Any]) -> BaseResponse:
+    return jsonify(candidate_rules.preview(data["rules"], now=utcnow(), top=data["top"]))
+
+
+@admin_blueprint.post("/candidates/rules")
+@script_call("admin", forbidden=_RULES_FOR_ADMINS, schema=CandidateRulesInSchema)
+def candidate_rules_save(data: dict[str, Any]) -> BaseResponse:
+    ruleset, rescored = candidate_rules.save_rules(data["rules"], staff_id=current_staff().id,
+                                                   now=utcnow())
+    audit.record("candidates.rules", f"candidate_rules:{ruleset.version}",
+                 {"rules": ruleset.rules, "rescored": rescored})
+    flash(_("Rules version %(version)s saved; %(count)s users rescored.",
+            version=ruleset.version, count=format_decimal(rescored)), "success")
+    return jsonify({"version": ruleset.version, "rescored": rescored})
+
+
+# --- invitation campaigns ------------------------------------------------------------------------
+
+class CampaignForm(FlaskForm):
+    name = StringField(_l("Campaign name"), validators=[DataRequired(), Length(max=100)])
+    limit = IntegerField(_l("How many to invite"),
+                         validators=[DataRequired(), NumberRange(min=1, max=200_000)])
+    expires_in_days = IntegerField(_l("Valid for (days)"),
+                                   validators=[DataRequired(), NumberRange(min=1, max=365)])
+    message = TextAreaField(_l("Message shown on the join page"),
+                            validators=[Optional(), Length(max=1000)])
+
+
+@admin_blueprint.post("/campaigns")
+@login_required("admin")
+def campaign_create() -> BaseResponse:
+    form = CampaignForm()
+    query, _raw, problems = _candidate_query()
+    if problems or not form.validate_on_submit():
+        for field, errors in form.errors.items():
+            label = getattr(form, field).label.text if hasattr(form, field) else field
+            flash(f"{label}: {'; '.join(str(e) for e in errors)}", "error")
+        if problems:
+            flash(_("The candidate filter is not valid."), "error")
+        args: dict[str, Any] = request.args.to_dict()
+        return redirect(url_for("admin.candidate_list", **args))
+    campaign = campaigns.create_campaign(
+        name=form.name.data or "", filter=query, limit=form.limit.data or 1,
+        expires_in_days=form.expires_in_days.data or 14, message=form.message.data or "",
+        staff_id=current_staff().id, now=utcnow())
+    audit.record("invitation_campaign.create", f"invitation_campaign:{campaign.id}",
+                 {"filter": query, "limit": campaign.limit, "invited": campaign.invited})
+    flash(_("%(count)s invitations created. Download the codes and join links below.",
+            count=format_decimal(campaign.invited)), "success")
+    return redirect(url_for("admin.campaign_list", created=campaign.id))
+
+
+def _funnel_rows(items: list[InvitationCampaign]) -> list[dict[str, Any]]:
+    ids = [c.id for c in items]
+    counts = campaigns.funnels(ids)
+    posts = campaign_posts(ids)
+    rows = []
+    for campaign in items:
+        steps = {**counts[campaign.id], **posts[campaign.id]}
+        invited = steps["invited"] or 0
+        rows.append({"campaign": campaign, **steps, "rate": {
+            name: (steps[name] / invited if invited else 0.0)
+            for name in ("opened", "accepted", "first_submission", "first_approval")}})
+    return rows
+
+
+@admin_blueprint.get("/campaigns")
+@login_required("viewer")
+def campaign_list() -> str:
+    paged = paginate(campaigns.campaigns_query(), PER_PAGE)
+    created = request.args.get("created", type=int)
+    return render_template("admin/members/campaigns.html", paged=paged,
+                           rows=_funnel_rows(paged.items), created=created,
+                           can_edit=is_admin(), now=utcnow(), action_form=FlaskForm())
+
+
+@admin_blueprint.get("/campaigns/<int:campaign_id>/links.csv")
+@login_required("admin")
+def campaign_links_csv(campaign_id: int) -> Response:
+    """The campaign's codes and join links (derived again, never stored), streamed as CSV."""
+    found_or_404(campaigns.get_campaign, campaign_id)
+    audit.record("invitation_campaign.links", f"invitation_campaign:{campaign_id}", None)
+    statuses = {"open": _("Open"), "accepted": _("Accepted"), "revoked": _("Withdrawn")}
+    rows = campaigns.campaign_links(campaign_id)
+
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        buffer.write("\ufeff")
+        writer.writerow([_("Customer ID"), _("Name"), _("Invitation code"), _("Join link"),
+                         _("Status")])
+        for count, (external_id, name, code, link, status) in enumerate(rows, start=1):
+            writer.writerow([_cell(external_id), _cell(name), code, link,
+                             statuses.get(status, status)])
+            if count % EXPORT_BATCH == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    return Response(stream_with_context(lines()), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="campaign-{campaign_id}-links.csv"'})
+
+
+@admin_blueprint.post("/campaigns/<int:campaign_id>/revoke")
+@login_required("admin")
+def campaign_revoke(campaign_id: int) -> BaseResponse:
+    if not FlaskForm().validate_on_submit():
+        abort(400)
+    campaign = found_or_404(campaigns.get_campaign, campaign_id)
+    revoked = campaigns.revoke_campaign(campaign, now=utcnow())
+    audit.record("invitation_campaign.revoke", f"invitation_campaign:{campaign_id}",
+                 {"revoked": revoked})
+    flash(_("%(count)s invitations withdrawn.", count=format_decimal(revoked)), "success")
+    return redirect(url_for("admin.campaign_list"))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
-from flask import current_app
+from flask import Response, current_app, stream_with_context, url_for
 from flask_smorest import abort
 
 from koc.core import audit
@@ -26,11 +30,18 @@ from koc.core.signals import (
     replies,
 )
 from koc.core.storage import get_storage
-from koc.members.models import Member
+from koc.members.models import InvitationCampaign, Member
 from koc.members.schemas import (
     AcceptInSchema,
     AcceptOutSchema,
+    CampaignCreatedSchema,
+    CampaignInSchema,
+    CampaignSchema,
+    CandidatePreviewInSchema,
+    CandidatePreviewSchema,
     CandidateQuerySchema,
+    CandidateRulesInSchema,
+    CandidateRulesOutSchema,
     CandidateSchema,
     ImportCreatedSchema,
     ImportCreateSchema,
@@ -45,10 +56,22 @@ from koc.members.schemas import (
     MePatchSchema,
     MeSchema,
     PersonExportSchema,
+    RevokedSchema,
     UserOutSchema,
     UserPutSchema,
 )
-from koc.members.services import candidates, import_files, invitations, privacy, roster, users
+from koc.members.services import (
+    campaigns,
+    candidate_rules,
+    candidates,
+    codes,
+    import_files,
+    invitations,
+    privacy,
+    roster,
+    users,
+)
+from koc.submissions.services.funnel import campaign_posts
 
 blp = Blueprint("members", __name__, description="The user base, invitations and members")
 
@@ -134,10 +157,18 @@ def start_import(data: dict, import_id: int):
     return {"job_id": job_id}
 
 
+class CandidatePage(SelectPage):
+    """The candidate list's total: the planner's estimate on PostgreSQL when it is large."""
+
+    @property
+    def item_count(self) -> int:
+        return candidates.count_candidates(self.collection)[0]
+
+
 @blp.get("/candidates")
 @blp.arguments(CandidateQuerySchema, location="query")
 @blp.response(200, CandidateSchema(many=True))
-@blp.paginate(SelectPage)
+@blp.paginate(CandidatePage)
 @staff_required("viewer")
 def list_candidates(query: dict):
     # More than a page of personal data is a sensitive read.
@@ -146,16 +177,167 @@ def list_candidates(query: dict):
     return candidates.candidates_query(**query, now=utcnow())
 
 
+@blp.get("/candidates/rules")
+@blp.response(200, CandidateRulesOutSchema)
+@staff_required("viewer")
+def get_candidate_rules():
+    ruleset = candidate_rules.current_rules()
+    return {"version": ruleset.version, "rules": ruleset.rules, "created_at": ruleset.created_at}
+
+
+@blp.put("/candidates/rules")
+@blp.arguments(CandidateRulesInSchema)
+@blp.response(200, CandidateRulesOutSchema)
+@staff_required("admin")
+def put_candidate_rules(data: dict):
+    """Save a new rules version; every user is rescored under it in one UPDATE."""
+    ruleset, rescored = candidate_rules.save_rules(
+        data["rules"], staff_id=current_principal().staff_id, now=utcnow())
+    audit.record("candidates.rules", f"candidate_rules:{ruleset.version}",
+                 {"rules": ruleset.rules, "rescored": rescored})
+    return {"version": ruleset.version, "rules": ruleset.rules,
+            "created_at": ruleset.created_at, "rescored": rescored}
+
+
+@blp.post("/candidates/rules/preview")
+@blp.arguments(CandidatePreviewInSchema)
+@blp.response(200, CandidatePreviewSchema)
+@staff_required("admin")
+def preview_candidate_rules(data: dict):
+    """How the top of the list would change under these rules; saves nothing."""
+    return candidate_rules.preview(data["rules"], now=utcnow(), top=data["top"])
+
+
+def _invitation_out(invitation: Any, code: str) -> dict[str, Any]:
+    return {"code": code, "external_id": invitation.user.external_id,
+            "expires_at": invitation.expires_at, "url": codes.join_url(code),
+            "qr_url": url_for("join.join_qr", code=code, _external=True)}
+
+
 @blp.post("/invitations")
 @blp.arguments(InvitationInSchema)
 @blp.response(201, InvitationOutSchema)
 @staff_required("admin")
 def create_invitation(data: dict):
     days = data["expires_in_days"] or current_app.config["KOC_SETTINGS"].invitation_days
-    invitation = invitations.create_invitation(
+    invitation, code = invitations.create_invitation(
         data["external_id"], expires_in_days=days, staff_id=current_principal().staff_id
     )
-    return invitation
+    return _invitation_out(invitation, code)
+
+
+@blp.post("/invitations/<key:code>/revoke")
+@blp.response(200, RevokedSchema)
+@staff_required("admin")
+def revoke_invitation(code: str):
+    invitation = invitations.revoke_invitation(code, now=utcnow())
+    audit.record("invitation.revoke", f"invitation:{invitation.id}", None)
+    return {"revoked": 1}
+
+
+def _campaign_out(items: list[InvitationCampaign]) -> list[dict[str, Any]]:
+    ids = [c.id for c in items]
+    counts = campaigns.funnels(ids)
+    posts = campaign_posts(ids)
+    out = []
+    for campaign in items:
+        steps = {**counts[campaign.id], **posts[campaign.id]}
+        invited = steps["invited"]
+        rates = {name: round(steps[name] / invited, 4) if invited else 0.0
+                 for name in ("opened", "accepted", "first_submission", "first_approval")}
+        out.append({"id": campaign.id, "name": campaign.name, "filter": campaign.filter,
+                    "limit": campaign.limit, "message": campaign.message,
+                    "rules_version": campaign.rules_version, "created_at": campaign.created_at,
+                    "expires_at": campaign.expires_at, "revoked_at": campaign.revoked_at,
+                    "reminded_at": campaign.reminded_at, **steps, "rates": rates})
+    return out
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str | None) -> str:
+    text = value or ""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+class CampaignPage(SelectPage):
+    @property
+    def items(self) -> list[Any]:
+        return _campaign_out(super().items)
+
+
+@blp.post("/invitation-campaigns")
+@blp.arguments(CampaignInSchema)
+@blp.response(201, CampaignCreatedSchema)
+@staff_required("admin")
+def create_campaign(data: dict):
+    """Invite the top `limit` candidates of `filter` at once (users holding an open invitation
+    are skipped). The codes and join links: GET .../{id}/links (CSV)."""
+    days = data["expires_in_days"] or current_app.config["KOC_SETTINGS"].invitation_days
+    campaign = campaigns.create_campaign(
+        name=data["name"], filter=data["filter"], limit=data["limit"], expires_in_days=days,
+        message=data["message"], staff_id=current_principal().staff_id, now=utcnow())
+    audit.record("invitation_campaign.create", f"invitation_campaign:{campaign.id}",
+                 {"filter": data["filter"], "limit": data["limit"],
+                  "invited": campaign.invited})
+    return {"id": campaign.id, "invited": campaign.invited,
+            "links_url": url_for("members.campaign_links", campaign_id=campaign.id)}
+
+
+@blp.get("/invitation-campaigns")
+@blp.response(200, CampaignSchema(many=True))
+@blp.paginate(CampaignPage)
+@staff_required("viewer")
+def list_campaigns():
+    return campaigns.campaigns_query()
+
+
+@blp.get("/invitation-campaigns/<id:campaign_id>")
+@blp.response(200, CampaignSchema)
+@staff_required("viewer")
+def read_campaign(campaign_id: int):
+    return _campaign_out([campaigns.get_campaign(campaign_id)])[0]
+
+
+@blp.post("/invitation-campaigns/<id:campaign_id>/revoke")
+@blp.response(200, RevokedSchema)
+@staff_required("admin")
+def revoke_campaign(campaign_id: int):
+    """Withdraw every invitation of the campaign not accepted yet."""
+    campaign = campaigns.get_campaign(campaign_id)
+    revoked = campaigns.revoke_campaign(campaign, now=utcnow())
+    audit.record("invitation_campaign.revoke", f"invitation_campaign:{campaign_id}",
+                 {"revoked": revoked})
+    return {"revoked": revoked}
+
+
+@blp.get("/invitation-campaigns/<id:campaign_id>/links")
+@blp.response(200, description="CSV: external_id, display_name, code, url, status",
+              content_type="text/csv")
+@staff_required("admin")
+def campaign_links(campaign_id: int):
+    """Every code and join link of the campaign, streamed as CSV (audited: codes are secrets)."""
+    campaigns.get_campaign(campaign_id)
+    audit.record("invitation_campaign.links", f"invitation_campaign:{campaign_id}", None)
+    rows = campaigns.campaign_links(campaign_id)
+
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        buffer.write("\ufeff")
+        writer.writerow(["external_id", "display_name", "code", "url", "status"])
+        for count, (external_id, name, code, url, status) in enumerate(rows, start=1):
+            # A spreadsheet runs a cell starting with = + - @ as a formula.
+            writer.writerow([_cell(external_id), _cell(name), code, url, status])
+            if count % 1000 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    return Response(stream_with_context(lines()), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="campaign-{campaign_id}-links.csv"'})
 
 
 @blp.post("/invitations/<key:code>/accept")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -34,8 +35,10 @@ class User(Model):
     # Set when the person was forgotten (PIPL): every personal field is blank, the row stays as
     # the tombstone that keeps the external id from being imported back to life.
     forgotten_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Kept up to date on every write so ranking candidates is an index scan, not a full scan.
-    candidate_score: Mapped[float] = mapped_column(sa.Float, default=0.0, index=True)
+    # Kept up to date on every write (under the candidate rules in force) so ranking candidates
+    # is an index scan, not a full scan. -1 marks a user the rules exclude (a member, opted out,
+    # staff, outside the required segments): the partial index below holds only the others.
+    candidate_score: Mapped[float] = mapped_column(sa.Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -47,6 +50,10 @@ class User(Model):
             "AND community_posts_count >= 0",
             name="counts_not_negative",
         ),
+        # The candidate list's top-N: best first among the users the rules have not excluded.
+        sa.Index("ix_users_candidates", "candidate_score",
+                 postgresql_where=sa.text("candidate_score >= 0"),
+                 sqlite_where=sa.text("candidate_score >= 0")),
     )
 
 
@@ -135,11 +142,60 @@ class SocialAccount(Model):
         return self.confirmed_followers is not None
 
 
+class CandidateRuleSet(Model):
+    """One saved version of the candidate rules; the highest version is in force."""
+
+    __tablename__ = "candidate_rule_sets"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    version: Mapped[int] = mapped_column(unique=True)
+    rules: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_by_staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InvitationCampaign(Model):
+    """A batch of invitations to the top N of a candidate filter, followed from sent to first
+    approved post."""
+
+    __tablename__ = "invitation_campaigns"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    limit: Mapped[int] = mapped_column()
+    message: Mapped[str] = mapped_column(sa.String(1000), default="")
+    invited: Mapped[int] = mapped_column(default=0)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The candidate rules version the ranking was read under.
+    rules_version: Mapped[int] = mapped_column(default=0)
+    created_by_staff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("staff.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.CheckConstraint('"limit" >= 1 AND invited >= 0', name="counts_valid"),
+    )
+
+
 class Invitation(Model):
+    """An invitation of one user. Its code is never stored: a new code is `<id>.<mac>`, the
+    HMAC of the id under a key derived from KOC_SECRET_KEY (koc.members.services.codes), so a
+    copy of the database reveals no code, a batch of 100,000 is one INSERT ... SELECT, and the
+    links of a campaign can be listed again later. Codes issued before that are kept as their
+    SHA-256 (`code_hash`)."""
+
     __tablename__ = "invitations"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    code: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    code_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    campaign_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("invitation_campaigns.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_by_staff_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("staff.id", ondelete="SET NULL")
@@ -148,6 +204,9 @@ class Invitation(Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     member_id: Mapped[int | None] = mapped_column(sa.ForeignKey("members.id", ondelete="SET NULL"))
+    # The first time its join link was opened (the campaign funnel's second step).
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
 

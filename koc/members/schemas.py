@@ -106,8 +106,146 @@ class InvitationInSchema(Schema):
 
 class InvitationOutSchema(Schema):
     code = fields.String()
-    external_id = fields.Function(lambda inv: inv.user.external_id)
+    external_id = fields.String()
     expires_at = fields.DateTime()
+    url = fields.String(metadata={"description": "the join link, KOC_PUBLIC_URL/join/<code>"})
+    qr_url = fields.String(metadata={"description": "the join link as a QR code (SVG)"})
+
+
+# --- candidate rules ---------------------------------------------------------------------------
+
+def _weight(**kw):
+    return kf.Float(required=True, minimum=0, maximum=1000, **kw)
+
+
+class _CandidateWeightsSchema(Schema):
+    orders_count = _weight()
+    spend_yuan = _weight()
+    shares_count = _weight()
+    community_posts_count = _weight()
+
+
+class _CandidateRecencySchema(Schema):
+    weight = _weight(metadata={"description": "bonus for an order today; halves each half-life"})
+    half_life_days = kf.Integer(required=True, minimum=1, maximum=3650)
+
+
+def _segment_values(max_length: int):
+    return kf.List(kf.String(min_length=1, max_length=max_length), load_default=list,
+                   max_items=200)
+
+
+class _CandidateSegmentSchema(Schema):
+    city = _segment_values(64)
+    store_code = _segment_values(32)
+    tags = _segment_values(64)
+
+
+class _CandidateExclusionsSchema(Schema):
+    members = fields.Boolean(load_default=True, validate=validate.Equal(
+        True, error="members are never candidates"))
+    opted_out_tags = kf.List(kf.String(min_length=1, max_length=64),
+                             load_default=lambda: ["opted_out"], max_items=20)
+    staff_tags = kf.List(kf.String(min_length=1, max_length=64),
+                         load_default=lambda: ["staff"], max_items=20)
+
+
+def _no_segment() -> dict:
+    return {"city": [], "store_code": [], "tags": []}
+
+
+def _default_exclusions() -> dict:
+    return {"members": True, "opted_out_tags": ["opted_out"], "staff_tags": ["staff"]}
+
+
+class CandidateRulesSchema(Schema):
+    weights = fields.Nested(_CandidateWeightsSchema, required=True)
+    recency = fields.Nested(_CandidateRecencySchema, required=True)
+    required = fields.Nested(_CandidateSegmentSchema, load_default=_no_segment,
+                             metadata={"description": "a user must match every kind named"})
+    excluded = fields.Nested(_CandidateSegmentSchema, load_default=_no_segment,
+                             metadata={"description": "a user matching any is left out"})
+    exclusions = fields.Nested(_CandidateExclusionsSchema, load_default=_default_exclusions)
+
+
+class CandidateRulesInSchema(Schema):
+    rules = fields.Nested(CandidateRulesSchema, required=True)
+
+
+class CandidateRulesOutSchema(Schema):
+    version = fields.Integer()
+    rules = fields.Dict()
+    created_at = fields.DateTime(allow_none=True)
+    rescored = fields.Integer(metadata={"description": "users whose score changed (PUT only)"})
+
+
+class CandidatePreviewInSchema(CandidateRulesInSchema):
+    top = kf.Integer(load_default=20, minimum=1, maximum=200)
+
+
+class _RankedCandidateSchema(Schema):
+    rank = fields.Integer()
+    external_id = fields.String()
+    display_name = fields.String(allow_none=True)
+    score = fields.Float()
+    previous_score = fields.Float()
+    previous_rank = fields.Integer(allow_none=True)
+
+
+class CandidatePreviewSchema(Schema):
+    current = fields.List(fields.Nested(_RankedCandidateSchema))
+    proposed = fields.List(fields.Nested(_RankedCandidateSchema))
+    entered = fields.List(fields.String(), metadata={"description": "new in the top"})
+    left = fields.List(fields.String(), metadata={"description": "out of the top"})
+
+
+# --- invitation campaigns ----------------------------------------------------------------------
+
+class CampaignFilterSchema(Schema):
+    city = kf.String(min_length=1, max_length=64)
+    store_code = kf.String(min_length=1, max_length=32)
+    tag = kf.String(min_length=1, max_length=64)
+    ordered_within_days = kf.Integer(minimum=1, maximum=3650)
+    min_score = kf.Float(minimum=0, maximum=1e6)
+
+
+class CampaignInSchema(Schema):
+    name = kf.String(required=True, min_length=1, max_length=100)
+    filter = fields.Nested(CampaignFilterSchema, load_default=dict)
+    limit = kf.Integer(required=True, minimum=1, maximum=200_000)
+    expires_in_days = kf.Integer(load_default=None, minimum=1, maximum=365)
+    message = kf.String(load_default="", max_length=1000)
+
+
+class CampaignCreatedSchema(Schema):
+    id = fields.Integer()
+    invited = fields.Integer()
+    links_url = fields.String(metadata={"description": "CSV of every code and join link"})
+
+
+class CampaignSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    filter = fields.Dict()
+    limit = fields.Integer()
+    message = fields.String()
+    rules_version = fields.Integer()
+    created_at = fields.DateTime()
+    expires_at = fields.DateTime()
+    revoked_at = fields.DateTime(allow_none=True)
+    reminded_at = fields.DateTime(allow_none=True)
+    invited = fields.Integer()
+    opened = fields.Integer()
+    accepted = fields.Integer()
+    first_submission = fields.Integer()
+    first_approval = fields.Integer()
+    revoked = fields.Integer(metadata={"description": "invitations withdrawn"})
+    rates = fields.Dict(keys=fields.String(), values=fields.Float(), metadata={
+        "description": "opened, accepted, first_submission, first_approval as shares of invited"})
+
+
+class RevokedSchema(Schema):
+    revoked = fields.Integer()
 
 
 class SocialAccountSchema(Schema):

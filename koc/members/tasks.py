@@ -1,18 +1,20 @@
-"""Members background work: bulk imports of the user base."""
+"""Members background work: bulk imports of the user base, the daily candidate rescore (the
+recency bonus decays) and reminders of invitation campaigns about to expire."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from celery import shared_task
+from celery.schedules import crontab
 from flask import current_app
 
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
 from koc.core.jobs import Job, JobStatus, run_job
-from koc.core.storage import get_storage
+from koc.core.storage import Storage, get_storage
 from koc.extensions import db
-from koc.members.services import import_files, imports
+from koc.members.services import campaigns, candidate_rules, import_files, imports
 
 
 @shared_task(name="koc.members.tasks.import_users_task")
@@ -33,6 +35,7 @@ def import_users_task(job_id: int) -> None:
         clock = imports.Throughput(size=payload.get("size"), start=resume)
 
         def progress(report: imports.ImportReport) -> None:
+            _save_refusals(storage, job.id, report)
             _record(job, report, clock)
             # One commit per chunk (not one per task): that is what makes the job resumable
             # and its progress visible while it runs.
@@ -42,6 +45,7 @@ def import_users_task(job_id: int) -> None:
         report = imports.import_users(stream, fmt=payload["format"],
                                       encoding=payload.get("encoding", "utf-8"),
                                       on_progress=progress, resume=resume)
+        _save_refusals(storage, job.id, report)
         _record(job, report, clock)
 
     try:
@@ -67,8 +71,31 @@ def purge_import_files() -> int:
     return deleted
 
 
+def _save_refusals(storage: Storage, job_id: int, report: imports.ImportReport) -> None:
+    """The chunk's refused lines, all of them, as one CSV object beside the job (the job's row
+    keeps the first 1,000). Named after the chunk's first refused line: a chunk run again after
+    a crash writes the same object again."""
+    refused = report.take_recent()
+    if refused:
+        storage.put_bytes(imports.refusals_key(job_id, refused[0][0]),
+                          imports.refusals_csv(refused), content_type="text/csv")
+
+
 def _record(job: Job, report: imports.ImportReport, clock: imports.Throughput) -> None:
     job.processed = report.processed
     job.failed = report.failed
     job.errors = list(report.errors)
     job.result = {"progress": report.progress(), **clock.figures(report)}
+
+
+@periodic_task("koc.members.tasks.rescore_candidates", Every(crontab(hour=18, minute=30)))
+def rescore_candidates() -> int:
+    """Every user's score under the rules in force, once a day (02:30 Beijing time): one
+    UPDATE, touching only the rows whose score moved (a recency bonus that decayed)."""
+    return candidate_rules.rescore(utcnow())
+
+
+@periodic_task("koc.members.tasks.remind_expiring_invitations", Every(timedelta(hours=1)))
+def remind_expiring_invitations() -> int:
+    """One `invitation.expiring` event per campaign about to expire, once."""
+    return campaigns.send_reminders(utcnow())

@@ -42,6 +42,8 @@ from koc.core.auth import (
     set_member_session,
 )
 from koc.core.db import utcnow
+from koc.core.ratelimit import invitation_limit
+from koc.core.sqlite import writes
 from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import PLATFORMS
@@ -186,10 +188,17 @@ def _member():
 # --- joining and signing in --------------------------------------------------------------------
 
 @portal_blueprint.get("/join/<key:code>")
+@writes
+@invitation_limit
 def join(code: str):
     state = invitations.invitation_state(code)
+    message = None
+    if state == "open":
+        # The first opening is recorded: the campaign funnel's "opened".
+        _invitation, campaign = invitations.open_invitation(code, now=utcnow())
+        message = campaign.message if campaign is not None else None
     status = {"open": 200, "used": 409, "expired": 410, "unknown": 404}[state]
-    return render_template("portal/join.html", code=code, state=state,
+    return render_template("portal/join.html", code=code, state=state, message=message,
                            platforms=PLATFORMS), status
 
 

@@ -2,7 +2,7 @@
 messages with a per-group daily counter
 
 Revision ID: 0013_wecom
-Revises: 0011_privacy
+Revises: 0012_campaigns
 Create Date: 2026-12-02 01:48:17.482064
 
 """
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
 revision = '0013_wecom'
-down_revision = '0011_privacy'
+down_revision = '0012_campaigns'
 branch_labels = None
 depends_on = None
 

@@ -142,7 +142,7 @@ def test_invitation_used_expired_unknown(app, staff_api) -> None:
         from koc.members.models import Invitation
 
         late = admin.post("/invitations", json={"external_id": "inv-2"}).json["code"]
-        db.session.query(Invitation).filter_by(code=late).update(
+        db.session.query(Invitation).filter_by(id=int(late.partition(".")[0])).update(
             {"expires_at": utcnow() - timedelta(seconds=1)})
         db.session.commit()
     assert Api(app.test_client()).post(f"/invitations/{late}/accept",

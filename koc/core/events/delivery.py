@@ -8,8 +8,9 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -169,6 +170,19 @@ def _send_json(webhook: Webhook) -> int:
     return sent
 
 
+_INVITATION_LINES: dict[str, Callable[[dict[str, Any]], str]] = {
+    # One line per batch of invitations: the robot summarises, never one message per person.
+    "invitation.created": lambda data: (
+        f"邀请活动 / Invitation campaign: {data.get('name', '')} (#{data.get('campaign_id')})"
+        f" · {data.get('invited', 0)} 人 invited · 截止 until "
+        f"{str(data.get('expires_at', ''))[:10]}"),
+    "invitation.expiring": lambda data: (
+        f"邀请即将过期 / Invitations expiring: {data.get('name', '')} "
+        f"(#{data.get('campaign_id')}) · {data.get('pending', 0)} 人未接受 not accepted"
+        f" · {str(data.get('expires_at', ''))[:10]}"),
+}
+
+
 def describe(event: OutboxEvent) -> str:
     data = event.payload
     if event.event_type == "kit.published":
@@ -185,6 +199,8 @@ def describe(event: OutboxEvent) -> str:
         return f"邀请入群 / Invite to the senior group: member #{data.get('member_id')}"
     if event.event_type == "group.remove":
         return f"移出群 / Remove from the senior group: member #{data.get('member_id')}"
+    if event.event_type in _INVITATION_LINES:
+        return _INVITATION_LINES[event.event_type](data)
     return f"{event.event_type} #{event.id}"
 
 

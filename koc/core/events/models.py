@@ -13,7 +13,8 @@ from koc.core.crypto import EncryptedText
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
 from koc.extensions import Model
 
-EVENT_TYPES = ("kit.published", "member.tier_changed", "group.invite", "group.remove")
+EVENT_TYPES = ("kit.published", "member.tier_changed", "group.invite", "group.remove",
+               "invitation.created", "invitation.expiring")
 FORMATS = ("json", "wecom")
 
 

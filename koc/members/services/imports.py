@@ -22,9 +22,14 @@ from psycopg.rows import dict_row
 
 from koc.core.db import utcnow
 from koc.core.fields import INT32_MAX, INT64_MAX
+from koc.core.storage import Storage
 from koc.extensions import db
 from koc.members.schemas import UserImportRowSchema
-from koc.members.services.candidates import candidate_score_sql
+from koc.members.services.candidate_rules import (
+    EXCLUDED_SCORE,
+    current_rules,
+    merge_score_sql,
+)
 from koc.members.services.users import upsert_users_bulk
 
 IMPORT_BATCH_SIZE = 1000
@@ -53,22 +58,31 @@ class ImportReport:
     # The first bad lines, with reasons; a file of millions of bad lines keeps memory flat.
     errors: list[dict[str, Any]] = field(default_factory=list)
     max_errors: int = 1000
+    # Every line refused since the caller last took them (the full report, saved chunk by
+    # chunk beside the job: `take_recent`); never part of the job's row.
+    recent: list[tuple[int, str]] = field(default_factory=list)
 
     def refuse(self, line: int, message: str) -> None:
         self.failed += 1
+        self.recent.append((line, message))
         if len(self.errors) < self.max_errors:
             self.errors.append({"line": line, "message": message})
+
+    def take_recent(self) -> list[tuple[int, str]]:
+        taken, self.recent = self.recent, []
+        return taken
 
     def progress(self) -> dict[str, Any]:
         """What a job keeps beside processed, failed and errors (and resumes from)."""
         return {name: value for name, value in asdict(self).items()
-                if name not in ("processed", "failed", "errors", "max_errors")}
+                if name not in ("processed", "failed", "errors", "max_errors", "recent")}
 
     @classmethod
     def restore(cls, *, processed: int, failed: int, errors: list[dict[str, Any]],
                 progress: dict[str, Any] | None) -> ImportReport:
         known = {name: value for name, value in (progress or {}).items()
-                 if name in cls.__dataclass_fields__ and name not in ("errors", "max_errors")}
+                 if name in cls.__dataclass_fields__
+                 and name not in ("errors", "max_errors", "recent")}
         # An earlier attempt's "stopped on an internal error" is not about a line of the file.
         lines = [error for error in errors if error.get("line") is not None]
         return cls(processed=processed, failed=failed, errors=lines, **known)
@@ -717,24 +731,27 @@ def _merge_fast_block(report: ImportReport, now: datetime) -> None:
     driver = _driver()
     driver.execute("SAVEPOINT koc_fast_merge")
     try:
-        _merge_chunk(report, refused, UserImportRowSchema(), now, sql=_FAST_MERGE_SQL)
+        _merge_chunk(report, refused, UserImportRowSchema(), now, source=_RAW_SOURCE,
+                     checked=_FAST_CHECKED)
     except psycopg.DataError:
         driver.execute("ROLLBACK TO SAVEPOINT koc_fast_merge")
         refused.clear()
-        _merge_chunk(report, refused, UserImportRowSchema(), now, sql=_FAST_CAREFUL_MERGE_SQL)
+        _merge_chunk(report, refused, UserImportRowSchema(), now, source=_RAW_SOURCE)
     driver.execute("RELEASE SAVEPOINT koc_fast_merge")
     _take_refusals(report, refused)
 
 
 def _merge_chunk(report: ImportReport, refused: list[tuple[int, str]],
-                 schema: UserImportRowSchema, now: datetime, *, sql: str | None = None) -> None:
+                 schema: UserImportRowSchema, now: datetime, *,
+                 source: str = "koc_user_import_staging", checked: str | None = None) -> None:
     """Check the staged chunk in SQL, report its refused lines, merge the rest in one upsert."""
     # Straight to the driver: the SQL holds colons (times, regular expressions) that
     # SQLAlchemy's text() would read as bind parameters.
     with _driver().cursor(row_factory=dict_row) as cursor:
         # The DISTINCT ON sort of a chunk fits in memory instead of spilling to disk.
         cursor.execute("SET LOCAL work_mem = '256MB'")
-        counts = cursor.execute(sql or _MERGE_SQL, {"now": now}).fetchone() or {}
+        sql = _merge_sql(current_rules().rules, source=source, checked=checked)
+        counts = cursor.execute(sql, {"now": now}).fetchone() or {}
         for row in cursor.execute(_REFUSED_SQL):
             refused.append((row["line"], _refusal_message(schema, row)))
     merged, created, updated, forgotten = (int(value or 0) for value in counts.values())
@@ -879,15 +896,21 @@ _MERGED = ("display_name", "city", "store_code", "tags", "orders_count", "spend_
            "last_order_at", "shares_count", "community_posts_count", "candidate_score")
 
 
-def _merge_sql(source: str = "koc_user_import_staging", checked: str | None = None) -> str:
+def _merge_sql(rules: dict[str, Any], *, source: str = "koc_user_import_staging",
+               checked: str | None = None) -> str:
     """One statement over one pass of checks: the refused lines set aside, the last good line
-    of each external_id scored and upserted where it changes something; answers (merged,
-    created, updated).
+    of each external_id scored under `rules` and upserted where its data changes something;
+    answers (merged, created, updated, forgotten).
 
-    Lines that would change nothing are left out before the upsert: ON CONFLICT locks (and so
-    writes) every row it meets, even one its WHERE then leaves as it is."""
-    incoming = ", ".join(f"g.{name}" for name in _MERGED)
-    stored = ", ".join(f"u.{name}" for name in _MERGED)
+    Lines whose data would change nothing are left out before the upsert: ON CONFLICT locks
+    (and so writes) every row it meets, even one its WHERE then leaves as it is. The score
+    alone changing (a recency bonus that decayed) rewrites nothing either: an unchanged file
+    updates 0 rows; the daily rescore keeps the decay current. A member keeps the excluded
+    score; a forgotten person's row is never written."""
+    data = [name for name in _MERGED if name != "candidate_score"]
+    incoming = ", ".join(f"g.{name}" for name in data)
+    stored = ", ".join(f"u.{name}" for name in data)
+    updates = ", ".join(f"{name} = excluded.{name}" for name in data)
     staged = ", ".join(f"c.{name}" for name in _STAGED)
     checks = (checked or _CHECKED).replace(":source", source)
     return f"""
@@ -895,7 +918,7 @@ WITH checked AS MATERIALIZED ({checks}),
 refused AS (
   INSERT INTO koc_user_import_refused (line, problems, {", ".join(_STAGED)})
   SELECT c.line, c.problems, {staged} FROM checked AS c WHERE cardinality(c.problems) > 0
-), latest AS (
+), good AS (
   SELECT DISTINCT ON (c.external_id) c.external_id, c.display_name, c.city, c.store_code,
     coalesce(c.tags::jsonb, '[]'::jsonb) AS tags,
     coalesce(trim(c.orders_count)::numeric::int, 0) AS orders_count,
@@ -905,18 +928,20 @@ refused AS (
     coalesce(trim(c.community_posts_count)::numeric::int, 0) AS community_posts_count
   FROM checked AS c WHERE cardinality(c.problems) = 0
   ORDER BY c.external_id, c.line DESC
-), good AS MATERIALIZED (
-  SELECT l.*, {candidate_score_sql("l")} AS candidate_score FROM latest AS l
 ), changing AS (
   SELECT g.* FROM good AS g WHERE NOT EXISTS (
     SELECT 1 FROM users AS u
     WHERE u.external_id = g.external_id AND ({stored}) IS NOT DISTINCT FROM ({incoming}))
 ), up AS (
-  INSERT INTO users (external_id, {", ".join(_MERGED)}, created_at, updated_at)
-  SELECT g.external_id, {incoming}, %(now)s, %(now)s
+  INSERT INTO users (external_id, {", ".join(data)}, candidate_score, created_at, updated_at)
+  SELECT g.external_id, {incoming},
+    {merge_score_sql(rules, "g", "%(now)s")}, %(now)s, %(now)s
   FROM changing AS g
-  ON CONFLICT (external_id) DO UPDATE SET
-    {", ".join(f"{name} = excluded.{name}" for name in _MERGED)}, updated_at = excluded.updated_at
+  ON CONFLICT (external_id) DO UPDATE SET {updates},
+    candidate_score = CASE WHEN EXISTS (SELECT 1 FROM members AS m WHERE m.user_id = users.id)
+      AND {"true" if rules["exclusions"]["members"] else "false"}
+      THEN {EXCLUDED_SCORE} ELSE excluded.candidate_score END,
+    updated_at = excluded.updated_at
   WHERE users.forgotten_at IS NULL
   RETURNING (xmax = 0) AS created
 )
@@ -927,7 +952,6 @@ SELECT (SELECT count(*) FROM good) AS merged, count(*) FILTER (WHERE created) AS
 """
 
 
-_MERGE_SQL = _merge_sql()
 # The fast path's rows hold the tags as the CSV gives them ("a|b"), made JSON here as the
 # careful path does in Python: split at |, each stripped, empty ones dropped.
 _TAG_SPACE = "E' " + "".join(f"\\u{code:04x}" for code in (
@@ -949,11 +973,36 @@ _RAW_SOURCE = (
     "FROM (SELECT btrim(x.v, " + _TAG_SPACE + ") AS v, x.n FROM "
     "unnest(string_to_array(r.tags, '|')) WITH ORDINALITY AS x(v, n)) AS t WHERE t.v <> '') "
     "END AS tags OFFSET 0) AS tj)")
-_FAST_MERGE_SQL = _merge_sql(_RAW_SOURCE, _FAST_CHECKED)
-_FAST_CAREFUL_MERGE_SQL = _merge_sql(_RAW_SOURCE)
-
 
 def import_format(filename: str) -> str:
     """csv or jsonl, from the file name; a .gz file is recognised by its content."""
     name = filename.lower().removesuffix(".gz")
     return "jsonl" if name.endswith((".jsonl", ".ndjson", ".json")) else "csv"
+
+
+# --- the full report of refused lines --------------------------------------------------------
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def refusals_prefix(job_id: int) -> str:
+    return f"imports/reports/{job_id}/"
+
+
+def refusals_key(job_id: int, first_line: int) -> str:
+    return f"{refusals_prefix(job_id)}{first_line:012d}.csv"
+
+
+def refusals_csv(refused: list[tuple[int, str]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for line, message in refused:
+        # A spreadsheet runs a cell starting with = + - @ as a formula.
+        writer.writerow([line, "'" + message if message.startswith(_FORMULA_STARTS) else message])
+    return buffer.getvalue().encode("utf-8")
+
+
+def iter_refusals(storage: Storage, job_id: int) -> Iterator[bytes]:
+    """Every refused line of a job, in line order: the chunks' CSV objects one after another."""
+    for key in sorted(storage.list_keys(refusals_prefix(job_id))):
+        yield from storage.iter_chunks(key)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,12 +13,15 @@ from koc.core.auth import issue_token
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.extensions import db
-from koc.members.models import Invitation, Member, MemberStatus, SocialAccount
+from koc.members.models import Invitation, InvitationCampaign, Member, MemberStatus, SocialAccount
+from koc.members.services import codes
+from koc.members.services.candidate_rules import EXCLUDED_SCORE
 from koc.members.services.users import get_user
 
 
 def create_invitation(external_id: str, *, expires_in_days: int, staff_id: int | None
-                      ) -> Invitation:
+                      ) -> tuple[Invitation, str]:
+    """(the invitation, its code): the code is derived from the id, never stored."""
     user = get_user(external_id)
     if user.forgotten_at is not None:
         raise DomainError(410, f"User {external_id!r} was forgotten.",
@@ -28,28 +30,61 @@ def create_invitation(external_id: str, *, expires_in_days: int, staff_id: int |
         raise DomainError(409, f"User {external_id!r} is already a member.",
                           errors={"json": {"external_id": ["already a member"]}})
     invitation = Invitation(
-        code=secrets.token_urlsafe(18),
         user=user,
         created_by_staff_id=staff_id,
         expires_at=utcnow() + timedelta(days=expires_in_days),
     )
     db.session.add(invitation)
     db.session.flush()
+    return invitation, codes.code_for(invitation.id)
+
+
+def find_invitation(code: str, *, lock: bool = False) -> Invitation | None:
+    """The invitation a code names (a derived code, or an old one kept as its hash)."""
+    invitation_id = codes.invitation_id_of(code)
+    if invitation_id is not None:
+        where = Invitation.id == invitation_id
+    else:
+        where = Invitation.code_hash == codes.legacy_hash(code)
+    stmt = sa.select(Invitation).where(where)
+    return db.session.scalar(stmt.with_for_update() if lock else stmt)
+
+
+def check_open(invitation: Invitation | None, now: datetime) -> Invitation:
+    """The invitation if it can still be accepted; else the error the caller answers with."""
+    if invitation is None:
+        raise DomainError(404, "No such invitation.")
+    if invitation.accepted_at is not None:
+        raise DomainError(409, "This invitation has already been used.")
+    if invitation.revoked_at is not None:
+        raise DomainError(410, "This invitation has been withdrawn.")
+    if invitation.expires_at <= now:
+        raise DomainError(410, "This invitation has expired.")
     return invitation
+
+
+def open_invitation(code: str, *, now: datetime) -> tuple[Invitation,
+                                                            InvitationCampaign | None]:
+    """The join link was opened: the first time is recorded (the campaign funnel's "opened").
+
+    Raises like accept_invitation for a code that cannot be used (nothing is recorded then)."""
+    invitation = check_open(find_invitation(code), now)
+    if invitation.opened_at is None:
+        # One guarded UPDATE: two openings at once record the first.
+        db.session.execute(sa.update(Invitation).where(
+            Invitation.id == invitation.id, Invitation.opened_at.is_(None)
+        ).values(opened_at=now).execution_options(synchronize_session=False))
+        db.session.refresh(invitation, attribute_names=["opened_at"])
+    campaign = (db.session.get(InvitationCampaign, invitation.campaign_id)
+                if invitation.campaign_id else None)
+    return invitation, campaign
 
 
 def accept_invitation(code: str, *, display_name: str,
                       social_accounts: Iterable[dict[str, Any]]) -> tuple[Member, str]:
     """Turn an invitation into a member and a member token. Locks the invitation row."""
-    invitation = db.session.scalar(
-        sa.select(Invitation).where(Invitation.code == code).with_for_update()
-    )
-    if invitation is None:
-        raise DomainError(404, "No such invitation.")
-    if invitation.accepted_at is not None:
-        raise DomainError(409, "This invitation has already been used.")
-    if invitation.expires_at <= utcnow():
-        raise DomainError(410, "This invitation has expired.")
+    now = utcnow()
+    invitation = check_open(find_invitation(code, lock=True), now)
     if invitation.user.member is not None:
         raise DomainError(409, "This user is already a member.")
     if invitation.user.forgotten_at is not None:
@@ -69,20 +104,37 @@ def accept_invitation(code: str, *, display_name: str,
                               errors={"json": {"social_accounts": ["already registered"]}}
                               ) from exc
         raise DomainError(409, "This invitation has already been used.") from exc
-    invitation.accepted_at = utcnow()
+    invitation.accepted_at = now
+    # Accepting without the landing page (a mini-program calling the API) still opened it.
+    invitation.opened_at = invitation.opened_at or now
     invitation.member_id = member.id
+    # A member is no candidate any more: out of the candidate index at once.
+    invitation.user.candidate_score = EXCLUDED_SCORE
     token = issue_token(member_id=member.id)
     return member, token
 
 
-
 def invitation_state(code: str, *, now: datetime | None = None) -> str:
-    """What the landing page says about a code: 'open', 'used', 'expired' or 'unknown'."""
-    invitation = db.session.scalar(sa.select(Invitation).where(Invitation.code == code))
+    """What the landing page says about a code: 'open', 'used', 'expired' (withdrawn codes
+    included) or 'unknown'."""
+    invitation = find_invitation(code)
     if invitation is None:
         return "unknown"
     if invitation.accepted_at is not None or invitation.user.member is not None:
         return "used"
-    if invitation.expires_at <= (now or utcnow()):
+    if invitation.revoked_at is not None or invitation.expires_at <= (now or utcnow()):
         return "expired"
     return "open"
+
+
+def revoke_invitation(code: str, *, now: datetime) -> Invitation:
+    """Withdraw one code; an accepted invitation stays accepted (409)."""
+    invitation = find_invitation(code, lock=True)
+    if invitation is None:
+        raise DomainError(404, "No such invitation.")
+    if invitation.accepted_at is not None:
+        raise DomainError(409, "This invitation has already been used.")
+    if invitation.revoked_at is None:
+        invitation.revoked_at = now
+    db.session.flush()
+    return invitation

@@ -12,7 +12,7 @@ from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import User
-from koc.members.services.candidates import candidate_score
+from koc.members.services.candidate_rules import rescore
 
 USER_FIELDS = (
     "display_name", "city", "store_code", "tags", "orders_count", "spend_cents",
@@ -40,26 +40,32 @@ def upsert_user(external_id: str, values: dict[str, Any]) -> tuple[User, bool]:
     if user is not None:
         for name, value in fields.items():
             setattr(user, name, value)
-        user.candidate_score = candidate_score(
-            {name: getattr(user, name) for name in USER_FIELDS})
         db.session.flush()
+        _rescore_one(user)
         return user, False
     fields.setdefault("tags", [])
-    user = User(external_id=external_id, candidate_score=candidate_score(fields), **fields)
+    user = User(external_id=external_id, candidate_score=0.0, **fields)
     try:
         with db.session.begin_nested():
             db.session.add(user)
     except IntegrityError:
         # Another request created the same user a moment ago: this PUT becomes an update.
         return upsert_user(external_id, values)
+    _rescore_one(user)
     return user, True
+
+
+def _rescore_one(user: User) -> None:
+    """The user's score under the candidate rules in force: the same SQL as every rescore."""
+    rescore(utcnow(), where=User.id == user.id)
+    db.session.refresh(user, attribute_names=["candidate_score"])
 
 
 def _upsert_statement(rows: list[dict[str, Any]]) -> sa.Insert:
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(User).values(rows)
-    merged = (*USER_FIELDS, "candidate_score")
+    merged = USER_FIELDS
     updated = {name: stmt.excluded[name] for name in merged}
     updated["updated_at"] = stmt.excluded.updated_at
     # A row is rewritten only when a value changes: re-importing an unchanged file writes
@@ -94,7 +100,7 @@ def upsert_users_bulk(records: list[dict[str, Any]]) -> tuple[int, int, int, int
             "external_id": ext_id,
             **{name: record.get(name) for name in USER_FIELDS},
             "tags": record.get("tags") or [],
-            "candidate_score": candidate_score(record),
+            "candidate_score": 0.0,
             "created_at": now,
             "updated_at": now,
         }
@@ -103,5 +109,7 @@ def upsert_users_bulk(records: list[dict[str, Any]]) -> tuple[int, int, int, int
     existing = db.session.scalar(sa.select(sa.func.count()).select_from(User).where(
         User.external_id.in_(list(by_id))))
     result = cast(sa.CursorResult, db.session.execute(_upsert_statement(rows)))
+    # Scored under the rules in force in one UPDATE (rows whose score is already right stay).
+    rescore(now, where=User.external_id.in_(list(by_id)))
     created = len(rows) - int(existing or 0)
     return created, max(result.rowcount - created, 0), len(rows), len(forgotten)

@@ -15,6 +15,7 @@ from koc.assets.models import Download, Kit
 from koc.assets.services import kits
 from koc.core.db import utcnow
 from koc.extensions import db
+from koc.members.models import Invitation
 from koc.submissions.models import METRICS, MetricSnapshot, Submission, SubmissionStatus
 
 
@@ -51,3 +52,30 @@ def funnel(kit: Kit, tier_ranks: Mapping[str, int]) -> Funnel:
                   approved=approved,
                   engagement={name: int(value) for name, value in zip(METRICS, sums,
                                                                        strict=True)})
+
+
+def campaign_posts(campaign_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Per invitation campaign: the members it brought in who have posted at least once
+    (`first_submission`) and who have had a post approved (`first_approval`). One grouped
+    query over the campaigns' accepted invitations."""
+    if not campaign_ids:
+        return {}
+    approved = SubmissionStatus.approved.value
+    posted = (sa.select(Submission.member_id,
+                        sa.func.max(sa.case((Submission.status == approved, 1), else_=0))
+                        .label("approved"))
+              .where(Submission.member_id.in_(
+                  sa.select(Invitation.member_id).where(
+                      Invitation.campaign_id.in_(campaign_ids),
+                      Invitation.member_id.is_not(None))))
+              .group_by(Submission.member_id).subquery())
+    rows = db.session.execute(
+        sa.select(Invitation.campaign_id, sa.func.count(posted.c.member_id),
+                  sa.func.coalesce(sa.func.sum(posted.c.approved), 0))
+        .join(posted, posted.c.member_id == Invitation.member_id)
+        .where(Invitation.campaign_id.in_(campaign_ids))
+        .group_by(Invitation.campaign_id)).all()
+    found = {row[0]: {"first_submission": int(row[1]), "first_approval": int(row[2])}
+             for row in rows}
+    return {cid: found.get(cid, {"first_submission": 0, "first_approval": 0})
+            for cid in campaign_ids}
