@@ -63,10 +63,14 @@ def import_users_task(job_id: int) -> None:
 
 @periodic_task("koc.members.tasks.purge_import_files", Every(timedelta(hours=1)))
 def purge_import_files() -> int:
-    """Import files a job's end did not delete, and uploads never started."""
-    deleted = import_files.purge_import_files(
-        storage=get_storage(), now=utcnow(),
-        url_ttl=current_app.config["KOC_SETTINGS"].upload_url_ttl)
+    """Import files a job's end did not delete, uploads never started, and refused-lines
+    reports past their retention window."""
+    settings = current_app.config["KOC_SETTINGS"]
+    storage, now = get_storage(), utcnow()
+    deleted = import_files.purge_import_files(storage=storage, now=now,
+                                              url_ttl=settings.upload_url_ttl)
+    deleted += import_files.purge_refusal_reports(
+        storage=storage, now=now, retention_days=settings.import_report_retention_days)
     db.session.commit()
     return deleted
 

@@ -95,3 +95,23 @@ def test_error_reports_are_kept_for_the_retention_window_then_emptied(any_app: F
     # The counts stay; the lines quoted from the file are gone.
     assert job["errors"] == [] and (job["processed"], job["failed"]) == (1, 1)
     assert "errors_purged_at" in job["result"]
+
+
+def test_the_full_refused_lines_report_goes_with_the_retention_window(app: Flask) -> None:
+    admin = Api(app.test_client(), staff_token_for(app, "admin"))
+    import_id, _ = _create(app, admin)
+    job_id = admin.post(f"/users/imports/{import_id}/start", json={}).json["job_id"]
+    with app.app_context():
+        import_users_task.run(job_id)
+        storage = get_storage()
+        assert list(storage.list_keys(imports.refusals_prefix(job_id)))
+    days = app.config["KOC_SETTINGS"].import_report_retention_days
+    with time_machine.travel(utcnow() + timedelta(days=days - 1), tick=False), \
+            app.app_context():
+        purge_import_files.run()
+        assert list(get_storage().list_keys(imports.refusals_prefix(job_id)))
+    with time_machine.travel(utcnow() + timedelta(days=days, hours=1), tick=False), \
+            app.app_context():
+        assert purge_import_files.run() == 1
+        assert purge_import_files.run() == 0
+        assert list(get_storage().list_keys(imports.refusals_prefix(job_id))) == []

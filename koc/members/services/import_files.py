@@ -19,7 +19,7 @@ from koc.core.storage import Storage, StorageError, StorageUnavailable
 from koc.core.storage.base import as_multipart, supports_multipart
 from koc.extensions import db
 from koc.members.models import UserImport, UserImportStatus
-from koc.members.services.imports import import_format
+from koc.members.services.imports import import_format, refusals_prefix
 
 # S3 takes objects of up to 5 TiB in at most 10,000 parts; a 40-million-row export is a few GB.
 MAX_IMPORT_BYTES = 1024**4
@@ -171,3 +171,22 @@ def purge_import_files(*, storage: Storage, now: datetime, url_ttl: int,
         _delete_file(item, storage, now)
     db.session.flush()
     return len(items)
+
+
+def purge_refusal_reports(*, storage: Storage, now: datetime, retention_days: int,
+                          limit: int = 200) -> int:
+    """The full refused-lines reports (CSV objects beside a users import job, quoting the
+    file's lines) of jobs that ended more than `retention_days` ago: deleted, as the job's own
+    report is emptied then (koc.core.jobs.purge_job_reports). Returns the jobs cleared."""
+    cutoff = now - timedelta(days=retention_days)
+    jobs = db.session.scalars(sa.select(Job).where(
+        Job.kind == "users.import", Job.finished_at < cutoff,
+        Job.status.in_([JobStatus.succeeded.value, JobStatus.failed.value]),
+        sa.cast(Job.result, sa.Text).not_like('%"refusals_purged_at"%'))
+        .order_by(Job.id).limit(limit)).all()
+    for job in jobs:
+        for key in list(storage.list_keys(refusals_prefix(job.id))):
+            storage.delete(key)
+        job.result = {**(job.result or {}), "refusals_purged_at": now.isoformat()}
+    db.session.flush()
+    return len(jobs)
