@@ -375,13 +375,13 @@ def candidate_rules_preview(data: dict[str, Any]) -> BaseResponse:
 @admin_blueprint.post("/candidates/rules")
 @script_call("admin", forbidden=_RULES_FOR_ADMINS, schema=CandidateRulesInSchema)
 def candidate_rules_save(data: dict[str, Any]) -> BaseResponse:
-    ruleset, rescored = candidate_rules.save_rules(data["rules"], staff_id=current_staff().id,
-                                                   now=utcnow())
+    ruleset, job = candidate_rules.save_rules(data["rules"], staff_id=current_staff().id,
+                                              now=utcnow())
     audit.record("candidates.rules", f"candidate_rules:{ruleset.version}",
-                 {"rules": ruleset.rules, "rescored": rescored})
-    flash(_("Rules version %(version)s saved; %(count)s users rescored.",
-            version=ruleset.version, count=format_decimal(rescored)), "success")
-    return jsonify({"version": ruleset.version, "rescored": rescored})
+                 {"rules": ruleset.rules, "job_id": job.id})
+    flash(_("Rules version %(version)s saved; every customer is being rescored under it "
+            "(job %(job)s).", version=ruleset.version, job=job.id), "success")
+    return jsonify({"version": ruleset.version, "job_id": job.id})
 
 
 # --- invitation campaigns ------------------------------------------------------------------------

@@ -190,13 +190,15 @@ def get_candidate_rules():
 @blp.response(200, CandidateRulesOutSchema)
 @staff_required("admin")
 def put_candidate_rules(data: dict):
-    """Save a new rules version; every user is rescored under it in one UPDATE."""
-    ruleset, rescored = candidate_rules.save_rules(
-        data["rules"], staff_id=current_principal().staff_id, now=utcnow())
+    """Save a new rules version, in force at once; every user is rescored under it by the job
+    whose id comes back (GET /jobs/{id}), one set-based UPDATE per id range."""
+    ruleset, job = candidate_rules.save_rules(data["rules"], staff_id=current_principal().staff_id,
+                                              now=utcnow())
     audit.record("candidates.rules", f"candidate_rules:{ruleset.version}",
-                 {"rules": ruleset.rules, "rescored": rescored})
+                 {"rules": ruleset.rules, "job_id": job.id})
     return {"version": ruleset.version, "rules": ruleset.rules,
-            "created_at": ruleset.created_at, "rescored": rescored}
+            "created_at": ruleset.created_at, "job_id": job.id}
+
 
 
 @blp.post("/candidates/rules/preview")

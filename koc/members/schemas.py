@@ -176,7 +176,9 @@ class CandidateRulesOutSchema(Schema):
     version = fields.Integer()
     rules = fields.Dict()
     created_at = fields.DateTime(allow_none=True)
-    rescored = fields.Integer(metadata={"description": "users whose score changed (PUT only)"})
+    job_id = fields.Integer(metadata={
+        "description": "PUT only: the job rescoring every user under the saved version "
+                       "(GET /api/v1/jobs/{id})"})
 
 
 class CandidatePreviewInSchema(CandidateRulesInSchema):

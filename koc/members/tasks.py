@@ -94,9 +94,19 @@ def _record(job: Job, report: imports.ImportReport, clock: imports.Throughput) -
 
 @periodic_task("koc.members.tasks.rescore_candidates", Every(crontab(hour=18, minute=30)))
 def rescore_candidates() -> int:
-    """Every user's score under the rules in force, once a day (02:30 Beijing time): one
-    UPDATE, touching only the rows whose score moved (a recency bonus that decayed)."""
-    return candidate_rules.rescore(utcnow())
+    """Every user's score under the rules in force, once a day (02:30 Beijing time), part by
+    part, touching only the rows whose score moved (a recency bonus that decayed)."""
+    return candidate_rules.rescore_in_parts(utcnow(), commit=db.session.commit)
+
+
+@shared_task(name="koc.members.tasks.rescore_candidates_job")
+def rescore_candidates_job(job_id: int) -> None:
+    """The rescoring a saved rules version asks for, as a job staff can follow."""
+
+    def work(job: Job) -> None:
+        job.processed = candidate_rules.rescore_in_parts(utcnow(), commit=db.session.commit)
+
+    run_job(job_id, work)
 
 
 @periodic_task("koc.members.tasks.remind_expiring_invitations", Every(timedelta(hours=1)))

@@ -1,7 +1,7 @@
 // The candidate rules form on /admin/candidates. No inline script: loaded from this file only.
 // The form's fields become the rules JSON (the shape PUT /api/v1/candidates/rules takes);
 // "Preview" asks how the top of the list would change (nothing saved); "Save" saves a new
-// version (every customer rescored) and reloads the page.
+// version (a job then rescores every customer) and reloads the page.
 (function () {
   "use strict";
 

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from koc.core.db import UTCDateTime
 from koc.core.errors import DomainError
+from koc.core.jobs import Job, start_job
 from koc.extensions import db
 from koc.members.models import CandidateRuleSet, Member, User
 
@@ -174,10 +175,10 @@ def rescore(now: datetime, *, where: sa.ColumnElement[bool] | None = None,
 
 
 def save_rules(rules: dict[str, Any], *, staff_id: int | None, now: datetime
-               ) -> tuple[CandidateRules, int]:
-    """Save a new version (validated by CandidateRulesSchema) and rescore every user under it.
-
-    Returns (the version, rows rescored)."""
+               ) -> tuple[CandidateRules, Job]:
+    """Save a new version (validated by CandidateRulesSchema), in force at once for every user
+    scored from now on, and start the job that rescores the others (`rescore_in_parts`): at
+    tens of millions of users that takes far longer than a request may."""
     validate_rules(rules)
     latest = db.session.scalar(sa.select(sa.func.max(CandidateRuleSet.version))) or 0
     row = CandidateRuleSet(version=latest + 1, rules=rules, created_by_staff_id=staff_id,
@@ -188,8 +189,31 @@ def save_rules(rules: dict[str, Any], *, staff_id: int | None, now: datetime
     except IntegrityError as exc:
         raise DomainError(409, "Another rules version was saved at the same moment; "
                                "reload and try again.") from exc
-    changed = rescore(now, rules=rules)
-    return CandidateRules(row.version, rules, row.created_at), changed
+    job = start_job("koc.members.tasks.rescore_candidates_job", kind="candidates.rescore",
+                    payload={"version": row.version}, staff_id=staff_id)
+    return CandidateRules(row.version, rules, row.created_at), job
+
+
+# Users per rescoring statement: one set-based UPDATE each, committed one by one, so a table of
+# 40 million is rewritten in parts that each hold their locks briefly, and a job that dies
+# half-way starts again harmlessly (a part already done changes no row the second time).
+RESCORE_PART = 500_000
+
+
+def rescore_in_parts(now: datetime, *, commit: Callable[[], None] | None = None,
+                     part_size: int = RESCORE_PART) -> int:
+    """Every user rescored under the rules in force, one id range per UPDATE (each read anew,
+    so a version saved meanwhile is applied by the parts still to come). Returns the rows
+    changed."""
+    low, high = db.session.execute(sa.select(sa.func.min(User.id), sa.func.max(User.id))).one()
+    if low is None:
+        return 0
+    changed = 0
+    for start in range(low, high + 1, part_size):
+        changed += rescore(now, where=User.id.between(start, start + part_size - 1))
+        if commit is not None:
+            commit()
+    return changed
 
 
 def validate_rules(rules: dict[str, Any]) -> None:
