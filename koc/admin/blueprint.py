@@ -258,6 +258,8 @@ class Paged:
     page: int
     pages: int
     total: int
+    # The total is the planner's estimate (a list of millions), not an exact count.
+    estimated: bool = False
 
     @property
     def has_next(self) -> bool:
@@ -269,17 +271,20 @@ def count_rows(stmt: sa.Select[Any]) -> int:
         sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())) or 0
 
 
-def paginate(stmt: sa.Select[Any], per_page: int) -> Paged:
+def paginate(stmt: sa.Select[Any], per_page: int,
+             count: Callable[[sa.Select[Any]], tuple[int, bool]] | None = None) -> Paged:
     """The `?page=` of `stmt` (1-based), with the total and the number of pages (at least 1).
 
-    Rows of a one-entity select are the entities; otherwise they are tuples.
+    Rows of a one-entity select are the entities; otherwise they are tuples. `count` gives
+    (total, estimated?) where an exact count would take too long.
     """
     page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
-    total = count_rows(stmt)
+    total, estimated = count(stmt) if count is not None else (count_rows(stmt), False)
     result = db.session.execute(stmt.offset((page - 1) * per_page).limit(per_page))
     items = (list(result.scalars()) if len(stmt.column_descriptions) == 1
              else list(result.all()))
-    return Paged(items=items, page=page, pages=max(math.ceil(total / per_page), 1), total=total)
+    return Paged(items=items, page=page, pages=max(math.ceil(total / per_page), 1), total=total,
+                 estimated=estimated)
 
 
 # --- links and headers -------------------------------------------------------------------------

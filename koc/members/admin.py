@@ -352,7 +352,9 @@ def _candidate_query() -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
 def candidate_list() -> tuple[str, int]:
     query, raw, problems = _candidate_query()
     now = utcnow()
-    paged = paginate(candidates.candidates_query(**query, now=now), PER_PAGE)
+    # Tens of millions of users: the total is the planner's estimate, as in the API.
+    paged = paginate(candidates.candidates_query(**query, now=now), PER_PAGE,
+                     count=candidates.count_candidates)
     ruleset = candidate_rules.current_rules()
     return render_template(
         "admin/members/candidates.html", paged=paged, raw=raw, problems=problems,
