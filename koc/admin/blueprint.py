@@ -51,7 +51,13 @@ from wtforms.validators import ValidationError as FormValidationError
 
 from koc.admin.i18n import LOCALE_NAMES, SUPPORTED_LOCALES, select_locale
 from koc.core.audit import set_panel_actor
-from koc.core.auth import Staff, StaffRole, staff_of_session
+from koc.core.auth import (
+    SESSION_SECRET_KEY,
+    SESSION_STAFF_KEY,
+    Staff,
+    StaffRole,
+    staff_of_session,
+)
 from koc.core.errors import DomainError, error_body
 from koc.core.pagination import MAX_PAGE
 from koc.core.storage import StorageUnavailable
@@ -61,10 +67,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 View = Callable[..., Any]
 
-SESSION_STAFF_KEY = "staff_id"
-# The random id of the sign-in's StaffSession row: signing out ends that row, so a copied
-# cookie is worthless afterwards.
-SESSION_SECRET_KEY = "staff_session"  # noqa: S105 - a session key's name
+# SESSION_SECRET_KEY holds the random id of the sign-in's StaffSession row: signing out ends
+# that row, so a copied cookie is worthless afterwards. The API reads the same keys (with the
+# CSRF header) in koc.core.auth, so the panel's scripts write through /api/v1.
 
 # Pages hold no inline script or style and load nothing from other origins.
 SECURITY_HEADERS = {

@@ -55,7 +55,7 @@ def caller_key() -> str:
 def _not_a_token_write() -> bool:
     return (request.method not in {"POST", "PUT", "PATCH", "DELETE"}
             or not request.path.startswith("/api/")
-            or not request.headers.get("Authorization"))
+            or (not request.headers.get("Authorization") and request_caller() is None))
 
 
 def _setting(name: str) -> Callable[[], str]:

@@ -32,13 +32,17 @@ from koc.admin.blueprint import (
     undo_if_refused,
 )
 from koc.admin.forms import ActionForm
+from koc.admin.i18n import tier_display_name
+from koc.assets.models import Asset, Download, Kit
+from koc.core.audit import AuditEvent
 from koc.core.auth import Staff
 from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member
 from koc.members.services.roster import get_member
+from koc.submissions.models import FollowerCheck, PointsEntry, Submission
 from koc.submissions.services import posts
-from koc.tiers.models import Drop, DropClaim, TierRuleSet
+from koc.tiers.models import Badge, Drop, DropClaim, TierRuleSet
 from koc.tiers.schemas import DropInSchema, TiersInSchema
 from koc.tiers.services import drops as drop_service
 from koc.tiers.services import engine, groups
@@ -47,6 +51,8 @@ from koc.tiers.services import progress as member_progress
 from koc.tiers.services import rules as rule_service
 
 DROPS_PER_PAGE = 25
+# Each list on the member page shows the newest this many rows.
+MEMBER_LIST_LIMIT = 50
 PREVIEW_SAMPLE = 20
 # Drop form fields the schema wants as integers; the form posts strings.
 _DROP_INT_FIELDS = ("quantity", "per_member_limit", "post_within_days")
@@ -302,6 +308,46 @@ def senior_removed(member_id: int) -> BaseResponse:
 
 # --- a member's page ---------------------------------------------------------------------------
 
+def _latest(stmt: sa.Select, limit: int = MEMBER_LIST_LIMIT) -> list[Any]:
+    return list(db.session.execute(stmt.limit(limit)).all())
+
+
+def _member_activity(member: Member) -> dict[str, Any]:
+    """Everything the member page lists besides the tier: each list newest first and bounded."""
+    mid = member.id
+    ledger = _latest(sa.select(PointsEntry).where(PointsEntry.member_id == mid)
+                     .order_by(PointsEntry.created_at.desc(), PointsEntry.id.desc()))
+    balance = db.session.scalar(sa.select(sa.func.coalesce(sa.func.sum(PointsEntry.points), 0))
+                                .where(PointsEntry.member_id == mid))
+    submissions = _latest(
+        sa.select(Submission, Kit.title).outerjoin(Kit, Kit.id == Submission.kit_id)
+        .where(Submission.member_id == mid).order_by(Submission.id.desc()))
+    downloads = _latest(
+        sa.select(Download, Kit.title, Asset.filename).join(Kit, Kit.id == Download.kit_id)
+        .outerjoin(Asset, Asset.id == Download.asset_id)
+        .where(Download.member_id == mid).order_by(Download.id.desc()))
+    badges = list(db.session.scalars(sa.select(Badge).where(Badge.member_id == mid)
+                                     .order_by(Badge.id.desc()).limit(MEMBER_LIST_LIMIT)))
+    claims = _latest(
+        sa.select(DropClaim, Drop.product_name, Drop.sku).join(Drop, Drop.id == DropClaim.drop_id)
+        .where(DropClaim.member_id == mid).order_by(DropClaim.id.desc()))
+    checks = list(db.session.scalars(
+        sa.select(FollowerCheck).where(FollowerCheck.member_id == mid)
+        .order_by(FollowerCheck.id.desc()).limit(MEMBER_LIST_LIMIT)))
+    targets = [f"member:{mid}"] + [f"submission:{row[0].id}" for row in submissions]
+    actions = list(db.session.scalars(
+        sa.select(AuditEvent).where(AuditEvent.target.in_(targets))
+        .order_by(AuditEvent.id.desc()).limit(MEMBER_LIST_LIMIT)))
+    return {"ledger": [row[0] for row in ledger], "balance": balance,
+            "submissions": submissions, "downloads": downloads, "badges": badges,
+            "claims": claims, "follower_checks": checks, "staff_actions": actions}
+
+
+def _details_text(details: Any) -> str:
+    """An audit row's details as readable JSON (Chinese reasons as written, not \\u escapes)."""
+    return json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)
+
+
 @admin_blueprint.get("/members/<int:member_id>")
 @login_required("viewer")
 def member_page(member_id: int) -> str:
@@ -309,13 +355,17 @@ def member_page(member_id: int) -> str:
     history = tier_history_service.tier_history(member.id)
     # The numbers the tier rests on, each with where it came from and who confirmed it.
     best = [(post, posts.counted_snapshot(post)) for post in posts.best_posts(member.id)]
+    activity = _member_activity(member)
     staff_ids = {c.changed_by_staff_id for c in history if c.changed_by_staff_id}
     staff_ids |= {a.followers_confirmed_by_staff_id for a in member.social_accounts
                   if a.followers_confirmed_by_staff_id}
     staff_ids |= {s.decided_by_staff_id for _post, s in best if s and s.decided_by_staff_id}
+    staff_ids |= {c.staff_id for c in activity["follower_checks"] if c.staff_id}
     staff = dict(db.session.execute(
         sa.select(Staff.id, Staff.email).where(Staff.id.in_(staff_ids))).all()) if staff_ids else {}
     rules = rule_service.current_rules()
+    raw_names = {t["key"]: t["name"] for t in rules.tiers}
+    tier_names = {key: tier_display_name(key, raw_names) for key in raw_names}
     return render_template(
         "admin/tiers/member.html",
         member=member,
@@ -323,5 +373,10 @@ def member_page(member_id: int) -> str:
         history=history,
         best_posts=best,
         staff=staff,
-        tier_names={t["key"]: t["name"] for t in rules.tiers},
+        tier_names=tier_names,
+        tiers=[(t["key"], tier_names[t["key"]]) for t in sorted(rules.tiers,
+                                                                key=lambda t: t["rank"])],
+        can_edit=is_admin(),
+        details_text=_details_text,
+        **activity,
     )

@@ -7,15 +7,13 @@ look at; the assertions are about what the page shows.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from koc.assets.models import Kit
 from koc.core.db import utcnow
@@ -23,67 +21,13 @@ from koc.core.events.models import OutboxEvent, Webhook, WebhookDelivery
 from koc.extensions import db
 from koc.members.models import Member
 from koc.tiers.models import TierRun
-from tests.admin.conftest import PASSWORD
+from tests.admin.conftest import screenshot as _screenshot
+from tests.admin.conftest import sign_in as _sign_in
 from tests.plugins.services import missing_service
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 ECHARTS = Path(__file__).resolve().parents[2] / "koc/admin/static/vendor/echarts.min.js"
-
-
-@pytest.fixture
-def live_server(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-
-
-@pytest.fixture
-def zh_page() -> Iterator[Any]:
-    """A Chromium page in zh-CN that records console errors in `page.problems`."""
-    if not CHROMIUM.exists():
-        missing_service(f"Chromium is not installed at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            problems: list[str] = []
-            # A CSP violation, a missing script or a script error shows up here.
-            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error"
-                    else None)
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.problems = problems
-            yield page
-            context.close()
-        finally:
-            browser.close()
-
-
-def _sign_in(page: Any, live_server: str, email: str, path: str) -> None:
-    page.goto(f"{live_server}{path}")
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    page.locator("button[type=submit]").last.click()
-    page.wait_for_url(f"{live_server}{path}")
-
-
-def _screenshot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture

@@ -1,0 +1,93 @@
+"""The member page, the review queue, the rules forms and the settings in Debian's Chromium, in
+zh-CN: each page's main flow, writes going through /api/v1 with the session and X-CSRFToken.
+
+Full-page screenshots go to screenshots/ (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from koc.core.audit import AuditEvent
+from koc.extensions import db
+from koc.members.models import Member
+from koc.tiers.models import TierChange
+from tests.admin.conftest import screenshot, sign_in
+
+pytestmark = pytest.mark.browser
+
+PATCH_FROM_PAGE = """async ([url, withToken]) => {
+  const headers = {"Content-Type": "application/json"};
+  if (withToken) {
+    headers["X-CSRFToken"] = document.querySelector('meta[name="csrf-token"]').content;
+  }
+  const answer = await fetch(url, {method: "PATCH", headers, credentials: "same-origin",
+                                   body: JSON.stringify({status: "suspended", reason: "x"})});
+  return answer.status;
+}"""
+
+
+def test_manager_locks_a_members_tier_with_a_reason_from_the_member_page(
+    app: Flask, live_server: str, zh_page: Any, make_staff: Callable, member_api: Callable,
+    pending_submission: Callable,
+):
+    from playwright.sync_api import expect
+
+    member_id, member = member_api(city="上海")
+    pending_submission(member=(member_id, member), caption="<script>alert(1)</script>")
+    _staff_id, email = make_staff("admin")
+    page = zh_page
+    sign_in(page, live_server, email, f"/admin/members/{member_id}")
+
+    expect(page.locator("#social-accounts, #submissions").first).to_be_visible()
+    # The caption is not on this page, but the member's submission is, and nothing ran.
+    expect(page.locator("#submissions tbody tr")).to_have_count(1)
+    page.select_option("#member-tier", "senior")
+    page.check("#member-locked")
+    page.fill("#member-reason", "门店推荐，手动升级")
+    page.click("#member-save")
+    page.wait_for_load_state("load")
+    expect(page.locator("#current-tier")).to_contain_text("资深")
+    expect(page.locator("#timeline")).to_contain_text("门店推荐，手动升级")
+    expect(page.locator("#staff-actions .staff-action").first).to_contain_text("member.update")
+    screenshot(page, "member_page")
+    assert not page.problems, page.problems
+    with app.app_context():
+        member_row = db.session.get(Member, member_id)
+        assert member_row.tier_key == "senior" and member_row.tier_locked
+        change = db.session.scalars(sa.select(TierChange).where(
+            TierChange.member_id == member_id)).one()
+        assert change.reason == "门店推荐，手动升级" and change.changed_by_staff_id == _staff_id
+
+    # The same session without the CSRF header is refused by the API.
+    status = page.evaluate(PATCH_FROM_PAGE, [f"/api/v1/members/{member_id}", False])
+    assert status == 403
+    with app.app_context():
+        assert db.session.get(Member, member_id).status == "active"
+
+
+def test_a_viewer_sees_no_member_actions_and_is_refused_when_posting_anyway(
+    app: Flask, live_server: str, zh_page: Any, make_staff: Callable, member_api: Callable,
+):
+    from playwright.sync_api import expect
+
+    member_id, _member = member_api()
+    _staff_id, email = make_staff("viewer")
+    page = zh_page
+    sign_in(page, live_server, email, f"/admin/members/{member_id}")
+
+    expect(page.locator("#timeline")).to_be_visible()
+    expect(page.locator("#member-actions")).to_have_count(0)
+    expect(page.locator("form[method=post] button", has_text="应用")).to_have_count(0)
+    status = page.evaluate(PATCH_FROM_PAGE, [f"/api/v1/members/{member_id}", True])
+    assert status == 403
+    with app.app_context():
+        assert db.session.get(Member, member_id).status == "active"
+        assert not db.session.scalars(sa.select(AuditEvent).where(
+            AuditEvent.action == "member.update")).all()
+    screenshot(page, "member_page_viewer")
