@@ -7,11 +7,14 @@ API's review handler is.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+import sqlalchemy as sa
 from flask import abort, flash, make_response, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from marshmallow import Schema, ValidationError, fields
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response as BaseResponse
@@ -29,14 +32,26 @@ from koc.admin.blueprint import (
 )
 from koc.admin.forms import strip
 from koc.assets.models import Kit
+from koc.core import fields as kf
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.storage import get_storage
-from koc.members.models import Member, SocialAccount
-from koc.submissions.models import REJECT_REASONS, Submission
+from koc.extensions import db
+from koc.members.models import PLATFORMS, Member, SocialAccount
+from koc.submissions.models import (
+    REJECT_REASONS,
+    Submission,
+    SubmissionFlag,
+    SubmissionStatus,
+)
+from koc.submissions.schemas import MAX_BULK_REVIEW
 from koc.submissions.services import followers, posts, review
 
 REVIEWS_PER_PAGE = 50
+# The kit filter offers the newest kits; an older one is still reachable by ?kit_id=.
+KIT_CHOICES = 200
+# The queue (pending and held) or what was decided, which a reviewer can re-open.
+QUEUE_VIEWS = ("queue", "decided")
 PREVIEW_URL_TTL = 900
 RATINGS = (1, 2, 3, 4, 5)
 # Labels for the fixed reject reasons, in the order the select offers them.
@@ -98,31 +113,99 @@ REVIEW_FORMS: dict[str, type[ApproveForm | RejectForm]] = {
     "approve": ApproveForm, "reject": RejectForm}
 
 
-@admin_blueprint.get("/reviews")
-@login_required("reviewer")
-def reviews() -> BaseResponse:
-    queue = (
-        posts.review_queue_query()
+class QueueFilterSchema(Schema):
+    """The review queue's filters, from the query string; unknown or bad values are ignored."""
+
+    view = kf.OneOf(list(QUEUE_VIEWS), load_default="queue")
+    platform = kf.OneOf(list(PLATFORMS))
+    kit_id = kf.Id()
+    flagged = fields.Boolean()
+    short_link = fields.Boolean()
+    unconfirmed_followers = fields.Boolean()
+
+
+def queue_filters() -> dict[str, Any]:
+    """The filters in the request, as loaded values; a bad one is dropped, not a 500."""
+    raw = {name: value for name in QueueFilterSchema().fields
+           if (value := request.args.get(name, "").strip())}
+    try:
+        return QueueFilterSchema().load(raw)
+    except ValidationError as exc:
+        bad = exc.messages if isinstance(exc.messages, dict) else {}
+        return QueueFilterSchema().load({k: v for k, v in raw.items() if k not in bad})
+
+
+def filter_args(filters: dict[str, Any]) -> dict[str, Any]:
+    """The filters as query-string arguments again (for links, pages and redirects)."""
+    args = {}
+    for name, value in filters.items():
+        if value is True:
+            args[name] = "1"
+        elif value not in (None, False) and not (name == "view" and value == "queue"):
+            args[name] = value
+    return args
+
+
+def _filtered(stmt: sa.Select, filters: dict[str, Any]) -> sa.Select:
+    if filters.get("platform"):
+        stmt = stmt.where(Submission.platform == filters["platform"])
+    if filters.get("kit_id"):
+        stmt = stmt.where(Submission.kit_id == filters["kit_id"])
+    if filters.get("flagged"):
+        stmt = stmt.where(sa.exists().where(SubmissionFlag.submission_id == Submission.id))
+    if filters.get("short_link"):
+        stmt = stmt.where(Submission.url_unresolved.is_(True))
+    if filters.get("unconfirmed_followers"):
+        stmt = stmt.where(sa.exists().where(
+            SocialAccount.member_id == Submission.member_id,
+            SocialAccount.platform == Submission.platform,
+            SocialAccount.confirmed_followers.is_(None)))
+    return stmt
+
+
+def _queue_select(filters: dict[str, Any]) -> sa.Select:
+    if filters["view"] == "decided":
+        # Decided and not held: what a reviewer may re-open, most recently decided first.
+        stmt = (sa.select(Submission)
+                .where(Submission.status.in_([SubmissionStatus.approved.value,
+                                              SubmissionStatus.rejected.value]),
+                       Submission.held_at.is_(None))
+                .order_by(Submission.reviewed_at.desc(), Submission.id.desc()))
+    else:
         # Oldest first, where the API lists newest first: the queue is worked from the top.
-        .order_by(Submission.created_at, Submission.id)
+        stmt = posts.review_queue_query().order_by(Submission.created_at, Submission.id)
+    return (
+        _filtered(stmt, filters)
         .add_columns(Member.display_name, Kit)
         .join(Member, Member.id == Submission.member_id)
         .outerjoin(Kit, Kit.id == Submission.kit_id)
         .options(selectinload(Submission.snapshots), selectinload(Submission.media),
                  selectinload(Submission.flags))
     )
-    listed = paginate(queue, REVIEWS_PER_PAGE)
+
+
+@admin_blueprint.get("/reviews")
+@login_required("reviewer")
+def reviews() -> BaseResponse:
+    filters = queue_filters()
+    args = filter_args(filters)
+    listed = paginate(_queue_select(filters), REVIEWS_PER_PAGE)
     if listed.page > listed.pages:
         # Reviewing empties pages; land on the last one that still has rows.
-        return redirect(url_for("admin.reviews", page=listed.pages))
+        return redirect(url_for("admin.reviews", page=listed.pages, **args))
     previews = _media_previews(submission for submission, _name, _kit in listed.items)
     accounts = _accounts_for(submission for submission, _name, _kit in listed.items)
+    kits = db.session.execute(
+        sa.select(Kit.id, Kit.title).order_by(Kit.id.desc()).limit(KIT_CHOICES)).all()
     response = make_response(render_template(
         "admin/reviews.html",
         rows=listed.items,
         page=listed.page,
         pages=listed.pages,
         total=listed.total,
+        filters=filters,
+        args=args,
+        kits=kits,
         previews=previews,
         accounts=accounts,
         followers_form=FollowersForm(formdata=None),
@@ -130,8 +213,17 @@ def reviews() -> BaseResponse:
         approve_form=ApproveForm(formdata=None),
         reject_form=RejectForm(formdata=None),
         reject_reasons=REJECT_REASON_LABELS,
+        max_bulk=MAX_BULK_REVIEW,
     ))
     return allow_store_origins(response, previews.values())
+
+
+def _back(submission_id: int | None = None) -> BaseResponse:
+    """Back to the queue page the reviewer came from, filters kept."""
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    anchor = f"submission-{submission_id}" if submission_id is not None else None
+    return redirect(url_for("admin.reviews", page=page, _anchor=anchor,
+                            **filter_args(queue_filters())))
 
 
 def _media_previews(submissions: Iterable[Submission]) -> dict[int, str]:
@@ -158,8 +250,7 @@ def _accounts_for(submissions: Iterable[Submission]) -> dict[int, list[SocialAcc
 @login_required("reviewer")
 def review_followers(submission_id: int, account_id: int) -> BaseResponse:
     """Confirm or correct the follower count of the account a submission was posted on."""
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
-    back = redirect(url_for("admin.reviews", page=page, _anchor=f"submission-{submission_id}"))
+    back = _back(submission_id)
     form = FollowersForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
@@ -186,8 +277,7 @@ def review_followers(submission_id: int, account_id: int) -> BaseResponse:
 @login_required("reviewer")
 def review_metrics(submission_id: int, snapshot_id: int) -> BaseResponse:
     """Confirm (they count, points follow) or dismiss figures a member reported after approval."""
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
-    back = redirect(url_for("admin.reviews", page=page))
+    back = _back()
     form = MetricsDecisionForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
@@ -212,8 +302,7 @@ def review_metrics(submission_id: int, snapshot_id: int) -> BaseResponse:
 @admin_blueprint.post("/reviews/<int:submission_id>", endpoint="review")
 @login_required("reviewer")
 def review_post(submission_id: int) -> BaseResponse:
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
-    back = redirect(url_for("admin.reviews", page=page))
+    back = _back()
     decision = request.form.get("decision", "")
     form_class = REVIEW_FORMS.get(decision)
     if form_class is None:

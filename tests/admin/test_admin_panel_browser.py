@@ -6,6 +6,7 @@ Full-page screenshots go to screenshots/ (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from flask import Flask
 from koc.core.audit import AuditEvent
 from koc.extensions import db
 from koc.members.models import Member
+from koc.submissions.models import Submission
 from koc.tiers.models import TierChange
 from tests.admin.conftest import screenshot, sign_in
 
@@ -49,11 +51,11 @@ def test_manager_locks_a_members_tier_with_a_reason_from_the_member_page(
     expect(page.locator("#submissions tbody tr")).to_have_count(1)
     page.select_option("#member-tier", "senior")
     page.check("#member-locked")
-    page.fill("#member-reason", "门店推荐，手动升级")
+    page.fill("#member-reason", "门店推荐 手动升级")
     page.click("#member-save")
     page.wait_for_load_state("load")
     expect(page.locator("#current-tier")).to_contain_text("资深")
-    expect(page.locator("#timeline")).to_contain_text("门店推荐，手动升级")
+    expect(page.locator("#timeline")).to_contain_text("门店推荐 手动升级")
     expect(page.locator("#staff-actions .staff-action").first).to_contain_text("member.update")
     screenshot(page, "member_page")
     assert not page.problems, page.problems
@@ -62,7 +64,7 @@ def test_manager_locks_a_members_tier_with_a_reason_from_the_member_page(
         assert member_row.tier_key == "senior" and member_row.tier_locked
         change = db.session.scalars(sa.select(TierChange).where(
             TierChange.member_id == member_id)).one()
-        assert change.reason == "门店推荐，手动升级" and change.changed_by_staff_id == _staff_id
+        assert change.reason == "门店推荐 手动升级" and change.changed_by_staff_id == _staff_id
 
     # The same session without the CSRF header is refused by the API.
     status = page.evaluate(PATCH_FROM_PAGE, [f"/api/v1/members/{member_id}", False])
@@ -91,3 +93,54 @@ def test_a_viewer_sees_no_member_actions_and_is_refused_when_posting_anyway(
         assert not db.session.scalars(sa.select(AuditEvent).where(
             AuditEvent.action == "member.update")).all()
     screenshot(page, "member_page_viewer")
+
+
+def test_reviewer_works_the_queue_by_keyboard_in_bulk_and_reopens_a_decision(
+    app: Flask, live_server: str, zh_page: Any, make_staff: Callable,
+    pending_submission: Callable,
+):
+    from playwright.sync_api import expect
+
+    first = pending_submission(caption="<script>alert(1)</script>")
+    others = [pending_submission(caption=f"第{n}篇") for n in (2, 3)]
+    _staff_id, email = make_staff("reviewer")
+    page = zh_page
+    sign_in(page, live_server, email, "/admin/reviews")
+
+    # A caption holding a script tag shows as text.
+    expect(page.locator(f"#submission-{first} .caption")).to_have_text(
+        "<script>alert(1)</script>")
+    expect(page.locator(f"#submission-{first} .history")).to_contain_text("成员")
+    screenshot(page, "review_queue")
+    # j selects the oldest, a approves it with the rating its form shows.
+    page.keyboard.press("j")
+    expect(page.locator(f"#submission-{first}")).to_have_class(re.compile(r"\bcurrent\b"))
+    page.keyboard.press("a")
+    expect(page.locator(f"#submission-{first}")).to_have_count(0)
+    expect(page.locator(".flash-ok")).to_be_visible()
+
+    page.check("#select-all")
+    expect(page.locator("#bulk-count")).to_contain_text("2")
+    page.click("#bulk-approve")
+    expect(page.locator(".submission")).to_have_count(0)
+    with app.app_context():
+        statuses = {s.id: s.status for s in db.session.scalars(sa.select(Submission))}
+    assert statuses == dict.fromkeys([first, *others], "approved")
+
+    # The decided view offers re-opening; the submission comes back to the queue.
+    page.select_option("#filter-view", "decided")
+    page.click("#queue-filters button[type=submit]")
+    expect(page.locator(".submission")).to_have_count(3)
+    page.fill(f"#reopen-note-{others[0]}", "评分有误 重新审核")
+    page.locator(f"#submission-{others[0]} .reopen-form button").click()
+    expect(page.locator(f"#submission-{others[0]}")).to_have_count(0)
+    screenshot(page, "review_queue_decided")
+    page.goto(f"{live_server}/admin/reviews?short_link=1")
+    expect(page.locator(".submission")).to_have_count(0)
+    page.goto(f"{live_server}/admin/reviews?unconfirmed_followers=1&platform=douyin")
+    expect(page.locator(".submission")).to_have_count(0)
+    page.goto(f"{live_server}/admin/reviews?platform=xiaohongshu")
+    expect(page.locator(".submission")).to_have_count(1)
+    assert not page.problems, page.problems
+    with app.app_context():
+        assert db.session.get(Submission, others[0]).status == "pending"
