@@ -4,8 +4,8 @@ roster and a member's tier timeline.
 Thin handlers over the koc.tiers.services topics (rules, engine, drops, groups), with the same
 validation as the API (TiersInSchema + validate_tiers, DropInSchema): the Flask-WTF forms here only
 carry the posted text and the CSRF token, the API's schemas check it. CSRF is checked by
-Flask-WTF's CSRFProtect on every POST, including the JSON preview (token in the X-CSRFToken
-header).
+Flask-WTF's CSRFProtect on every form POST; the pages' scripts write through /api/v1 with the
+session and the X-CSRFToken header.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from marshmallow import ValidationError
@@ -32,7 +32,7 @@ from koc.admin.blueprint import (
     undo_if_refused,
 )
 from koc.admin.forms import ActionForm
-from koc.admin.i18n import tier_display_name
+from koc.admin.i18n import metric_display_name, tier_display_name
 from koc.assets.models import Asset, Download, Kit
 from koc.core.audit import AuditEvent
 from koc.core.auth import Staff
@@ -49,11 +49,14 @@ from koc.tiers.services import engine, groups
 from koc.tiers.services import history as tier_history_service
 from koc.tiers.services import progress as member_progress
 from koc.tiers.services import rules as rule_service
+from koc.tiers.services.metrics import METRICS
 
 DROPS_PER_PAGE = 25
 # Each list on the member page shows the newest this many rows.
 MEMBER_LIST_LIMIT = 50
 PREVIEW_SAMPLE = 20
+# The rules pages list this many saved versions.
+HISTORY_LIMIT = 50
 # Drop form fields the schema wants as integers; the form posts strings.
 _DROP_INT_FIELDS = ("quantity", "per_member_limit", "post_within_days")
 _DROP_FIELDS = ("product_name", "sku", "quantity", "per_member_limit", "min_tier", "opens_at",
@@ -141,6 +144,9 @@ def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | No
             sa.select(TierRuleSet).where(TierRuleSet.version == rules.version))
     if saved is not None and saved.created_by_staff_id:
         author = db.session.get(Staff, saved.created_by_staff_id)
+    versions = list(db.session.scalars(rule_service.rule_versions().limit(HISTORY_LIMIT)))
+    authors = _emails({v.created_by_staff_id for v in versions if v.created_by_staff_id})
+    raw_names = {t["key"]: t["name"] for t in rules.tiers}
     return render_template(
         "admin/tiers/rules.html",
         rules=rules,
@@ -152,7 +158,23 @@ def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | No
         can_edit=is_admin(),
         demotions={t["key"]: {**rule_service.DEFAULT_DEMOTION, **(t.get("demotion") or {})}
                    for t in rules.tiers},
+        tier_name=lambda key: tier_display_name(key, raw_names),
+        metric_name=metric_display_name,
+        versions=versions,
+        authors=authors,
+        editor_meta={
+            "metrics": [[key, metric_display_name(key)] for key in METRICS],
+            "default_demotion": rule_service.DEFAULT_DEMOTION,
+            "tier_names": {key: tier_display_name(key, raw_names) for key in raw_names},
+        },
     ), status
+
+
+def _emails(staff_ids: set[int]) -> dict[int, str]:
+    if not staff_ids:
+        return {}
+    return dict(db.session.execute(
+        sa.select(Staff.id, Staff.email).where(Staff.id.in_(staff_ids))).all())
 
 
 @admin_blueprint.get("/tiers")
@@ -164,6 +186,8 @@ def tier_rules() -> tuple[str, int]:
 @admin_blueprint.post("/tiers")
 @login_required("admin")
 def save_tier_rules() -> BaseResponse | tuple[str, int]:
+    """The page without JavaScript: the JSON form's Preview and Save buttons post here. With
+    JavaScript the page previews and saves through /api/v1/tiers/rules(/preview)."""
     form = RulesForm()
     if not form.validate_on_submit():
         abort(400)
@@ -173,26 +197,10 @@ def save_tier_rules() -> BaseResponse | tuple[str, int]:
         flash(_("The rules were not saved: fix the fields named below."), "error")
         return _render_rules(text=text, errors=errors, status=422)
     if form.action.data == "preview":
-        # Without JavaScript, the Preview button posts the form here.
         return _render_rules(text=text, preview=_preview(tiers))
     rules = rule_service.save_rules(tiers, staff_id=current_staff().id)
     flash(_("Tier rules saved as version %(version)d.", version=rules.version), "success")
     return redirect(url_for("admin.tier_rules"))
-
-
-@admin_blueprint.post("/tiers/preview")
-@login_required("admin")
-def preview_tier_rules() -> BaseResponse | tuple[BaseResponse, int]:
-    """JSON for the live preview: {"rules": "<the editor's text>"} in, counts and a sample out
-    (or the errors naming each field); computed by engine.preview, writing nothing."""
-    payload = request.get_json(silent=True)
-    text = payload.get("rules") if isinstance(payload, dict) else None
-    if not isinstance(text, str):
-        return jsonify(errors=[{"field": "rules", "message": _("Send the rules as text.")}]), 400
-    tiers, errors = _load_rules(text)
-    if tiers is None:
-        return jsonify(errors=[{"field": f, "message": m} for f, m in errors]), 422
-    return jsonify(_preview(tiers))
 
 
 # --- early-access drops ------------------------------------------------------------------------

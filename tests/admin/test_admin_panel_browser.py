@@ -144,3 +144,52 @@ def test_reviewer_works_the_queue_by_keyboard_in_bulk_and_reopens_a_decision(
     assert not page.problems, page.problems
     with app.app_context():
         assert db.session.get(Submission, others[0]).status == "pending"
+
+
+def test_admin_edits_tier_rules_as_a_form_previews_saves_and_restores_an_old_version(
+    app: Flask, live_server: str, zh_page: Any, make_staff: Callable, member_api: Callable,
+    staff_api: Callable, pending_submission: Callable,
+):
+    from playwright.sync_api import expect
+
+    member = member_api()
+    approved = pending_submission(member=member)
+    assert staff_api("reviewer").post(f"/submissions/{approved}/review", json={
+        "decision": "approve", "rating": 4}).status_code == 200
+    _staff_id, email = make_staff("admin")
+    page = zh_page
+    sign_in(page, live_server, email, "/admin/tiers")
+
+    first_tier = page.locator(".tier-card").first
+    expect(first_tier.locator('[data-field="metric"]').first).to_have_value("approved_submissions")
+    # The metric chooser shows display names, not keys.
+    chosen = first_tier.locator('[data-field="metric"] option:checked').first
+    expect(chosen).to_have_text("通过的帖子")
+    page.locator(".tier-card").first.locator('[data-field="min"]').first.fill("1")
+    expect(page.locator("#preview-promotions")).to_have_text("1")
+    expect(page.locator("#preview-sample")).to_contain_text("认证 KOC")
+    page.locator(".tier-card").first.locator('[data-field="min"]').first.fill("2")
+    expect(page.locator("#preview-promotions")).to_have_text("0")
+    first_tier.locator('[data-field="days_below"]').fill("10")
+    # The JSON view follows the form.
+    assert '"days_below": 10' in page.input_value("#rules")
+    page.click("#rules-save")
+    expect(page.locator("#rules-version")).to_contain_text("1")
+    page.locator(".tier-card").first.locator('[data-field="min"]').first.fill("3")
+    page.click("#rules-save")
+    expect(page.locator("tr.version")).to_have_count(2)
+
+    page.locator('tr.version[data-version="1"] .show-diff').click()
+    expect(page.locator("#rules-diff .diff-del")).to_contain_text('"min": 2')
+    expect(page.locator("#rules-diff .diff-add")).to_contain_text('"min": 3')
+    screenshot(page, "tier_rules")
+    page.locator('tr.version[data-version="1"] .restore').click()
+    expect(page.locator("tr.version")).to_have_count(3)
+    assert not [p for p in page.problems if "status of 4" not in p], page.problems
+    with app.app_context():
+        from koc.tiers.services.rules import current_rules
+
+        rules = current_rules()
+        assert rules.version == 3
+        assert rules.tiers[0]["rules"]["any"][0]["min"] == 2
+        assert rules.tiers[0]["demotion"]["days_below"] == 10
