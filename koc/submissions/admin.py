@@ -1,4 +1,5 @@
-"""Admin pages for submissions: the review queue and the approve / reject buttons on it.
+"""Admin pages for submissions: the review queue and the approve / reject buttons on it, and
+the scoring rules as a form (its script previews and saves through /api/v1/scoring/rules).
 
 Thin over koc.submissions.services (posts for reading and locking, review for deciding), as the
 API's review handler is.
@@ -6,6 +7,7 @@ API's review handler is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +28,7 @@ from koc.admin.blueprint import (
     allow_store_origins,
     current_staff,
     found_or_404,
+    is_admin,
     login_required,
     paginate,
     undo_if_refused,
@@ -33,6 +36,7 @@ from koc.admin.blueprint import (
 from koc.admin.forms import strip
 from koc.assets.models import Kit
 from koc.core import fields as kf
+from koc.core.auth import Staff
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.storage import get_storage
@@ -46,12 +50,14 @@ from koc.submissions.models import (
 )
 from koc.submissions.schemas import MAX_BULK_REVIEW
 from koc.submissions.services import followers, posts, review
+from koc.submissions.services import rules as scoring_rules_service
 
 REVIEWS_PER_PAGE = 50
 # The kit filter offers the newest kits; an older one is still reachable by ?kit_id=.
 KIT_CHOICES = 200
 # The queue (pending and held) or what was decided, which a reviewer can re-open.
 QUEUE_VIEWS = ("queue", "decided")
+SCORING_HISTORY_LIMIT = 50
 PREVIEW_URL_TTL = 900
 RATINGS = (1, 2, 3, 4, 5)
 # Labels for the fixed reject reasons, in the order the select offers them.
@@ -358,3 +364,76 @@ def _review_error_message(exc: DomainError, submission_id: int) -> str:
         return _("Submission %(id)s does not exist.", id=submission_id)
     return _("Submission %(id)s could not be reviewed: %(message)s",
              id=submission_id, message=exc.message)
+
+
+# --- scoring rules -----------------------------------------------------------------------------
+
+# The scoring rules form, field by field: (path in the rules, label, kind). "number?" may be left
+# empty (null: no cap, no expiry). The JSON view below it holds the same rules.
+SCORING_FIELDS: tuple[tuple[str, Any, str], ...] = (
+    ("base", _l("Base points for an approved post"), "number"),
+    ("engagement.points_per_log", _l("Points per step of engagement (logarithmic)"), "number"),
+    ("engagement.weights.views", _l("Weight of views"), "number"),
+    ("engagement.weights.likes", _l("Weight of likes"), "number"),
+    ("engagement.weights.comments", _l("Weight of comments"), "number"),
+    ("engagement.weights.saves", _l("Weight of saves"), "number"),
+    ("engagement.weights.shares", _l("Weight of shares"), "number"),
+    ("engagement.cap", _l("Engagement points cap (empty: none)"), "number?"),
+    ("audience.reference_followers", _l("Reference audience (followers)"), "number"),
+    ("audience.min_followers", _l("Smallest audience counted (followers)"), "number"),
+    ("rating_multipliers.1", _l("Multiplier for rating 1"), "number"),
+    ("rating_multipliers.2", _l("Multiplier for rating 2"), "number"),
+    ("rating_multipliers.3", _l("Multiplier for rating 3"), "number"),
+    ("rating_multipliers.4", _l("Multiplier for rating 4"), "number"),
+    ("rating_multipliers.5", _l("Multiplier for rating 5"), "number"),
+    ("in_window_bonus", _l("Bonus for posting inside the kit's window"), "number"),
+    ("total_cap", _l("Points cap per post (empty: none)"), "number?"),
+    ("points_expire_after_days", _l("Points expire after (days, empty: never)"), "number?"),
+    ("anomalies.likes_above_views", _l("Flag more likes than views"), "bool"),
+    ("anomalies.jump_factor", _l("Flag a day's engagement this many times the usual"), "number"),
+    ("anomalies.jump_min_daily", _l("Usual daily engagement counts as at least"), "number"),
+    ("anomalies.rate_factor", _l("Flag an engagement rate this many times the member's median"),
+     "number"),
+    ("anomalies.rate_min_history", _l("Posts needed before the rate check"), "number"),
+    ("anomalies.media_max_distance", _l("Images this close count as the same (hash distance)"),
+     "number"),
+)
+BREAKDOWN_NAMES = {
+    "base": _l("Base"), "views": _l("Views"), "likes": _l("Likes"), "comments": _l("Comments"),
+    "saves": _l("Saves"), "shares": _l("Shares"), "engagement_cap": _l("Engagement cap"),
+    "rating": _l("Rating"), "in_window": _l("Inside the kit's window"), "cap": _l("Post cap"),
+}
+
+
+def _value_at(rules: dict[str, Any], path: str) -> Any:
+    value: Any = rules
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+@admin_blueprint.get("/scoring")
+@login_required("viewer")
+def scoring_rules() -> str:
+    version, current = scoring_rules_service.current_scoring()
+    versions = list(db.session.scalars(
+        scoring_rules_service.scoring_versions().limit(SCORING_HISTORY_LIMIT)))
+    ids = {v.created_by_staff_id for v in versions if v.created_by_staff_id}
+    authors = dict(db.session.execute(
+        sa.select(Staff.id, Staff.email).where(Staff.id.in_(ids))).all()) if ids else {}
+    return render_template(
+        "admin/scoring.html",
+        version=version,
+        rules=current,
+        text=json.dumps({"rules": current}, ensure_ascii=False, indent=2),
+        fields=[(path, label, kind, _value_at(current, path))
+                for path, label, kind in SCORING_FIELDS],
+        versions=versions,
+        authors=authors,
+        can_edit=is_admin(),
+        # A list, not an object: JSON objects come out with their keys sorted.
+        meta={"parts": [[key, str(name)] for key, name in BREAKDOWN_NAMES.items()],
+              "labels": {"audience": _("Audience factor"),
+                         "followers": _("Followers counted"),
+                         "multiplier": _("Rating multiplier")}},
+    )

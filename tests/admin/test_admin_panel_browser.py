@@ -193,3 +193,60 @@ def test_admin_edits_tier_rules_as_a_form_previews_saves_and_restores_an_old_ver
         assert rules.version == 3
         assert rules.tiers[0]["rules"]["any"][0]["min"] == 2
         assert rules.tiers[0]["demotion"]["days_below"] == 10
+
+
+def test_admin_edits_scoring_rules_sees_a_sample_posts_breakdown_saves_and_restores(
+    app: Flask, live_server: str, zh_page: Any, make_staff: Callable,
+):
+    from playwright.sync_api import expect
+
+    _staff_id, email = make_staff("admin")
+    page = zh_page
+    sign_in(page, live_server, email, "/admin/scoring")
+
+    expect(page.locator("#preview-breakdown tbody tr")).not_to_have_count(0)
+    expect(page.locator('#preview-breakdown tr[data-part="base"]')).to_contain_text("10")
+    page.fill('[data-path="base"]', "20")
+    expect(page.locator('#preview-breakdown tr[data-part="base"]')).to_contain_text("20")
+    page.fill('[data-path="audience.min_followers"]', "5000")
+    expect(page.locator("#preview-errors")).to_contain_text("min_followers")
+    page.fill('[data-path="audience.min_followers"]', "100")
+    expect(page.locator("#preview-errors li")).to_have_count(0)
+    screenshot(page, "scoring_rules")
+    page.click("#scoring-save")
+    expect(page.locator("tr.version")).to_have_count(1)
+    page.fill('[data-path="in_window_bonus"]', "8")
+    page.click("#scoring-save")
+    expect(page.locator("tr.version")).to_have_count(2)
+    page.locator('tr.version[data-version="1"] .show-diff').click()
+    expect(page.locator("#rules-diff .diff-add")).to_contain_text('"in_window_bonus": 8')
+    page.locator('tr.version[data-version="1"] .restore').click()
+    expect(page.locator("tr.version")).to_have_count(3)
+    assert not [p for p in page.problems if "status of 422" not in p], page.problems
+    with app.app_context():
+        from koc.submissions.services.rules import current_scoring
+
+        version, rules = current_scoring()
+        assert version == 3 and rules["base"] == 20 and rules["in_window_bonus"] == 5
+
+
+def test_a_viewer_reads_the_scoring_rules_without_write_controls(
+    live_server: str, zh_page: Any, make_staff: Callable,
+):
+    from playwright.sync_api import expect
+
+    _staff_id, email = make_staff("viewer")
+    page = zh_page
+    sign_in(page, live_server, email, "/admin/scoring")
+    expect(page.locator('[data-path="base"]')).to_be_disabled()
+    expect(page.locator("#scoring-save")).to_have_count(0)
+    expect(page.locator("#scoring-preview")).to_have_count(0)
+    status = page.evaluate("""async () => {
+      const answer = await fetch("/api/v1/scoring/rules", {
+        method: "PUT", credentials: "same-origin",
+        headers: {"Content-Type": "application/json",
+                  "X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content},
+        body: JSON.stringify({rules: {}})});
+      return answer.status;
+    }""")
+    assert status == 403
