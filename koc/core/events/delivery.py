@@ -18,7 +18,13 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from koc.core import metrics
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
-from koc.core.events.models import DeliveryStatus, OutboxEvent, Webhook, WebhookDelivery
+from koc.core.events.models import (
+    TEST_EVENT,
+    DeliveryStatus,
+    OutboxEvent,
+    Webhook,
+    WebhookDelivery,
+)
 from koc.core.events.targets import TargetRefused, opener
 from koc.extensions import db
 
@@ -183,6 +189,8 @@ def describe(event: OutboxEvent) -> str:
                 f"{data.get('from') or '-'} → {data.get('to') or '-'}")
     if event.event_type == "group.invite":
         return f"邀请入群 / Invite to the senior group: member #{data.get('member_id')}"
+    if event.event_type == TEST_EVENT:
+        return "测试消息 / Test event from koc"
     if event.event_type == "group.remove":
         return f"移出群 / Remove from the senior group: member #{data.get('member_id')}"
     return f"{event.event_type} #{event.id}"
