@@ -6,6 +6,7 @@ Full-page screenshots go to screenshots/ (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -15,11 +16,13 @@ import sqlalchemy as sa
 from flask import Flask
 
 from koc.core.audit import AuditEvent
+from koc.core.events import deliver_due
 from koc.extensions import db
 from koc.members.models import Member
 from koc.submissions.models import Submission
 from koc.tiers.models import TierChange
 from tests.admin.conftest import screenshot, sign_in
+from tests.security.test_webhooks import Receiver, receiver  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.browser
 
@@ -250,3 +253,47 @@ def test_a_viewer_reads_the_scoring_rules_without_write_controls(
       return answer.status;
     }""")
     assert status == 403
+
+
+class TestWebhooksPage:
+    @pytest.fixture
+    def app(self, make_app: Callable[..., Flask]) -> Flask:
+        # The receiver listens on 127.0.0.1, which the SSRF guard refuses unless told.
+        return make_app(KOC_WEBHOOK_ALLOW_PRIVATE="true")
+
+    def test_admin_creates_a_webhook_sends_a_test_event_reads_the_log_and_replays(
+        self, app: Flask, live_server: str, zh_page: Any, make_staff: Callable,
+        receiver: Receiver,  # noqa: F811 - the fixture imported above
+    ):
+        from playwright.sync_api import expect
+
+        _staff_id, email = make_staff("admin")
+        page = zh_page
+        sign_in(page, live_server, email, "/admin/webhooks")
+
+        page.fill("#webhook-url", "ftp://example.com/hook")
+        page.click("#generate-secret")
+        page.click("#webhook-create")
+        expect(page.locator("#webhook-result")).to_contain_text("url")
+        page.fill("#webhook-url", receiver.url)
+        page.click("#webhook-create")
+        expect(page.locator("tr.webhook")).to_have_count(1)
+        page.locator("tr.webhook .send-test").click()
+        expect(page.locator("tr.webhook td.num").first).to_have_text("1")
+        with app.app_context():
+            assert deliver_due.run() == 1
+        assert json.loads(receiver.requests[0][1])["type"] == "webhook.test"
+
+        page.locator("tr.webhook a").first.click()
+        expect(page.locator("tr.delivery")).to_have_count(1)
+        expect(page.locator("tr.delivery")).to_contain_text("已送达")
+        page.locator("tr.delivery .replay").click()
+        expect(page.locator("tr.delivery .status-pending")).to_have_count(1)
+        with app.app_context():
+            assert deliver_due.run() == 1
+        assert len(receiver.requests) == 2
+        # The same webhook-id both times, so the receiver can drop the repeat.
+        assert receiver.requests[0][0]["webhook-id"] == receiver.requests[1][0]["webhook-id"]
+        page.reload()
+        screenshot(page, "webhook_log")
+        assert not [p for p in page.problems if "status of 422" not in p], page.problems
