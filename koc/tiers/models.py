@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +37,25 @@ class TierRun(Model):
     demotions: Mapped[int] = mapped_column(default=0)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TierSnapshot(Model):
+    """Members per tier on one day (UTC), written by the tier job: the dashboard's members per
+    tier over time. One row per (day, tier); a later run the same day overwrites that day's
+    rows, so re-runs converge. `tier_key` "none" counts members without a tier."""
+
+    __tablename__ = "tier_snapshots"
+
+    day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    tier_key: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    members: Mapped[int] = mapped_column(default=0)
+    at_risk: Mapped[int] = mapped_column(default=0)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.CheckConstraint("members >= 0 AND at_risk >= 0 AND at_risk <= members",
+                           name="counts_valid"),
+    )
 
 
 class TierRunPart(Model):

@@ -20,7 +20,8 @@ from koc.core.db import utcnow
 from koc.core.events.models import OutboxEvent, Webhook, WebhookDelivery
 from koc.extensions import db
 from koc.members.models import Member
-from koc.tiers.models import TierRun
+from koc.tiers.models import TierRun, TierSnapshot
+from koc.tiers.services.snapshots import take_snapshot
 from tests.admin.conftest import screenshot as _screenshot
 from tests.admin.conftest import sign_in as _sign_in
 from tests.plugins.services import missing_service
@@ -59,6 +60,11 @@ def busy_programme(app: Flask, member_api: Callable[..., Any], staff_api: Callab
         db.session.flush()
         db.session.add(WebhookDelivery(event_id=event.id, webhook_id=hook.id,
                                        status="failed", attempts=8))
+        # The tier job's daily snapshots: yesterday (only the senior), today (both).
+        db.session.add(TierSnapshot(day=(now - timedelta(days=1)).date(), tier_key="senior",
+                                    members=1, at_risk=0))
+        db.session.flush()
+        take_snapshot(now)
         db.session.commit()
     return {"senior": senior[0], "certified": certified[0]}
 
@@ -75,11 +81,14 @@ def test_dashboard_draws_every_chart_in_chinese_from_the_programmes_numbers(
     _sign_in(page, live_server, email, "/admin/")
 
     expect(page.locator("h1")).to_have_text("概览")
-    for name in ("tiers", "activity", "points", "funnels", "at_risk", "runs", "webhooks"):
+    for name in ("tiers_over_time", "tiers", "activity", "points", "funnels", "at_risk", "runs",
+                 "webhooks"):
         expect(page.locator(f"#chart-{name} canvas").first).to_be_visible()
     charts = json.loads(page.locator("#charts").get_attribute("data-charts"))
     # Tiers by their names in the panel's language, never the rule keys.
     assert set(charts["tiers"]["labels"]) == {"资深 KOC", "认证 KOC"}
+    over_time = {s["name"]: s["data"][-2:] for s in charts["tiers_over_time"]["series"]}
+    assert over_time == {"认证 KOC": [0, 1], "资深 KOC": [1, 1]}
     at_risk = dict(zip(charts["at_risk"]["labels"], charts["at_risk"]["series"][0]["data"],
                        strict=True))
     assert at_risk == {"认证 KOC": 1, "新品抢先体验": 0, "资深 KOC": 0}
