@@ -11,6 +11,7 @@ session and the X-CSRFToken header.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ from koc.admin.i18n import metric_display_name, tier_display_name
 from koc.assets.models import Asset, Download, Kit
 from koc.core.audit import AuditEvent
 from koc.core.auth import Staff
+from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member
@@ -231,6 +233,32 @@ def _as_utc(value: str) -> str:
     return parsed.isoformat()
 
 
+@dataclass(frozen=True)
+class LotteryProof:
+    """What anyone needs to re-run a drawn lottery, and whether re-running gives its winners."""
+
+    seed: str
+    quantity: int
+    entry_ids: list[int]
+    winner_ids: list[int]
+    winners: list[tuple[int, int, str]]  # (entry id, member id, name), for the page
+    rerun_matches: bool
+
+
+def _lottery_proof(drop: Drop) -> LotteryProof:
+    entries = db.session.execute(
+        sa.select(DropClaim.id, DropClaim.member_id, DropClaim.status, Member.display_name)
+        .join(Member, Member.id == DropClaim.member_id)
+        .where(DropClaim.drop_id == drop.id).order_by(DropClaim.id)).all()
+    entry_ids = [e.id for e in entries]
+    winner_ids = [e.id for e in entries if e.status == "won"]
+    rerun = drop_service.lottery_winners(drop.lottery_seed or "", entry_ids, drop.quantity)
+    return LotteryProof(
+        seed=drop.lottery_seed or "", quantity=drop.quantity, entry_ids=entry_ids,
+        winner_ids=winner_ids, rerun_matches=rerun == winner_ids,
+        winners=[(e.id, e.member_id, e.display_name) for e in entries if e.status == "won"])
+
+
 def _render_drops(*, form: DropForm | None = None,
                   errors: list[tuple[str, str]] | None = None, status: int = 200
                   ) -> tuple[str, int]:
@@ -247,6 +275,9 @@ def _render_drops(*, form: DropForm | None = None,
     rules = rule_service.current_rules()
     return render_template(
         "admin/tiers/drops.html",
+        proofs={drop.id: _lottery_proof(drop) for drop in drops
+                if drop.allocation == "lottery" and drop.drawn_at is not None},
+        now=utcnow(),
         drops=drops,
         claims=claims,
         seeding={drop.id: drop_service.seeding_report(drop) for drop in drops},

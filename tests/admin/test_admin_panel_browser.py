@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,11 +17,12 @@ import sqlalchemy as sa
 from flask import Flask
 
 from koc.core.audit import AuditEvent
+from koc.core.db import utcnow
 from koc.core.events import deliver_due
 from koc.extensions import db
 from koc.members.models import Member
 from koc.submissions.models import Submission
-from koc.tiers.models import TierChange
+from koc.tiers.models import Drop, DropClaim, TierChange
 from tests.admin.conftest import screenshot, sign_in
 from tests.security.test_webhooks import Receiver, receiver  # noqa: F401 - a fixture
 
@@ -297,3 +299,38 @@ class TestWebhooksPage:
         page.reload()
         screenshot(page, "webhook_log")
         assert not [p for p in page.problems if "status of 422" not in p], page.problems
+
+
+def test_admin_draws_a_closed_lottery_and_the_page_shows_its_proof(
+    app: Flask, live_server: str, zh_page: Any, make_staff: Callable, member_api: Callable,
+):
+    from playwright.sync_api import expect
+
+    members = [member_api()[0] for _ in range(3)]
+    now = utcnow()
+    with app.app_context():
+        drop = Drop(product_name="限量盲盒", sku="BOX-1", quantity=2, allocation="lottery",
+                    opens_at=now - timedelta(days=3), closes_at=now - timedelta(hours=1))
+        db.session.add(drop)
+        db.session.flush()
+        db.session.add_all([DropClaim(drop_id=drop.id, member_id=m, status="entered")
+                            for m in members])
+        db.session.commit()
+        drop_id = drop.id
+    _staff_id, email = make_staff("admin")
+    page = zh_page
+    sign_in(page, live_server, email, "/admin/drops")
+
+    page.locator(f"#lottery-{drop_id} .draw-lottery").click()
+    proof = page.locator(f"#lottery-{drop_id}")
+    expect(proof.locator(".lottery-entrants")).to_have_text("3")
+    expect(proof.locator(".lottery-rerun")).to_contain_text("✓")
+    expect(proof.locator(".lottery-winners a")).to_have_count(2)
+    expect(page.locator(f"#drop-{drop_id} .seeded-not-posted")).to_contain_text("2")
+    screenshot(page, "drops_lottery")
+    assert not page.problems, page.problems
+    with app.app_context():
+        row = db.session.get(Drop, drop_id)
+        assert row.drawn_at is not None and row.allocated == 2
+        seed = row.lottery_seed
+    expect(proof.locator(".lottery-seed")).to_have_text(seed)
