@@ -34,7 +34,9 @@ from koc.admin.blueprint import (
     undo_if_refused,
 )
 from koc.admin.forms import strip
-from koc.assets.models import Kit
+from koc.admin.i18n import tier_display_name
+from koc.assets.models import Download, Kit
+from koc.assets.services import kits as kit_services
 from koc.core import fields as kf
 from koc.core.auth import Staff
 from koc.core.db import utcnow
@@ -50,7 +52,9 @@ from koc.submissions.models import (
 )
 from koc.submissions.schemas import MAX_BULK_REVIEW
 from koc.submissions.services import followers, posts, review
+from koc.submissions.services import funnel as funnel_service
 from koc.submissions.services import rules as scoring_rules_service
+from koc.tiers.services.rules import current_rules, tier_ranks
 
 REVIEWS_PER_PAGE = 50
 # The kit filter offers the newest kits; an older one is still reachable by ?kit_id=.
@@ -437,3 +441,40 @@ def scoring_rules() -> str:
                          "followers": _("Followers counted"),
                          "multiplier": _("Rating multiplier")}},
     )
+
+
+# --- a kit's funnel, step by step --------------------------------------------------------------
+
+FUNNEL_PER_PAGE = 50
+FUNNEL_STEP_NAMES = {
+    "eligible": _l("Could see it"), "downloaded": _l("Downloaded"),
+    "posted": _l("Posted about it"), "approved": _l("Approved"),
+}
+
+
+@admin_blueprint.get("/kits/<int:kit_id>/funnel/<step>")
+@login_required("viewer")
+def kit_funnel(kit_id: int, step: str) -> str:
+    """Who is behind each number of a kit's funnel: the members at one step, paged."""
+    if step not in funnel_service.FUNNEL_STEPS:
+        abort(404)
+    kit = found_or_404(kit_services.get_kit, kit_id)
+    ranks = tier_ranks()
+    listed = paginate(funnel_service.funnel_members(kit, step, ranks)
+                      .options(selectinload(Member.user)), FUNNEL_PER_PAGE)
+    ids = [m.id for m in listed.items]
+    last_download = dict(db.session.execute(
+        sa.select(Download.member_id, sa.func.max(Download.issued_at))
+        .where(Download.kit_id == kit.id, Download.member_id.in_(ids))
+        .group_by(Download.member_id)).all()) if ids else {}
+    posts_by_member = {m: (count, approved) for m, count, approved in db.session.execute(
+        sa.select(Submission.member_id, sa.func.count(),
+                  sa.func.count().filter(Submission.status == SubmissionStatus.approved.value))
+        .where(Submission.kit_id == kit.id, Submission.member_id.in_(ids))
+        .group_by(Submission.member_id))} if ids else {}
+    names = {t["key"]: t["name"] for t in current_rules().tiers}
+    return render_template(
+        "admin/kit_funnel.html", kit=kit, step=step, steps=FUNNEL_STEP_NAMES,
+        counts=funnel_service.funnel(kit, ranks), listed=listed,
+        last_download=last_download, posts_by_member=posts_by_member,
+        tier_name=lambda key: tier_display_name(key, names))

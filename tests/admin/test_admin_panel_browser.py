@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from koc.assets.models import Download, Kit
 from koc.core.audit import AuditEvent
 from koc.core.db import utcnow
 from koc.core.events import deliver_due
@@ -334,3 +335,40 @@ def test_admin_draws_a_closed_lottery_and_the_page_shows_its_proof(
         assert row.drawn_at is not None and row.allocated == 2
         seed = row.lottery_seed
     expect(proof.locator(".lottery-seed")).to_have_text(seed)
+
+
+def test_manager_opens_the_members_behind_each_step_of_a_kits_funnel(
+    app: Flask, live_server: str, zh_page: Any, make_staff: Callable, member_api: Callable,
+):
+    from playwright.sync_api import expect
+
+    downloader, member_a = member_api(city="广州")
+    _other, _member_b = member_api()
+    now = utcnow()
+    with app.app_context():
+        kit = Kit(title="夏季新品", status="published", published_at=now)
+        db.session.add(kit)
+        db.session.flush()
+        db.session.add(Download(member_id=downloader, kit_id=kit.id,
+                                expires_at=now + timedelta(hours=1)))
+        db.session.commit()
+        kit_id = kit.id
+    posted = member_a.post("/submissions", json={
+        "kit_id": kit_id, "platform": "douyin", "post_url": "https://www.douyin.com/video/7301",
+        "posted_at": "2026-11-01T10:00:00+00:00", "metrics": {"likes": 5}})
+    assert posted.status_code == 201, posted.json
+    _staff_id, email = make_staff("viewer")
+    page = zh_page
+    sign_in(page, live_server, email, f"/admin/kits/{kit_id}")
+
+    page.click("#funnel-lists")
+    expect(page.locator("tr.funnel-member")).to_have_count(2)
+    page.locator(".funnel-steps a").nth(1).click()
+    expect(page.locator("tr.funnel-member")).to_have_count(1)
+    expect(page.locator("tr.funnel-member")).to_contain_text("广州")
+    page.locator(".funnel-steps a").nth(2).click()
+    expect(page.locator(f'tr.funnel-member[data-member-id="{downloader}"]')).to_have_count(1)
+    screenshot(page, "kit_funnel")
+    page.locator(".funnel-steps a").nth(3).click()
+    expect(page.locator("tr.funnel-member")).to_have_count(0)
+    assert not page.problems, page.problems
