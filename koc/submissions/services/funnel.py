@@ -63,6 +63,7 @@ def funnel_members(kit: Kit, step: str, tier_ranks: Mapping[str, int]) -> sa.Sel
     eligible: the active members the kit targets now; downloaded: those issued a download
     link; posted: those who submitted a post for it; approved: those with an approved one.
     """
+    condition: sa.ColumnElement[bool]
     if step == "eligible":
         condition = Member.id.in_(kits.eligible_members(kit, tier_ranks, utcnow()))
     elif step == "downloaded":
