@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--submissions", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--only", default="", help="only the pages whose path contains this")
     return parser.parse_args(argv)
 
 
@@ -113,7 +114,7 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
             session[SESSION_SECRET_KEY] = secret
         token = None
         print(f"{'page':<68} {'median ms':>10} {'max ms':>8}")
-        for path in PAGES:
+        for path in (p for p in PAGES if args.only in p):
             headers = {}
             if path.startswith("/api/"):
                 if token is None:

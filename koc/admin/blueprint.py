@@ -274,13 +274,17 @@ def count_rows(stmt: sa.Select[Any]) -> int:
         sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())) or 0
 
 
-def paginate(stmt: sa.Select[Any], per_page: int) -> Paged:
+def paginate(stmt: sa.Select[Any], per_page: int, *, count: sa.Select[Any] | None = None,
+             total: int | None = None) -> Paged:
     """The `?page=` of `stmt` (1-based), with the total and the number of pages (at least 1).
 
-    Rows of a one-entity select are the entities; otherwise they are tuples.
+    Rows of a one-entity select are the entities; otherwise they are tuples. `count` is a
+    leaner select of the same rows to count (without the joins that only add columns), or
+    `total` the count already known.
     """
     page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
-    total = count_rows(stmt)
+    if total is None:
+        total = count_rows(count if count is not None else stmt)
     result = db.session.execute(stmt.offset((page - 1) * per_page).limit(per_page))
     items = (list(result.scalars()) if len(stmt.column_descriptions) == 1
              else list(result.all()))

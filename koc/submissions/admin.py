@@ -173,7 +173,8 @@ def _filtered(stmt: sa.Select, filters: dict[str, Any]) -> sa.Select:
     return stmt
 
 
-def _queue_select(filters: dict[str, Any]) -> sa.Select:
+def _queue_rows(filters: dict[str, Any]) -> sa.Select:
+    """The submissions the queue lists, filtered and ordered, without the page's joins."""
     if filters["view"] == "decided":
         # Decided and not held: what a reviewer may re-open, most recently decided first.
         stmt = (sa.select(Submission)
@@ -184,8 +185,12 @@ def _queue_select(filters: dict[str, Any]) -> sa.Select:
     else:
         # Oldest first, where the API lists newest first: the queue is worked from the top.
         stmt = posts.review_queue_query().order_by(Submission.created_at, Submission.id)
+    return _filtered(stmt, filters)
+
+
+def _queue_select(filters: dict[str, Any]) -> sa.Select:
     return (
-        _filtered(stmt, filters)
+        _queue_rows(filters)
         .add_columns(Member.display_name, Kit)
         .join(Member, Member.id == Submission.member_id)
         .outerjoin(Kit, Kit.id == Submission.kit_id)
@@ -199,7 +204,10 @@ def _queue_select(filters: dict[str, Any]) -> sa.Select:
 def reviews() -> BaseResponse:
     filters = queue_filters()
     args = filter_args(filters)
-    listed = paginate(_queue_select(filters), REVIEWS_PER_PAGE)
+    # Counted without the member and kit joins: at 70,000 pending posts the joins were most
+    # of the page's time.
+    listed = paginate(_queue_select(filters), REVIEWS_PER_PAGE,
+                      count=_queue_rows(filters).with_only_columns(Submission.id))
     if listed.page > listed.pages:
         # Reviewing empties pages; land on the last one that still has rows.
         return redirect(url_for("admin.reviews", page=listed.pages, **args))
@@ -460,8 +468,13 @@ def kit_funnel(kit_id: int, step: str) -> str:
         abort(404)
     kit = found_or_404(kit_services.get_kit, kit_id)
     ranks = tier_ranks()
+    counts = funnel_service.funnel(kit, ranks)
+    # The funnel's own counts are the lists' totals: no second count.
+    totals = {"eligible": counts.eligible, "downloaded": counts.downloaded,
+              "posted": counts.submitted, "approved": counts.approved}
     listed = paginate(funnel_service.funnel_members(kit, step, ranks)
-                      .options(selectinload(Member.user)), FUNNEL_PER_PAGE)
+                      .options(selectinload(Member.user)), FUNNEL_PER_PAGE,
+                      total=totals[step])
     ids = [m.id for m in listed.items]
     last_download = dict(db.session.execute(
         sa.select(Download.member_id, sa.func.max(Download.issued_at))
@@ -475,6 +488,6 @@ def kit_funnel(kit_id: int, step: str) -> str:
     names = {t["key"]: t["name"] for t in current_rules().tiers}
     return render_template(
         "admin/kit_funnel.html", kit=kit, step=step, steps=FUNNEL_STEP_NAMES,
-        counts=funnel_service.funnel(kit, ranks), listed=listed,
+        counts=counts, listed=listed,
         last_download=last_download, posts_by_member=posts_by_member,
         tier_name=lambda key: tier_display_name(key, names))

@@ -1,5 +1,6 @@
 """Tier snapshots: members per tier (and at risk) on each day, written by the tier job, for the
-dashboard's members-per-tier-over-time chart
+dashboard's members-per-tier-over-time chart; partial indexes for the review queue and its
+decided view
 
 Revision ID: 0014_tier_snapshots
 Revises: 0009_merge
@@ -30,7 +31,15 @@ def upgrade():
                        name=op.f('ck_tier_snapshots_counts_valid')),
     sa.PrimaryKeyConstraint('day', 'tier_key', name=op.f('pk_tier_snapshots'))
     )
+    queue = sa.text("status = 'pending' OR held_at IS NOT NULL")
+    op.create_index('ix_submissions_queue', 'submissions', ['created_at', 'id'], unique=False,
+                    postgresql_where=queue, sqlite_where=queue)
+    decided = sa.text("status IN ('approved', 'rejected') AND held_at IS NULL")
+    op.create_index('ix_submissions_decided', 'submissions', ['reviewed_at', 'id'],
+                    unique=False, postgresql_where=decided, sqlite_where=decided)
 
 
 def downgrade():
+    op.drop_index('ix_submissions_decided', table_name='submissions')
+    op.drop_index('ix_submissions_queue', table_name='submissions')
     op.drop_table('tier_snapshots')
