@@ -6,7 +6,8 @@ rules), then through the HTTP API in one run:
    invitations/s;
 2. `GET /api/v1/invitation-campaigns/{id}` (the funnel over 100,000 invitations);
 3. the codes and join links as CSV (`GET .../links`): rows/s;
-4. `PUT /api/v1/candidates/rules` (a new version: every user rescored in one UPDATE);
+4. `PUT /api/v1/candidates/rules` (a new version), then its job (every user rescored, one UPDATE
+   per 500,000 ids);
 5. `GET /api/v1/candidates?city=...` (the index-backed top 20 and the estimated count).
 
 The scratch database is dropped at exit.
@@ -52,8 +53,10 @@ def _fill(app: Any, users: int) -> None:
 
 def run(args: argparse.Namespace, _name: str, url: str, instance: str) -> None:
     from koc.core.auth import create_staff, issue_token
+    from koc.core.jobs import Job
     from koc.extensions import db
     from koc.members.services import candidate_rules
+    from koc.members.tasks import rescore_candidates_job
 
     with migrated_app(url, instance) as app:
         started = time.perf_counter()
@@ -92,9 +95,15 @@ def run(args: argparse.Namespace, _name: str, url: str, instance: str) -> None:
         timed("codes and links (CSV)", "get", f"/invitation-campaigns/{campaign}/links", invited)
         rules = candidate_rules.current_rules().rules
         rules["recency"] = {"weight": 10.0, "half_life_days": 30}
-        saved = timed(f"rules version: rescore {args.users:,} users", "put", "/candidates/rules",
-                      args.users, json={"rules": rules})
-        print(f"  rescored {saved.json['rescored']:,}")
+        saved = timed("rules version saved (the request)", "put", "/candidates/rules",
+                      json={"rules": rules})
+        started = time.perf_counter()
+        rescore_candidates_job.run(saved.json["job_id"])
+        elapsed = time.perf_counter() - started
+        job = db.session.get(Job, saved.json["job_id"])
+        print(f"{'rules version: the job rescoring ' + format(args.users, ',') + ' users':<48} "
+              f"{elapsed * 1000:9.1f} ms, {args.users / elapsed:,.0f}/s  "
+              f"({job.status}, {job.processed:,} changed)")
         listed = timed(f"candidates top 20 of {CITIES[1]}", "get",
                        f"/candidates?city={CITIES[1]}")
         print(f"  total (estimated above 100,000): {listed.headers.get('X-Pagination')}")

@@ -51,7 +51,13 @@ from wtforms.validators import ValidationError as FormValidationError
 
 from koc.admin.i18n import LOCALE_NAMES, SUPPORTED_LOCALES, select_locale
 from koc.core.audit import set_panel_actor
-from koc.core.auth import Staff, StaffRole, staff_of_session
+from koc.core.auth import (
+    SESSION_SECRET_KEY,
+    SESSION_STAFF_KEY,
+    Staff,
+    StaffRole,
+    staff_of_session,
+)
 from koc.core.errors import DomainError, error_body
 from koc.core.pagination import MAX_PAGE
 from koc.core.storage import StorageUnavailable
@@ -61,10 +67,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 View = Callable[..., Any]
 
-SESSION_STAFF_KEY = "staff_id"
-# The random id of the sign-in's StaffSession row: signing out ends that row, so a copied
-# cookie is worthless afterwards.
-SESSION_SECRET_KEY = "staff_session"  # noqa: S105 - a session key's name
+# SESSION_SECRET_KEY holds the random id of the sign-in's StaffSession row: signing out ends
+# that row, so a copied cookie is worthless afterwards. The API reads the same keys (with the
+# CSRF header) in koc.core.auth, so the panel's scripts write through /api/v1.
 
 # Pages hold no inline script or style and load nothing from other origins.
 SECURITY_HEADERS = {
@@ -271,15 +276,22 @@ def count_rows(stmt: sa.Select[Any]) -> int:
         sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())) or 0
 
 
-def paginate(stmt: sa.Select[Any], per_page: int,
-             count: Callable[[sa.Select[Any]], tuple[int, bool]] | None = None) -> Paged:
+def paginate(stmt: sa.Select[Any], per_page: int, *, count: sa.Select[Any] | None = None,
+             total: int | None = None,
+             estimate: Callable[[sa.Select[Any]], tuple[int, bool]] | None = None) -> Paged:
     """The `?page=` of `stmt` (1-based), with the total and the number of pages (at least 1).
 
-    Rows of a one-entity select are the entities; otherwise they are tuples. `count` gives
-    (total, estimated?) where an exact count would take too long.
+    Rows of a one-entity select are the entities; otherwise they are tuples. `count` is a
+    leaner select of the same rows to count (without the joins that only add columns), or
+    `total` the count already known, or `estimate` gives (total, estimated?) where an exact
+    count would take too long.
     """
     page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
-    total, estimated = count(stmt) if count is not None else (count_rows(stmt), False)
+    estimated = False
+    if total is None and estimate is not None:
+        total, estimated = estimate(stmt)
+    if total is None:
+        total = count_rows(count if count is not None else stmt)
     result = db.session.execute(stmt.offset((page - 1) * per_page).limit(per_page))
     items = (list(result.scalars()) if len(stmt.column_descriptions) == 1
              else list(result.all()))

@@ -34,3 +34,20 @@ def tier_display_name(tier_key: str | None, names: Mapping[str, str]) -> str:
         return str(_l("No tier yet"))
     name = names.get(tier_key, tier_key)
     return str(_DEFAULT_TIER_NAMES.get(name, name))
+
+
+# What each tier metric measures, for the rules forms' metric chooser and summaries
+# (koc.tiers.services.metrics.METRICS holds the same keys).
+TIER_METRIC_NAMES = {
+    "approved_submissions": _l("Approved posts"),
+    "points_earned": _l("Points earned"),
+    "weekly_streak": _l("Consecutive weeks with an approved post"),
+    "best_post_interactions": _l("Likes + comments + saves of the best post"),
+    "best_post_reach": _l("Best post's likes + comments + saves per 1,000 followers"),
+    "average_rating": _l("Average reviewer rating"),
+    "distinct_kits": _l("Different kits used"),
+}
+
+
+def metric_display_name(key: str) -> str:
+    return str(TIER_METRIC_NAMES.get(key, key))

@@ -38,7 +38,7 @@ from koc.submissions.models import SubmissionStatus
 from koc.submissions.services import posts
 from koc.submissions.services.funnel import funnel
 from koc.tiers.models import TierRun
-from koc.tiers.services import insight, rules
+from koc.tiers.services import insight, rules, snapshots
 from koc.tiers.services.history import members_per_tier
 
 LOCALE_PICKED_KEY = "locale_picked"
@@ -166,6 +166,8 @@ def set_locale() -> BaseResponse:
 # --- dashboard ---------------------------------------------------------------------------------
 
 DASHBOARD_WEEKS = 12
+# The members-per-tier-over-time chart: this many days of the tier job's daily snapshots.
+DASHBOARD_SNAPSHOT_DAYS = 30
 DASHBOARD_KITS = 6
 
 
@@ -210,7 +212,15 @@ def _dashboard_charts(now: datetime, names: dict[str, str],
     funnels = [(kit, funnel(kit, ranks)) for kit in recent_kits]
     runs = insight.recent_tier_runs()
     deliveries = insight.webhook_health(now)
+    days, per_tier = snapshots.history(now, DASHBOARD_SNAPSHOT_DAYS)
+    order = {key: rank for rank, key in enumerate(ranked)}
     return {
+        "tiers_over_time": {
+            "title": _("Members per tier over time (daily, from the tier job)"),
+            "labels": [format_date(day, "MM-dd") for day in days],
+            "series": [{"name": tier_display_name(key, names), "data": values}
+                       for key, values in sorted(per_tier.items(),
+                                                 key=lambda i: order.get(i[0], len(order)))]},
         "tiers": {"title": _("Members per tier"),
                   "labels": [tier_display_name(tier, names) for tier, _count in tiers],
                   "series": [{"name": _("Members"), "data": [count for _tier, count in tiers]}]},

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -32,14 +32,12 @@ from koc.admin.blueprint import (
     is_admin,
     login_required,
     paginate,
-    script_call,
     undo_if_refused,
 )
 from koc.admin.forms import ActionForm, strip
 from koc.assets.models import Asset, Kit, KitStatus
-from koc.assets.schemas import SEGMENT_KEYS, AssetInSchema, CompleteInSchema
+from koc.assets.schemas import SEGMENT_KEYS
 from koc.assets.services import kits as kit_services
-from koc.assets.services import uploads
 from koc.core.errors import DomainError
 from koc.core.storage import get_storage
 from koc.extensions import db
@@ -262,36 +260,6 @@ def publish_kit(kit_id: int) -> BaseResponse:
 @login_required("admin")
 def archive_kit(kit_id: int) -> BaseResponse:
     return _kit_action(kit_id, kit_services.archive_kit, _("The kit is archived."))
-
-
-# --- JSON endpoints for the upload script ------------------------------------------------------
-
-_UPLOADS_FOR_ADMINS = _l("Only admins can upload files.")
-
-
-@admin_blueprint.post("/kits/<int:kit_id>/assets")
-@script_call("admin", forbidden=_UPLOADS_FOR_ADMINS, schema=AssetInSchema)
-def kit_asset_create(data: dict[str, Any], kit_id: int) -> tuple[BaseResponse, int]:
-    settings = _settings()
-    asset, upload = uploads.add_asset(
-        kit_services.get_kit(kit_id), **data, storage=get_storage(),
-        max_bytes=settings.max_upload_bytes, url_ttl=settings.upload_url_ttl,
-        multipart_threshold=settings.multipart_threshold, part_size=settings.multipart_part_size,
-    )
-    return jsonify({
-        "asset_id": asset.id,
-        "upload": upload.as_dict(),
-        "complete_url": url_for("admin.kit_asset_complete", kit_id=kit_id, asset_id=asset.id),
-    }), 201
-
-
-@admin_blueprint.post("/kits/<int:kit_id>/assets/<int:asset_id>/complete")
-@script_call("admin", forbidden=_UPLOADS_FOR_ADMINS, schema=CompleteInSchema)
-def kit_asset_complete(data: dict[str, Any], kit_id: int, asset_id: int) -> BaseResponse:
-    parts = [(p["part_number"], p["etag"]) for p in data.get("parts") or ()]
-    asset = kit_services.get_asset(kit_services.get_kit(kit_id), asset_id)
-    asset = uploads.complete_asset(asset, storage=get_storage(), parts=parts or None)
-    return jsonify({"id": asset.id, "filename": asset.filename, "status": asset.status})
 
 
 KIT_STATUS_LABELS = {

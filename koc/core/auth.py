@@ -33,11 +33,13 @@ from typing import Any, cast
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Flask, Response, current_app, g, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, request, session
 from flask_smorest import abort
+from flask_wtf.csrf import CSRFError, validate_csrf
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from wtforms.validators import ValidationError as FormValidationError
 
 from koc.core.db import BigIntPK, UTCDateTime, utcnow
 from koc.core.errors import DomainError
@@ -47,6 +49,11 @@ from koc.extensions import Model, db
 # not); create_app puts its SQL condition here, so core never imports a domain.
 MEMBER_ACCESS_RULE = "koc.member_access_rule"
 TOKEN_PREFIX = "koc_"  # noqa: S105 - a marker that makes leaked tokens easy to scan for
+# The admin panel's cookie session: the staff id and the random id of its StaffSession row.
+SESSION_STAFF_KEY = "staff_id"
+SESSION_SECRET_KEY = "staff_session"  # noqa: S105 - a session key's name
+# The header the admin panel's scripts send the session's CSRF token in.
+CSRF_HEADER = "X-CSRFToken"
 # How stale `last_used_at` may get: writing it on every request would make every read a write.
 LAST_USED_PRECISION = timedelta(minutes=5)
 _password_hasher = PasswordHasher()
@@ -389,7 +396,8 @@ def _principal_of_token(secret: str) -> Principal | None:
 # --- member portal sessions --------------------------------------------------------------------
 
 MEMBER_COOKIE = "koc_member"
-CSRF_HEADER = "X-CSRF-Token"
+# The header the portal's scripts send their page's CSRF value in (the panel's is CSRF_HEADER).
+MEMBER_CSRF_HEADER = "X-CSRF-Token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -457,7 +465,7 @@ def _csrf_ok() -> bool:
     if request.method in _SAFE_METHODS:
         return True
     token = member_session_token()
-    sent = request.headers.get(CSRF_HEADER, "")
+    sent = request.headers.get(MEMBER_CSRF_HEADER, "")
     return token is not None and bool(sent) and hmac.compare_digest(
         sent, member_csrf_token(token))
 
@@ -500,13 +508,39 @@ def current_staff_id() -> int:
     return staff_id
 
 
+def _principal_from_session() -> Principal | None:
+    """The admin panel's signed-in staff, when the request also carries the session's CSRF token.
+
+    The panel's scripts call the API with the cookie session and the `X-CSRFToken` header; a
+    cookie alone is what a forged cross-site request would carry, so without the token the
+    session counts for nothing (and `_authorize` says why).
+    """
+    secret = session.get(SESSION_SECRET_KEY)
+    if not isinstance(secret, str):
+        return None
+    staff = staff_of_session(secret)
+    if staff is None or staff.id != session.get(SESSION_STAFF_KEY):
+        return None
+    try:
+        validate_csrf(request.headers.get(CSRF_HEADER))
+    except (CSRFError, FormValidationError):
+        request.environ["koc.caller_refused"] = "csrf"
+        return None
+    return Principal(staff_id=staff.id, role=StaffRole(staff.role))
+
+
 def _caller() -> Principal | None:
     # Looked up once per request: the before-request check and the route's guard share it.
     # Kept in the WSGI environ, not `g`: a request made inside an app context already pushed
     # (a test, a shell) shares that context's `g` with every other request made there.
+    # A bearer token, when sent, is the only credential looked at: a request with a bad token
+    # is refused even if it also carries a panel session.
     environ = request.environ
     if "koc.caller" not in environ:
-        environ["koc.caller"] = _principal_from_header()
+        if request.headers.get("Authorization"):
+            environ["koc.caller"] = _principal_from_header()
+        else:
+            environ["koc.caller"] = _principal_from_session()
     return environ["koc.caller"]
 
 
@@ -515,8 +549,11 @@ def _authorize(check: Callable[[Principal], bool], *, cookie: bool = False) -> N
     if principal is None and cookie and "Authorization" not in request.headers:
         principal = session_member()
         if principal is not None and not _csrf_ok():
-            abort(403, message=f"A write with the portal session needs the {CSRF_HEADER} "
-                               "header of its page.")
+            abort(403, message=f"A write with the portal session needs the "
+                               f"{MEMBER_CSRF_HEADER} header of its page.")
+    if principal is None and request.environ.get("koc.caller_refused") == "csrf":
+        abort(403, message=f"A signed-in panel session must send its CSRF token in the "
+                           f"{CSRF_HEADER} header.")
     if principal is None:
         abort(401, message="A valid bearer token is required.")
     elif not check(principal):

@@ -26,7 +26,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import RateLimitItem, parse_many
 
-from koc.core.auth import MEMBER_COOKIE, request_caller
+from koc.core.auth import request_caller
 from koc.core.errors import error_body
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ def caller_key() -> str:
 def _not_a_token_write() -> bool:
     return (request.method not in {"POST", "PUT", "PATCH", "DELETE"}
             or not request.path.startswith("/api/")
-            or not (request.headers.get("Authorization")
-                    or request.cookies.get(MEMBER_COOKIE)))
+            or (not request.headers.get("Authorization") and request_caller() is None))
 
 
 def _setting(name: str) -> Callable[[], str]:

@@ -354,7 +354,7 @@ def candidate_list() -> tuple[str, int]:
     now = utcnow()
     # Tens of millions of users: the total is the planner's estimate, as in the API.
     paged = paginate(candidates.candidates_query(**query, now=now), PER_PAGE,
-                     count=candidates.count_candidates)
+                     estimate=candidates.count_candidates)
     ruleset = candidate_rules.current_rules()
     return render_template(
         "admin/members/candidates.html", paged=paged, raw=raw, problems=problems,

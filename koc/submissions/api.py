@@ -40,8 +40,11 @@ from koc.submissions.schemas import (
     ReopenInSchema,
     ReviewEventOutSchema,
     ReviewInSchema,
+    ScoringPreviewInSchema,
+    ScoringPreviewOutSchema,
     ScoringRulesInSchema,
     ScoringRulesOutSchema,
+    ScoringVersionOutSchema,
     SnapshotOutSchema,
     SocialAccountAudienceSchema,
     SubmissionInSchema,
@@ -298,6 +301,33 @@ def put_scoring_rules(data: dict):
     """Save a new rules version. Approved scores keep the version they were approved under."""
     row = rules.save_scoring_rules(data["rules"], staff_id=current_principal().staff_id)
     return row
+
+
+@blp.get("/scoring/rules/versions")
+@blp.response(200, ScoringVersionOutSchema(many=True))
+@blp.paginate(SelectPage)
+@staff_required("viewer")
+def scoring_rules_versions():
+    """Every saved scoring rules version, newest first, for the history and its restore.
+
+    Restoring an older version is saving its rules again with PUT /scoring/rules."""
+    return rules.scoring_versions()
+
+
+@blp.post("/scoring/rules/preview")
+@blp.arguments(ScoringPreviewInSchema)
+@blp.response(200, ScoringPreviewOutSchema)
+@staff_required("admin")
+def preview_scoring_rules(data: dict):
+    """The worked breakdown of a sample post under the rules sent; saves nothing."""
+    candidate = data["rules"]
+    audience = candidate["audience"]
+    if audience["min_followers"] > audience["reference_followers"]:
+        raise DomainError(422, "min_followers must not exceed reference_followers.", errors={
+            "json": {"rules": {"audience": {"min_followers": [
+                "must not exceed reference_followers"]}}}})
+    total, breakdown = rules.preview_score(candidate, **data["sample"], posted_at=utcnow())
+    return {"score": float(total), "score_breakdown": breakdown}
 
 
 @blp.get("/me/points")

@@ -67,6 +67,11 @@ class MediaUpload(Model):
         return self.content_type.startswith("image/")
 
 
+# Which submissions wait for a reviewer, as the queue's partial index states it.
+REVIEW_QUEUE_SQL = "status = 'pending' OR held_at IS NOT NULL"
+DECIDED_SQL = "status IN ('approved', 'rejected') AND held_at IS NULL"
+
+
 class Submission(Model):
     __tablename__ = "submissions"
 
@@ -131,6 +136,14 @@ class Submission(Model):
         sa.Index("ix_submissions_status_created", "status", "created_at"),
         sa.UniqueConstraint("platform", "post_id"),
         sa.Index("ix_submissions_held_at", "held_at"),
+        # The review queue (pending, or held on new figures), oldest first: its page and its
+        # count read this small index instead of the whole table.
+        sa.Index("ix_submissions_queue", "created_at", "id",
+                 postgresql_where=sa.text(REVIEW_QUEUE_SQL),
+                 sqlite_where=sa.text(REVIEW_QUEUE_SQL)),
+        # The queue's decided view (to re-open), most recently decided first.
+        sa.Index("ix_submissions_decided", "reviewed_at", "id",
+                 postgresql_where=sa.text(DECIDED_SQL), sqlite_where=sa.text(DECIDED_SQL)),
     )
 
     @property

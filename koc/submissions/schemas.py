@@ -310,6 +310,29 @@ class ScoringRulesOutSchema(Schema):
     created_at = fields.DateTime(allow_none=True)
 
 
+class ScoringVersionOutSchema(ScoringRulesOutSchema):
+    created_by_staff_id = fields.Integer(allow_none=True)
+
+
+class SamplePostSchema(Schema):
+    """A made-up post for the scoring preview."""
+
+    metrics = fields.Nested(MetricsSchema, load_default=dict)
+    rating = kf.Integer(load_default=None, allow_none=True, minimum=1, maximum=5)
+    followers = kf.BigInteger(load_default=None, allow_none=True)
+    followers_confirmed = fields.Boolean(load_default=False)
+    in_window = fields.Boolean(load_default=False)
+
+
+class ScoringPreviewInSchema(ScoringRulesInSchema):
+    sample = fields.Nested(SamplePostSchema, load_default=dict)
+
+
+class ScoringPreviewOutSchema(Schema):
+    score = fields.Float()
+    score_breakdown = fields.Dict(metadata={"description": "the parts that add up to `score`"})
+
+
 class PointsEntrySchema(Schema):
     id = fields.Integer()
     source = fields.String()

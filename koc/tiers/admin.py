@@ -4,13 +4,14 @@ roster and a member's tier timeline.
 Thin handlers over the koc.tiers.services topics (rules, engine, drops, groups), with the same
 validation as the API (TiersInSchema + validate_tiers, DropInSchema): the Flask-WTF forms here only
 carry the posted text and the CSRF token, the API's schemas check it. CSRF is checked by
-Flask-WTF's CSRFProtect on every POST, including the JSON preview (token in the X-CSRFToken
-header).
+Flask-WTF's CSRFProtect on every form POST; the pages' scripts write through /api/v1 with the
+session and the X-CSRFToken header.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,10 +20,8 @@ from flask import (
     abort,
     current_app,
     flash,
-    jsonify,
     redirect,
     render_template,
-    request,
     url_for,
 )
 from flask_babel import gettext as _
@@ -41,25 +40,34 @@ from koc.admin.blueprint import (
     undo_if_refused,
 )
 from koc.admin.forms import ActionForm
-from koc.assets.models import Kit, KitStatus
+from koc.admin.i18n import metric_display_name, tier_display_name
+from koc.assets.models import Asset, Download, Kit, KitStatus
+from koc.core.audit import AuditEvent
 from koc.core.auth import Staff
+from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.wecom.client import WeComError
 from koc.extensions import db
 from koc.members.models import Member
 from koc.members.services.roster import get_member
+from koc.submissions.models import FollowerCheck, PointsEntry, Submission
 from koc.submissions.services import posts
-from koc.tiers.models import Drop, DropClaim, KitAnnouncement, TierRuleSet
+from koc.tiers.models import Badge, Drop, DropClaim, KitAnnouncement, TierRuleSet
 from koc.tiers.schemas import DropInSchema, TiersInSchema
 from koc.tiers.services import drops as drop_service
 from koc.tiers.services import engine, groups, wecom_groups
 from koc.tiers.services import history as tier_history_service
 from koc.tiers.services import progress as member_progress
 from koc.tiers.services import rules as rule_service
+from koc.tiers.services.metrics import METRICS
 from koc.tiers.wecom import wecom_client
 
 DROPS_PER_PAGE = 25
+# Each list on the member page shows the newest this many rows.
+MEMBER_LIST_LIMIT = 50
 PREVIEW_SAMPLE = 20
+# The rules pages list this many saved versions.
+HISTORY_LIMIT = 50
 # Drop form fields the schema wants as integers; the form posts strings.
 _DROP_INT_FIELDS = ("quantity", "per_member_limit", "post_within_days")
 _DROP_FIELDS = ("product_name", "sku", "quantity", "per_member_limit", "min_tier", "opens_at",
@@ -152,6 +160,9 @@ def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | No
             sa.select(TierRuleSet).where(TierRuleSet.version == rules.version))
     if saved is not None and saved.created_by_staff_id:
         author = db.session.get(Staff, saved.created_by_staff_id)
+    versions = list(db.session.scalars(rule_service.rule_versions().limit(HISTORY_LIMIT)))
+    authors = _emails({v.created_by_staff_id for v in versions if v.created_by_staff_id})
+    raw_names = {t["key"]: t["name"] for t in rules.tiers}
     return render_template(
         "admin/tiers/rules.html",
         rules=rules,
@@ -163,7 +174,23 @@ def _render_rules(*, text: str | None = None, errors: list[tuple[str, str]] | No
         can_edit=is_admin(),
         demotions={t["key"]: {**rule_service.DEFAULT_DEMOTION, **(t.get("demotion") or {})}
                    for t in rules.tiers},
+        tier_name=lambda key: tier_display_name(key, raw_names),
+        metric_name=metric_display_name,
+        versions=versions,
+        authors=authors,
+        editor_meta={
+            "metrics": [[key, metric_display_name(key)] for key in METRICS],
+            "default_demotion": rule_service.DEFAULT_DEMOTION,
+            "tier_names": {key: tier_display_name(key, raw_names) for key in raw_names},
+        },
     ), status
+
+
+def _emails(staff_ids: set[int]) -> dict[int, str]:
+    if not staff_ids:
+        return {}
+    return dict(db.session.execute(
+        sa.select(Staff.id, Staff.email).where(Staff.id.in_(staff_ids))).all())
 
 
 @admin_blueprint.get("/tiers")
@@ -175,6 +202,8 @@ def tier_rules() -> tuple[str, int]:
 @admin_blueprint.post("/tiers")
 @login_required("admin")
 def save_tier_rules() -> BaseResponse | tuple[str, int]:
+    """The page without JavaScript: the JSON form's Preview and Save buttons post here. With
+    JavaScript the page previews and saves through /api/v1/tiers/rules(/preview)."""
     form = RulesForm()
     if not form.validate_on_submit():
         abort(400)
@@ -184,26 +213,10 @@ def save_tier_rules() -> BaseResponse | tuple[str, int]:
         flash(_("The rules were not saved: fix the fields named below."), "error")
         return _render_rules(text=text, errors=errors, status=422)
     if form.action.data == "preview":
-        # Without JavaScript, the Preview button posts the form here.
         return _render_rules(text=text, preview=_preview(tiers))
     rules = rule_service.save_rules(tiers, staff_id=current_staff().id)
     flash(_("Tier rules saved as version %(version)d.", version=rules.version), "success")
     return redirect(url_for("admin.tier_rules"))
-
-
-@admin_blueprint.post("/tiers/preview")
-@login_required("admin")
-def preview_tier_rules() -> BaseResponse | tuple[BaseResponse, int]:
-    """JSON for the live preview: {"rules": "<the editor's text>"} in, counts and a sample out
-    (or the errors naming each field); computed by engine.preview, writing nothing."""
-    payload = request.get_json(silent=True)
-    text = payload.get("rules") if isinstance(payload, dict) else None
-    if not isinstance(text, str):
-        return jsonify(errors=[{"field": "rules", "message": _("Send the rules as text.")}]), 400
-    tiers, errors = _load_rules(text)
-    if tiers is None:
-        return jsonify(errors=[{"field": f, "message": m} for f, m in errors]), 422
-    return jsonify(_preview(tiers))
 
 
 # --- early-access drops ------------------------------------------------------------------------
@@ -234,6 +247,32 @@ def _as_utc(value: str) -> str:
     return parsed.isoformat()
 
 
+@dataclass(frozen=True)
+class LotteryProof:
+    """What anyone needs to re-run a drawn lottery, and whether re-running gives its winners."""
+
+    seed: str
+    quantity: int
+    entry_ids: list[int]
+    winner_ids: list[int]
+    winners: list[tuple[int, int, str]]  # (entry id, member id, name), for the page
+    rerun_matches: bool
+
+
+def _lottery_proof(drop: Drop) -> LotteryProof:
+    entries = db.session.execute(
+        sa.select(DropClaim.id, DropClaim.member_id, DropClaim.status, Member.display_name)
+        .join(Member, Member.id == DropClaim.member_id)
+        .where(DropClaim.drop_id == drop.id).order_by(DropClaim.id)).all()
+    entry_ids = [e.id for e in entries]
+    winner_ids = [e.id for e in entries if e.status == "won"]
+    rerun = drop_service.lottery_winners(drop.lottery_seed or "", entry_ids, drop.quantity)
+    return LotteryProof(
+        seed=drop.lottery_seed or "", quantity=drop.quantity, entry_ids=entry_ids,
+        winner_ids=winner_ids, rerun_matches=rerun == winner_ids,
+        winners=[(e.id, e.member_id, e.display_name) for e in entries if e.status == "won"])
+
+
 def _render_drops(*, form: DropForm | None = None,
                   errors: list[tuple[str, str]] | None = None, status: int = 200
                   ) -> tuple[str, int]:
@@ -250,6 +289,9 @@ def _render_drops(*, form: DropForm | None = None,
     rules = rule_service.current_rules()
     return render_template(
         "admin/tiers/drops.html",
+        proofs={drop.id: _lottery_proof(drop) for drop in drops
+                if drop.allocation == "lottery" and drop.drawn_at is not None},
+        now=utcnow(),
         drops=drops,
         claims=claims,
         seeding={drop.id: drop_service.seeding_report(drop) for drop in drops},
@@ -319,6 +361,46 @@ def senior_removed(member_id: int) -> BaseResponse:
 
 # --- a member's page ---------------------------------------------------------------------------
 
+def _latest(stmt: sa.Select, limit: int = MEMBER_LIST_LIMIT) -> list[Any]:
+    return list(db.session.execute(stmt.limit(limit)).all())
+
+
+def _member_activity(member: Member) -> dict[str, Any]:
+    """Everything the member page lists besides the tier: each list newest first and bounded."""
+    mid = member.id
+    ledger = _latest(sa.select(PointsEntry).where(PointsEntry.member_id == mid)
+                     .order_by(PointsEntry.created_at.desc(), PointsEntry.id.desc()))
+    balance = db.session.scalar(sa.select(sa.func.coalesce(sa.func.sum(PointsEntry.points), 0))
+                                .where(PointsEntry.member_id == mid))
+    submissions = _latest(
+        sa.select(Submission, Kit.title).outerjoin(Kit, Kit.id == Submission.kit_id)
+        .where(Submission.member_id == mid).order_by(Submission.id.desc()))
+    downloads = _latest(
+        sa.select(Download, Kit.title, Asset.filename).join(Kit, Kit.id == Download.kit_id)
+        .outerjoin(Asset, Asset.id == Download.asset_id)
+        .where(Download.member_id == mid).order_by(Download.id.desc()))
+    badges = list(db.session.scalars(sa.select(Badge).where(Badge.member_id == mid)
+                                     .order_by(Badge.id.desc()).limit(MEMBER_LIST_LIMIT)))
+    claims = _latest(
+        sa.select(DropClaim, Drop.product_name, Drop.sku).join(Drop, Drop.id == DropClaim.drop_id)
+        .where(DropClaim.member_id == mid).order_by(DropClaim.id.desc()))
+    checks = list(db.session.scalars(
+        sa.select(FollowerCheck).where(FollowerCheck.member_id == mid)
+        .order_by(FollowerCheck.id.desc()).limit(MEMBER_LIST_LIMIT)))
+    targets = [f"member:{mid}"] + [f"submission:{row[0].id}" for row in submissions]
+    actions = list(db.session.scalars(
+        sa.select(AuditEvent).where(AuditEvent.target.in_(targets))
+        .order_by(AuditEvent.id.desc()).limit(MEMBER_LIST_LIMIT)))
+    return {"ledger": [row[0] for row in ledger], "balance": balance,
+            "submissions": submissions, "downloads": downloads, "badges": badges,
+            "claims": claims, "follower_checks": checks, "staff_actions": actions}
+
+
+def _details_text(details: Any) -> str:
+    """An audit row's details as readable JSON (Chinese reasons as written, not \\u escapes)."""
+    return json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)
+
+
 @admin_blueprint.get("/members/<int:member_id>")
 @login_required("viewer")
 def member_page(member_id: int) -> str:
@@ -326,13 +408,17 @@ def member_page(member_id: int) -> str:
     history = tier_history_service.tier_history(member.id)
     # The numbers the tier rests on, each with where it came from and who confirmed it.
     best = [(post, posts.counted_snapshot(post)) for post in posts.best_posts(member.id)]
+    activity = _member_activity(member)
     staff_ids = {c.changed_by_staff_id for c in history if c.changed_by_staff_id}
     staff_ids |= {a.followers_confirmed_by_staff_id for a in member.social_accounts
                   if a.followers_confirmed_by_staff_id}
     staff_ids |= {s.decided_by_staff_id for _post, s in best if s and s.decided_by_staff_id}
+    staff_ids |= {c.staff_id for c in activity["follower_checks"] if c.staff_id}
     staff = dict(db.session.execute(
         sa.select(Staff.id, Staff.email).where(Staff.id.in_(staff_ids))).all()) if staff_ids else {}
     rules = rule_service.current_rules()
+    raw_names = {t["key"]: t["name"] for t in rules.tiers}
+    tier_names = {key: tier_display_name(key, raw_names) for key in raw_names}
     return render_template(
         "admin/tiers/member.html",
         member=member,
@@ -340,8 +426,12 @@ def member_page(member_id: int) -> str:
         history=history,
         best_posts=best,
         staff=staff,
-        tier_names={t["key"]: t["name"] for t in rules.tiers},
+        tier_names=tier_names,
+        tiers=[(t["key"], tier_names[t["key"]]) for t in sorted(rules.tiers,
+                                                                key=lambda t: t["rank"])],
         can_edit=is_admin(),
+        details_text=_details_text,
+        **activity,
     )
 
 

@@ -53,6 +53,7 @@ from koc.tiers.schemas import (
     RosterSchema,
     SeedingSchema,
     TierCountSchema,
+    TierRulesVersionSchema,
     TiersInSchema,
     TiersOutSchema,
     WeComSyncSchema,
@@ -97,6 +98,17 @@ def put_rules(data: dict):
 @staff_required("admin")
 def preview_rules(data: dict):
     return engine.preview(data["tiers"])
+
+
+@blp.get("/tiers/rules/versions")
+@blp.response(200, TierRulesVersionSchema(many=True))
+@blp.paginate(SelectPage)
+@staff_required("viewer")
+def tier_rules_versions():
+    """Every saved tier rules version, newest first, for the history and its restore.
+
+    Restoring an older version is saving its tiers again with PUT /tiers/rules."""
+    return rules.rule_versions()
 
 
 @blp.post("/tiers/recalculate")

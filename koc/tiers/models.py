@@ -39,6 +39,25 @@ class TierRun(Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class TierSnapshot(Model):
+    """Members per tier on one day (UTC), written by the tier job: the dashboard's members per
+    tier over time. One row per (day, tier); a later run the same day overwrites that day's
+    rows, so re-runs converge. `tier_key` "none" counts members without a tier."""
+
+    __tablename__ = "tier_snapshots"
+
+    day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    tier_key: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    members: Mapped[int] = mapped_column(default=0)
+    at_risk: Mapped[int] = mapped_column(default=0)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.CheckConstraint("members >= 0 AND at_risk >= 0 AND at_risk <= members",
+                           name="counts_valid"),
+    )
+
+
 class TierRunPart(Model):
     """One member-id range of a run split across workers; done once, whoever runs it."""
 

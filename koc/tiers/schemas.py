@@ -58,6 +58,13 @@ class TiersOutSchema(Schema):
     tiers = fields.List(fields.Nested(TierSchema))
 
 
+class TierRulesVersionSchema(Schema):
+    version = fields.Integer()
+    tiers = fields.List(fields.Dict())
+    created_at = fields.DateTime()
+    created_by_staff_id = fields.Integer(allow_none=True)
+
+
 class ChangeSchema(Schema):
     member_id = fields.Integer()
     from_ = fields.String(data_key="from", attribute="from", allow_none=True)

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from koc.core.auth import create_staff
 from koc.extensions import db
+from tests.plugins.services import missing_service
 
 PASSWORD = "correct horse battery staple"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -84,3 +91,59 @@ def pending_submission(member_api: Callable[..., Any]) -> Callable[..., int]:
         return response.json["id"]
 
     return factory
+
+
+# --- the browser: Debian's Chromium over a live server -----------------------------------------
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+@pytest.fixture
+def zh_page() -> Iterator[Any]:
+    """A Chromium page in zh-CN that records console errors in `page.problems`."""
+    if not CHROMIUM.exists():
+        missing_service(f"Chromium is not installed at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            problems: list[str] = []
+            # A CSP violation, a missing script or a script error shows up here.
+            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error"
+                    else None)
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.problems = problems
+            yield page
+            context.close()
+        finally:
+            browser.close()
+
+
+def sign_in(page: Any, live_server: str, email: str, path: str) -> None:
+    """Open `path`, sign in on the login page it redirects to, and land on `path`."""
+    page.goto(f"{live_server}{path}")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.locator("button[type=submit]").last.click()
+    page.wait_for_url(f"{live_server}{path}")
+
+
+def screenshot(page: Any, name: str) -> None:
+    """A full-page screenshot into screenshots/ (git-ignored), for a person to look at."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

@@ -7,83 +7,28 @@ look at; the assertions are about what the page shows.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from koc.assets.models import Kit
 from koc.core.db import utcnow
 from koc.core.events.models import OutboxEvent, Webhook, WebhookDelivery
 from koc.extensions import db
 from koc.members.models import Member
-from koc.tiers.models import TierRun
-from tests.admin.conftest import PASSWORD
+from koc.tiers.models import TierRun, TierSnapshot
+from koc.tiers.services.snapshots import take_snapshot
+from tests.admin.conftest import screenshot as _screenshot
+from tests.admin.conftest import sign_in as _sign_in
 from tests.plugins.services import missing_service
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 ECHARTS = Path(__file__).resolve().parents[2] / "koc/admin/static/vendor/echarts.min.js"
-
-
-@pytest.fixture
-def live_server(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-
-
-@pytest.fixture
-def zh_page() -> Iterator[Any]:
-    """A Chromium page in zh-CN that records console errors in `page.problems`."""
-    if not CHROMIUM.exists():
-        missing_service(f"Chromium is not installed at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            problems: list[str] = []
-            # A CSP violation, a missing script or a script error shows up here.
-            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error"
-                    else None)
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.problems = problems
-            yield page
-            context.close()
-        finally:
-            browser.close()
-
-
-def _sign_in(page: Any, live_server: str, email: str, path: str) -> None:
-    page.goto(f"{live_server}{path}")
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    page.locator("button[type=submit]").last.click()
-    page.wait_for_url(f"{live_server}{path}")
-
-
-def _screenshot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture
@@ -115,6 +60,11 @@ def busy_programme(app: Flask, member_api: Callable[..., Any], staff_api: Callab
         db.session.flush()
         db.session.add(WebhookDelivery(event_id=event.id, webhook_id=hook.id,
                                        status="failed", attempts=8))
+        # The tier job's daily snapshots: yesterday (only the senior), today (both).
+        db.session.add(TierSnapshot(day=(now - timedelta(days=1)).date(), tier_key="senior",
+                                    members=1, at_risk=0))
+        db.session.flush()
+        take_snapshot(now)
         db.session.commit()
     return {"senior": senior[0], "certified": certified[0]}
 
@@ -131,11 +81,14 @@ def test_dashboard_draws_every_chart_in_chinese_from_the_programmes_numbers(
     _sign_in(page, live_server, email, "/admin/")
 
     expect(page.locator("h1")).to_have_text("概览")
-    for name in ("tiers", "activity", "points", "funnels", "at_risk", "runs", "webhooks"):
+    for name in ("tiers_over_time", "tiers", "activity", "points", "funnels", "at_risk", "runs",
+                 "webhooks"):
         expect(page.locator(f"#chart-{name} canvas").first).to_be_visible()
     charts = json.loads(page.locator("#charts").get_attribute("data-charts"))
     # Tiers by their names in the panel's language, never the rule keys.
     assert set(charts["tiers"]["labels"]) == {"资深 KOC", "认证 KOC"}
+    over_time = {s["name"]: s["data"][-2:] for s in charts["tiers_over_time"]["series"]}
+    assert over_time == {"认证 KOC": [0, 1], "资深 KOC": [1, 1]}
     at_risk = dict(zip(charts["at_risk"]["labels"], charts["at_risk"]["series"][0]["data"],
                        strict=True))
     assert at_risk == {"认证 KOC": 1, "新品抢先体验": 0, "资深 KOC": 0}

@@ -61,10 +61,20 @@ def _count(app: Flask, model) -> int:
 
 
 def _preview(client: FlaskClient, text: str, token: str | None = None):
+    """The page's live preview: the API's preview with the session and its CSRF token."""
     if token is None:
         token = csrf_token(client.get("/admin/tiers").text)
-    return client.post("/admin/tiers/preview", json={"rules": text},
+    return client.post("/api/v1/tiers/rules/preview", json=json.loads(text),
                        headers={"X-CSRFToken": token})
+
+
+def _error_fields(messages: Any, path: str = "") -> list[str]:
+    """The API's nested field errors as dotted paths: tiers.0.rules.any.0.metric."""
+    if isinstance(messages, dict):
+        return [found for key, value in messages.items()
+                for found in _error_fields(value, path if key in ("json", "_schema")
+                                           else f"{path}.{key}" if path else str(key))]
+    return [path]
 
 
 def _signed_in_as(app: Flask, make_staff: Callable, role: str) -> tuple[int, FlaskClient]:
@@ -81,7 +91,8 @@ def test_viewer_reads_the_rules_but_cannot_save_or_preview(app: Flask, signed_in
     page = viewer.get("/admin/tiers")
     assert page.status_code == 200
     assert "Certified KOC" in page.text and "best_post_interactions" in page.text
-    assert 'id="rules-form"' not in page.text and "tier_rules.js" not in page.text
+    assert 'id="rules-form"' not in page.text and 'id="rules-save"' not in page.text
+    assert 'class="restore"' not in page.text
     assert "Only admins can change the rules." in page.text
     token = csrf_token(page.text)
 
@@ -101,6 +112,7 @@ def test_live_preview_counts_members_moving_and_writes_nothing(
     admin = signed_in("admin")
     page = admin.get("/admin/tiers")
     assert 'id="rules-form"' in page.text and "tier_rules.js" in page.text
+    assert 'id="rules-save"' in page.text
 
     current = _preview(admin, _rules_text())
     stricter = _preview(admin, _rules_text(_stricter_certified()))
@@ -175,15 +187,17 @@ def test_bad_rule_is_refused_naming_the_field(app: Flask, signed_in: Callable, c
     # The edited text is kept, so nothing typed is lost.
     assert "&#34;tiers&#34;" in saved.text or "&quot;tiers&quot;" in saved.text
     assert preview.status_code == 422
-    assert field in [error["field"] for error in preview.json["errors"]]
+    assert field in _error_fields(preview.json["errors"])
     assert _count(app, TierRuleSet) == 0
 
 
 def test_text_that_is_not_json_is_reported(signed_in: Callable):
     admin = signed_in("admin")
-    response = _preview(admin, '{"tiers": [')
+    token = csrf_token(admin.get("/admin/tiers").text)
+    response = admin.post("/admin/tiers", data={"csrf_token": token, "rules": '{"tiers": [',
+                                                "action": "preview"})
     assert response.status_code == 422
-    assert response.json["errors"][0]["field"] == "json"
+    assert "<code>json</code>" in response.text
 
 
 def test_posts_without_csrf_token_are_refused(
@@ -200,14 +214,17 @@ def test_posts_without_csrf_token_are_refused(
 
     responses = [
         admin.post("/admin/tiers", data={"rules": _rules_text(), "action": "save"}),
-        admin.post("/admin/tiers/preview", json={"rules": _rules_text()}),
-        admin.post("/admin/tiers/preview", json={"rules": _rules_text()},
-                   headers={"X-CSRFToken": "forged"}),
         admin.post("/admin/drops", data={"product_name": "x", "sku": "x", "quantity": "1"}),
         admin.post(f"/admin/groups/senior/{member_id}/removed"),
     ]
+    api_writes = [
+        admin.put("/api/v1/tiers/rules", json=json.loads(_rules_text())),
+        admin.put("/api/v1/tiers/rules", json=json.loads(_rules_text()),
+                  headers={"X-CSRFToken": "forged"}),
+    ]
 
-    assert [r.status_code for r in responses] == [400] * 5
+    assert [r.status_code for r in responses] == [400] * 3
+    assert [r.status_code for r in api_writes] == [403] * 2
     assert _count(app, TierRuleSet) == 0 and _count(app, Drop) == 0
     with app.app_context():
         assert db.session.scalar(sa.select(GroupMembership.removed_at)) is None
@@ -405,10 +422,12 @@ def test_editing_the_rules_updates_the_live_preview(
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(f"{live_server}/admin/tiers")
 
+    # The JSON is the advanced view, behind its summary.
+    page.click("#advanced summary")
     original = page.input_value("#rules")
     page.fill("#rules", original + "\n")
     expect(page.locator("#preview-promotions")).to_have_text("1")
-    expect(page.locator("#preview-sample")).to_contain_text("certified")
+    expect(page.locator("#preview-sample")).to_contain_text("Certified KOC")
 
     # The certified tier's single approved post becomes two: nobody would be promoted.
     assert original.count('"min": 1\n') == 1

@@ -17,13 +17,8 @@ from flask import Flask
 from koc.core.jobs import Job
 from koc.extensions import db
 from koc.members.models import InvitationCampaign
-from koc.members.tasks import import_users_task
-from tests.admin.test_admin_dashboard_browser import (  # noqa: F401 - fixtures
-    _screenshot,
-    _sign_in,
-    live_server,
-    zh_page,
-)
+from koc.members.tasks import import_users_task, rescore_candidates_job
+from tests.admin.conftest import screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -52,13 +47,13 @@ def _run_queued_import(app: Flask) -> None:
 
 
 def test_a_manager_imports_ranks_and_invites_in_chinese(
-        app: Flask, live_server: str, zh_page: Any, make_staff: Callable,  # noqa: F811
+        app: Flask, live_server: str, zh_page: Any, make_staff: Callable,
         tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     page = zh_page
     _staff_id, email = make_staff("admin", locale="zh_CN")
-    _sign_in(page, live_server, email, "/admin/users")
+    sign_in(page, live_server, email, "/admin/users")
     expect(page.locator("h1")).to_have_text("用户库")
 
     crm = tmp_path / "crm.csv"
@@ -71,7 +66,7 @@ def test_a_manager_imports_ranks_and_invites_in_chinese(
     expect(page.locator("#import-errors tbody tr")).to_have_count(1)
     expect(page.locator("#import-errors tbody td").first).to_have_text("5")
     expect(page.locator("#import-report")).to_be_visible()
-    _screenshot(page, "userbase-import")
+    screenshot(page, "userbase-import")
 
     page.fill("#lookup", "crm-2")
     page.get_by_role("button", name="查找").click()
@@ -93,9 +88,14 @@ def test_a_manager_imports_ranks_and_invites_in_chinese(
     preview = page.locator("#rules-preview-table tbody tr")
     expect(preview.first).to_have_attribute("data-external-id", "crm-5")
     expect(rows.first).to_have_attribute("data-external-id", "crm-2")
-    _screenshot(page, "userbase-candidates-preview")
+    screenshot(page, "userbase-candidates-preview")
     page.get_by_role("button", name="另存为新版本").click()
-    expect(page.locator(".flash-ok")).to_contain_text("已保存规则第 1 版")
+    expect(page.locator(".flash-ok")).to_contain_text("规则版本 1 已保存")
+    # The worker runs the rescoring job the save started; the list follows on the next load.
+    with app.app_context():
+        job = db.session.scalars(sa.select(Job).where(Job.kind == "candidates.rescore")).one()
+        rescore_candidates_job.run(job.id)
+    page.reload()
     expect(page.locator("#candidates tbody tr").first).to_have_attribute(
         "data-external-id", "crm-5")
     expect(page.locator("#candidate-total")).to_contain_text("规则第 1 版")
@@ -111,5 +111,5 @@ def test_a_manager_imports_ranks_and_invites_in_chinese(
     with app.app_context():
         campaign = db.session.scalars(sa.select(InvitationCampaign)).one()
         assert campaign.filter == {"city": "广州"}
-    _screenshot(page, "userbase-campaigns")
+    screenshot(page, "userbase-campaigns")
     assert page.problems == []

@@ -243,3 +243,26 @@ def test_the_migration_encrypts_webhooks_stored_in_plain_text(make_app: Callable
         assert raw.url.startswith("fernet:") and raw.secret.startswith("fernet:")
         hook = db.session.scalars(sa.select(Webhook)).one()
         assert (hook.url, hook.secret) == ("https://hooks.example.com/x", SECRET)
+
+
+def test_a_test_event_reaches_only_that_webhook_signed_and_logged(
+    open_app: Flask, receiver: Receiver
+):
+    admin = Api(open_app.test_client(), staff_token_for(open_app, email="ops@example.com"))
+    hook = admin.post("/webhooks", json={"url": receiver.url, "events": ["kit.published"],
+                                         "secret": SECRET}).json
+    other = admin.post("/webhooks", json={"url": receiver.url + "?other", "events":
+                                          ["kit.published"], "secret": SECRET}).json
+
+    sent = admin.post(f"/webhooks/{hook['id']}/test")
+    with open_app.app_context():
+        assert deliver_due.run() == 1
+
+    assert sent.status_code == 201 and sent.json["event_type"] == "webhook.test"
+    headers, body = receiver.requests[0]
+    StandardWebhook(SECRET).verify(body, headers)
+    assert json.loads(body)["type"] == "webhook.test"
+    assert admin.get(f"/webhooks/{hook['id']}/deliveries").json[0]["status"] == "delivered"
+    assert admin.get(f"/webhooks/{other['id']}/deliveries").json == []
+    assert admin.post("/webhooks/999999/test").status_code == 404
+    assert [r.action for r in audit_rows(open_app, action="webhook.test")] == ["webhook.test"]

@@ -85,7 +85,7 @@ def test_member_page_shows_where_each_tier_number_came_from(app: Flask, staff_ap
     created = post_submission(member, metrics={"likes": 20})
     client = _reviewer(app)
     page = client.get(f"/admin/members/{joined['id']}").text
-    assert "not confirmed: counts as at least the floor" in page
+    assert "Counts as at least the floor until confirmed" in page
     reviewer = staff_api("reviewer")
     reviewer.post(f"/submissions/{created['id']}/review", json={"decision": "approve"})
     member.post(f"/submissions/{created['id']}/metrics", json={"likes": 30})
@@ -96,9 +96,10 @@ def test_member_page_shows_where_each_tier_number_came_from(app: Flask, staff_ap
     client.post(f"/admin/reviews/{created['id']}/metrics/{snapshot_id}",
                 data={"csrf_token": csrf_token(page), "decision": "confirm"})
     page = client.get(f"/admin/members/{joined['id']}").text
-    assert "Confirmed: 900" in page and "Confirmed by a reviewer" in page
-    profile = page[page.index('id="profile"'):page.index('id="tier"')]
-    assert "audience@example.com" in profile
+    accounts = page[page.index('id="social-accounts"'):page.index('id="best-posts"')]
+    assert '<td class="num">900</td>' in accounts and "Confirmed by a reviewer" in accounts
+    assert '<td class="num">40</td>' in accounts  # as declared
+    assert "audience@example.com" in accounts
     best = page[page.index('id="best-posts"'):page.index('id="timeline"')]
     assert f"#{created['id']}" in best and ">30<" in best
     assert "audience@example.com" in best

@@ -14,7 +14,7 @@
   var font = '"Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", sans-serif';
   // Bar charts for counts, lines for series over time; funnels side by side as grouped bars.
   var kinds = {
-    tiers: "bar", activity: "line", points: "bar", funnels: "bar", at_risk: "bar",
+    tiers_over_time: "line", tiers: "bar", activity: "line", points: "bar", funnels: "bar", at_risk: "bar",
     runs: "bar", webhooks: "bar"
   };
   var colours = { webhooks: ["#2e7d32", "#f9a825", "#c62828"] };
@@ -22,7 +22,7 @@
 
   function hasData(chart) {
     return chart.series.some(function (s) {
-      return s.data.some(function (v) { return v > 0; });
+      return s.data.some(function (v) { return v !== null && v > 0; });
     });
   }
 

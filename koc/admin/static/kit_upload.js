@@ -1,8 +1,9 @@
 // Direct-to-storage upload for the kit page. No inline script: loaded from this file only.
-// 1. POST the file's name, type and size to the admin endpoint (session cookie + X-CSRFToken);
+// 1. POST the file's name, type and size to POST /api/v1/kits/{id}/assets (the session cookie
+//    and the X-CSRFToken header: the API takes a panel session with its CSRF token);
 // 2. PUT the bytes where the presigned request says (the object store, or the app's /storage
 //    route in the embedded set-up), one request or one per multipart part, with progress;
-// 3. POST .../complete, then reload the page.
+// 3. POST /api/v1/kits/{id}/assets/{asset_id}/complete, then reload the page.
 (function () {
   "use strict";
 
@@ -152,7 +153,8 @@
     }).then(function (created) {
       return uploadBytes(file, created.upload).then(function (parts) {
         show(100, message("finishing"));
-        return postJson(created.complete_url, parts ? { parts: parts } : {});
+        var complete = form.getAttribute("data-create-url") + "/" + created.asset_id + "/complete";
+        return postJson(complete, parts ? { parts: parts } : {});
       });
     }).then(function () {
       show(100, message("done", { name: file.name }));

@@ -31,6 +31,7 @@ from koc.core.events.delivery import (
 from koc.core.events.models import (
     EVENT_TYPES,
     FORMATS,
+    TEST_EVENT,
     DeliveryStatus,
     OutboxEvent,
     Webhook,
@@ -43,12 +44,14 @@ from koc.core.events.webhooks import (
     masked_url,
     register_webhook,
     replay_delivery,
+    send_test_event,
 )
 
 __all__ = [
     "EVENT_TYPES",
     "FORMATS",
     "MAX_ATTEMPTS",
+    "TEST_EVENT",
     "WECOM_MAX_BYTES",
     "DeliveryStatus",
     "OutboxEvent",
@@ -67,6 +70,7 @@ __all__ = [
     "masked_url",
     "register_webhook",
     "replay_delivery",
+    "send_test_event",
     "signature",
     "standard_headers",
     "wecom_batches",

@@ -106,6 +106,18 @@ def replay_delivery(webhook_id: int, delivery_id: int):
     return delivery
 
 
+@blp.post("/webhooks/<id:webhook_id>/test")
+@blp.response(201, DeliverySchema)
+@staff_required("admin")
+def send_test_event(webhook_id: int):
+    """Send a `webhook.test` event to this webhook only; its delivery shows in the log."""
+    webhook = events.get_webhook(webhook_id)
+    staff_id = current_principal().staff_id
+    delivery = events.send_test_event(webhook, staff_id=staff_id, now=utcnow())
+    audit.record("webhook.test", f"webhook:{webhook_id}", {"delivery": delivery.id})
+    return delivery
+
+
 @blp.delete("/webhooks/<id:webhook_id>")
 @blp.response(204)
 @staff_required("admin")

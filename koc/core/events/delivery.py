@@ -19,7 +19,13 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from koc.core import metrics
 from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
-from koc.core.events.models import DeliveryStatus, OutboxEvent, Webhook, WebhookDelivery
+from koc.core.events.models import (
+    TEST_EVENT,
+    DeliveryStatus,
+    OutboxEvent,
+    Webhook,
+    WebhookDelivery,
+)
 from koc.core.events.targets import TargetRefused, opener
 from koc.extensions import db
 
@@ -183,25 +189,33 @@ _INVITATION_LINES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+def _kit_line(data: dict) -> str:
+    line = f"新素材包 / New kit: {data.get('title', '')} (#{data.get('kit_id')})"
+    if data.get("product_name"):
+        line += f" · {data['product_name']}"
+    if data.get("launch_at"):
+        line += f" · launch {data['launch_at'][:10]}"
+    return line
+
+
+# One line per event in the WeCom robot's summaries, in both languages the teams read.
+_LINES = {
+    "kit.published": _kit_line,
+    "member.tier_changed": lambda data: (
+        f"等级变化 / Tier change: member #{data.get('member_id')} "
+        f"{data.get('from') or '-'} → {data.get('to') or '-'}"),
+    "group.invite": lambda data: (
+        f"邀请入群 / Invite to the senior group: member #{data.get('member_id')}"),
+    "group.remove": lambda data: (
+        f"移出群 / Remove from the senior group: member #{data.get('member_id')}"),
+    TEST_EVENT: lambda _data: "测试消息 / Test event from koc",
+    **_INVITATION_LINES,
+}
+
+
 def describe(event: OutboxEvent) -> str:
-    data = event.payload
-    if event.event_type == "kit.published":
-        line = f"新素材包 / New kit: {data.get('title', '')} (#{data.get('kit_id')})"
-        if data.get("product_name"):
-            line += f" · {data['product_name']}"
-        if data.get("launch_at"):
-            line += f" · launch {data['launch_at'][:10]}"
-        return line
-    if event.event_type == "member.tier_changed":
-        return (f"等级变化 / Tier change: member #{data.get('member_id')} "
-                f"{data.get('from') or '-'} → {data.get('to') or '-'}")
-    if event.event_type == "group.invite":
-        return f"邀请入群 / Invite to the senior group: member #{data.get('member_id')}"
-    if event.event_type == "group.remove":
-        return f"移出群 / Remove from the senior group: member #{data.get('member_id')}"
-    if event.event_type in _INVITATION_LINES:
-        return _INVITATION_LINES[event.event_type](data)
-    return f"{event.event_type} #{event.id}"
+    line = _LINES.get(event.event_type)
+    return line(event.payload) if line is not None else f"{event.event_type} #{event.id}"
 
 
 def wecom_batches(lines: list[str], *, limit: int = WECOM_MAX_BYTES) -> list[tuple[str, int]]:

@@ -16,6 +16,8 @@ from koc.extensions import Model
 EVENT_TYPES = ("kit.published", "member.tier_changed", "group.invite", "group.remove",
                "invitation.created", "invitation.expiring")
 FORMATS = ("json", "wecom")
+# Sent to one webhook on request (POST /api/v1/webhooks/{id}/test); nobody subscribes to it.
+TEST_EVENT = "webhook.test"
 
 
 class DeliveryStatus(enum.StrEnum):

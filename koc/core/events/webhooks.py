@@ -8,7 +8,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import sqlalchemy as sa
 
 from koc.core.errors import DomainError
-from koc.core.events.models import EVENT_TYPES, DeliveryStatus, Webhook, WebhookDelivery
+from koc.core.events.models import (
+    EVENT_TYPES,
+    TEST_EVENT,
+    DeliveryStatus,
+    OutboxEvent,
+    Webhook,
+    WebhookDelivery,
+)
 from koc.core.events.targets import check_url
 from koc.core.jobs import enqueue_after_commit
 from koc.extensions import db
@@ -82,4 +89,19 @@ def replay_delivery(webhook_id: int, delivery_id: int, *, now: datetime) -> Webh
         delivery.delivered_at = None
         db.session.flush()
         enqueue_after_commit("koc.core.events.deliver_due")
+    return delivery
+
+
+def send_test_event(webhook: Webhook, *, staff_id: int | None, now: datetime) -> WebhookDelivery:
+    """A `webhook.test` event for this webhook only, delivered (signed, retried, logged) like
+    any other, so a manager can check the receiver before real events flow."""
+    event = OutboxEvent(event_type=TEST_EVENT, created_at=now, payload={
+        "webhook_id": webhook.id, "sent_by_staff_id": staff_id,
+        "message": "A test event from koc: the receiver is reachable and checks signatures."})
+    db.session.add(event)
+    db.session.flush()
+    delivery = WebhookDelivery(event_id=event.id, webhook_id=webhook.id, next_attempt_at=now)
+    db.session.add(delivery)
+    db.session.flush()
+    enqueue_after_commit("koc.core.events.deliver_due")
     return delivery

@@ -15,7 +15,7 @@ from koc.assets.models import Download, Kit
 from koc.assets.services import kits
 from koc.core.db import utcnow
 from koc.extensions import db
-from koc.members.models import Invitation
+from koc.members.models import Invitation, Member
 from koc.submissions.models import METRICS, MetricSnapshot, Submission, SubmissionStatus
 
 
@@ -79,3 +79,29 @@ def campaign_posts(campaign_ids: list[int]) -> dict[int, dict[str, int]]:
              for row in rows}
     return {cid: found.get(cid, {"first_submission": 0, "first_approval": 0})
             for cid in campaign_ids}
+
+
+FUNNEL_STEPS = ("eligible", "downloaded", "posted", "approved")
+
+
+def funnel_members(kit: Kit, step: str, tier_ranks: Mapping[str, int]) -> sa.Select:
+    """The members behind one step of a kit's funnel, by member id: a select of Member rows.
+
+    eligible: the active members the kit targets now; downloaded: those issued a download
+    link; posted: those who submitted a post for it; approved: those with an approved one.
+    """
+    condition: sa.ColumnElement[bool]
+    if step == "eligible":
+        condition = Member.id.in_(kits.eligible_members(kit, tier_ranks, utcnow()))
+    elif step == "downloaded":
+        condition = sa.exists().where(Download.kit_id == kit.id, Download.member_id == Member.id)
+    elif step == "posted":
+        condition = sa.exists().where(Submission.kit_id == kit.id,
+                                      Submission.member_id == Member.id)
+    elif step == "approved":
+        condition = sa.exists().where(Submission.kit_id == kit.id,
+                                      Submission.member_id == Member.id,
+                                      Submission.status == SubmissionStatus.approved.value)
+    else:
+        raise ValueError(f"unknown funnel step {step!r}")
+    return sa.select(Member).where(condition).order_by(Member.id)

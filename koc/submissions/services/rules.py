@@ -17,7 +17,7 @@ from koc.submissions.models import (
     Submission,
 )
 from koc.submissions.services import scoring
-from koc.submissions.services.audience import audience_of
+from koc.submissions.services.audience import audience_of, followers_floor
 
 
 def current_scoring() -> tuple[int, dict[str, Any]]:
@@ -61,6 +61,27 @@ def save_scoring_rules(rules: dict[str, Any], *, staff_id: int | None) -> Scorin
         raise DomainError(409, "Another rules version was saved at the same moment; "
                                "reload and try again.") from exc
     return row
+
+
+def scoring_versions() -> sa.Select:
+    """Saved scoring rule versions, newest first (version 0, the default, is never saved)."""
+    return sa.select(ScoringRuleSet).order_by(ScoringRuleSet.version.desc())
+
+
+def preview_score(rules: dict[str, Any], *, metrics: dict[str, int], rating: int | None,
+                  followers: int | None, followers_confirmed: bool, in_window: bool,
+                  posted_at: datetime) -> tuple[Decimal, dict[str, Any]]:
+    """The worked breakdown of a sample post under `rules` (validated), saving nothing.
+
+    A declared (unconfirmed) follower count counts through the floor, as it does for real posts.
+    """
+    if followers is not None and not followers_confirmed:
+        followers = max(followers, followers_floor())
+    window = (None, None) if in_window else None
+    inputs = scoring.ScoreInputs(metrics=metrics, rating=rating, followers=followers,
+                                 followers_confirmed=followers_confirmed if followers is not None
+                                 else None, posted_at=posted_at, window=window)
+    return scoring.score(inputs, rules, 0)
 
 
 def _kit_window(kit_id: int | None) -> tuple[datetime | None, datetime | None] | None:

@@ -23,7 +23,7 @@ from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.submissions.models import FollowerCheck, MetricSnapshot, PointsEntry, Submission
 from koc.tiers.models import TierChange, TierRun, TierRunPart
-from koc.tiers.services import badges, groups, metrics
+from koc.tiers.services import badges, groups, metrics, snapshots
 from koc.tiers.services.metrics import MemberRange, MetricValues, metric_key
 from koc.tiers.services.rules import (
     RuleSet,
@@ -244,6 +244,7 @@ def recalculate(*, trigger: str, now: datetime | None = None,
     run.status = "succeeded"
     run.finished_at = utcnow()
     db.session.flush()
+    snapshots.take_snapshot(now)
     return RecalcSummary(run_id=run.id, rules_version=rules.version, kind=kind,
                          members_evaluated=evaluated, promotions=run.promotions,
                          demotions=run.demotions, changes=changes)
@@ -351,6 +352,8 @@ def run_part(part_id: int, *, now: datetime | None = None) -> bool:
     if totals[0] == 0:
         run.status, run.finished_at = "succeeded", utcnow()
         run.members_evaluated, run.promotions, run.demotions = totals[1:]
+        db.session.flush()
+        snapshots.take_snapshot(now)
     db.session.flush()
     return True
 

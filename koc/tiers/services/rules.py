@@ -60,6 +60,11 @@ def rules_of_version(version: int) -> RuleSet:
     return RuleSet(version, row.tiers) if row else RuleSet(0, copy.deepcopy(DEFAULT_TIERS))
 
 
+def rule_versions() -> sa.Select:
+    """Saved tier rules versions, newest first (version 0, the default, is never saved)."""
+    return sa.select(TierRuleSet).order_by(TierRuleSet.version.desc())
+
+
 def tier_ranks() -> dict[str, int]:
     return current_rules().ranks
 

@@ -1,0 +1,135 @@
+/* The review queue's keyboard, bulk decisions and re-opening.
+ *
+ * Keys (not while typing in a field): j / k move to the next / previous submission, x selects
+ * it, a approves it with the rating its form shows (the form posts as without a script), r puts
+ * the cursor in its reject reason. Bulk approve / reject and re-open go through /api/v1
+ * (POST /submissions/bulk-review, POST /submissions/{id}/reopen) with the session and the
+ * X-CSRFToken header; the page reloads after each so the queue shows what is left.
+ */
+(function () {
+  "use strict";
+
+  var cards = Array.prototype.slice.call(document.querySelectorAll(".submission"));
+  var current = -1;
+
+  function select(index) {
+    if (!cards.length) { return; }
+    index = Math.max(0, Math.min(cards.length - 1, index));
+    if (current >= 0 && cards[current]) { cards[current].classList.remove("current"); }
+    current = index;
+    var card = cards[current];
+    card.classList.add("current");
+    card.focus({ preventScroll: true });
+    card.scrollIntoView({ block: "nearest" });
+  }
+
+  function typing(target) {
+    var tag = target && target.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (target && target.isContentEditable);
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.altKey || event.ctrlKey || event.metaKey || typing(event.target)) { return; }
+    var card = cards[current];
+    if (event.key === "j") {
+      select(current + 1);
+    } else if (event.key === "k") {
+      select(current < 0 ? 0 : current - 1);
+    } else if (event.key === "x" && card) {
+      var box = card.querySelector(".select-submission");
+      if (box) { box.checked = !box.checked; updateCount(); }
+    } else if (event.key === "a" && card) {
+      var approve = card.querySelector(".approve-form");
+      if (approve) {
+        var url = approve.querySelector('input[name="post_url"]');
+        if (url && !url.value) { url.focus(); } else { approve.requestSubmit(); }
+      }
+    } else if (event.key === "r" && card) {
+      var reason = card.querySelector('.reject-form textarea[name="reason"]');
+      if (reason) { reason.focus(); }
+    } else {
+      return;
+    }
+    event.preventDefault();
+  });
+
+  cards.forEach(function (card, index) {
+    card.addEventListener("click", function () {
+      if (current !== index) {
+        if (current >= 0 && cards[current]) { cards[current].classList.remove("current"); }
+        current = index;
+        card.classList.add("current");
+      }
+    });
+  });
+
+  // Enter in a reject reason submits its form (the textarea would otherwise add a line).
+  document.querySelectorAll('.reject-form textarea[name="reason"]').forEach(function (area) {
+    area.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        area.form.requestSubmit();
+      }
+    });
+  });
+
+  // --- bulk -----------------------------------------------------------------------------------
+  var bulk = document.getElementById("bulk");
+  var boxes = Array.prototype.slice.call(document.querySelectorAll(".select-submission"));
+
+  function selectedIds() {
+    return boxes.filter(function (b) { return b.checked; }).map(function (b) { return Number(b.value); });
+  }
+
+  function updateCount() {
+    var count = document.getElementById("bulk-count");
+    if (count && bulk) { count.textContent = selectedIds().length + " " + bulk.dataset.msgSelected; }
+  }
+
+  if (bulk && window.kocApi) {
+    var result = document.getElementById("bulk-result");
+    boxes.forEach(function (b) { b.addEventListener("change", updateCount); });
+    document.getElementById("select-all").addEventListener("change", function (event) {
+      boxes.forEach(function (b) { b.checked = event.target.checked; });
+      updateCount();
+    });
+
+    var send = function (body) {
+      var ids = selectedIds();
+      if (!ids.length) { result.textContent = bulk.dataset.msgNone; return; }
+      body.ids = ids.slice(0, Number(bulk.dataset.max));
+      window.kocApi("POST", "/api/v1/submissions/bulk-review", body).then(function (answer) {
+        if (answer.ok) {
+          result.textContent = bulk.dataset.msgDone;
+          window.location.reload();
+        } else {
+          result.textContent = bulk.dataset.msgFailed + " " + window.kocApiErrors(answer.body).join("; ");
+        }
+      });
+    };
+    document.getElementById("bulk-approve").addEventListener("click", function () {
+      send({ decision: "approve", rating: Number(document.getElementById("bulk-rating").value) });
+    });
+    document.getElementById("bulk-reject").addEventListener("click", function () {
+      var note = document.getElementById("bulk-note").value.trim();
+      send({ decision: "reject", reason: document.getElementById("bulk-reason").value,
+             note: note || null });
+    });
+  }
+
+  // --- re-open --------------------------------------------------------------------------------
+  document.querySelectorAll(".reopen-form").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var note = form.querySelector('input[name="note"]').value.trim();
+      window.kocApi("POST", form.dataset.url, { note: note }).then(function (answer) {
+        if (answer.ok) {
+          window.location.reload();
+        } else {
+          form.querySelector(".reopen-result").textContent =
+            form.dataset.msgFailed + " " + window.kocApiErrors(answer.body).join("; ");
+        }
+      });
+    });
+  });
+}());
