@@ -61,14 +61,23 @@ def _member_history(member_id: int, exclude_submission_id: int) -> list[tuple[in
             for interactions, posted, views, recorded in rows]
 
 
-def check_anomalies(submission: Submission, snapshot: MetricSnapshot) -> list[SubmissionFlag]:
-    """Flag what a reviewer should look at in a new snapshot. Flags inform; they decide nothing."""
+def check_anomalies(submission: Submission, snapshot: MetricSnapshot, *,
+                    with_history: bool = True, without_history: bool = True,
+                    ) -> list[SubmissionFlag]:
+    """Flag what a reviewer should look at in a new snapshot. Flags inform; they decide nothing.
+
+    `with_history=False` leaves out the checks against the member's other posts (one query
+    over their history), which a new submission runs after its commit;
+    `without_history=False` runs only those.
+    """
     rules = current_scoring()[1]["anomalies"]
     raised: list[SubmissionFlag | None] = []
     reference = f"snapshot:{snapshot.id}"
-    if rules["likes_above_views"] and 0 < snapshot.views < snapshot.likes:
+    if without_history and rules["likes_above_views"] and 0 < snapshot.views < snapshot.likes:
         raised.append(_add_flag(submission.id, "likes_above_views", reference,
                                 {"likes": snapshot.likes, "views": snapshot.views}))
+    if not with_history:
+        return [flag for flag in raised if flag is not None]
 
     earlier = [s for s in submission.snapshots if s.id is not None and s.id < snapshot.id]
     if earlier:
@@ -94,6 +103,17 @@ def check_anomalies(submission: Submission, snapshot: MetricSnapshot) -> list[Su
             raised.append(_add_flag(submission.id, "engagement_rate", reference, {
                 "rate": round(rate, 4), "baseline": round(baseline, 4)}))
     return [flag for flag in raised if flag is not None]
+
+
+def check_history_anomalies(snapshot_id: int) -> list[SubmissionFlag]:
+    """The history checks of a snapshot left for after its commit; safe to run twice."""
+    snapshot = db.session.get(MetricSnapshot, snapshot_id)
+    if snapshot is None:
+        return []
+    submission = db.session.get(Submission, snapshot.submission_id)
+    if submission is None:
+        return []
+    return check_anomalies(submission, snapshot, without_history=False)
 
 
 def near_duplicates(media: MediaUpload, max_distance: int) -> list[tuple[int, int, int]]:
