@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         script = LUA.replace("PATH", lua_string(path)).replace("TOKENS",
                                                                lua_string(str(tokens_file)))
         env = {"KOC_DATABASE_URL": url, "KOC_ENV": "test", "KOC_LOG_LEVEL": "WARNING",
-               "KOC_SECRET_KEY": "bench-secret-key-0123456789", "FLASK_INSTANCE_PATH": instance,
+               "KOC_SECRET_KEY": "bench-secret-key-0123456789",
                "KOC_PUBLIC_URL": "http://localhost", "KOC_RATELIMIT_ENABLED": "false",
                "BENCH_ASSET_KEY": key, **weed.env(bucket)}
         print("koc download links benchmark (wrk)")
@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.connections} connections; {args.members} members; {os.cpu_count()} CPUs "
               f"shared with PostgreSQL and SeaweedFS; load average {os.getloadavg()[0]:.1f}")
         results = []
-        for label, target in (("koc GET .../download", "koc:create_app()"),
+        for label, target in (("koc GET .../download",
+                               f"koc:create_app(instance_path={instance!r})"),
                               ("bare: token, presign, INSERT",
                                "bench.kits_download_urls:bare_app()")):
             log = work / f"gunicorn-{len(results)}.log"

@@ -94,10 +94,14 @@ def prepare(url: str, instance: str, members: int) -> list[str]:
 
     from koc import create_app
     from koc.core.auth import issue_token
+    from koc.core.celery import ensure_broker_dirs
     from koc.extensions import db
     from koc.members.models import Member, User
 
     app = create_app({"KOC_DATABASE_URL": url, "KOC_ENV": "test"}, instance_path=instance)
+    # The served app's tasks (the history checks after each commit) wait in the embedded
+    # filesystem broker of the same instance folder; no worker runs during the measurement.
+    ensure_broker_dirs(app.config["KOC_SETTINGS"])
     with app.app_context():
         upgrade(revision="heads")
         db.session.execute(db.text(
@@ -119,7 +123,8 @@ def prepare(url: str, instance: str, members: int) -> list[str]:
 
 # wrk runs this in each of its threads; `setup` numbers the threads so URLs never collide.
 LUA = r"""
-local counter, thread_id, tokens = 0, 0, {}
+-- `thread_id` is a global: `thread:set` in `setup` writes the thread's globals.
+local counter, tokens = 0, {}
 local run = RUN
 local delay_ms = DELAY
 local next_id = 0
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens_file = work / "tokens.txt"
         tokens_file.write_text("\n".join(tokens) + "\n")
         env = {"KOC_DATABASE_URL": url, "KOC_ENV": "test", "KOC_LOG_LEVEL": "WARNING",
-               "KOC_SECRET_KEY": "bench-secret-key-0123456789", "FLASK_INSTANCE_PATH": instance,
+               "KOC_SECRET_KEY": "bench-secret-key-0123456789",
                "KOC_RATELIMIT_ENABLED": "false"}
         with psycopg.connect(url) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
@@ -194,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
               f" wrk {args.connections} connections; {os.cpu_count()} CPUs shared with the"
               f" servers and the database; load average {os.getloadavg()[0]:.1f} at start")
         results: list[WrkResult] = []
-        for label, target in (("koc POST /submissions", "koc:create_app()"),
+        for label, target in (("koc POST /submissions",
+                               f"koc:create_app(instance_path={instance!r})"),
                               ("bare Flask, one INSERT",
                                "bench.submissions_throughput:bare_app()")):
             log = work / f"gunicorn-{len(results)}.log"

@@ -48,6 +48,7 @@ MEMBER_LOADER = "koc.member_loader"
 VERSION_PROBES = "koc.version_probes"
 _VERSIONS_ENVIRON = "koc.versions"
 _LOADED_ENVIRON = "koc.loaded_with_token"
+_TOKEN_QUERY = "koc.token_query"  # noqa: S105 - an extensions key, no secret
 TOKEN_PREFIX = "koc_"  # noqa: S105 - a marker that makes leaked tokens easy to scan for
 # How stale `last_used_at` may get: writing it on every request would make every read a write.
 LAST_USED_PRECISION = timedelta(minutes=5)
@@ -364,20 +365,26 @@ def _principal_from_header() -> Principal | None:
     if scheme.lower() != "bearer" or not secret.strip():
         return None
     extensions = current_app.extensions
-    member_may_use = extensions[MEMBER_ACCESS_RULE](ApiToken.member_id)
     probes: dict[str, Callable[[], sa.ScalarSelect[Any]]] = extensions.get(VERSION_PROBES, {})
+    stmt = extensions.get(_TOKEN_QUERY)
+    if stmt is None:
+        # Built once per app (every request runs it): only the parameters change.
+        member_may_use = extensions[MEMBER_ACCESS_RULE](ApiToken.member_id)
+        stmt = (
+            sa.select(ApiToken, Staff.role, Staff.active, member_may_use,
+                      *(probe().label(f"version_{name}") for name, probe in probes.items()))
+            .outerjoin(Staff, Staff.id == ApiToken.staff_id)
+            .where(ApiToken.token_hash == sa.bindparam("token_hash"),
+                   ApiToken.revoked_at.is_(None),
+                   sa.or_(ApiToken.expires_at.is_(None),
+                          ApiToken.expires_at > sa.bindparam("now", type_=UTCDateTime)))
+        )
+        loader = extensions.get(MEMBER_LOADER)
+        if loader is not None:
+            stmt = loader(stmt, ApiToken.member_id)
+        stmt = extensions.setdefault(_TOKEN_QUERY, stmt)
     now = utcnow()
-    stmt = (
-        sa.select(ApiToken, Staff.role, Staff.active, member_may_use,
-                  *(probe().label(f"version_{name}") for name, probe in probes.items()))
-        .outerjoin(Staff, Staff.id == ApiToken.staff_id)
-        .where(ApiToken.token_hash == hash_token(secret.strip()), ApiToken.revoked_at.is_(None),
-               sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now))
-    )
-    loader = extensions.get(MEMBER_LOADER)
-    if loader is not None:
-        stmt = loader(stmt, ApiToken.member_id)
-    row = db.session.execute(stmt).first()
+    row = db.session.execute(stmt, {"token_hash": hash_token(secret.strip()), "now": now}).first()
     if row is None:
         return None
     token, role, staff_active, member_active = row[:4]

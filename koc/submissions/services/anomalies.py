@@ -20,7 +20,7 @@ from koc.submissions.models import (
     SubmissionFlag,
     SubmissionStatus,
 )
-from koc.submissions.services.rules import current_scoring
+from koc.submissions.services.rules import current_scoring, scoring_rules_to_read
 from koc.submissions.services.scoring import interactions_of
 
 # Images above this are not fetched for hashing; phone photos are a few MB.
@@ -70,7 +70,7 @@ def check_anomalies(submission: Submission, snapshot: MetricSnapshot, *,
     over their history), which a new submission runs after its commit;
     `without_history=False` runs only those.
     """
-    rules = current_scoring()[1]["anomalies"]
+    rules = scoring_rules_to_read()["anomalies"]
     raised: list[SubmissionFlag | None] = []
     reference = f"snapshot:{snapshot.id}"
     if without_history and rules["likes_above_views"] and 0 < snapshot.views < snapshot.likes:

@@ -53,6 +53,11 @@ def current_scoring() -> tuple[int, dict[str, Any]]:
     return version, copy.deepcopy(rules)
 
 
+def scoring_rules_to_read() -> dict[str, Any]:
+    """The rules in force, shared with the process's cache: read them, never change them."""
+    return _in_force()[1]
+
+
 def scoring_rules_row() -> ScoringRuleSet | None:
     return db.session.scalar(
         sa.select(ScoringRuleSet).order_by(ScoringRuleSet.version.desc()).limit(1)
