@@ -341,7 +341,11 @@ def run_part(part_id: int, *, now: datetime | None = None) -> bool:
     part.finished_at = utcnow()
     db.session.flush()
     # Lock the run row so two last parts finishing together cannot both miss closing it.
-    db.session.execute(sa.select(TierRun.id).where(TierRun.id == run.id).with_for_update())
+    # FOR NO KEY UPDATE: the part's tier_changes rows hold KEY SHARE locks on this row (their
+    # foreign key), which a plain FOR UPDATE waits for, so two parts finishing together
+    # deadlocked; NO KEY UPDATE still makes them close the run one after the other.
+    db.session.execute(sa.select(TierRun.id).where(TierRun.id == run.id)
+                       .with_for_update(key_share=True))
     totals = db.session.execute(
         sa.select(sa.func.count().filter(TierRunPart.status == "pending"),
                   sa.func.coalesce(sa.func.sum(TierRunPart.members_evaluated), 0),
