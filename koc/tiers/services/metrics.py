@@ -163,8 +163,9 @@ def post_metrics_query(keys: Iterable[MetricKey], now: datetime, member_ids: lis
     windows = [window for _, window in ordered]
     where = [Submission.status == SubmissionStatus.approved.value,
              *in_scope(Submission.member_id, member_ids, member_range)]
-    if windows and None not in windows:
-        where.append(Submission.posted_at >= now - timedelta(days=max(windows)))  # type: ignore[type-var]
+    bounded = [window for window in windows if window]
+    if bounded and len(bounded) == len(windows):  # every metric windowed: skip older posts
+        where.append(Submission.posted_at >= now - timedelta(days=max(bounded)))
     needs_reach = any(metric == "best_post_reach" for metric, _ in ordered)
     source: Any = Submission
     reach: sa.ColumnElement[Any] | None = None
