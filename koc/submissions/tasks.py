@@ -43,12 +43,14 @@ def hash_media_task(media_id: int) -> int:
     return len(flags)
 
 
-@shared_task(name="koc.submissions.tasks.check_history_anomalies_task")
-def check_history_anomalies_task(snapshot_id: int) -> int:
-    """A new submission's checks against the member's other posts, after its commit."""
-    flags = anomalies.check_history_anomalies(snapshot_id)
-    db.session.commit()
-    return len(flags)
+@periodic_task("koc.submissions.tasks.check_history_anomalies", Every(timedelta(seconds=30)))
+def check_history_anomalies() -> int:
+    """New submissions' checks against the member's other posts, after their commit."""
+    checked = 0
+    while (done := anomalies.check_pending_history()):
+        db.session.commit()
+        checked += done
+    return checked
 
 
 @shared_task(name="koc.submissions.tasks.import_metrics_task")

@@ -105,15 +105,19 @@ def check_anomalies(submission: Submission, snapshot: MetricSnapshot, *,
     return [flag for flag in raised if flag is not None]
 
 
-def check_history_anomalies(snapshot_id: int) -> list[SubmissionFlag]:
-    """The history checks of a snapshot left for after its commit; safe to run twice."""
-    snapshot = db.session.get(MetricSnapshot, snapshot_id)
-    if snapshot is None:
-        return []
-    submission = db.session.get(Submission, snapshot.submission_id)
-    if submission is None:
-        return []
-    return check_anomalies(submission, snapshot, without_history=False)
+def check_pending_history(*, limit: int = 500) -> int:
+    """The history checks of new submissions' first snapshots, oldest first, `limit` at a time;
+    each snapshot is taken once (rows locked, skipping those another worker holds)."""
+    stmt = (sa.select(MetricSnapshot).where(MetricSnapshot.history_pending.is_(True))
+            .order_by(MetricSnapshot.id).limit(limit))
+    if db.session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    snapshots = db.session.scalars(stmt).all()
+    for snapshot in snapshots:
+        check_anomalies(snapshot.submission, snapshot, without_history=False)
+        snapshot.history_pending = False
+    db.session.flush()
+    return len(snapshots)
 
 
 def near_duplicates(media: MediaUpload, max_distance: int) -> list[tuple[int, int, int]]:

@@ -113,7 +113,7 @@ def create_submission(member_id: int, values: dict[str, Any], *,
     )
     # Before review the member's figures are what the reviewer judges, so they count.
     snapshot = MetricSnapshot(source="member", state="counted", recorded_at=utcnow(),
-                              **values["metrics"])
+                              history_pending=True, **values["metrics"])
     submission.snapshots.append(snapshot)
     submission.interactions = interactions_of(values["metrics"])
     if media:
@@ -140,9 +140,9 @@ def create_submission(member_id: int, values: dict[str, Any], *,
             raise
         raise _duplicate(existing_id) from exc
     # What needs no history is checked now; the checks against the member's other posts inform
-    # reviewers and decide nothing here, so they run after the commit, in a task.
+    # reviewers and decide nothing here, so they run after the commit: the snapshot is marked
+    # and a periodic sweep (anomalies.check_pending_history) takes it, with no task sent here.
     check_anomalies(submission, snapshot, with_history=False)
-    enqueue_after_commit("koc.submissions.tasks.check_history_anomalies_task", snapshot.id)
     _hash_images_after_commit(media)
     return submission
 
