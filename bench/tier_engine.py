@@ -9,10 +9,13 @@ Reuses bench.tier_recalc's population generator and naive loop, and measures in 
 3. the bare SQL floor: the grouped metric queries the rules need (metrics.compute, the job's own
    SQL) and ONE `UPDATE members SET tier_key` from their result, with no history, hysteresis,
    badges, events or benefits;
-4. the naive per-member ORM loop over a random sample, scaled to the population.
+4. the hand-written floor (issue 14): the reference programme's tiers in one SQL statement over
+   the schema, not the job's code (HAND_FLOOR_SQL), checked against the full run;
+5. the naive per-member ORM loop over a random sample, scaled to the population.
 
-It prints seconds and members/s for each, the ratios full / floor (issue 5 wants at most 2x) and
-naive / full, and where the full run spends its time. The database is dropped at exit.
+It prints seconds and members/s for each, the ratios full / floor (issue 5 wants at most 2x),
+full / hand floor, the job's metric SQL / hand floor (issue 14: within 2x) and naive / full,
+and where the full run spends its time. The database is dropped at exit.
 
     .venv/bin/python -m bench.tier_engine                        # 500k members, 10M posts
     .venv/bin/python -m bench.tier_engine --members 20000 --submissions 400000   # a quick look
