@@ -69,8 +69,27 @@ def _replay(record: IdempotencyRecord, fingerprint: str) -> Response:
     return response
 
 
-def _insert(dialect: str) -> Callable[..., Any]:
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+_STATEMENTS: dict[str, tuple[Any, Any]] = {}
+
+
+def _statements(dialect: str) -> tuple[Any, Any]:
+    """(claim the key, store the answer) for `dialect`, built once."""
+    found = _STATEMENTS.get(dialect)
+    if found is None:
+        table = IdempotencyRecord.__table__
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        claim = (insert(table).values(
+                     member_id=sa.bindparam("member_id"), key=sa.bindparam("key"),
+                     endpoint=sa.bindparam("endpoint"),
+                     request_hash=sa.bindparam("request_hash"),
+                     created_at=sa.bindparam("created_at"))
+                 .on_conflict_do_nothing(index_elements=["member_id", "key"])
+                 .returning(table.c.id))
+        answer = (sa.update(table).where(table.c.id == sa.bindparam("record_id"))
+                  .values(response_status=sa.bindparam("response_status"),
+                          response_body=sa.bindparam("response_body")))
+        found = _STATEMENTS.setdefault(dialect, (claim, answer))
+    return found
 
 
 def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -97,12 +116,13 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
         # One statement claims the key: a new key gets its row (and its id back); a key already
         # used, or being used by a request still running (PostgreSQL waits for that one to end),
         # inserts nothing, and the stored answer is replayed.
-        record_id = db.session.scalar(
-            _insert(db.session.get_bind().dialect.name)(IdempotencyRecord)
-            .values(member_id=member_id, key=key, endpoint=request.endpoint or "",
-                    request_hash=fingerprint, created_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["member_id", "key"])
-            .returning(IdempotencyRecord.id))
+        # Core statements built once per dialect, on the session's connection: this runs on
+        # every member write, and the ORM's statement handling cost more than the round trip.
+        claim, answer = _statements(db.session.get_bind().dialect.name)
+        connection = db.session.connection()
+        record_id = connection.execute(claim, {
+            "member_id": member_id, "key": key, "endpoint": request.endpoint or "",
+            "request_hash": fingerprint, "created_at": utcnow()}).scalar()
         if record_id is None:
             existing = db.session.scalars(
                 sa.select(IdempotencyRecord).filter_by(member_id=member_id, key=key)).one()
@@ -115,10 +135,10 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
         if response.status_code >= 400:
             db.session.rollback()
             return response
-        db.session.execute(
-            sa.update(IdempotencyRecord).where(IdempotencyRecord.id == record_id)
-            .values(response_status=response.status_code, response_body=response.get_json())
-            .execution_options(synchronize_session=False))
+        db.session.flush()  # the view's rows first, on the same connection, as before
+        db.session.connection().execute(answer, {
+            "record_id": record_id, "response_status": response.status_code,
+            "response_body": response.get_json()})
         db.session.commit()
         return response
 
