@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from flask import Response, g, request
@@ -76,7 +76,7 @@ def _statements(dialect: str) -> tuple[Any, Any]:
     """(claim the key, store the answer) for `dialect`, built once."""
     found = _STATEMENTS.get(dialect)
     if found is None:
-        table = IdempotencyRecord.__table__
+        table = cast(sa.Table, IdempotencyRecord.__table__)
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         claim = (insert(table).values(
                      member_id=sa.bindparam("member_id"), key=sa.bindparam("key"),

@@ -261,15 +261,16 @@ def _recalculate_scope(rules: RuleSet, run_id: int, *, now: datetime,
     changes = [c for c in result.changes if c["member_id"] in applied]
     # Benefits follow the tiers just written: badges and the senior group's roster, for the
     # members this run changed (suspensions and manual changes sync when they happen).
-    badges.sync_badges(now=now, changed_in_run=run_id)
-    groups.sync_group(rules.ranks, now=now, changed_in_run=run_id)
+    badges.sync_badges(now=now, changed_in_run=run_id, member_range=member_range)
+    groups.sync_group(rules.ranks, now=now, changed_in_run=run_id, member_range=member_range)
     # Members are told when their tier changes, never silently: one event per history row the
     # run wrote, built in SQL.
     emit_select("member.tier_changed", sa.select(json_object(
         ("member_id", TierChange.member_id), ("from", TierChange.from_tier),
         ("to", TierChange.to_tier), ("reason", TierChange.reason),
         ("rules_version", TierChange.rules_version), ("run_id", TierChange.run_id),
-    )).where(TierChange.run_id == run_id, TierChange.changed_at == now))
+    )).where(TierChange.run_id == run_id, TierChange.changed_at == now,
+             *metrics.in_scope(TierChange.member_id, None, member_range)))
     return result.evaluated, changes
 
 
