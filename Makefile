@@ -85,16 +85,16 @@ lint: install ## ruff, the layer contract (import-linter) and types (mypy)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 
-bench: install ## benchmarks (PostgreSQL, SeaweedFS): figures and ratios against same-run baselines
-	$(BIN)/python -m bench.tier_recalc
-	$(BIN)/python -m bench.tier_engine
-	$(BIN)/python -m bench.submissions_throughput
-	$(BIN)/python -m bench.kits_download_urls
-	$(BIN)/python -m bench.kits_upload_throughput
-	$(BIN)/python -m bench.ops_metrics
-	$(BIN)/python -m bench.admin_lists
-	$(BIN)/python -m bench.users_import
-	$(BIN)/python -m bench.invitation_campaign
+# Each benchmark prints its figures and a `RATIO ...` line; the ratios are gathered at the end.
+BENCHES := tier_recalc tier_engine tier_scaleout submissions_throughput kits_download_urls \
+  kits_upload_throughput ops_metrics admin_lists users_import invitation_campaign
+
+bench: install chromium ## benchmarks (PostgreSQL, SeaweedFS, Redis, wrk): figures and ratios against same-run baselines
+	@log=$$(mktemp) && trap 'rm -f "$$log"' EXIT && set -o pipefail && \
+	  for name in $(BENCHES); do \
+	    echo "== bench.$$name" && $(BIN)/python -m bench.$$name | tee -a "$$log" || exit 1; \
+	  done && echo && echo "ratios (koc / baseline unless the line says otherwise):" && \
+	  grep '^RATIO' "$$log" | sed 's/^RATIO /  /'
 
 translations: install ## extract admin-panel strings and update the zh-CN/en catalogs (then translate, re-run)
 	$(BIN)/pybabel extract -F babel.cfg -k _l -o koc/translations/messages.pot .

@@ -9,10 +9,13 @@ Reuses bench.tier_recalc's population generator and naive loop, and measures in 
 3. the bare SQL floor: the grouped metric queries the rules need (metrics.compute, the job's own
    SQL) and ONE `UPDATE members SET tier_key` from their result, with no history, hysteresis,
    badges, events or benefits;
-4. the naive per-member ORM loop over a random sample, scaled to the population.
+4. the hand-written floor (issue 14): the reference programme's tiers in one SQL statement over
+   the schema, not the job's code (HAND_FLOOR_SQL), checked against the full run;
+5. the naive per-member ORM loop over a random sample, scaled to the population.
 
-It prints seconds and members/s for each, the ratios full / floor (issue 5 wants at most 2x) and
-naive / full, and where the full run spends its time. The database is dropped at exit.
+It prints seconds and members/s for each, the ratios full / floor (issue 5 wants at most 2x),
+full / hand floor, the job's metric SQL / hand floor (issue 14: within 2x) and naive / full,
+and where the full run spends its time. The database is dropped at exit.
 
     .venv/bin/python -m bench.tier_engine                        # 500k members, 10M posts
     .venv/bin/python -m bench.tier_engine --members 20000 --submissions 400000   # a quick look
@@ -96,6 +99,73 @@ FROM unnest(CAST(:ids AS bigint[]), CAST(:tiers AS text[])) AS v(id, tier)
 WHERE m.id = v.id AND m.status = 'active' AND NOT m.tier_locked
   AND m.tier_key IS DISTINCT FROM v.tier
 """)
+
+
+# The hand-written floor: the reference programme's tiers (the default rules, which the bench
+# runs) in ONE statement over the schema, written without the job's code: one grouped pass over
+# the approved posts for every windowed count and maximum, reach through a join to followers
+# grouped per account (confirmed count, else the declared one raised to the floor), the weekly
+# streak as gaps and islands over distinct weeks, and one UPDATE of the tiers that change.
+HAND_FLOOR_SQL = """
+WITH audience AS (
+    SELECT member_id, platform,
+           max(CASE WHEN confirmed_followers IS NOT NULL THEN confirmed_followers
+                    WHEN followers > %(floor)s THEN followers ELSE %(floor)s END) AS followers
+    FROM social_accounts GROUP BY member_id, platform
+), per_member AS (
+    SELECT s.member_id,
+           count(*) AS approved,
+           count(*) FILTER (WHERE s.posted_at >= %(d60)s) AS approved_60,
+           max(s.interactions) FILTER (WHERE s.posted_at >= %(d90)s) AS best_90,
+           max(s.interactions * 1000.0 / nullif(a.followers, 0))
+               FILTER (WHERE s.posted_at >= %(d90)s) AS reach_90
+    FROM submissions AS s
+    LEFT JOIN audience AS a ON a.member_id = s.member_id AND a.platform = s.platform
+    WHERE s.status = 'approved'
+    GROUP BY s.member_id
+), weeks AS (
+    SELECT member_id,
+           floor((date_part('epoch', posted_at) + 259200) / 604800)::bigint AS week
+    FROM submissions WHERE status = 'approved' AND posted_at >= %(d90)s
+    GROUP BY 1, 2
+), streaks AS (
+    SELECT member_id, max(length) AS streak
+    FROM (SELECT member_id, count(*) AS length
+          FROM (SELECT member_id,
+                       week - row_number() OVER (PARTITION BY member_id ORDER BY week) AS island
+                FROM weeks) AS islands
+          GROUP BY member_id, island) AS runs
+    GROUP BY member_id
+), earned AS (
+    SELECT p.member_id,
+           CASE WHEN p.best_90 >= 1000 OR p.reach_90 >= 100 THEN 'senior'
+                WHEN coalesce(w.streak, 0) >= 3 OR p.approved_60 >= 5 THEN 'early_access'
+                WHEN p.approved >= 1 THEN 'certified' END AS tier
+    FROM per_member AS p LEFT JOIN streaks AS w USING (member_id)
+)
+UPDATE members AS m SET tier_key = e.tier
+FROM earned AS e
+WHERE m.id = e.member_id AND m.status = 'active' AND NOT m.tier_locked
+  AND m.tier_key IS DISTINCT FROM e.tier
+"""
+
+
+@dataclass
+class HandFloorRun:
+    seconds: float
+    updated: int
+
+
+def run_hand_floor(url: str, now: datetime, floor: int) -> HandFloorRun:
+    """The hand-written floor through psycopg alone, in one transaction."""
+    from datetime import timedelta
+
+    with psycopg.connect(url) as conn, stopwatch() as took:
+        updated = conn.execute(HAND_FLOOR_SQL, {
+            "floor": floor, "d60": now - timedelta(days=60),
+            "d90": now - timedelta(days=90)}).rowcount
+        conn.commit()
+    return HandFloorRun(seconds=took[0], updated=updated)
 
 
 # --- where the job's time goes ------------------------------------------------------------------
@@ -275,7 +345,16 @@ def print_floor(runs: list[FloorRun], population: int) -> None:
 
 
 def report(args: argparse.Namespace, members: int, naive: NaiveRun, *, floors: list[FloorRun],
-           fulls: list[JobRun], incremental: JobRun, disagree: int, active: int) -> None:
+           fulls: list[JobRun], incremental: JobRun, disagree: int, active: int,
+           hands: list[HandFloorRun], hand_disagree: int) -> None:
+    hand = statistics.median(r.seconds for r in hands)
+    print("\nhand-written SQL floor: one statement (grouped pass, gaps-and-islands streak, "
+          "followers by join, one UPDATE), not the job's code")
+    print("  runs         " + ", ".join(f"{r.seconds:.2f} s" for r in hands)
+          + f"  (median {hand:.2f} s, {fmt_int(hands[-1].updated)} rows updated)")
+    print(f"  check        the hand floor and the full run agree on "
+          f"{fmt_int(members - hand_disagree)} of {fmt_int(members)} members' tiers: "
+          f"{'ok' if hand_disagree == 0 else 'MISMATCH'}")
     print_floor(floors, members)
     print(f"  check        the floor and the full run agree on "
           f"{fmt_int(members - disagree)} of {fmt_int(members)} members' tiers: "
@@ -298,10 +377,20 @@ def report(args: argparse.Namespace, members: int, naive: NaiveRun, *, floors: l
         ("full run (median)", fmt_int(members), f"{full:.2f}", rate(members, full)),
         ("incremental run", fmt_int(incremental.evaluated), f"{incremental.seconds:.2f}",
          rate(incremental.evaluated, incremental.seconds)),
-        ("bare SQL floor (median)", fmt_int(members), f"{floor:.2f}", rate(members, floor)),
+        ("job-SQL floor (median)", fmt_int(members), f"{floor:.2f}", rate(members, floor)),
+        ("hand-written floor (median)", fmt_int(members), f"{hand:.2f}", rate(members, hand)),
         ("naive loop (scaled)", fmt_int(members), f"{scaled:.2f}", rate(members, scaled)),
     ])
-    print(f"  ratio full / floor:           {full / floor:.2f}x  (issue 5: at most 2x)")
+    metric_sql = statistics.median(r.metrics_seconds for r in floors)
+    print(f"  ratio full / job-SQL floor:   {full / floor:.2f}x  (issue 5: at most 2x)")
+    print(f"  ratio full / hand floor:      {full / hand:.2f}x")
+    print(f"  ratio job metric SQL / hand floor: {metric_sql / hand:.2f}x  (issue 14: within 2x;"
+          f" metrics.compute {metric_sql:.2f} s)")
+    print(f"  incremental run, {args.active:g}% active: {incremental.seconds:.2f} s "
+          f"(issue 14: under 1 s)")
+    print(f"RATIO tiers full/hand-floor {full / hand:.3f} metric-sql/hand-floor "
+          f"{metric_sql / hand:.3f} full={full:.2f}s hand={hand:.2f}s "
+          f"incremental={incremental.seconds:.2f}s")
     print(f"  ratio naive scaled / full:    {scaled / full:.1f}x")
     print(f"  ratio full / incremental:     {full / incremental.seconds:.1f}x")
 
@@ -335,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> None:
+    from flask import current_app
+
     from koc.core.db import utcnow
     from koc.extensions import db
 
@@ -364,8 +455,14 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
 
         floors: list[FloorRun] = []
         fulls: list[JobRun] = []
-        disagree = 0
+        hands: list[HandFloorRun] = []
+        disagree = hand_disagree = 0
+        floor_setting = current_app.config["KOC_SETTINGS"].unconfirmed_followers_floor
         for _ in range(args.repeat):
+            reset_all(url)
+            hands.append(run_hand_floor(url, now, floor_setting))
+            print(f"  hand floor   {hands[-1].seconds:.2f} s", flush=True)
+            snapshot_tiers(url, "bench_hand_tiers")
             reset_all(url)
             floors.append(run_floor(now))
             print(f"  floor        {floors[-1].seconds:.2f} s", flush=True)
@@ -374,6 +471,7 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
             fulls.append(run_job(log, now, incremental=False))
             print(f"  full run     {fulls[-1].seconds:.2f} s", flush=True)
             disagree = tier_disagreements(url, "bench_floor_tiers")
+            hand_disagree = tier_disagreements(url, "bench_hand_tiers")
 
         active = max(1, round(members * args.active / 100))
         inserted, took_activity = add_activity(url, active=active, posts=args.posts)
@@ -382,7 +480,7 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
         incremental = run_job(log, utcnow(), incremental=True)
 
         report(args, members, naive, floors=floors, fulls=fulls, incremental=incremental,
-               disagree=disagree, active=active)
+               disagree=disagree, active=active, hands=hands, hand_disagree=hand_disagree)
         if args.explain:
             explain_metrics(now)
         db.engine.dispose()

@@ -123,6 +123,8 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
     print(f"re-import of the unchanged file {again_seconds:7.2f} s  {again_rate:12,.0f} rows/s"
           f"   peak RSS {again_rss_kib / 1024:,.0f} MiB   rows updated: "
           f"{updated.group(1) if updated else '?'}")
+    print(f"RATIO users-import koc/COPY {import_rate / copy_rate:.3f} (goal >= 0.5) "
+          f"reimport={again_rate:,.0f} rows/s peak_rss={rss_kib / 1024:,.0f}MiB")
     print(f"ratio import/COPY: {import_rate / copy_rate:.2f} (goal >= 0.5: within 2x); "
           f"COPY is {copy_seconds and import_seconds / copy_seconds:.1f}x faster")
 

@@ -123,10 +123,15 @@ def _init_extensions(app: Flask) -> None:
 
     babel.init_app(app, locale_selector=select_locale)
     register_error_handlers(app)
-    from koc.core.auth import MEMBER_ACCESS_RULE
-    from koc.members.models import member_may_use_tokens
+    from koc.core.auth import MEMBER_ACCESS_RULE, MEMBER_LOADER, VERSION_PROBES
+    from koc.members.models import load_member_with_token, member_may_use_tokens
+    from koc.submissions.services.rules import scoring_version_probe
+    from koc.tiers.services.rules import tier_rules_version_probe
 
     app.extensions[MEMBER_ACCESS_RULE] = member_may_use_tokens
+    app.extensions[MEMBER_LOADER] = load_member_with_token
+    app.extensions[VERSION_PROBES] = {"tier_rules": tier_rules_version_probe,
+                                      "scoring_rules": scoring_version_probe}
     unit_of_work.install(app)
     dispatch.install()
     celery_init_app(app)

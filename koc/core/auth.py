@@ -48,6 +48,18 @@ from koc.extensions import Model, db
 # Whether a member may use their tokens is the members package's rule (a suspended member may
 # not); create_app puts its SQL condition here, so core never imports a domain.
 MEMBER_ACCESS_RULE = "koc.member_access_rule"
+# What else the one token lookup of a request loads, so the hot paths need no round trip of their
+# own for it (create_app fills both; core knows neither a Member nor a rules table):
+# - MEMBER_LOADER: `(select, member_id column) -> select` adding outer joins and ORM entities
+#   (the member and its user), which land in the session's identity map;
+# - VERSION_PROBES: name -> a factory of a scalar subquery (the highest rules version, ...), read
+#   with the token and kept for the request by `request_version(name)`, so per-process caches
+#   keyed on a version are checked at no cost of their own.
+MEMBER_LOADER = "koc.member_loader"
+VERSION_PROBES = "koc.version_probes"
+_VERSIONS_ENVIRON = "koc.versions"
+_LOADED_ENVIRON = "koc.loaded_with_token"
+_TOKEN_QUERY = "koc.token_query"  # noqa: S105 - an extensions key, no secret
 TOKEN_PREFIX = "koc_"  # noqa: S105 - a marker that makes leaked tokens easy to scan for
 # The admin panel's cookie session: the staff id and the random id of its StaffSession row.
 SESSION_STAFF_KEY = "staff_id"
@@ -374,17 +386,33 @@ def _principal_from_header() -> Principal | None:
 
 
 def _principal_of_token(secret: str) -> Principal | None:
-    member_may_use = current_app.extensions[MEMBER_ACCESS_RULE](ApiToken.member_id)
+    extensions = current_app.extensions
+    probes: dict[str, Callable[[], sa.ScalarSelect[Any]]] = extensions.get(VERSION_PROBES, {})
+    stmt = extensions.get(_TOKEN_QUERY)
+    if stmt is None:
+        # Built once per app (every request runs it): only the parameters change.
+        member_may_use = extensions[MEMBER_ACCESS_RULE](ApiToken.member_id)
+        stmt = (
+            sa.select(ApiToken, Staff.role, Staff.active, member_may_use,
+                      *(probe().label(f"version_{name}") for name, probe in probes.items()))
+            .outerjoin(Staff, Staff.id == ApiToken.staff_id)
+            .where(ApiToken.token_hash == sa.bindparam("token_hash"),
+                   ApiToken.revoked_at.is_(None),
+                   sa.or_(ApiToken.expires_at.is_(None),
+                          ApiToken.expires_at > sa.bindparam("now", type_=UTCDateTime)))
+        )
+        loader = extensions.get(MEMBER_LOADER)
+        if loader is not None:
+            stmt = loader(stmt, ApiToken.member_id)
+        stmt = extensions.setdefault(_TOKEN_QUERY, stmt)
     now = utcnow()
-    row = db.session.execute(
-        sa.select(ApiToken, Staff.role, Staff.active, member_may_use)
-        .outerjoin(Staff, Staff.id == ApiToken.staff_id)
-        .where(ApiToken.token_hash == hash_token(secret.strip()), ApiToken.revoked_at.is_(None),
-               sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now))
-    ).first()
+    row = db.session.execute(stmt, {"token_hash": hash_token(secret.strip()), "now": now}).first()
     if row is None:
         return None
-    token, role, staff_active, member_active = row
+    token, role, staff_active, member_active = row[:4]
+    request.environ[_VERSIONS_ENVIRON] = dict(zip(probes, row[4:4 + len(probes)], strict=True))
+    # The session's identity map holds objects weakly: keep the loaded ones for the request.
+    request.environ[_LOADED_ENVIRON] = tuple(row[4 + len(probes):])
     _note_use(token, now)
     if token.staff_id is not None:
         return Principal(staff_id=token.staff_id, role=StaffRole(role)) if staff_active else None
@@ -476,6 +504,23 @@ def _note_use(token: ApiToken, now: datetime) -> None:
     token.last_used_at = now
     if token.member_id is not None:
         token.expires_at = now + _lifetimes()[1]
+
+
+def request_version(name: str) -> tuple[bool, int | None]:
+    """(known, value) of a version probe read with this request's token; (False, None) outside
+    a request or before its token was looked up, when the caller must read the version itself."""
+    if not has_request_context():
+        return False, None
+    versions = request.environ.get(_VERSIONS_ENVIRON)
+    if versions is None or name not in versions:
+        return False, None
+    return True, versions[name]
+
+
+def forget_request_version(name: str) -> None:
+    """A write in this request changed what the probe `name` reads: stop answering from it."""
+    if has_request_context():
+        request.environ.get(_VERSIONS_ENVIRON, {}).pop(name, None)
 
 
 def request_caller() -> Principal | None:

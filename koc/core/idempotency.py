@@ -1,12 +1,12 @@
 """`Idempotency-Key` on member writes: the same key and body replay the first response.
 
-The key row is inserted (and flushed) before the write runs, in the same transaction. On
-PostgreSQL a concurrent retry with the same key then blocks on the unique index until the first
-request commits, fails its insert, and replays the stored response. On SQLite a write request's
-transaction holds the database's write lock from its first statement (koc.core.sqlite), so the
-retry waits before its lookup and finds the stored response there. Either way fifty retries
-racing each other make one row. A request that fails rolls back its key row with everything
-else, so it can be retried.
+The key row is inserted (INSERT ... ON CONFLICT DO NOTHING, one statement) before the write runs,
+in the same transaction. On PostgreSQL a concurrent retry with the same key then blocks on the
+unique index until the first request commits, inserts nothing, and replays the stored response.
+On SQLite a write request's transaction holds the database's write lock from its first
+statement (koc.core.sqlite), so the retry waits before its insert and finds the stored response
+there. Either way fifty retries racing each other make one row. A request that fails rolls back
+its key row with everything else, so it can be retried.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from flask import Response, g, request
 from flask_smorest import abort
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
 from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
@@ -69,6 +69,29 @@ def _replay(record: IdempotencyRecord, fingerprint: str) -> Response:
     return response
 
 
+_STATEMENTS: dict[str, tuple[Any, Any]] = {}
+
+
+def _statements(dialect: str) -> tuple[Any, Any]:
+    """(claim the key, store the answer) for `dialect`, built once."""
+    found = _STATEMENTS.get(dialect)
+    if found is None:
+        table = cast(sa.Table, IdempotencyRecord.__table__)
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        claim = (insert(table).values(
+                     member_id=sa.bindparam("member_id"), key=sa.bindparam("key"),
+                     endpoint=sa.bindparam("endpoint"),
+                     request_hash=sa.bindparam("request_hash"),
+                     created_at=sa.bindparam("created_at"))
+                 .on_conflict_do_nothing(index_elements=["member_id", "key"])
+                 .returning(table.c.id))
+        answer = (sa.update(table).where(table.c.id == sa.bindparam("record_id"))
+                  .values(response_status=sa.bindparam("response_status"),
+                          response_body=sa.bindparam("response_body")))
+        found = _STATEMENTS.setdefault(dialect, (claim, answer))
+    return found
+
+
 def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a member write; the wrapper owns the transaction and commits it on success.
 
@@ -90,33 +113,32 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
 
         member_id = g.principal.member_id
         fingerprint = _request_fingerprint()
-        existing = db.session.scalar(
-            sa.select(IdempotencyRecord).filter_by(member_id=member_id, key=key)
-        )
-        if existing is not None and existing.response_status is not None:
+        # One statement claims the key: a new key gets its row (and its id back); a key already
+        # used, or being used by a request still running (PostgreSQL waits for that one to end),
+        # inserts nothing, and the stored answer is replayed.
+        # Core statements built once per dialect, on the session's connection: this runs on
+        # every member write, and the ORM's statement handling cost more than the round trip.
+        claim, answer = _statements(db.session.get_bind().dialect.name)
+        connection = db.session.connection()
+        record_id = connection.execute(claim, {
+            "member_id": member_id, "key": key, "endpoint": request.endpoint or "",
+            "request_hash": fingerprint, "created_at": utcnow()}).scalar()
+        if record_id is None:
+            existing = db.session.scalars(
+                sa.select(IdempotencyRecord).filter_by(member_id=member_id, key=key)).one()
+            if existing.response_status is None:  # cannot commit without an answer
+                db.session.rollback()
+                abort(409, message="A request with this Idempotency-Key is still running.")
             return _replay(existing, fingerprint)
-
-        record = IdempotencyRecord(
-            member_id=member_id, key=key, endpoint=request.endpoint or "",
-            request_hash=fingerprint,
-        )
-        db.session.add(record)
-        try:
-            db.session.flush()
-        except IntegrityError:
-            # A concurrent request with this key committed first: answer as it did.
-            db.session.rollback()
-            winner = db.session.scalars(
-                sa.select(IdempotencyRecord).filter_by(member_id=member_id, key=key)
-            ).one()
-            return _replay(winner, fingerprint)
 
         response = view(*args, **kwargs)
         if response.status_code >= 400:
             db.session.rollback()
             return response
-        record.response_status = response.status_code
-        record.response_body = response.get_json()
+        db.session.flush()  # the view's rows first, on the same connection, as before
+        db.session.connection().execute(answer, {
+            "record_id": record_id, "response_status": response.status_code,
+            "response_body": response.get_json()})
         db.session.commit()
         return response
 

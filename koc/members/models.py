@@ -101,7 +101,19 @@ def member_may_use_tokens(member_id: sa.ColumnElement[int]) -> sa.ColumnElement[
 
     koc.core.auth asks this through the app (create_app wires it), as core knows no Member.
     """
-    return sa.exists().where(Member.id == member_id, Member.status == MemberStatus.active.value)
+    # Never correlated to a `members` of the outer query (load_member_with_token joins one).
+    return (sa.exists().where(Member.id == member_id, Member.status == MemberStatus.active.value)
+            .correlate_except(Member))
+
+
+def load_member_with_token(stmt: sa.Select, member_id: sa.ColumnElement[int]) -> sa.Select:
+    """The token lookup also loads the token's member and its user (for a staff token, none).
+
+    They go into the session's identity map, so `db.session.get(Member, id)` and `member.user`
+    cost no round trip afterwards. create_app gives this to koc.core.auth.
+    """
+    return (stmt.outerjoin(Member, Member.id == member_id)
+            .outerjoin(User, User.id == Member.user_id).add_columns(Member, User))
 
 
 class SocialAccount(Model):

@@ -192,6 +192,10 @@ class MetricSnapshot(Model):
     # "job<id>:line<n>" for rows from a CSV import, so an import job that runs again after dying
     # half-way does not add the same snapshot twice.
     import_ref: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    # A new submission's first snapshot waits for the checks against the member's other posts,
+    # which run after the commit (koc.submissions.tasks.check_history_anomalies, periodic), so
+    # the request that creates it sends no query over the member's history and no task.
+    history_pending: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
     submission: Mapped[Submission] = relationship(back_populates="snapshots")
 
@@ -200,6 +204,9 @@ class MetricSnapshot(Model):
             "views >= 0 AND likes >= 0 AND comments >= 0 AND saves >= 0 AND shares >= 0",
             name="metrics_not_negative",
         ),
+        sa.Index("ix_metric_snapshots_history_pending", "id",
+                 postgresql_where=sa.text("history_pending"),
+                 sqlite_where=sa.text("history_pending")),
         sa.CheckConstraint(_in("source", SNAPSHOT_SOURCES), name="source_known"),
         sa.CheckConstraint(_in("state", SNAPSHOT_STATES), name="state_known"),
     )

@@ -91,6 +91,16 @@ def _run_import_job(job_id: int, work: Callable[[Job], None], storage: Storage) 
             storage.delete(job.payload["storage_key"])
 
 
+@periodic_task("koc.submissions.tasks.check_history_anomalies", Every(timedelta(seconds=30)))
+def check_history_anomalies() -> int:
+    """New submissions' checks against the member's other posts, after their commit."""
+    checked = 0
+    while (done := anomalies.check_pending_history()):
+        db.session.commit()
+        checked += done
+    return checked
+
+
 @shared_task(name="koc.submissions.tasks.import_metrics_task")
 def import_metrics_task(job_id: int) -> None:
     storage = get_storage()

@@ -329,3 +329,52 @@ def test_three_weak_posts_take_a_member_out_of_senior_on_postgres(pg_app, t0) ->
     summary = _run(pg_app, t0)
     assert summary.demotions == 1
     assert (_tier(pg_app, member_id), _tier(pg_app, steady_id)) == ("certified", "senior")
+
+
+@pytest.mark.postgres
+def test_two_parts_finishing_together_both_close_cleanly(pg_app, monkeypatch) -> None:
+    """Each part's tier_changes rows lock the run row KEY SHARE (their foreign key); two parts
+    that then both locked it FOR UPDATE to close the run deadlocked. Both must succeed."""
+    import threading
+
+    from koc.tiers.models import TierRun
+    from koc.tiers.services import engine
+    from tests.conftest import Api, new_member, staff_token_for
+
+    admin = Api(pg_app.test_client(), staff_token_for(pg_app, "admin"))
+    reviewer = Api(pg_app.test_client(), staff_token_for(pg_app, "reviewer"))
+    for name in ("left", "right"):
+        _, member = new_member(pg_app, admin, name)
+        _post(pg_app, member, reviewer, utcnow() - timedelta(hours=1))
+    with pg_app.app_context():
+        parts = engine.start_split_run(trigger="test", part_size=1)
+        db.session.commit()
+    assert len(parts) == 2
+    both_planned = threading.Barrier(2, timeout=30)
+    scope = engine._recalculate_scope
+
+    def in_step(*args, **kwargs):
+        result = scope(*args, **kwargs)  # the part's tier_changes are written by now
+        both_planned.wait()
+        return result
+
+    monkeypatch.setattr(engine, "_recalculate_scope", in_step)
+    errors: list[BaseException] = []
+
+    def worker(part_id: int) -> None:
+        try:
+            with pg_app.app_context():
+                assert engine.run_part(part_id) is True
+                db.session.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(part,)) for part in parts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with pg_app.app_context():
+        run = db.session.scalars(db.select(TierRun).order_by(TierRun.id.desc())).first()
+        assert (run.status, run.promotions) == ("succeeded", 2)

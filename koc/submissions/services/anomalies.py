@@ -20,7 +20,7 @@ from koc.submissions.models import (
     SubmissionFlag,
     SubmissionStatus,
 )
-from koc.submissions.services.rules import current_scoring
+from koc.submissions.services.rules import current_scoring, scoring_rules_to_read
 from koc.submissions.services.scoring import interactions_of
 
 # Images above this are not fetched for hashing; phone photos are a few MB.
@@ -61,14 +61,23 @@ def _member_history(member_id: int, exclude_submission_id: int) -> list[tuple[in
             for interactions, posted, views, recorded in rows]
 
 
-def check_anomalies(submission: Submission, snapshot: MetricSnapshot) -> list[SubmissionFlag]:
-    """Flag what a reviewer should look at in a new snapshot. Flags inform; they decide nothing."""
-    rules = current_scoring()[1]["anomalies"]
+def check_anomalies(submission: Submission, snapshot: MetricSnapshot, *,
+                    with_history: bool = True, without_history: bool = True,
+                    ) -> list[SubmissionFlag]:
+    """Flag what a reviewer should look at in a new snapshot. Flags inform; they decide nothing.
+
+    `with_history=False` leaves out the checks against the member's other posts (one query
+    over their history), which a new submission runs after its commit;
+    `without_history=False` runs only those.
+    """
+    rules = scoring_rules_to_read()["anomalies"]
     raised: list[SubmissionFlag | None] = []
     reference = f"snapshot:{snapshot.id}"
-    if rules["likes_above_views"] and 0 < snapshot.views < snapshot.likes:
+    if without_history and rules["likes_above_views"] and 0 < snapshot.views < snapshot.likes:
         raised.append(_add_flag(submission.id, "likes_above_views", reference,
                                 {"likes": snapshot.likes, "views": snapshot.views}))
+    if not with_history:
+        return [flag for flag in raised if flag is not None]
 
     earlier = [s for s in submission.snapshots if s.id is not None and s.id < snapshot.id]
     if earlier:
@@ -94,6 +103,21 @@ def check_anomalies(submission: Submission, snapshot: MetricSnapshot) -> list[Su
             raised.append(_add_flag(submission.id, "engagement_rate", reference, {
                 "rate": round(rate, 4), "baseline": round(baseline, 4)}))
     return [flag for flag in raised if flag is not None]
+
+
+def check_pending_history(*, limit: int = 500) -> int:
+    """The history checks of new submissions' first snapshots, oldest first, `limit` at a time;
+    each snapshot is taken once (rows locked, skipping those another worker holds)."""
+    stmt = (sa.select(MetricSnapshot).where(MetricSnapshot.history_pending.is_(True))
+            .order_by(MetricSnapshot.id).limit(limit))
+    if db.session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    snapshots = db.session.scalars(stmt).all()
+    for snapshot in snapshots:
+        check_anomalies(snapshot.submission, snapshot, without_history=False)
+        snapshot.history_pending = False
+    db.session.flush()
+    return len(snapshots)
 
 
 def near_duplicates(media: MediaUpload, max_distance: int) -> list[tuple[int, int, int]]:

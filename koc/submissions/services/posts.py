@@ -68,7 +68,8 @@ def find_same_post(canonical: str, platform: str, post_id: str | None, *,
 def create_submission(member_id: int, values: dict[str, Any], *,
                       kit_visible: Callable[[int], bool],
                       storage: Storage | None = None,
-                      resolve_short_links: bool = False) -> Submission:
+                      resolve_short_links: bool = False,
+                      savepoint: bool = False) -> Submission:
     """Record a reported post. `kit_visible(kit_id)` says whether the member may use that kit.
 
     With `storage`, attached media are checked against the store (size and first bytes). A
@@ -82,10 +83,6 @@ def create_submission(member_id: int, values: dict[str, Any], *,
     kit_id = values.get("kit_id")
     if kit_id is not None and not kit_visible(kit_id):
         raise field_error(422, "kit_id", "no such kit open to you")
-
-    existing_id = find_same_post(canonical, platform, post_id)
-    if existing_id is not None:
-        raise _duplicate(existing_id)
 
     media_ids = list(dict.fromkeys(values.get("media_upload_ids") or []))
     media = db.session.scalars(
@@ -107,18 +104,36 @@ def create_submission(member_id: int, values: dict[str, Any], *,
     )
     # Before review the member's figures are what the reviewer judges, so they count.
     snapshot = MetricSnapshot(source="member", state="counted", recorded_at=utcnow(),
-                              **values["metrics"])
+                              history_pending=True, **values["metrics"])
     submission.snapshots.append(snapshot)
     submission.interactions = interactions_of(values["metrics"])
-    submission.media.extend(media)
+    if media:
+        submission.media.extend(media)
+    else:
+        # A new submission has no media: say so rather than have the ORM load the empty list.
+        sa.orm.attributes.set_committed_value(submission, "media", [])
+    # No look-up first: the unique keys on the canonical URL and the platform's post id decide,
+    # also between two members sending the same post at the same moment. A duplicate ends the
+    # request with 409, which rolls back everything it did, so no savepoint is kept around the
+    # insert (`savepoint=True` for callers that go on after a duplicate, like an import).
+    db.session.add(submission)
     try:
-        with db.session.begin_nested():
-            db.session.add(submission)
+        if savepoint:
+            with db.session.begin_nested():
+                db.session.flush()
+        else:
+            db.session.flush()
     except IntegrityError as exc:
-        # Another member submitted the same post at the same moment.
+        if not savepoint:
+            db.session.rollback()
         existing_id = find_same_post(canonical, platform, post_id)
+        if existing_id is None:
+            raise
         raise _duplicate(existing_id) from exc
-    check_anomalies(submission, snapshot)
+    # What needs no history is checked now; the checks against the member's other posts inform
+    # reviewers and decide nothing here, so they run after the commit: the snapshot is marked
+    # and a periodic sweep (anomalies.check_pending_history) takes it, with no task sent here.
+    check_anomalies(submission, snapshot, with_history=False)
     _hash_images_after_commit(media)
     if short and resolve_short_links:
         enqueue_after_commit("koc.submissions.tasks.resolve_short_link_task", submission.id)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from koc.assets.models import Kit
+from koc.core.auth import forget_request_version, request_version
 from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.submissions.models import (
@@ -19,15 +22,40 @@ from koc.submissions.models import (
 from koc.submissions.services import scoring
 from koc.submissions.services.audience import audience_of, followers_floor
 
+# As for tier rules (koc.tiers.services.rules): saved versions never change, so each process
+# keeps those it read, per app, and learns which is in force from the request's token lookup.
+_CACHE = "koc.scoring_rules_cache"
+_WROTE = "koc.scoring_rules_written"
+PROBE = "scoring_rules"
+
+
+def scoring_version_probe() -> sa.ScalarSelect[int]:
+    return sa.select(sa.func.max(ScoringRuleSet.version)).scalar_subquery()
+
+
+def _in_force() -> tuple[int, dict[str, Any]]:
+    known, version = request_version(PROBE)
+    if db.session().info.get(_WROTE) or not known:
+        # Outside a request one query reads the version in force with its rules.
+        row = scoring_rules_row()
+        return (0, scoring.default_rules()) if row is None else (row.version, row.rules)
+    version = version or 0
+    cache: dict[int, dict[str, Any]] = current_app.extensions.setdefault(_CACHE, {})
+    rules = cache.get(version)
+    if rules is None:
+        rules = cache[version] = scoring_rules_version(version)
+    return version, rules
+
 
 def current_scoring() -> tuple[int, dict[str, Any]]:
     """(version, rules) in force; version 0 is the built-in default, never saved."""
-    row = db.session.scalar(
-        sa.select(ScoringRuleSet).order_by(ScoringRuleSet.version.desc()).limit(1)
-    )
-    if row is None:
-        return 0, scoring.default_rules()
-    return row.version, row.rules
+    version, rules = _in_force()
+    return version, copy.deepcopy(rules)
+
+
+def scoring_rules_to_read() -> dict[str, Any]:
+    """The rules in force, shared with the process's cache: read them, never change them."""
+    return _in_force()[1]
 
 
 def scoring_rules_row() -> ScoringRuleSet | None:
@@ -60,6 +88,8 @@ def save_scoring_rules(rules: dict[str, Any], *, staff_id: int | None) -> Scorin
     except IntegrityError as exc:
         raise DomainError(409, "Another rules version was saved at the same moment; "
                                "reload and try again.") from exc
+    db.session().info[_WROTE] = True
+    forget_request_version(PROBE)
     return row
 
 

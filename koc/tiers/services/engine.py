@@ -262,15 +262,16 @@ def _recalculate_scope(rules: RuleSet, run_id: int, *, now: datetime,
     changes = [c for c in result.changes if c["member_id"] in applied]
     # Benefits follow the tiers just written: badges and the senior group's roster, for the
     # members this run changed (suspensions and manual changes sync when they happen).
-    badges.sync_badges(now=now, changed_in_run=run_id)
-    groups.sync_group(rules.ranks, now=now, changed_in_run=run_id)
+    badges.sync_badges(now=now, changed_in_run=run_id, member_range=member_range)
+    groups.sync_group(rules.ranks, now=now, changed_in_run=run_id, member_range=member_range)
     # Members are told when their tier changes, never silently: one event per history row the
     # run wrote, built in SQL.
     emit_select("member.tier_changed", sa.select(json_object(
         ("member_id", TierChange.member_id), ("from", TierChange.from_tier),
         ("to", TierChange.to_tier), ("reason", TierChange.reason),
         ("rules_version", TierChange.rules_version), ("run_id", TierChange.run_id),
-    )).where(TierChange.run_id == run_id, TierChange.changed_at == now))
+    )).where(TierChange.run_id == run_id, TierChange.changed_at == now,
+             *metrics.in_scope(TierChange.member_id, None, member_range)))
     return result.evaluated, changes
 
 
@@ -342,7 +343,11 @@ def run_part(part_id: int, *, now: datetime | None = None) -> bool:
     part.finished_at = utcnow()
     db.session.flush()
     # Lock the run row so two last parts finishing together cannot both miss closing it.
-    db.session.execute(sa.select(TierRun.id).where(TierRun.id == run.id).with_for_update())
+    # FOR NO KEY UPDATE: the part's tier_changes rows hold KEY SHARE locks on this row (their
+    # foreign key), which a plain FOR UPDATE waits for, so two parts finishing together
+    # deadlocked; NO KEY UPDATE still makes them close the run one after the other.
+    db.session.execute(sa.select(TierRun.id).where(TierRun.id == run.id)
+                       .with_for_update(key_share=True))
     totals = db.session.execute(
         sa.select(sa.func.count().filter(TierRunPart.status == "pending"),
                   sa.func.coalesce(sa.func.sum(TierRunPart.members_evaluated), 0),

@@ -39,12 +39,13 @@ def group_tier_key(tier_ranks: dict[str, int]) -> str | None:
 
 def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None,
                member_ids: list[int] | None = None,
-               changed_in_run: int | None = None) -> tuple[int, int]:
+               changed_in_run: int | None = None,
+               member_range: tuple[int, int] | None = None) -> tuple[int, int]:
     """Invite members who reached the top tier; mark for removal those who left it.
     Returns (invited, due for removal)."""
     now = now or utcnow()
     top = group_tier_key(tier_ranks)
-    scope = members_scope(member_ids, changed_in_run)
+    scope = members_scope(member_ids, changed_in_run, member_range)
     qualifies = sa.and_(Member.tier_key == top, Member.status == MemberStatus.active.value)
     live = sa.and_(GroupMembership.group_key == SENIOR_GROUP, GroupMembership.removed_at.is_(None))
     # Back before anyone removed them: the removal is called off.

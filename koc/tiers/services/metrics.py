@@ -138,12 +138,82 @@ def metric_query(  # noqa: PLR0911 - one branch per metric reads better than a t
     raise ValueError(f"unknown metric {metric}")
 
 
+# Metrics read straight off a member's approved submissions: computed together, one grouped pass
+# over those rows for every window the rules use (FILTER per window), instead of a query each.
+_POST_METRICS = {"approved_submissions", "best_post_interactions", "best_post_reach",
+                 "average_rating", "distinct_kits"}
+_COUNTS = {"approved_submissions", "distinct_kits"}
+
+
+def _followers_by_account(floor: int) -> sa.Subquery:
+    """(member, platform) -> the audience reach divides by: one grouped pass over the accounts,
+    joined to the posts, where a correlated sub-plan per post would run millions of times."""
+    return (sa.select(SocialAccount.member_id, SocialAccount.platform,
+                      sa.func.max(audience.effective_followers(floor)).label("followers"))
+            .group_by(SocialAccount.member_id, SocialAccount.platform).subquery("audience"))
+
+
+def post_metrics_query(keys: Iterable[MetricKey], now: datetime, member_ids: list[int] | None,
+                       member_range: MemberRange | None = None, *,
+                       floor: int | None = None) -> tuple[sa.Select, list[MetricKey]]:
+    """One grouped query for every post metric in `keys`; its columns after member_id follow
+    the returned key order."""
+    ordered = sorted({k for k in keys if k[0] in _POST_METRICS}, key=str)
+    floor = audience.followers_floor() if floor is None else floor
+    windows = [window for _, window in ordered]
+    where = [Submission.status == SubmissionStatus.approved.value,
+             *in_scope(Submission.member_id, member_ids, member_range)]
+    bounded = [window for window in windows if window]
+    if bounded and len(bounded) == len(windows):  # every metric windowed: skip older posts
+        where.append(Submission.posted_at >= now - timedelta(days=max(bounded)))
+    needs_reach = any(metric == "best_post_reach" for metric, _ in ordered)
+    source: Any = Submission
+    reach: sa.ColumnElement[Any] | None = None
+    if needs_reach:
+        followers = _followers_by_account(floor)
+        source = sa.outerjoin(Submission, followers, sa.and_(
+            followers.c.member_id == Submission.member_id,
+            followers.c.platform == Submission.platform))
+        reach = Submission.interactions * 1000.0 / sa.func.nullif(followers.c.followers, 0)
+    columns = []
+    for metric, window in ordered:
+        condition = (Submission.posted_at >= now - timedelta(days=window)) if window else None
+        if metric == "approved_submissions":
+            aggregate: Any = sa.func.count()
+        elif metric == "best_post_interactions":
+            aggregate = sa.func.max(Submission.interactions)
+        elif metric == "best_post_reach":
+            aggregate = sa.func.max(reach)
+        elif metric == "average_rating":
+            aggregate = sa.func.avg(Submission.rating)
+        else:  # distinct_kits
+            aggregate = sa.func.count(sa.distinct(Submission.kit_id))
+        columns.append(aggregate.filter(condition) if condition is not None else aggregate)
+    stmt = (sa.select(Submission.member_id, *columns).select_from(source).where(*where)
+            .group_by(Submission.member_id))
+    return stmt, ordered
+
+
 def compute(keys: Iterable[MetricKey], *, now: datetime,
             member_ids: Iterable[int] | None = None,
             member_range: MemberRange | None = None) -> MetricValues:
     ids = list(member_ids) if member_ids is not None else None
+    keys = set(keys)
     values: MetricValues = {}
-    for metric, window in sorted(set(keys), key=str):
+    post_keys = [k for k in keys if k[0] in _POST_METRICS]
+    if post_keys:
+        stmt, ordered = post_metrics_query(post_keys, now, ids, member_range)
+        columns: list[dict[int, float]] = [{} for _ in ordered]
+        counts = [metric in _COUNTS for metric, _ in ordered]
+        for member_id, *row in db.session.execute(stmt):
+            for column, is_count, value in zip(columns, counts, row, strict=True):
+                # A member with posts, none of them in this window (or none rated, none with a
+                # kit), has no value here, as when each metric was its own query.
+                if value is not None and not (is_count and value == 0):
+                    column[member_id] = float(value)
+        for key, column in zip(ordered, columns, strict=True):
+            values[key] = column
+    for metric, window in sorted(keys - set(post_keys), key=str):
         rows = db.session.execute(metric_query(metric, window, now, ids, member_range))
         values[(metric, window)] = {member_id: float(value or 0) for member_id, value in rows}
     return values

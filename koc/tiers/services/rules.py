@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 import sqlalchemy as sa
+from flask import current_app
 
+from koc.core.auth import forget_request_version, request_version
 from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.tiers.models import TierRuleSet
@@ -48,11 +50,44 @@ class RuleSet:
         return next((t for t in self.tiers if t["key"] == key), None)
 
 
+# Rule versions are never edited once saved, so each process keeps the ones it has read, keyed
+# by version, per app. Which version is in force comes with the request's token lookup
+# (koc.core.auth VERSION_PROBES: one max() on the unique index, no round trip of its own), or
+# from one such query outside a request. A session that saved a version this transaction reads
+# around the cache, which must never hold a version that might still roll back.
+_CACHE = "koc.tier_rules_cache"
+_WROTE = "koc.tier_rules_written"
+PROBE = "tier_rules"
+
+
+def tier_rules_version_probe() -> sa.ScalarSelect[int]:
+    return sa.select(sa.func.max(TierRuleSet.version)).scalar_subquery()
+
+
+def _cached(version: int) -> RuleSet:
+    cache: dict[int, RuleSet] = current_app.extensions.setdefault(_CACHE, {})
+    found = cache.get(version)
+    if found is None:
+        found = rules_of_version(version)
+        cache[found.version] = found
+    return found
+
+
+def _rules_in_force() -> RuleSet:
+    known, version = request_version(PROBE)
+    if db.session().info.get(_WROTE) or not known:
+        # Outside a request (jobs, commands) one query reads the version in force and its
+        # rules together, as cheap as reading the version alone.
+        row = db.session.scalar(
+            sa.select(TierRuleSet).order_by(TierRuleSet.version.desc()).limit(1))
+        return RuleSet(row.version, row.tiers) if row else RuleSet(0, DEFAULT_TIERS)
+    return _cached(version or 0)
+
+
 def current_rules() -> RuleSet:
-    row = db.session.scalar(sa.select(TierRuleSet).order_by(TierRuleSet.version.desc()).limit(1))
-    if row is None:
-        return RuleSet(version=0, tiers=copy.deepcopy(DEFAULT_TIERS))
-    return RuleSet(version=row.version, tiers=row.tiers)
+    rules = _rules_in_force()
+    # A copy: callers may change what they are given, never the process-wide cache.
+    return RuleSet(version=rules.version, tiers=copy.deepcopy(rules.tiers))
 
 
 def rules_of_version(version: int) -> RuleSet:
@@ -66,7 +101,7 @@ def rule_versions() -> sa.Select:
 
 
 def tier_ranks() -> dict[str, int]:
-    return current_rules().ranks
+    return _rules_in_force().ranks
 
 
 def save_rules(tiers: list[dict[str, Any]], *, staff_id: int | None) -> RuleSet:
@@ -75,6 +110,8 @@ def save_rules(tiers: list[dict[str, Any]], *, staff_id: int | None) -> RuleSet:
     ordered = sorted(tiers, key=lambda t: t["rank"])
     db.session.add(TierRuleSet(version=latest + 1, tiers=ordered, created_by_staff_id=staff_id))
     db.session.flush()
+    db.session().info[_WROTE] = True
+    forget_request_version(PROBE)
     return RuleSet(version=latest + 1, tiers=ordered)
 
 
