@@ -50,13 +50,14 @@ def _import_held_mid_task(make_app, postgres_url, redis_url, tmp_path):
         db.session.commit()
     csv = "external_id,display_name,city\n" + "".join(
         f"kill-{n},user {n},Hangzhou\n" for n in range(ROWS))
-    holder = psycopg.connect(postgres_url)
-    holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
     response = app.test_client().post(
         "/api/v1/users/import", headers={"Authorization": f"Bearer {token}"},
         data={"file": (io.BytesIO(csv.encode()), "users.csv")},
         content_type="multipart/form-data")
     assert response.status_code == 202, response.json
+    # Taken after the request (whose token look-up reads users) and before the worker starts.
+    holder = psycopg.connect(postgres_url)
+    holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
     env = {**os.environ, "KOC_ENV": "test", "KOC_SECRET_KEY": settings.secret_key,
            "KOC_DATABASE_URL": postgres_url, "KOC_BROKER_URL": redis_url,
            "KOC_STORAGE_URL": settings.storage_url, "KOC_PUBLIC_URL": "http://localhost"}
