@@ -62,13 +62,13 @@ FROM (SELECT g, floor(40 * random() ^ 3)::int AS orders,
 # filter (active, not locked) has something to skip.
 MEMBERS_SQL = """
 INSERT INTO members (id, user_id, display_name, status, tier_key, tier_locked, tier_since,
-                     joined_at, terms_accepted_at)
+                     joined_at, terms_accepted_at, show_name_on_badge)
 SELECT g, g, 'koc ' || g,
        CASE WHEN r < 0.02 THEN 'suspended' ELSE 'active' END,
        CASE WHEN r >= 0.02 AND r < 0.025 THEN 'certified' END,
        r >= 0.02 AND r < 0.025,
        CASE WHEN r >= 0.02 AND r < 0.025 THEN joined END,
-       joined, joined
+       joined, joined, false
 FROM (SELECT g, random() AS r, now() - interval '1 day' * (150 + 250 * random()) AS joined
       FROM generate_series(1, %(members)s::bigint) AS g OFFSET 0) AS m
 """
