@@ -822,18 +822,29 @@ _DATE_TS = (
     "OR substr(s.last_order_at, 1, 4)::int %% 400 = 0)) THEN NULL "
     "ELSE s.last_order_at::timestamptz END"
 )
+def _fast_int(name: str, maximum: int) -> str:
+    # Digits, spaces and signs only, then PostgreSQL's own cast: "1 2" or "+-1" make it raise,
+    # which sends the block to the careful checks.
+    return (f"CASE WHEN s.{name} IS NULL THEN NULL "
+            f"WHEN translate(s.{name}, '0123456789 +-', '') <> '' THEN '{name}:integer' "
+            f"WHEN s.{name}::bigint NOT BETWEEN 0 AND {maximum} THEN '{name}:range' END")
+
+
+def _row_checks(int_check: Callable[[str, int], str]) -> str:
+    """The checks both paths make the same way (the id, lengths), and the counts by `int_check`."""
+    return ",\n  ".join([
+        "CASE WHEN s.external_id IS NULL THEN 'external_id:required' "
+        "WHEN char_length(s.external_id) > 64 OR s.external_id !~ '^[A-Za-z0-9_.:-]+$' "
+        "THEN 'external_id:format' END",
+        _length_check("display_name", 100), _length_check("city", 64),
+        _length_check("store_code", 32),
+        int_check("orders_count", INT32_MAX), int_check("spend_cents", INT64_MAX),
+        int_check("shares_count", INT32_MAX), int_check("community_posts_count", INT32_MAX)])
+
+
 _CHECKED = f"""
 SELECT s.*, t.ts, array_remove(ARRAY[
-  CASE WHEN s.external_id IS NULL THEN 'external_id:required'
-       WHEN char_length(s.external_id) > 64 OR s.external_id !~ '^[A-Za-z0-9_.:-]+$'
-       THEN 'external_id:format' END,
-  {_length_check("display_name", 100)},
-  {_length_check("city", 64)},
-  {_length_check("store_code", 32)},
-  {_int_check("orders_count", INT32_MAX)},
-  {_int_check("spend_cents", INT64_MAX)},
-  {_int_check("shares_count", INT32_MAX)},
-  {_int_check("community_posts_count", INT32_MAX)},
+  {_row_checks(_int_check)},
   CASE WHEN s.last_order_at IS NULL THEN NULL
        WHEN s.last_order_at ~ '{_DATE_SHAPE}' AND s.last_order_at ~ '{_BAD_OFFSET}'
        THEN 'last_order_at:offset'
@@ -851,12 +862,6 @@ CROSS JOIN LATERAL (SELECT {_DATE_TS} AS ts OFFSET 0) AS t
 """
 _REFUSED_SQL = "SELECT * FROM koc_user_import_refused ORDER BY line"
 
-def _fast_int(name: str, maximum: int) -> str:
-    # Digits, spaces and signs only, then PostgreSQL's own cast: "1 2" or "+-1" make it raise,
-    # which sends the block to the careful checks.
-    return (f"CASE WHEN s.{name} IS NULL THEN NULL "
-            f"WHEN translate(s.{name}, '0123456789 +-', '') <> '' THEN '{name}:integer' "
-            f"WHEN s.{name}::bigint NOT BETWEEN 0 AND {maximum} THEN '{name}:range' END")
 
 
 # The fast path's checks: the same outcomes as _CHECKED for the lines they can judge, with
@@ -864,16 +869,7 @@ def _fast_int(name: str, maximum: int) -> str:
 # checked again by _CHECKED (see _merge_fast_block).
 _FAST_CHECKED = f"""
 SELECT s.*, t.ts, array_remove(ARRAY[
-  CASE WHEN s.external_id IS NULL THEN 'external_id:required'
-       WHEN char_length(s.external_id) > 64 OR s.external_id !~ '^[A-Za-z0-9_.:-]+$'
-       THEN 'external_id:format' END,
-  {_length_check("display_name", 100)},
-  {_length_check("city", 64)},
-  {_length_check("store_code", 32)},
-  {_fast_int("orders_count", INT32_MAX)},
-  {_fast_int("spend_cents", INT64_MAX)},
-  {_fast_int("shares_count", INT32_MAX)},
-  {_fast_int("community_posts_count", INT32_MAX)},
+  {_row_checks(_fast_int)},
   CASE WHEN s.last_order_at IS NULL THEN NULL
        WHEN t.shaped AND t.bad_offset THEN 'last_order_at:offset'
        WHEN t.ts IS NULL THEN 'last_order_at:datetime'
