@@ -17,7 +17,6 @@
   var button = form.querySelector("button[type=submit]");
   var DONE_KEY = "koc.kitUpload.done";
   // Headers the browser sets itself and refuses from scripts.
-  var FORBIDDEN = { "content-length": true, host: true, connection: true };
   var TYPES_BY_EXTENSION = {
     jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", webp: "image/webp",
     gif: "image/gif", heic: "image/heic", mp4: "video/mp4", mov: "video/quicktime",
@@ -76,64 +75,6 @@
     });
   }
 
-  // PUT bytes to a presigned URL; onBytes(loaded) reports the bytes sent so far.
-  function put(url, headers, blob, onBytes) {
-    return new Promise(function (resolve, reject) {
-      var xhr = new XMLHttpRequest();
-      xhr.open("PUT", url);
-      Object.keys(headers || {}).forEach(function (name) {
-        if (!FORBIDDEN[name.toLowerCase()]) {
-          xhr.setRequestHeader(name, headers[name]);
-        }
-      });
-      xhr.upload.onprogress = function (event) {
-        onBytes(event.loaded);
-      };
-      xhr.onload = function () {
-        if (xhr.status >= 200 && xhr.status < 300) {
-          onBytes(blob.size);
-          resolve(xhr.getResponseHeader("ETag"));
-        } else {
-          reject(new Error(message("network") + " (" + xhr.status + ")"));
-        }
-      };
-      xhr.onerror = function () {
-        reject(new Error(message("network")));
-      };
-      xhr.send(blob);
-    });
-  }
-
-  function uploadBytes(file, upload) {
-    var total = file.size || 1;
-    if (!upload.multipart) {
-      return put(upload.url, upload.headers, file, function (loaded) {
-        show(100 * loaded / total);
-      }).then(function () {
-        return null;
-      });
-    }
-    // Parts one after another: memory stays flat whatever the file's size.
-    var done = 0;
-    var etags = [];
-    return upload.parts.reduce(function (previous, part) {
-      return previous.then(function () {
-        var start = (part.part_number - 1) * upload.part_size;
-        var blob = file.slice(start, start + part.size);
-        return put(part.url, {}, blob, function (loaded) {
-          show(100 * (done + loaded) / total);
-        }).then(function (etag) {
-          done += part.size;
-          etags.push({ part_number: part.part_number, etag: etag });
-        });
-      });
-    }, Promise.resolve()).then(function () {
-      // Without CORS exposing ETag the server lists the stored parts itself.
-      var known = etags.every(function (p) { return p.etag; });
-      return known ? etags : null;
-    });
-  }
-
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var file = input.files && input.files[0];
@@ -151,7 +92,9 @@
     postJson(form.getAttribute("data-create-url"), {
       filename: file.name, content_type: contentType(file), size: file.size
     }).then(function (created) {
-      return uploadBytes(file, created.upload).then(function (parts) {
+      return window.kocPresignedUpload(file, created.upload, function (percent) {
+        show(percent);
+      }, message("network")).then(function (parts) {
         show(100, message("finishing"));
         var complete = form.getAttribute("data-create-url") + "/" + created.asset_id + "/complete";
         return postJson(complete, parts ? { parts: parts } : {});

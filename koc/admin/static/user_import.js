@@ -19,7 +19,6 @@
   var errorTable = document.getElementById("import-errors");
   var report = document.getElementById("import-report");
   var button = form.querySelector("button[type=submit]");
-  var FORBIDDEN = { "content-length": true, host: true, connection: true };
   var POLL_MS = 1000;
 
   function message(name, values) {
@@ -54,59 +53,6 @@
         reject(new Error(message("network")));
       };
       xhr.send(body === undefined ? null : JSON.stringify(body));
-    });
-  }
-
-  function put(url, headers, blob, onBytes) {
-    return new Promise(function (resolve, reject) {
-      var xhr = new XMLHttpRequest();
-      xhr.open("PUT", url);
-      Object.keys(headers || {}).forEach(function (name) {
-        if (!FORBIDDEN[name.toLowerCase()]) {
-          xhr.setRequestHeader(name, headers[name]);
-        }
-      });
-      xhr.upload.onprogress = function (event) {
-        onBytes(event.loaded);
-      };
-      xhr.onload = function () {
-        if (xhr.status >= 200 && xhr.status < 300) {
-          onBytes(blob.size);
-          resolve(xhr.getResponseHeader("ETag"));
-        } else {
-          reject(new Error(message("network") + " (" + xhr.status + ")"));
-        }
-      };
-      xhr.onerror = function () {
-        reject(new Error(message("network")));
-      };
-      xhr.send(blob);
-    });
-  }
-
-  function upload(file, plan) {
-    var total = file.size || 1;
-    if (!plan.multipart) {
-      return put(plan.url, plan.headers, file, function (loaded) {
-        uploadBar.value = 100 * loaded / total;
-      }).then(function () {
-        return null;
-      });
-    }
-    var done = 0;
-    var etags = [];
-    return plan.parts.reduce(function (previous, part) {
-      return previous.then(function () {
-        var start = (part.part_number - 1) * plan.part_size;
-        return put(part.url, {}, file.slice(start, start + part.size), function (loaded) {
-          uploadBar.value = 100 * (done + loaded) / total;
-        }).then(function (etag) {
-          done += part.size;
-          etags.push({ part_number: part.part_number, etag: etag });
-        });
-      });
-    }, Promise.resolve()).then(function () {
-      return etags.every(function (p) { return p.etag; }) ? etags : null;
     });
   }
 
@@ -181,7 +127,9 @@
       filename: file.name, content_type: file.type || "text/csv", size: file.size,
       encoding: encoding.value
     }).then(function (created) {
-      return upload(file, created.upload).then(function (parts) {
+      return window.kocPresignedUpload(file, created.upload, function (percent) {
+        uploadBar.value = percent;
+      }, message("network")).then(function (parts) {
         status.textContent = message("starting");
         return request("POST", created.start_url, parts ? { parts: parts } : {});
       });
