@@ -82,3 +82,32 @@ def test_each_periodic_task_is_scheduled_under_its_own_name(app) -> None:
     tier_runs = sorted(str(entry["kwargs"]) for entry in schedule.values()
                        if entry["task"] == "koc.tiers.tasks.recalculate_tiers_periodic")
     assert tier_runs == ["{'incremental': False}", "{'incremental': True}"]
+
+
+def test_a_busy_embedded_database_is_no_failure_of_the_job(app, caplog) -> None:
+    """SQLite busy inside a job's work: the task runs again (koc.core.sqlite.run_task), so the
+    job is neither marked failed nor logged as one; the second attempt finishes it."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from koc.core.jobs import Job, run_job, start_job
+    from koc.core.sqlite import run_task
+    from koc.extensions import db
+
+    attempts = []
+
+    def work(job: Job) -> None:
+        attempts.append(job.id)
+        if len(attempts) == 1:
+            raise sa.exc.OperationalError("UPDATE ...", {}, sqlite3.OperationalError(
+                "database is locked"))
+        job.processed = 7
+
+    with app.app_context():
+        job_id = start_job("koc.tiers.tasks.recalculate_tiers_job", kind="test.busy").id
+        db.session.commit()
+        run_task("test", lambda: run_job(job_id, work))
+        job = db.session.get(Job, job_id)
+        assert (job.status, job.processed, len(attempts)) == ("succeeded", 7, 2)
+    assert not [r for r in caplog.records if "failed" in r.getMessage()]

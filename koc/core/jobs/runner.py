@@ -14,6 +14,7 @@ from koc.core.celery import Every, periodic_task
 from koc.core.db import utcnow
 from koc.core.jobs.dispatch import enqueue_after_commit
 from koc.core.jobs.models import Job, JobStatus
+from koc.core.sqlite import is_busy
 from koc.extensions import db
 
 STALE_AFTER = timedelta(minutes=5)
@@ -46,8 +47,12 @@ def run_job(job_id: int, work: Callable[[Job], None]) -> bool:
     db.session.commit()
     try:
         work(job)
-    except Exception:
+    except Exception as exc:
         db.session.rollback()
+        if is_busy(exc):
+            # The embedded database was busy: no failure of the job's. The task runs again
+            # (koc.core.sqlite.run_task) and the job with it, from where it had committed.
+            raise
         log.exception("job %s (%s) failed", job_id, job.kind)
         job = db.session.get_one(Job, job_id)
         job.status = JobStatus.failed.value
