@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from koc.extensions import db
 from koc.submissions.models import PointsEntry, Submission
-from tests.admin.conftest import PASSWORD
+from tests.admin.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD
 from tests.plugins.services import missing_service
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture
-def live_server(app: Flask) -> Iterator[str]:
-    # Port 0: the OS picks a free port, so parallel runs cannot collide.
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-
 
 @pytest.fixture
 def browser_page() -> Iterator:

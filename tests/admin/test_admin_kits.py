@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from koc.assets.models import Asset, Kit
 from koc.extensions import db
 from tests.admin.conftest import PASSWORD, csrf_token
-from tests.admin.test_admin_browser import browser_page, live_server  # noqa: F401
+from tests.admin.test_admin_browser import browser_page  # noqa: F401
 from tests.assets.conftest import LOCAL_PREFIX, Kits, png_bytes
 
 

@@ -21,7 +21,7 @@ from koc.tiers.models import Drop, DropClaim, GroupMembership, TierChange, TierR
 from koc.tiers.services import groups
 from koc.tiers.services.rules import DEFAULT_TIERS
 from tests.admin.conftest import PASSWORD, csrf_token, login
-from tests.admin.test_admin_browser import browser_page, live_server  # noqa: F401
+from tests.admin.test_admin_browser import browser_page  # noqa: F401
 from tests.conftest import Api
 
 

@@ -16,7 +16,7 @@ from flask import Flask
 from koc.extensions import db
 from koc.submissions.models import MediaUpload, Submission
 from koc.tiers.models import DropClaim
-from tests.admin.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, live_server  # noqa: F401
+from tests.admin.conftest import CHROMIUM, CHROMIUM_ARGS, live_server  # noqa: F401
 from tests.assets.conftest import png_bytes
 from tests.plugins.services import missing_service
 from tests.portal.conftest import Programme
