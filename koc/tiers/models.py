@@ -91,7 +91,10 @@ class TierChange(Model):
     to_tier: Mapped[str | None] = mapped_column(sa.String(32))
     reason: Mapped[str] = mapped_column(sa.String(500))
     rules_version: Mapped[int | None]
-    run_id: Mapped[int | None] = mapped_column(sa.ForeignKey("tier_runs.id", ondelete="SET NULL"))
+    # Indexed: after a run, its badges, senior group and events are synced for the members it
+    # changed, read back by run id, and the history grows by every run.
+    run_id: Mapped[int | None] = mapped_column(sa.ForeignKey("tier_runs.id", ondelete="SET NULL"),
+                                               index=True)
     changed_by_staff_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("staff.id", ondelete="SET NULL")
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,17 +43,13 @@ def emit_select(event_type: str, payloads: sa.Select) -> int:
     if not subscribed:
         return db.session.execute(insert).rowcount  # type: ignore[attr-defined]  # a CursorResult
     event_ids = db.session.scalars(insert.returning(OutboxEvent.id)).all()
-    for start in range(0, len(event_ids), 2000):
-        db.session.execute(sa.insert(WebhookDelivery).values([
-            {"event_id": event_id, "webhook_id": webhook.id, "next_attempt_at": now}
-            for webhook in subscribed for event_id in event_ids[start:start + 2000]]))
-    enqueue_after_commit("koc.core.events.deliver_due")
+    _insert_deliveries(event_ids, subscribed, now)
     return len(event_ids)
 
 
-def emit_many(event_type: str, payloads: list[dict[str, Any]], *, chunk: int = 2000) -> None:
+def emit_many(event_type: str, payloads: list[dict[str, Any]]) -> None:
     """Record several events of one type at once (a tier run can change thousands of members):
-    one read of the webhooks and multi-row inserts, rather than a round of each per event."""
+    one read of the webhooks and batched inserts, rather than a round of each per event."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
     if not payloads:
@@ -59,16 +57,26 @@ def emit_many(event_type: str, payloads: list[dict[str, Any]], *, chunk: int = 2
     now = utcnow()
     webhooks = db.session.scalars(sa.select(Webhook).where(Webhook.active.is_(True))).all()
     subscribed = [w for w in webhooks if event_type in (w.events or ())]
-    for start in range(0, len(payloads), chunk):
-        rows = [{"event_type": event_type, "payload": payload, "created_at": now}
-                for payload in payloads[start:start + chunk]]
-        insert = sa.insert(OutboxEvent).values(rows)
-        if not subscribed:
-            db.session.execute(insert)
-            continue
-        event_ids = db.session.scalars(insert.returning(OutboxEvent.id)).all()
-        db.session.execute(sa.insert(WebhookDelivery).values([
-            {"event_id": event_id, "webhook_id": webhook.id, "next_attempt_at": now}
-            for webhook in subscribed for event_id in event_ids]))
-    if subscribed:
-        enqueue_after_commit("koc.core.events.deliver_due")
+    rows = [{"event_type": event_type, "payload": payload, "created_at": now}
+            for payload in payloads]
+    # A list of parameter sets, not .values(rows): SQLAlchemy compiles the statement once and
+    # sends the rows in multi-row batches, where a literal multi-row VALUES was compiled anew
+    # for every chunk (two seconds of a tier run's 20,000 group invitations).
+    if not subscribed:
+        db.session.execute(sa.insert(OutboxEvent), rows)
+        return
+    event_ids = db.session.scalars(
+        sa.insert(OutboxEvent).returning(OutboxEvent.id, sort_by_parameter_order=True), rows
+    ).all()
+    _insert_deliveries(event_ids, subscribed, now)
+
+
+def _insert_deliveries(event_ids: Sequence[int], subscribed: Sequence[Webhook],
+                       now: datetime) -> None:
+    """One delivery row per event and subscribed webhook, sent once the caller commits."""
+    if not event_ids:
+        return
+    db.session.execute(sa.insert(WebhookDelivery), [
+        {"event_id": event_id, "webhook_id": webhook.id, "next_attempt_at": now}
+        for webhook in subscribed for event_id in event_ids])
+    enqueue_after_commit("koc.core.events.deliver_due")

@@ -118,7 +118,7 @@ BADGES_INLINE = 1000
 
 
 def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = None,
-                changed_in_run: int | None = None, inline_limit: int | None = None,
+                inline_limit: int | None = None,
                 defer_rest: bool = True,
                 member_range: tuple[int, int] | None = None) -> tuple[int, int]:
     """Issue a badge to every active member with a tier who has none; revoke the badges of
@@ -127,7 +127,7 @@ def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = N
     Revocation is always immediate. At most `inline_limit` badges are issued here; with
     `defer_rest`, `koc.tiers.tasks.issue_badges` issues the others once the caller commits."""
     now = now or utcnow()
-    scope = members_scope(member_ids, changed_in_run, member_range)
+    scope = members_scope(member_ids, member_range)
     lost = sa.select(Member.id).where(
         sa.or_(Member.tier_key.is_(None), Member.status != MemberStatus.active.value), *scope)
     revoked = cast(CursorResult[Any], db.session.execute(

@@ -53,6 +53,20 @@ class _CompiledTier:
         return self.combine(values.get(member_id, 0) >= minimum * factor
                             for values, minimum in self.conditions)
 
+    def members_passing(self, universe: set[int], factor: float = 1.0) -> set[int]:
+        """The members of `universe` that `passes` would accept, computed as set operations
+        over each condition's values: a full run asks for every member, and a generator per
+        member and tier cost more than the metric queries' wait."""
+        sets = []
+        for values, minimum in self.conditions:
+            threshold = minimum * factor
+            # A member without a value has 0: a threshold of 0 or less admits everyone.
+            sets.append(universe if threshold <= 0 else
+                        {m for m, v in values.items() if v >= threshold} & universe)
+        if not sets:
+            return set(universe) if self.combine(()) else set()
+        return set.intersection(*sets) if self.combine is all else set.union(*sets)
+
 
 def compile_tiers(rules: RuleSet, values: MetricValues) -> list[_CompiledTier]:
     """The rules with their metric columns attached, highest rank first; built once per run."""
@@ -157,10 +171,14 @@ def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = No
                 member_ids=ids, member_range=member_range)
             for t in rules.tiers if t.get("weak_posts")}
 
+    universe = {member_id for member_id, *_ in members}
+    meeting = [(t, t.members_passing(universe)) for t in compiled]
+    holding = {t.key: t.members_passing(universe, t.low_water) for t in compiled}
+
     result = Plan(evaluated=len(members))
     for member_id, current, since, below_since in members:
         tier = by_key.get(current)
-        earned = next((t for t in compiled if t.passes(member_id)), None)
+        earned = next((t for t, met in meeting if member_id in met), None)
         if earned is not None and (tier is None or earned.rank > tier.rank):
             result.changes.append({
                 "member_id": member_id, "from": current, "to": earned.key, "direction": "up",
@@ -170,14 +188,14 @@ def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = No
             continue
         # The tier it would fall to: the highest lower tier it still holds at low water.
         fallback = next((t.key for t in compiled
-                         if t.rank < tier.rank and t.passes(member_id, t.low_water)), None)
+                         if t.rank < tier.rank and member_id in holding[t.key]), None)
         if member_id in weak.get(tier.key, ()):
             rule = next(t["weak_posts"] for t in rules.tiers if t["key"] == tier.key)
             result.changes.append({
                 "member_id": member_id, "from": current, "to": fallback, "direction": "down",
                 "reason": f"{rule['count']} consecutive posts under {rule['below']} interactions"})
             continue
-        if tier.passes(member_id, tier.low_water):
+        if member_id in holding[tier.key]:
             if below_since is not None:
                 result.marks.append({"member_id": member_id, "tier": current, "below_since": None})
             continue
@@ -262,8 +280,9 @@ def _recalculate_scope(rules: RuleSet, run_id: int, *, now: datetime,
     changes = [c for c in result.changes if c["member_id"] in applied]
     # Benefits follow the tiers just written: badges and the senior group's roster, for the
     # members this run changed (suspensions and manual changes sync when they happen).
-    badges.sync_badges(now=now, changed_in_run=run_id, member_range=member_range)
-    groups.sync_group(rules.ranks, now=now, changed_in_run=run_id, member_range=member_range)
+    changed = sorted(applied)
+    badges.sync_badges(now=now, member_ids=changed, member_range=member_range)
+    groups.sync_group(rules.ranks, now=now, member_ids=changed, member_range=member_range)
     # Members are told when their tier changes, never silently: one event per history row the
     # run wrote, built in SQL.
     emit_select("member.tier_changed", sa.select(json_object(
@@ -367,7 +386,7 @@ def run_part(part_id: int, *, now: datetime | None = None) -> bool:
 # staff after the metrics were read keeps what staff set, and gets no history row from this run.
 _APPLY_POSTGRES = sa.text("""
 WITH planned AS (
-    SELECT * FROM jsonb_to_recordset(CAST(:changes AS jsonb))
+    SELECT * FROM json_to_recordset(CAST(:changes AS json))
         AS c(member_id bigint, "from" text, "to" text, reason text)
 ), updated AS (
     UPDATE members AS m SET tier_key = p."to", tier_since = :now, tier_below_since = NULL
@@ -415,12 +434,15 @@ def _apply_changes(planned: list[dict[str, Any]], *, run_id: int | None, rules_v
     """
     if not planned:
         return set()
+    # The plan as one JSON document, read as rows by the server. json, not jsonb: the text is
+    # read once, without building jsonb's binary form first; and the document is built by
+    # json.dumps in C, where four array parameters cost psycopg a Python call per element.
     payload = json.dumps([{k: c[k] for k in ("member_id", "from", "to", "reason")}
                           for c in planned])
     params = {"changes": payload, "now": now, "rules_version": rules_version,
               "run_id": run_id}
     if db.session.get_bind().dialect.name == "postgresql":
-        return set(db.session.scalars(_APPLY_POSTGRES, params))
+        return set(db.session.scalars(_APPLY_POSTGRES, params).all())
     db.session.execute(_APPLY_SQLITE, params)
     return set(db.session.scalars(_HISTORY_SQLITE, params))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -26,12 +25,6 @@ from koc.tiers.services.rules import tier_ranks
 SENIOR_GROUP = "senior"
 
 
-def _insert_in_chunks(model: type, rows: list[dict[str, Any]], chunk: int = 2000) -> None:
-    """Multi-row INSERTs: one statement per `chunk` rows, not one per row."""
-    for start in range(0, len(rows), chunk):
-        db.session.execute(sa.insert(model).values(rows[start:start + chunk]))
-
-
 def group_tier_key(tier_ranks: dict[str, int]) -> str | None:
     """The senior group follows the highest tier."""
     return max(tier_ranks, key=tier_ranks.__getitem__) if tier_ranks else None
@@ -39,13 +32,12 @@ def group_tier_key(tier_ranks: dict[str, int]) -> str | None:
 
 def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None,
                member_ids: list[int] | None = None,
-               changed_in_run: int | None = None,
                member_range: tuple[int, int] | None = None) -> tuple[int, int]:
     """Invite members who reached the top tier; mark for removal those who left it.
     Returns (invited, due for removal)."""
     now = now or utcnow()
     top = group_tier_key(tier_ranks)
-    scope = members_scope(member_ids, changed_in_run, member_range)
+    scope = members_scope(member_ids, member_range)
     qualifies = sa.and_(Member.tier_key == top, Member.status == MemberStatus.active.value)
     live = sa.and_(GroupMembership.group_key == SENIOR_GROUP, GroupMembership.removed_at.is_(None))
     # Back before anyone removed them: the removal is called off.
@@ -62,9 +54,10 @@ def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None,
     newcomers = db.session.scalars(
         sa.select(Member.id).where(qualifies, *scope, ~sa.exists().where(
             live, GroupMembership.member_id == Member.id))).all()
-    _insert_in_chunks(GroupMembership, [
-        {"group_key": SENIOR_GROUP, "member_id": member_id, "code": secrets.token_urlsafe(12),
-         "invited_at": now} for member_id in newcomers])
+    if newcomers:  # one compiled statement, the rows sent in multi-row batches
+        db.session.execute(sa.insert(GroupMembership), [
+            {"group_key": SENIOR_GROUP, "member_id": member_id,
+             "code": secrets.token_urlsafe(12), "invited_at": now} for member_id in newcomers])
     # The group lives in WeCom: whoever runs it is told whom to add and whom to take out.
     emit_many("group.invite", [{"group": SENIOR_GROUP, "member_id": m} for m in newcomers])
     emit_many("group.remove", [{"group": SENIOR_GROUP, "member_id": m} for m in leaving])
