@@ -55,7 +55,7 @@ from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import InvitationCampaign, Member, User
 from koc.members.schemas import (
-    CampaignFilterSchema,
+    CandidateQuerySchema,
     CandidatePreviewInSchema,
     CandidateRulesInSchema,
     ImportCreateSchema,
@@ -341,7 +341,8 @@ def _candidate_query() -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     raw = {name: value for name in CANDIDATE_FILTERS
            if (value := request.args.get(name, "").strip())}
     try:
-        return CampaignFilterSchema().load(raw), raw, {}
+        # The query string's schema (digits as text are numbers), as GET /api/v1/candidates.
+        return CandidateQuerySchema(exclude=("limit",)).load(raw), raw, {}
     except ValidationError as exc:
         bad = exc.messages if isinstance(exc.messages, dict) else {}
         return {}, raw, {name: _("Not a valid value.") for name in bad}
