@@ -55,8 +55,8 @@ from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import InvitationCampaign, Member, User
 from koc.members.schemas import (
-    CandidateQuerySchema,
     CandidatePreviewInSchema,
+    CandidateQuerySchema,
     CandidateRulesInSchema,
     ImportCreateSchema,
     ImportStartSchema,
