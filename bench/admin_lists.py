@@ -196,6 +196,29 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
             # The first request warms the caches (templates, plans); the median is the figure.
             note = "" if response.status_code == 200 else f"  (HTTP {response.status_code})"
             print(f"{path:<68} {statistics.median(times):>10.1f} {max(times):>8.1f}{note}")
+        weekly_activity_ratio(args.repeat)
+
+
+def weekly_activity_ratio(repeat: int) -> None:
+    """The dashboard's weekly series alone, counted from the base tables and from the rollup
+    plus its open edge, in the same run: the figures must agree; the ratio is the gain."""
+    from koc.core.db import utcnow
+    from koc.extensions import db
+    from koc.tiers.services import insight
+
+    now = utcnow()
+    medians, figures = {}, {}
+    for label, use_rollup in (("direct", False), ("rollup", True)):
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            figures[label] = insight.weekly_activity(now, 12, use_rollup=use_rollup)
+            times.append((time.perf_counter() - start) * 1000)
+            db.session.rollback()
+        medians[label] = statistics.median(times)
+        print(f"{'weekly activity, ' + label:<68} {medians[label]:>10.1f} {max(times):>8.1f}")
+    print(f"same figures: {figures['direct'] == figures['rollup']}")
+    print(f"RATIO weekly-activity rollup/direct {medians['rollup'] / medians['direct']:.3f}")
 
 
 def add_users(url: str, *, first: int, last: int) -> None:

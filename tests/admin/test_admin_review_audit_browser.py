@@ -46,7 +46,7 @@ def test_reviewer_rejects_and_approves_one_submission_through_the_api(
     # "Other" without a word of explanation: the API refuses, the card says why, nothing changes.
     card = page.locator(f"#submission-{rejected}")
     card.locator(".reject-form button[type=submit]").click()
-    expect(card.locator(".review-result")).to_contain_text("未能审核：")
+    expect(card.locator(".review-result")).to_contain_text("未能审核：")  # noqa: RUF001
     expect(card.locator(".review-result")).to_contain_text("note")
     with app.app_context():
         assert db.session.get(Submission, rejected).status == "pending"
@@ -61,7 +61,8 @@ def test_reviewer_rejects_and_approves_one_submission_through_the_api(
     second.locator('select[name="rating"]').select_option("4")
     second.get_by_role("button", name="通过").click()
     expect(page.locator(f"#submission-{approved}")).to_have_count(0)
-    expect(page.locator("#review-status")).to_have_text(f"投稿 {approved} 已通过，评分 4。")
+    expect(page.locator("#review-status")).to_have_text(
+        f"投稿 {approved} 已通过，评分 4。")  # noqa: RUF001
     # The cursor moved on to what is left.
     expect(page.locator(f"#submission-{waiting}")).to_have_class("card submission current")
     screenshot(page, "review_queue_single_decisions")
