@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -201,3 +202,38 @@ def test_an_approval_reopened_in_a_closed_hour_stops_counting_before_the_next_ru
     # The next run recomputes those hours; the figures stay the same.
     _refresh(app, NOW)
     assert _dashboard(app) == expected
+
+
+def test_two_runs_at_once_take_turns_and_write_what_one_run_writes(
+    make_app: Callable[..., Flask], postgres_url: str
+):
+    app = make_app(KOC_DATABASE_URL=postgres_url)
+    member_id = _member(app)
+    _fill(app, member_id, seed=5)
+    _refresh(app, NOW)
+    serial = _rollup_rows(app)
+    with app.app_context():
+        db.session.execute(sa.delete(ActivityRollup))
+        db.session.execute(sa.delete(RollupMark))
+        db.session.commit()
+
+    barrier = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with app.app_context():
+                barrier.wait()
+                rollups.refresh(NOW)
+                db.session.commit()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == []
+    assert _rollup_rows(app) == serial
+    assert _dashboard(app) == _direct(app)

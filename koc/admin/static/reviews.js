@@ -76,6 +76,7 @@
     }
     cards.splice(index, 1);
     card.remove();
+    updateCount();
     if (!cards.length) { window.location.reload(); return; }
     current = -1;
     select(Math.min(index, cards.length - 1));
@@ -124,10 +125,13 @@
 
   // --- bulk -----------------------------------------------------------------------------------
   var bulk = document.getElementById("bulk");
-  var boxes = Array.prototype.slice.call(document.querySelectorAll(".select-submission"));
+  // Read each time: a card decided on its own has left the page.
+  function boxes() {
+    return Array.prototype.slice.call(document.querySelectorAll(".select-submission"));
+  }
 
   function selectedIds() {
-    return boxes.filter(function (b) { return b.checked; }).map(function (b) { return Number(b.value); });
+    return boxes().filter(function (b) { return b.checked; }).map(function (b) { return Number(b.value); });
   }
 
   function updateCount() {
@@ -137,9 +141,9 @@
 
   if (bulk && window.kocApi) {
     var result = document.getElementById("bulk-result");
-    boxes.forEach(function (b) { b.addEventListener("change", updateCount); });
+    boxes().forEach(function (b) { b.addEventListener("change", updateCount); });
     document.getElementById("select-all").addEventListener("change", function (event) {
-      boxes.forEach(function (b) { b.checked = event.target.checked; });
+      boxes().forEach(function (b) { b.checked = event.target.checked; });
       updateCount();
     });
 
