@@ -146,6 +146,10 @@ class Submission(Model):
                  postgresql_where=sa.text(DECIDED_SQL), sqlite_where=sa.text(DECIDED_SQL)),
         # The dashboard's live edge (submissions received in the hours its rollup lacks).
         sa.Index("ix_submissions_created_at", "created_at"),
+        # Approvals per hour at the dashboard's live edge: an index-only scan.
+        sa.Index("ix_submissions_approved_reviewed", "reviewed_at",
+                 postgresql_where=sa.text("status = 'approved'"),
+                 sqlite_where=sa.text("status = 'approved'")),
         # The leaderboard's approved posts in a window: an index-only scan on PostgreSQL.
         sa.Index("ix_submissions_approved_posted", "posted_at",
                  postgresql_where=sa.text("status = 'approved'"),

@@ -42,6 +42,9 @@ def upgrade():
     op.create_index('ix_submissions_created_at', 'submissions', ['created_at'], unique=False)
     op.create_index('ix_review_events_reopened', 'review_events', ['created_at'], unique=False,
                     postgresql_where=REOPEN, sqlite_where=REOPEN)
+    # Approvals per hour at the dashboard's live edge, read from the index alone.
+    op.create_index('ix_submissions_approved_reviewed', 'submissions', ['reviewed_at'],
+                    unique=False, postgresql_where=APPROVED, sqlite_where=APPROVED)
     # The leaderboard's window sums read these alone (index-only scans on PostgreSQL).
     op.create_index('ix_submissions_approved_posted', 'submissions', ['posted_at'],
                     unique=False, postgresql_where=APPROVED, sqlite_where=APPROVED,
@@ -55,6 +58,7 @@ def downgrade():
     op.drop_index('ix_points_ledger_created_at', table_name='points_ledger')
     op.create_index('ix_points_ledger_created_at', 'points_ledger', ['created_at'], unique=False)
     op.drop_index('ix_submissions_approved_posted', table_name='submissions')
+    op.drop_index('ix_submissions_approved_reviewed', table_name='submissions')
     op.drop_index('ix_review_events_reopened', table_name='review_events')
     op.drop_index('ix_submissions_created_at', table_name='submissions')
     op.drop_table('rollup_marks')
