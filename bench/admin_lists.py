@@ -1,15 +1,18 @@
 """Server time of the admin panel's list pages at the reference size: dashboard, roster,
 leaderboard, review queue (with its filters), a member's page, a kit's funnel lists, the rules,
-drops and webhooks pages.
+drops and webhooks pages, and the user-base pages (用户库, 候选人 with filters, 邀请活动).
 
 Builds a throwaway PostgreSQL database with the migrations, fills it with bench.tier_recalc's
-synthetic population (members, their posts and points ledger, set-based SQL), gives members
-tiers, tags and at-risk marks, then requests each page through the app (routing, queries and
-template rendering; no network) several times as a signed-in admin and prints the median and
-the slowest. The database is dropped at exit.
+synthetic population (members, their posts and points ledger, set-based SQL), adds the rest of
+the user base (`--users` in all, members included; one INSERT ... SELECT over generate_series,
+scored under the candidate rules in force), gives members tiers, tags and at-risk marks, runs
+the dashboard's rollup task once (as the scheduler would have), then requests each page through
+the app (routing, queries and template rendering; no network) several times as a signed-in
+admin and prints the median and the slowest. The database is dropped at exit.
 
-    .venv/bin/python -m bench.admin_lists                                 # 50k members, 1M posts
-    .venv/bin/python -m bench.admin_lists --members 5000 --submissions 50000   # a quick look
+    .venv/bin/python -m bench.admin_lists                        # 50k members, 1M posts, 40M users
+    .venv/bin/python -m bench.admin_lists --users 2000000        # a smaller user base
+    .venv/bin/python -m bench.admin_lists --members 5000 --submissions 50000 --users 200000
 """
 
 from __future__ import annotations
@@ -49,7 +52,56 @@ PAGES = (
     "/admin/scoring",
     "/admin/drops",
     "/admin/webhooks",
+    "/admin/users",
+    "/admin/users?external_id=crm-0000123456",
+    "/admin/users?external_id=crm-0000004242",
+    "/admin/candidates",
+    "/admin/candidates?page=50",
+    "/admin/candidates?city=Shanghai",
+    # (tag=vip&city=Beijing matches nobody in this data: the top-N walk then reads the whole
+    # candidate index, minutes at 40M; a filter that matches almost nobody is still slow.)
+    "/admin/candidates?tag=vip&city=Shanghai",
+    "/admin/candidates?store_code=S0042",
+    "/admin/candidates?min_score=20&ordered_within_days=90",
+    "/api/v1/candidates?city=Shanghai",
+    "/admin/campaigns",
 )
+
+CITIES = ("Shanghai", "Beijing", "Shenzhen", "Guangzhou", "Hangzhou", "Chengdu")
+
+# The users who are not members (ids after the members' users), in one INSERT ... SELECT:
+# mostly people with a few orders, a tenth tagged, spread over the cities and 500 stores; the
+# score is the candidate rules' own expression over the row (as an import computes it).
+EXTRA_USERS_SQL = """
+INSERT INTO users (id, external_id, display_name, city, store_code, tags, orders_count,
+                   spend_cents, last_order_at, shares_count, community_posts_count,
+                   candidate_score, created_at, updated_at)
+SELECT u.id, u.external_id, u.display_name, u.city, u.store_code, u.tags, u.orders_count,
+       u.spend_cents, u.last_order_at, u.shares_count, u.community_posts_count,
+       {score}, u.created_at, u.created_at
+FROM (SELECT g AS id, 'crm-' || lpad(g::text, 10, '0') AS external_id, '顾客 ' || g AS display_name,
+             (%(cities)s::text[])[1 + g %% 6] AS city, 'S' || lpad((g %% 500)::text, 4, '0')
+             AS store_code,
+             CASE WHEN g %% 10 = 0 THEN '["vip", "mom"]'::jsonb
+                  WHEN g %% 7 = 0 THEN '["mom"]'::jsonb ELSE '[]'::jsonb END AS tags,
+             (g * 7919) %% 23 AS orders_count, ((g * 7919) %% 23) * (3000 + g %% 20000)
+             AS spend_cents,
+             CASE WHEN (g * 7919) %% 23 > 0 THEN %(now)s::timestamptz
+                  - interval '1 day' * (g %% 400) END AS last_order_at,
+             (g * 31) %% 11 AS shares_count, (g * 17) %% 7 AS community_posts_count,
+             %(now)s::timestamptz - interval '1 day' * (g %% 900) AS created_at
+      FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g) AS u
+"""
+
+USERS_INDEXES_SQL = """
+SELECT ci.relname, pg_get_indexdef(i.indexrelid), k.conname
+FROM pg_index AS i
+JOIN pg_class AS c ON c.oid = i.indrelid
+JOIN pg_class AS ci ON ci.oid = i.indexrelid
+LEFT JOIN pg_constraint AS k ON k.conindid = i.indexrelid AND k.contype = 'u'
+WHERE c.relname = 'users' AND NOT i.indisprimary
+ORDER BY ci.relname
+"""
 
 # Tiers in the reference programme's proportions, tags on a tenth of the users and a few
 # members in their grace period.
@@ -59,7 +111,8 @@ DRESS_SQL = (
                                         WHEN id % 3 = 0 THEN 'certified' END""",
     "UPDATE members SET tier_below_since = now() - interval '2 days' WHERE id % 37 = 0",
     """UPDATE users SET tags = CASE WHEN id % 10 = 0 THEN '["vip", "mom"]'::jsonb
-                                 WHEN id % 7 = 0 THEN '["mom"]'::jsonb ELSE '[]'::jsonb END""",
+                                 WHEN id % 7 = 0 THEN '["mom"]'::jsonb ELSE '[]'::jsonb END
+       WHERE id IN (SELECT user_id FROM members)""",
     # One published kit with a fifth of the posts, downloads by a third of the members, and a
     # declared (unconfirmed) follower count on half of them: the review filters and funnels.
     """INSERT INTO kits (id, title, notes, status, segments, watermark, published_at, created_at)
@@ -82,28 +135,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=50_000)
     parser.add_argument("--submissions", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=40_000_000,
+                        help="the user base in all, members included (the issue's 40M)")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--only", default="", help="only the pages whose path contains this")
+    parser.add_argument("--reuse", default="", help="a database an earlier run filled and kept: "
+                        "only the pages are measured, and it is not dropped")
     return parser.parse_args(argv)
 
 
 def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> None:
     from koc.core.auth import SESSION_SECRET_KEY, create_staff, issue_token, start_session
+    from koc.core.db import utcnow
     from koc.extensions import db
+    from koc.members.services import campaigns
 
     with migrated_app(url, instance) as app:
-        print(f"database {name}: {args.members:,} members, {args.submissions:,} submissions")
+        print(f"database {name}: {args.members:,} members, {args.submissions:,} submissions, "
+              f"{max(args.users, args.members):,} users")
         started = time.perf_counter()
-        generate(url, members=args.members, submissions=args.submissions, seed=args.seed)
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for sql in DRESS_SQL:
-                conn.execute(sa.text(sql))
+        if not args.reuse:
+            generate(url, members=args.members, submissions=args.submissions, seed=args.seed)
+            print(f"members and posts in {time.perf_counter() - started:.1f} s")
+            add_users(url, first=args.members + 1, last=args.users)
+            print(f"user base in {time.perf_counter() - started:.1f} s")
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for sql in DRESS_SQL:
+                    conn.execute(sa.text(sql))
+        run_rollups()
         # Nobody signs in with it: the bench starts a panel session and puts it in the cookie.
-        staff = create_staff(email="bench@example.com", role="admin",
+        staff = create_staff(email=f"bench-{secrets.token_hex(4)}@example.com", role="admin",
                              password=secrets.token_urlsafe(16))
         db.session.commit()
         staff_id = staff.id
+        # One campaign of 10,000 invitations, so 邀请活动 lists a funnel over real rows (a
+        # reused database has it already).
+        if not args.reuse:
+            campaigns.create_campaign(name="Bench spring", filter={"city": "Shanghai"},
+                                      limit=10_000,
+                                      expires_in_days=14, message="", staff_id=staff_id,
+                                      now=utcnow())
+        db.session.commit()
         secret = start_session(staff)
         db.session.commit()
         print(f"generated in {time.perf_counter() - started:.1f} s\n")
@@ -126,13 +199,94 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
                 start = time.perf_counter()
                 response = client.get(path, headers=headers)
                 times.append((time.perf_counter() - start) * 1000)
-                assert response.status_code == 200, (path, response.status_code)
+                # A page past the end (302) or a user not there (404) at a small size.
+                assert response.status_code in (200, 302, 404), (path, response.status_code)
             # The first request warms the caches (templates, plans); the median is the figure.
-            print(f"{path:<68} {statistics.median(times):>10.1f} {max(times):>8.1f}")
+            note = "" if response.status_code == 200 else f"  (HTTP {response.status_code})"
+            print(f"{path:<68} {statistics.median(times):>10.1f} {max(times):>8.1f}{note}")
+        weekly_activity_ratio(args.repeat)
+
+
+def weekly_activity_ratio(repeat: int) -> None:
+    """The dashboard's weekly series alone, counted from the base tables and from the rollup
+    plus its open edge, in the same run: the figures must agree; the ratio is the gain."""
+    from koc.core.db import utcnow
+    from koc.extensions import db
+    from koc.tiers.services import insight
+
+    now = utcnow()
+    medians, figures = {}, {}
+    for label, use_rollup in (("direct", False), ("rollup", True)):
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            figures[label] = insight.weekly_activity(now, 12, use_rollup=use_rollup)
+            times.append((time.perf_counter() - start) * 1000)
+            db.session.rollback()
+        medians[label] = statistics.median(times)
+        print(f"{'weekly activity, ' + label:<68} {medians[label]:>10.1f} {max(times):>8.1f}")
+    print(f"same figures: {figures['direct'] == figures['rollup']}")
+    print(f"RATIO weekly-activity rollup/direct {medians['rollup'] / medians['direct']:.3f}")
+
+
+def add_users(url: str, *, first: int, last: int) -> None:
+    """Users `first`..`last` (not members), secondary indexes dropped during the load and built
+    after it, as a bulk load would; then analysed, so the planner's estimates are real."""
+    import psycopg
+
+    from koc.core.db import utcnow
+    from koc.members.services import candidate_rules
+
+    if last < first:
+        return
+    rules = candidate_rules.current_rules().rules
+    score = candidate_rules.merge_score_sql(rules, "u", "%(now)s")
+    with psycopg.connect(url, autocommit=True) as conn:
+        indexes = conn.execute(USERS_INDEXES_SQL).fetchall()
+        for index_name, _definition, constraint in indexes:
+            if constraint:
+                conn.execute(f'ALTER TABLE users DROP CONSTRAINT "{constraint}"')
+            else:
+                conn.execute(f'DROP INDEX "{index_name}"')
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        step = 5_000_000
+        for start in range(first, last + 1, step):
+            conn.execute(EXTRA_USERS_SQL.format(score=score),
+                         {"cities": list(CITIES), "now": utcnow(), "first": start,
+                          "last": min(start + step - 1, last)})
+        for index_name, definition, constraint in indexes:
+            conn.execute(definition)
+            if constraint:
+                conn.execute(f'ALTER TABLE users ADD CONSTRAINT "{constraint}" '
+                             f'UNIQUE USING INDEX "{index_name}"')
+        conn.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), %s)", [last])
+        conn.execute("VACUUM (ANALYZE) users")
+
+
+def run_rollups() -> None:
+    """What the scheduler would have done by now: the dashboard's and leaderboard's rollups."""
+    from koc.tiers import tasks
+
+    refresh = getattr(tasks, "refresh_activity_rollups", None)
+    if refresh is None:  # a baseline run of the code before the rollups
+        print("no rollup task in this version")
+        return
+    started = time.perf_counter()
+    summary = refresh()
+    print(f"rollups filled in {time.perf_counter() - started:.1f} s: {summary}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return in_scratch_database(benchmark, parse_args(argv))
+    args = parse_args(argv)
+    if args.reuse:
+        import tempfile
+
+        from bench.tier_recalc import ADMIN_URL, database_url
+
+        with tempfile.TemporaryDirectory() as instance:
+            benchmark(args, args.reuse, database_url(ADMIN_URL, args.reuse), instance)
+        return 0
+    return in_scratch_database(benchmark, args)
 
 
 if __name__ == "__main__":

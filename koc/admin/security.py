@@ -6,6 +6,8 @@ The same services as `koc staff ...`, `koc token revoke` and `/api/v1/tokens`, i
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -23,6 +25,7 @@ from koc.admin.blueprint import (
     undo_if_refused,
 )
 from koc.admin.forms import ActionForm
+from koc.admin.i18n import metric_display_name, tier_display_name
 from koc.core import audit
 from koc.core.auth import (
     ApiToken,
@@ -40,6 +43,7 @@ from koc.core.auth import (
 from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.extensions import db
+from koc.tiers.services.rules import current_rules
 
 TOKENS_PER_PAGE = 50
 AUDIT_PER_PAGE = 50
@@ -173,6 +177,70 @@ def revoke_api_token(token_id: int) -> BaseResponse:
     return redirect(url_for("admin.tokens"))
 
 
+# The audit details' keys in the reader's language; a key not named here is shown as recorded.
+DETAIL_NAMES = {
+    "before": _l("Before"), "after": _l("After"), "effects": _l("Effects"),
+    "status": _l("Status"), "tier": _l("Tier"), "tier_locked": _l("Tier locked"),
+    "min_tier": _l("Lowest tier"), "reason": _l("Reason"), "role": _l("Role"),
+    "email": _l("Email"), "prefix": _l("Token prefix"), "kind": _l("Kind"),
+    "changed": _l("Changed"), "limit": _l("Limit"), "created": _l("Created"),
+    "fields": _l("Fields"), "retry_after": _l("Retry after (seconds)"),
+    "delivery": _l("Delivery"), "url": _l("URL"), "filename": _l("File"), "kit": _l("Kit"),
+    "asset": _l("Asset"), "metric": _l("Metric"), "version": _l("Version"),
+    "title": _l("Title"), "name": _l("Name"), "filter": _l("Filter"),
+    "invited": _l("Invitations sent"), "city": _l("City"), "store_code": _l("Store"),
+    "tag": _l("Tag"), "segments": _l("Segments"),
+}
+ROLE_NAMES = {"admin": _l("Admin"), "reviewer": _l("Reviewer"), "viewer": _l("Viewer")}
+STATUS_NAMES = {"active": _l("Active"), "suspended": _l("Suspended")}
+TIER_KEYS = frozenset({"tier", "min_tier", "from", "to", "tier_key"})
+
+
+def _named(key: str, value: str, tier_names: dict[str, str]) -> str:
+    """A recorded key (a tier, a metric, a role) by its display name; other text as it is."""
+    if key in TIER_KEYS:
+        return tier_display_name(value, tier_names)
+    if key == "metric":
+        return metric_display_name(value)
+    if value in ROLE_NAMES and key in ("role", "before", "after"):
+        return str(ROLE_NAMES[value])
+    if value in STATUS_NAMES and key == "status":
+        return str(STATUS_NAMES[value])
+    return value
+
+
+def _detail_value(key: str, value: Any, tier_names: dict[str, str]) -> str:
+    if isinstance(value, bool):
+        text = _("yes") if value else _("no")
+    elif isinstance(value, list):
+        text = ", ".join(_detail_value(key, item, tier_names) for item in value)
+    elif isinstance(value, dict):
+        text = "; ".join(f"{label}: {line}" for label, line in audit_details(value, tier_names))
+    elif isinstance(value, str):
+        text = _named(key, value, tier_names)
+    else:
+        text = "" if value is None else str(value)
+    return text or "—"
+
+
+def audit_details(details: Any, tier_names: dict[str, str], prefix: str = ""
+                  ) -> list[tuple[str, str]]:
+    """An entry's details as (label, value) lines: nested objects flattened into
+    "After · Tier" labels, tiers and metrics by their display names, yes / no for flags."""
+    if not isinstance(details, dict):
+        return [] if details in (None, "") else [(prefix or str(_("Details")),
+                                                 _detail_value("", details, tier_names))]
+    lines: list[tuple[str, str]] = []
+    for key, value in details.items():
+        label = str(DETAIL_NAMES.get(key, key))
+        label = f"{prefix} · {label}" if prefix else label
+        if isinstance(value, dict) and value:
+            lines.extend(audit_details(value, tier_names, label))
+        else:
+            lines.append((label, _detail_value(key, value, tier_names)))
+    return lines
+
+
 @admin_blueprint.get("/audit")
 @login_required("admin")
 def audit_log() -> str:
@@ -180,4 +248,6 @@ def audit_log() -> str:
                for name in ("actor", "action", "target")}
     page = paginate(audit.events_query(actor=filters["actor"], action=filters["action"],
                                        target=filters["target"]), AUDIT_PER_PAGE)
-    return render_template("admin/security/audit.html", page=page, filters=filters)
+    tier_names = {t["key"]: t["name"] for t in current_rules().tiers}
+    return render_template("admin/security/audit.html", page=page, filters=filters,
+                           details=lambda event: audit_details(event.details, tier_names))

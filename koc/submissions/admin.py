@@ -1,8 +1,8 @@
-"""Admin pages for submissions: the review queue and the approve / reject buttons on it, and
-the scoring rules as a form (its script previews and saves through /api/v1/scoring/rules).
+"""Admin pages for submissions: the review queue (its script approves, rejects, bulk-reviews
+and re-opens through /api/v1/submissions/...), and the scoring rules as a form (its script
+previews and saves through /api/v1/scoring/rules).
 
-Thin over koc.submissions.services (posts for reading and locking, review for deciding), as the
-API's review handler is.
+Thin over koc.submissions.services (posts for reading and locking), as the API's handlers are.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from marshmallow import Schema, ValidationError, fields
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response as BaseResponse
-from wtforms import IntegerField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms import Form, IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 from koc.admin.blueprint import (
     admin_blueprint,
@@ -51,7 +50,7 @@ from koc.submissions.models import (
     SubmissionStatus,
 )
 from koc.submissions.schemas import MAX_BULK_REVIEW
-from koc.submissions.services import followers, posts, review
+from koc.submissions.services import followers, posts
 from koc.submissions.services import funnel as funnel_service
 from koc.submissions.services import rules as scoring_rules_service
 from koc.tiers.services.rules import current_rules, tier_ranks
@@ -75,7 +74,10 @@ REJECT_REASON_LABELS = {
 assert tuple(REJECT_REASON_LABELS) == REJECT_REASONS, "reject reasons out of step"
 
 
-class ApproveForm(FlaskForm):
+class ApproveForm(Form):
+    """The approve controls, rendered only: reviews.js sends them to
+    POST /api/v1/submissions/{id}/review, whose schema checks them."""
+
     rating = SelectField(
         _l("Rating"),
         # Plain strings: (value, label) tuples are deprecated in WTForms 3.3, while its
@@ -83,26 +85,16 @@ class ApproveForm(FlaskForm):
         choices=[str(value) for value in RATINGS],
         coerce=int,
         default=3,
-        validators=[InputRequired()],
     )
     # Only for a submission that came in as a short link: the post's full URL.
-    post_url = StringField(_l("Full post URL"), filters=[strip],
-                           validators=[Optional(), Length(min=8, max=1000)])
+    post_url = StringField(_l("Full post URL"))
 
 
-class RejectForm(FlaskForm):
-    # Missing from the form (an older page, a script): "other", explained by the free text.
-    reason_code = SelectField(
-        _l("Reason"),
-        choices=list(REJECT_REASONS),
-        default="other",
-        validators=[Optional()],
-    )
-    reason = TextAreaField(
-        _l("Reason"),
-        filters=[strip],
-        validators=[DataRequired(), Length(max=1000)],
-    )
+class RejectForm(Form):
+    """The reject controls, rendered only (reviews.js sends the reason code and the text)."""
+
+    reason_code = SelectField(_l("Reason"), choices=list(REJECT_REASONS), default="other")
+    reason = TextAreaField(_l("Reason"))
 
 
 class MetricsDecisionForm(FlaskForm):
@@ -116,11 +108,6 @@ class FollowersForm(FlaskForm):
     followers = IntegerField(_l("Followers on the profile"),
                              validators=[InputRequired(), NumberRange(min=0, max=2**31 - 1)])
     note = TextAreaField(_l("Note"), filters=[strip], validators=[Optional(), Length(max=1000)])
-
-
-# Which form checks a POST to /admin/reviews/<id>, by the hidden "decision" field.
-REVIEW_FORMS: dict[str, type[ApproveForm | RejectForm]] = {
-    "approve": ApproveForm, "reject": RejectForm}
 
 
 class QueueFilterSchema(Schema):
@@ -314,54 +301,6 @@ def review_metrics(submission_id: int, snapshot_id: int) -> BaseResponse:
         flash(_("Figures on submission %(id)s confirmed.", id=submission_id), "success")
     else:
         flash(_("Figures on submission %(id)s dismissed.", id=submission_id), "success")
-    return back
-
-
-@admin_blueprint.post("/reviews/<int:submission_id>", endpoint="review")
-@login_required("reviewer")
-def review_post(submission_id: int) -> BaseResponse:
-    back = _back()
-    decision = request.form.get("decision", "")
-    form_class = REVIEW_FORMS.get(decision)
-    if form_class is None:
-        abort(400)
-    form = form_class()
-    if not form.validate_on_submit():
-        if form.csrf_token.errors:
-            abort(400)
-        if decision == "reject":
-            flash(_("Give a reason to reject submission %(id)s.", id=submission_id), "error")
-        else:
-            flash(_("Choose a rating from 1 to 5 to approve submission %(id)s.",
-                    id=submission_id), "error")
-        return back
-
-    # Locked, so two reviewers cannot both decide the same submission.
-    submission = found_or_404(posts.get_submission, submission_id, lock=True)
-    try:
-        with undo_if_refused():
-            if isinstance(form, ApproveForm):
-                review.review_submission(submission, decision="approve",
-                                         rating=form.rating.data, reason=None, note=None,
-                                         staff_id=current_staff().id,
-                                         post_url=form.post_url.data or None,
-                                         storage=get_storage())
-            else:
-                review.review_submission(submission, decision="reject", rating=None,
-                                         reason=form.reason_code.data or "other",
-                                         note=form.reason.data, staff_id=current_staff().id)
-    except DomainError as exc:
-        flash(_review_error_message(exc, submission_id), "error")
-        return back
-    except IntegrityError:
-        flash(_("Submission %(id)s was already reviewed.", id=submission_id), "error")
-        return back
-
-    if isinstance(form, ApproveForm):
-        flash(_("Submission %(id)s approved with rating %(rating)s.",
-                id=submission_id, rating=form.rating.data), "success")
-    else:
-        flash(_("Submission %(id)s rejected.", id=submission_id), "success")
     return back
 
 

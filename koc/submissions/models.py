@@ -144,6 +144,17 @@ class Submission(Model):
         # The queue's decided view (to re-open), most recently decided first.
         sa.Index("ix_submissions_decided", "reviewed_at", "id",
                  postgresql_where=sa.text(DECIDED_SQL), sqlite_where=sa.text(DECIDED_SQL)),
+        # The dashboard's live edge (submissions received in the hours its rollup lacks).
+        sa.Index("ix_submissions_created_at", "created_at"),
+        # Approvals per hour at the dashboard's live edge: an index-only scan.
+        sa.Index("ix_submissions_approved_reviewed", "reviewed_at",
+                 postgresql_where=sa.text("status = 'approved'"),
+                 sqlite_where=sa.text("status = 'approved'")),
+        # The leaderboard's approved posts in a window: an index-only scan on PostgreSQL.
+        sa.Index("ix_submissions_approved_posted", "posted_at",
+                 postgresql_where=sa.text("status = 'approved'"),
+                 sqlite_where=sa.text("status = 'approved'"),
+                 postgresql_include=["member_id", "interactions"]),
     )
 
     @property
@@ -236,7 +247,9 @@ class PointsEntry(Model):
     __table_args__ = (
         sa.UniqueConstraint("member_id", "source", "reference"),
         sa.Index("ix_points_ledger_member_created", "member_id", "created_at"),
-        sa.Index("ix_points_ledger_created_at", "created_at"),
+        # Points issued per week, and the leaderboard's points in a window (index-only).
+        sa.Index("ix_points_ledger_created_at", "created_at",
+                 postgresql_include=["member_id", "points"]),
     )
 
 
@@ -273,7 +286,13 @@ class ReviewEvent(Model):
 
     submission: Mapped[Submission] = relationship(back_populates="events")
 
-    __table_args__ = (sa.CheckConstraint(_in("action", REVIEW_ACTIONS), name="action_known"),)
+    __table_args__ = (
+        sa.CheckConstraint(_in("action", REVIEW_ACTIONS), name="action_known"),
+        # Approvals re-opened since the activity rollup last ran: their hours are recomputed.
+        sa.Index("ix_review_events_reopened", "created_at",
+                 postgresql_where=sa.text("action = 'reopen'"),
+                 sqlite_where=sa.text("action = 'reopen'")),
+    )
 
 
 class SubmissionFlag(Model):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,6 +56,46 @@ class TierSnapshot(Model):
     __table_args__ = (
         sa.CheckConstraint("members >= 0 AND at_risk >= 0 AND at_risk <= members",
                            name="counts_valid"),
+    )
+
+
+ACTIVITY_KINDS = ("submitted", "approved", "points")
+
+
+class ActivityRollup(Model):
+    """The dashboard's activity series by closed UTC hour, written by the rollup task
+    (koc.tiers.services.rollups): submissions received (by `created_at`), approvals (approved
+    submissions by `reviewed_at`) and points issued (ledger credits by `created_at`).
+
+    `hour` counts hours since the Unix epoch. A row is recomputed whole from the base table
+    (never incremented), so a re-run, or two at once, writes the same figure."""
+
+    __tablename__ = "activity_rollups"
+
+    kind: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    hour: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    amount: Mapped[Decimal] = mapped_column(sa.Numeric(18, 2), default=Decimal(0))
+
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('submitted', 'approved', 'points')", name="kind_known"),
+    )
+
+
+class RollupMark(Model):
+    """How far the activity rollup reaches: every hour in [filled_from, filled_until) is in
+    `activity_rollups` (an hour without activity has no row), for all kinds at once.
+    `refreshed_at` is when the task last wrote, read by the dashboard to find approvals re-opened
+    since (their hours are read from the base table until the next run)."""
+
+    __tablename__ = "rollup_marks"
+
+    name: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    filled_from: Mapped[int] = mapped_column(sa.BigInteger)
+    filled_until: Mapped[int] = mapped_column(sa.BigInteger)
+    refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.CheckConstraint("filled_from <= filled_until", name="range_valid"),
     )
 
 

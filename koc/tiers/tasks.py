@@ -11,10 +11,11 @@ from celery.schedules import crontab
 from flask import current_app
 
 from koc.core.celery import Every, periodic_task
+from koc.core.db import utcnow
 from koc.core.jobs import Job, run_job
 from koc.extensions import db
 from koc.members.models import Member
-from koc.tiers.services import badges, drops, engine, wecom_groups
+from koc.tiers.services import badges, drops, engine, rollups, wecom_groups
 from koc.tiers.wecom import wecom_client
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,20 @@ def recalculate_tiers_job(job_id: int) -> None:
         job.result = summary.as_dict()
 
     run_job(job_id, work)
+
+
+@periodic_task(
+    "koc.tiers.tasks.refresh_activity_rollups",
+    # The hours closed since the last run (and re-opened approvals), every ten minutes.
+    Every(timedelta(minutes=10)),
+    # Every hour it holds again, daily at 03:30 China time: whatever else changed history.
+    Every(crontab(hour=19, minute=30), kwargs={"full": True}),
+)
+def refresh_activity_rollups(full: bool = False) -> dict:
+    """The dashboard's activity rollup; safe to run twice or at once (see rollups.refresh)."""
+    summary = rollups.refresh(utcnow(), full=full)
+    db.session.commit()
+    return summary
 
 
 @periodic_task("koc.tiers.tasks.draw_closed_lotteries", Every(timedelta(minutes=1)))

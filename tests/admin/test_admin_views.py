@@ -32,10 +32,11 @@ def _queue_ids(html: str) -> list[int]:
     return [int(found) for found in re.findall(r'data-submission-id="(\d+)"', html)]
 
 
-def _review(client: FlaskClient, submission_id: int, **form: str):
+def _review(client: FlaskClient, submission_id: int, **body: object):
+    """What the queue's script sends: the API's review, with the session and the page's token."""
     queue = client.get("/admin/reviews")
-    return client.post(f"/admin/reviews/{submission_id}",
-                       data={"csrf_token": csrf_token(queue.text), **form})
+    return client.post(f"/api/v1/submissions/{submission_id}/review",
+                       headers={"X-CSRFToken": csrf_token(queue.text)}, json=body)
 
 
 # --- login -------------------------------------------------------------------------------------
@@ -142,8 +143,9 @@ def test_viewer_cannot_open_the_queue_or_approve(
     token = csrf_token(viewer.get("/admin/").text)
 
     queue = viewer.get("/admin/reviews")
-    approve = viewer.post(f"/admin/reviews/{submission_id}",
-                          data={"csrf_token": token, "decision": "approve", "rating": "5"})
+    approve = viewer.post(f"/api/v1/submissions/{submission_id}/review",
+                          headers={"X-CSRFToken": token}, json={"decision": "approve",
+                                                                "rating": 5})
 
     assert queue.status_code == 403
     assert "text/html" in queue.headers["Content-Type"]
@@ -151,20 +153,39 @@ def test_viewer_cannot_open_the_queue_or_approve(
     assert _submission(app, submission_id).status == "pending"
 
 
-def test_post_without_csrf_token_is_refused(
+def test_a_review_without_the_csrf_header_is_refused(
     app: Flask, signed_in: Callable, pending_submission: Callable
 ):
     submission_id = pending_submission()
     reviewer = signed_in("reviewer")
+    reviewer.get("/admin/reviews")
 
-    missing = reviewer.post(f"/admin/reviews/{submission_id}",
-                            data={"decision": "approve", "rating": "4"})
-    forged = reviewer.post(f"/admin/reviews/{submission_id}",
-                           data={"csrf_token": "forged", "decision": "approve", "rating": "4"})
+    missing = reviewer.post(f"/api/v1/submissions/{submission_id}/review",
+                            json={"decision": "approve", "rating": 4})
+    forged = reviewer.post(f"/api/v1/submissions/{submission_id}/review",
+                           headers={"X-CSRFToken": "forged"},
+                           json={"decision": "approve", "rating": 4})
 
-    assert missing.status_code == 400
-    assert forged.status_code == 400
-    assert "text/html" in missing.headers["Content-Type"]
+    assert missing.status_code == 403
+    assert forged.status_code == 403
+    assert "X-CSRFToken" in missing.json["message"]
+    assert _submission(app, submission_id).status == "pending"
+
+
+def test_the_queue_has_no_form_post_of_its_own_for_a_decision(
+    app: Flask, signed_in: Callable, pending_submission: Callable
+):
+    submission_id = pending_submission()
+    reviewer = signed_in("reviewer")
+    page = reviewer.get("/admin/reviews").text
+
+    old_route = reviewer.post(f"/admin/reviews/{submission_id}",
+                              data={"csrf_token": csrf_token(page), "decision": "approve",
+                                    "rating": "4"})
+
+    assert old_route.status_code in (404, 405)
+    assert f'data-url="/api/v1/submissions/{submission_id}/review"' in page
+    assert f'action="/admin/reviews/{submission_id}?' not in page
     assert _submission(app, submission_id).status == "pending"
 
 
@@ -174,12 +195,13 @@ def test_csrf_token_of_another_session_is_refused(
     submission_id = pending_submission()
     other_token = csrf_token(signed_in("reviewer").get("/admin/reviews").text)
     reviewer = signed_in("reviewer")
+    reviewer.get("/admin/reviews")
 
-    response = reviewer.post(f"/admin/reviews/{submission_id}",
-                             data={"csrf_token": other_token, "decision": "approve",
-                                   "rating": "4"})
+    response = reviewer.post(f"/api/v1/submissions/{submission_id}/review",
+                             headers={"X-CSRFToken": other_token},
+                             json={"decision": "approve", "rating": 4})
 
-    assert response.status_code == 400
+    assert response.status_code == 403
     assert _submission(app, submission_id).status == "pending"
 
 
@@ -217,12 +239,11 @@ def test_approving_from_the_queue_marks_it_approved_and_books_points(
     submission_id = pending_submission()
     reviewer = signed_in("reviewer")
 
-    response = _review(reviewer, submission_id, decision="approve", rating="4")
+    response = _review(reviewer, submission_id, decision="approve", rating=4)
 
-    assert response.status_code == 302
-    assert response.headers["Location"] == "/admin/reviews?page=1"
+    assert response.status_code == 200, response.json
+    assert response.json["status"] == "approved"
     queue = reviewer.get("/admin/reviews")
-    assert f"Submission {submission_id} approved with rating 4." in queue.text
     assert submission_id not in _queue_ids(queue.text)
     submission = _submission(app, submission_id)
     assert submission.status == "approved"
@@ -240,41 +261,39 @@ def test_rejecting_needs_a_reason(app: Flask, signed_in: Callable, pending_submi
     submission_id = pending_submission()
     reviewer = signed_in("reviewer")
 
-    blank = _review(reviewer, submission_id, decision="reject", reason="   ")
-    assert blank.status_code == 302
-    assert f"Give a reason to reject submission {submission_id}." in reviewer.get(
-        "/admin/reviews").text
+    blank = _review(reviewer, submission_id, decision="reject", reason="other", note="   ")
+    assert blank.status_code == 422
+    assert "note" in blank.json["errors"]["json"]
     assert _submission(app, submission_id).status == "pending"
 
-    _review(reviewer, submission_id, decision="reject", reason="Not about our product")
+    _review(reviewer, submission_id, decision="reject", reason="other",
+            note="Not about our product")
     submission = _submission(app, submission_id)
     assert submission.status == "rejected"
     assert submission.review_reason == "Not about our product"
     assert submission.rating is None
 
 
-def test_reviewing_an_already_reviewed_submission_flashes_an_error(
+def test_reviewing_an_already_reviewed_submission_is_a_conflict(
     app: Flask, signed_in: Callable, pending_submission: Callable
 ):
     submission_id = pending_submission()
     reviewer = signed_in("reviewer")
-    _review(reviewer, submission_id, decision="approve", rating="5")
+    _review(reviewer, submission_id, decision="approve", rating=5)
 
-    again = _review(reviewer, submission_id, decision="reject", reason="changed my mind")
+    again = _review(reviewer, submission_id, decision="reject", reason="off_brief")
 
-    assert again.status_code == 302
-    assert f"Submission {submission_id} was already reviewed." in reviewer.get(
-        "/admin/reviews").text
+    assert again.status_code == 409
     assert _submission(app, submission_id).status == "approved"
 
 
-def test_reviewing_a_missing_submission_is_an_html_404(signed_in: Callable):
+def test_reviewing_a_missing_submission_is_a_json_404(signed_in: Callable):
     reviewer = signed_in("admin")
 
-    response = _review(reviewer, 999_999, decision="approve", rating="3")
+    response = _review(reviewer, 999_999, decision="approve", rating=3)
 
     assert response.status_code == 404
-    assert "text/html" in response.headers["Content-Type"]
+    assert response.json["code"] == 404
 
 
 def test_rating_outside_one_to_five_is_refused(
@@ -283,8 +302,10 @@ def test_rating_outside_one_to_five_is_refused(
     submission_id = pending_submission()
     reviewer = signed_in("reviewer")
 
-    _review(reviewer, submission_id, decision="approve", rating="9")
+    response = _review(reviewer, submission_id, decision="approve", rating=9)
 
+    assert response.status_code == 422
+    assert "rating" in response.json["errors"]["json"]
     assert _submission(app, submission_id).status == "pending"
 
 

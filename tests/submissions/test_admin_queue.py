@@ -70,15 +70,19 @@ def test_rejecting_from_the_queue_keeps_the_reason_code_and_the_text(
     created = post_submission(member)
     reviewer = _reviewer(app)
     token = csrf_token(reviewer.get("/admin/reviews").text)
-    response = reviewer.post(f"/admin/reviews/{created['id']}", data={
-        "csrf_token": token, "decision": "reject", "reason_code": "off_brief",
-        "reason": "no product in the shot"})
-    assert response.status_code == 302
+    # What the queue's script sends: the API's review with the session and the page's token.
+    response = reviewer.post(f"/api/v1/submissions/{created['id']}/review",
+                             headers={"X-CSRFToken": token}, json={
+                                 "decision": "reject", "reason": "off_brief",
+                                 "note": "no product in the shot"})
+    assert response.status_code == 200, response.json
     mine = member.get(f"/submissions/{created['id']}").json
     assert (mine["status"], mine["reason"], mine["note"]) == ("rejected", "off_brief",
                                                              "no product in the shot")
     unknown = post_submission(member)
-    refused = reviewer.post(f"/admin/reviews/{unknown['id']}", data={
-        "csrf_token": token, "decision": "reject", "reason_code": "vibes", "reason": "x"})
-    assert refused.status_code == 302
+    refused = reviewer.post(f"/api/v1/submissions/{unknown['id']}/review",
+                            headers={"X-CSRFToken": token}, json={
+                                "decision": "reject", "reason": "vibes", "note": "x"})
+    assert refused.status_code == 422
+    assert "reason" in refused.json["errors"]["json"]
     assert member.get(f"/submissions/{unknown['id']}").json["status"] == "pending"

@@ -1,10 +1,11 @@
 /* The review queue's keyboard, bulk decisions and re-opening.
  *
  * Keys (not while typing in a field): j / k move to the next / previous submission, x selects
- * it, a approves it with the rating its form shows (the form posts as without a script), r puts
- * the cursor in its reject reason. Bulk approve / reject and re-open go through /api/v1
- * (POST /submissions/bulk-review, POST /submissions/{id}/reopen) with the session and the
- * X-CSRFToken header; the page reloads after each so the queue shows what is left.
+ * it, a approves it with the rating its form shows, r puts the cursor in its reject reason.
+ * Every decision goes through /api/v1 with the session and the X-CSRFToken header: one
+ * submission's approve / reject (POST /submissions/{id}/review; the decided card leaves the
+ * list and the cursor moves on), bulk approve / reject (POST /submissions/bulk-review) and
+ * re-open (POST /submissions/{id}/reopen), after which the page reloads to show what is left.
  */
 (function () {
   "use strict";
@@ -63,6 +64,55 @@
     });
   });
 
+  // --- one submission's decision ------------------------------------------------------------
+  var status = document.getElementById("review-status");
+
+  function decided(form, body) {
+    var card = form.closest(".submission");
+    var index = cards.indexOf(card);
+    if (status) {
+      status.textContent = form.dataset.msgDone.replace("{rating}", String(body.rating));
+      status.hidden = false;
+    }
+    cards.splice(index, 1);
+    card.remove();
+    updateCount();
+    if (!cards.length) { window.location.reload(); return; }
+    current = -1;
+    select(Math.min(index, cards.length - 1));
+  }
+
+  function decide(form, body) {
+    var result = form.closest(".actions").querySelector(".review-result");
+    result.textContent = "";
+    window.kocApi("POST", form.dataset.url, body).then(function (answer) {
+      if (answer.ok) {
+        decided(form, body);
+      } else {
+        result.textContent = form.dataset.msgFailed + " " + window.kocApiErrors(answer.body).join("; ");
+      }
+    });
+  }
+
+  document.querySelectorAll(".approve-form").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var body = { decision: "approve", rating: Number(form.querySelector('select[name="rating"]').value) };
+      var url = form.querySelector('input[name="post_url"]');
+      if (url) { body.post_url = url.value.trim() || null; }
+      decide(form, body);
+    });
+  });
+
+  document.querySelectorAll(".reject-form").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var code = form.querySelector('input[name="reason_code"]:checked');
+      var note = form.querySelector('textarea[name="reason"]').value.trim();
+      decide(form, { decision: "reject", reason: code ? code.value : "other", note: note || null });
+    });
+  });
+
   // Enter in a reject reason submits its form (the textarea would otherwise add a line).
   document.querySelectorAll('.reject-form textarea[name="reason"]').forEach(function (area) {
     area.addEventListener("keydown", function (event) {
@@ -75,10 +125,13 @@
 
   // --- bulk -----------------------------------------------------------------------------------
   var bulk = document.getElementById("bulk");
-  var boxes = Array.prototype.slice.call(document.querySelectorAll(".select-submission"));
+  // Read each time: a card decided on its own has left the page.
+  function boxes() {
+    return Array.prototype.slice.call(document.querySelectorAll(".select-submission"));
+  }
 
   function selectedIds() {
-    return boxes.filter(function (b) { return b.checked; }).map(function (b) { return Number(b.value); });
+    return boxes().filter(function (b) { return b.checked; }).map(function (b) { return Number(b.value); });
   }
 
   function updateCount() {
@@ -88,9 +141,9 @@
 
   if (bulk && window.kocApi) {
     var result = document.getElementById("bulk-result");
-    boxes.forEach(function (b) { b.addEventListener("change", updateCount); });
+    boxes().forEach(function (b) { b.addEventListener("change", updateCount); });
     document.getElementById("select-all").addEventListener("change", function (event) {
-      boxes.forEach(function (b) { b.checked = event.target.checked; });
+      boxes().forEach(function (b) { b.checked = event.target.checked; });
       updateCount();
     });
 

@@ -218,13 +218,14 @@ def _segment_condition(selector: Mapping[str, str], dialect: str) -> sa.ColumnEl
 
 def eligible_members(kit: Kit, tier_ranks: Mapping[str, int], now: datetime) -> sa.Select:
     """Ids of the active members whose tier and segments the kit targets (embargo included)."""
-    query = (sa.select(Member.id).join(User, User.id == Member.user_id)
-             .where(Member.status == MemberStatus.active.value))
+    query = sa.select(Member.id).where(Member.status == MemberStatus.active.value)
     needed = _required_rank(kit, tier_ranks, now)
     if needed is not None:
         query = query.where(Member.tier_key.in_(
             [key for key, rank in tier_ranks.items() if rank >= needed]))
     if kit.segments:
+        # The user base is tens of millions of rows: joined only when segments need it.
+        query = query.join(User, User.id == Member.user_id)
         dialect = db.engine.dialect.name
         query = query.where(sa.or_(*(_segment_condition(s, dialect) for s in kit.segments)))
     return query

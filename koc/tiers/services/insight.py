@@ -19,6 +19,7 @@ from koc.extensions import db
 from koc.members.models import Member, MemberStatus, User
 from koc.submissions.models import PointsEntry, Submission, SubmissionStatus
 from koc.tiers.models import TierRun
+from koc.tiers.services import rollups
 
 LEADERBOARD_METRICS = ("points", "engagement", "approved")
 WEEK = timedelta(days=7)
@@ -56,12 +57,14 @@ def leaderboard_query(*, now: datetime, window_days: int, metric: str = "points"
                       Member.tier_key.label("tier"), columns["points"].label("points"),
                       columns["approved"].label("approved"),
                       columns["engagement"].label("engagement"))
-            .join(User, User.id == Member.user_id)
             .outerjoin(points, points.c.member_id == Member.id)
             .outerjoin(posts, posts.c.member_id == Member.id)
             .where(Member.status == MemberStatus.active.value,
                    sa.or_(points.c.member_id.is_not(None), posts.c.member_id.is_not(None)))
             .order_by(columns[metric].desc(), Member.id))
+    # The user base is tens of millions of rows: joined only for a segment filter.
+    if city or store_code:
+        stmt = stmt.join(User, User.id == Member.user_id)
     if city:
         stmt = stmt.where(User.city == city)
     if store_code:
@@ -101,15 +104,23 @@ def week_starts(now: datetime, weeks: int) -> list[datetime]:
 
 
 def _per_week(column: Any, value: Any, starts: list[datetime], now: datetime,
-              *where: Any) -> list[Any]:
-    """One grouped query: each row's week by one CASE (the first end it is before), summed."""
+              *where: Any, spans: list[tuple[datetime, datetime]] | None = None) -> list[Any]:
+    """One grouped query: each row's week by one CASE (the first end it is before), summed.
+    With `spans`, only the rows inside them (each a range its column's index reads)."""
     ends = [*starts[1:], now]
     week = sa.case(*((column < end, index) for index, end in enumerate(ends)))
+    if spans is None:
+        spans = [(starts[0], now)]
+    if not spans:
+        return [0] * len(starts)
+    amount = (value if value is not None else sa.literal(1)).label("amount")
+    # One range per span, glued with UNION ALL: each is an index-only scan of the column's
+    # index (an OR of ranges is a bitmap scan that visits the table's rows).
+    parts = [sa.select(week.label("week"), amount)
+             .where(column >= first, column < until, *where) for first, until in spans]
     # The CASE is grouped on from a subquery: repeated in GROUP BY, PostgreSQL would see its
     # bound ends as other parameters than the select list's.
-    rows = (sa.select(week.label("week"), (value if value is not None else sa.literal(1))
-                      .label("amount"))
-            .where(column >= starts[0], column < now, *where).subquery())
+    rows = (sa.union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
     sums = {index: amount for index, amount in db.session.execute(
         sa.select(rows.c.week, sa.func.sum(rows.c.amount)).group_by(rows.c.week))
         if index is not None}
@@ -124,17 +135,25 @@ class WeeklyActivity:
     points_issued: list[Decimal]
 
 
-def weekly_activity(now: datetime, weeks: int = 12) -> WeeklyActivity:
-    """Submissions received, approvals decided and points issued (credits only) per week."""
+def weekly_activity(now: datetime, weeks: int = 12, *, use_rollup: bool = True
+                    ) -> WeeklyActivity:
+    """Submissions received, approvals decided and points issued (credits only) per week.
+
+    The closed hours come from the activity rollup (koc.tiers.services.rollups), the rest
+    from the base tables; `use_rollup=False` counts everything from the base tables (the
+    figures are the same)."""
     starts = week_starts(now, weeks)
-    submitted = _per_week(Submission.created_at, None, starts, now)
-    approved = _per_week(Submission.reviewed_at, None, starts, now,
-                         Submission.status == SubmissionStatus.approved.value)
-    points = _per_week(PointsEntry.created_at, PointsEntry.points, starts, now,
-                       PointsEntry.points > 0)
-    return WeeklyActivity(week_starts=starts, submitted=[int(n) for n in submitted],
-                          approved=[int(n) for n in approved],
-                          points_issued=[Decimal(p) for p in points])
+    ends = [*starts[1:], now]
+    plan = rollups.plan(starts[0], now, starts[1:]) if use_rollup else None
+    series: dict[str, list[Any]] = {}
+    for source in rollups.sources():
+        edge = _per_week(source.column, source.value, starts, now, *source.where,
+                         spans=plan.edges[source.kind] if plan else None)
+        rolled = rollups.rollup_sums(source.kind, plan, ends) if plan else {}
+        series[source.kind] = [edge[i] + rolled.get(i, 0) for i in range(weeks)]
+    return WeeklyActivity(week_starts=starts, submitted=[int(n) for n in series["submitted"]],
+                          approved=[int(n) for n in series["approved"]],
+                          points_issued=[Decimal(p) for p in series["points"]])
 
 
 # --- where members stand -----------------------------------------------------------------------
