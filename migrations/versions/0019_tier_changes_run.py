@@ -1,14 +1,14 @@
 """Tier changes indexed by run: a run reads back the members it changed to sync their benefits
 
 Revision ID: 0019_tier_changes_run
-Revises: 0015_hotpaths
+Revises: 0016_admin_rollups
 """
 from alembic import op
 
 
 # revision identifiers, used by Alembic.
 revision = '0019_tier_changes_run'
-down_revision = '0015_hotpaths'
+down_revision = '0016_admin_rollups'
 branch_labels = None
 depends_on = None
 
