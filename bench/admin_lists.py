@@ -164,6 +164,13 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
                 for sql in DRESS_SQL:
                     conn.execute(sa.text(sql))
         run_rollups()
+        if not args.reuse:
+            # What autovacuum would have done by the time a manager opens the panel: the
+            # visibility map set for the rows written above, so counts read only the indexes
+            # (the review queue's count visited 35,000 table pages without it).
+            db.session.remove()
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text("VACUUM (ANALYZE)"))
         # Nobody signs in with it: the bench starts a panel session and puts it in the cookie.
         staff = create_staff(email=f"bench-{secrets.token_hex(4)}@example.com", role="admin",
                              password=secrets.token_urlsafe(16))
@@ -274,6 +281,11 @@ def run_rollups() -> None:
     started = time.perf_counter()
     summary = refresh()
     print(f"rollups filled in {time.perf_counter() - started:.1f} s: {summary}")
+    leaderboards = getattr(tasks, "refresh_leaderboards", None)
+    if leaderboards is not None:
+        started = time.perf_counter()
+        ranked = leaderboards()
+        print(f"leaderboard standings in {time.perf_counter() - started:.1f} s: {ranked}")
 
 
 def main(argv: list[str] | None = None) -> int:

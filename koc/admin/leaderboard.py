@@ -16,7 +16,7 @@ from koc.admin.i18n import tier_display_name
 from koc.core.db import utcnow
 from koc.core.pagination import MAX_PAGE
 from koc.tiers.schemas import LeaderboardQuerySchema
-from koc.tiers.services import insight, rules
+from koc.tiers.services import insight, rules, standings
 
 PER_PAGE = 50
 WINDOWS = (7, 30, 90, 365)
@@ -49,6 +49,7 @@ def leaderboard() -> tuple[str, int]:
         paged=paged,
         first_rank=(paged.page - 1) * PER_PAGE + 1,
         query=query,
+        as_of=standings.as_of(query["window_days"]),
         raw=raw,
         problems={name: _("Not a valid value.") for name in problems},
         windows=WINDOWS,

@@ -99,6 +99,31 @@ class RollupMark(Model):
     )
 
 
+class LeaderboardStanding(Model):
+    """A member's leaderboard figures over one of the windows the panel offers, as of the last
+    refresh (koc.tiers.services.standings): points booked, approved posts posted and their
+    engagement. The whole window is recomputed at each refresh, never added to."""
+
+    __tablename__ = "leaderboard_standings"
+
+    window_days: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    member_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("members.id", ondelete="CASCADE"), primary_key=True, autoincrement=False)
+    points: Mapped[Decimal] = mapped_column(sa.Numeric(18, 2))
+    approved: Mapped[int] = mapped_column(sa.BigInteger)
+    engagement: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class LeaderboardRefresh(Model):
+    """When a window's standings were computed: the leaderboard reads them only once a refresh
+    has written them, and says how old they are."""
+
+    __tablename__ = "leaderboard_refreshes"
+
+    window_days: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class TierRunPart(Model):
     """One member-id range of a run split across workers; done once, whoever runs it."""
 

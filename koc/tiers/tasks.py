@@ -15,7 +15,7 @@ from koc.core.db import utcnow
 from koc.core.jobs import Job, run_job
 from koc.extensions import db
 from koc.members.models import Member
-from koc.tiers.services import badges, drops, engine, rollups, wecom_groups
+from koc.tiers.services import badges, drops, engine, rollups, standings, wecom_groups
 from koc.tiers.wecom import wecom_client
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,15 @@ def refresh_activity_rollups(full: bool = False) -> dict:
     summary = rollups.refresh(utcnow(), full=full)
     db.session.commit()
     return summary
+
+
+@periodic_task("koc.tiers.tasks.refresh_leaderboards", Every(timedelta(minutes=10)))
+def refresh_leaderboards() -> dict:
+    """The leaderboard's standings for its preset windows; safe to run twice or at once (see
+    standings.refresh)."""
+    ranked = standings.refresh(utcnow())
+    db.session.commit()
+    return ranked
 
 
 @periodic_task("koc.tiers.tasks.draw_closed_lotteries", Every(timedelta(minutes=1)))

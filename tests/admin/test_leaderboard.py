@@ -146,3 +146,42 @@ def test_weekly_activity_puts_each_post_and_credit_in_its_seven_day_span(
     assert activity.submitted == [1] + [0] * 9 + [1, 2]
     assert activity.approved == activity.submitted
     assert activity.points_issued == [Decimal("2.5")] + [0] * 9 + [Decimal("2.5"), Decimal("5")]
+
+
+def _ranking(viewer: Any, query: str) -> list[tuple[int, float, int, int]]:
+    rows = viewer.get(f"/leaderboard?{query}").json
+    return [(r["member_id"], r["points"], r["approved"], r["engagement"]) for r in rows]
+
+
+def test_preset_windows_read_the_refreshed_standings_until_the_next_refresh(
+        app: Flask, staff_api, programme, signed_in):
+    from koc.tiers.tasks import refresh_leaderboards
+
+    viewer = staff_api("viewer")
+    live = {days: _ranking(viewer, f"window_days={days}") for days in (7, 30, 90, 365)}
+    with app.app_context():
+        refresh_leaderboards()
+        refresh_leaderboards()  # a second run writes the same rows, not twice as many
+        stored = db.session.scalar(sa.text("SELECT count(*) FROM leaderboard_standings"))
+    assert {days: _ranking(viewer, f"window_days={days}") for days in live} == live
+    # Each window holds every member with activity in it once (7 and 30 days: four, the
+    # suspended one included, as the leaderboard leaves it out when it reads; 90 and 365
+    # days: the member with 45-day-old activity too).
+    assert stored == 4 + 4 + 5 + 5
+
+    with app.app_context():
+        _points(programme["bo"], "1000", at=utcnow() - timedelta(minutes=1))
+        db.session.get(Member, programme["cai"]).status = "suspended"
+        db.session.commit()
+    # The preset window keeps the figures of its refresh; a suspension shows at once.
+    assert _ranking(viewer, "window_days=30") == [
+        row for row in live[30] if row[0] != programme["cai"]]
+    # Any other window is summed from the posts and ledger as they are now.
+    assert _ranking(viewer, "window_days=31")[0][:2] == (programme["bo"], 1020.0)
+    page = signed_in("viewer").get("/admin/leaderboard?window_days=30")
+    assert page.status_code == 200
+    assert 'id="as-of"' in page.get_data(as_text=True)
+
+    with app.app_context():
+        refresh_leaderboards()
+    assert _ranking(viewer, "window_days=30")[0][:2] == (programme["bo"], 1020.0)

@@ -17,9 +17,8 @@ import sqlalchemy as sa
 from koc.core.events.models import OutboxEvent, WebhookDelivery
 from koc.extensions import db
 from koc.members.models import Member, MemberStatus, User
-from koc.submissions.models import PointsEntry, Submission, SubmissionStatus
 from koc.tiers.models import TierRun
-from koc.tiers.services import rollups
+from koc.tiers.services import rollups, standings
 
 LEADERBOARD_METRICS = ("points", "engagement", "approved")
 WEEK = timedelta(days=7)
@@ -33,35 +32,21 @@ def leaderboard_query(*, now: datetime, window_days: int, metric: str = "points"
 
     Rows: member_id, display_name, tier (key), points, approved, engagement (likes + comments
     + saves of the approved posts posted in the window). Ties go to the lower member id so
-    pages are stable.
+    pages are stable. A preset window reads the standings of its last refresh (see
+    `standings.as_of`); another window is summed up to `now` from the base tables.
     """
     if metric not in LEADERBOARD_METRICS:
         raise ValueError(metric)
-    since = now - timedelta(days=window_days)
-    points = (sa.select(PointsEntry.member_id.label("member_id"),
-                        sa.func.sum(PointsEntry.points).label("points"))
-              .where(PointsEntry.created_at >= since, PointsEntry.created_at <= now)
-              .group_by(PointsEntry.member_id).subquery())
-    posts = (sa.select(Submission.member_id.label("member_id"),
-                       sa.func.count().label("approved"),
-                       sa.func.sum(Submission.interactions).label("engagement"))
-             .where(Submission.status == SubmissionStatus.approved.value,
-                    Submission.posted_at >= since, Submission.posted_at <= now)
-             .group_by(Submission.member_id).subquery())
-    columns = {
-        "points": sa.func.coalesce(points.c.points, 0),
-        "approved": sa.func.coalesce(posts.c.approved, 0),
-        "engagement": sa.func.coalesce(posts.c.engagement, 0),
-    }
+    if standings.as_of(window_days) is not None:
+        sums = standings.standings_of(window_days)
+    else:
+        sums = standings.window_sums(now - timedelta(days=window_days), now).subquery("sums")
     stmt = (sa.select(Member.id.label("member_id"), Member.display_name,
-                      Member.tier_key.label("tier"), columns["points"].label("points"),
-                      columns["approved"].label("approved"),
-                      columns["engagement"].label("engagement"))
-            .outerjoin(points, points.c.member_id == Member.id)
-            .outerjoin(posts, posts.c.member_id == Member.id)
-            .where(Member.status == MemberStatus.active.value,
-                   sa.or_(points.c.member_id.is_not(None), posts.c.member_id.is_not(None)))
-            .order_by(columns[metric].desc(), Member.id))
+                      Member.tier_key.label("tier"), sums.c.points, sums.c.approved,
+                      sums.c.engagement)
+            .join(sums, sums.c.member_id == Member.id)
+            .where(Member.status == MemberStatus.active.value)
+            .order_by(sums.c[metric].desc(), Member.id))
     # The user base is tens of millions of rows: joined only for a segment filter.
     if city or store_code:
         stmt = stmt.join(User, User.id == Member.user_id)
