@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from koc.core.db import utcnow
+from koc.core.db import as_loaded, mapped_columns, utcnow
 from koc.core.errors import DomainError, field_error
 from koc.core.jobs import enqueue_after_commit
 from koc.core.storage import Storage
@@ -156,7 +156,7 @@ def _insert_statements(dialect: str) -> tuple[Any, Any]:
         snapshots = sa.inspect(MetricSnapshot).local_table
         insert_submission = sa.insert(submissions).values(
             {key: sa.bindparam(key, type_=submissions.c[key].type) for key in _SUBMISSION_KEYS}
-        ).returning(*submissions.c)
+        ).returning(*mapped_columns(Submission)[1])
         snapshot_params = [sa.bindparam(f"snapshot_{key}", type_=snapshots.c[key].type)
                            for key in _SNAPSHOT_KEYS]
         if dialect == "postgresql":
@@ -184,7 +184,6 @@ def _insert_submission(submission_values: dict[str, Any],
     bookkeeping cost more than the round trips) and put both into the session as loaded rows."""
     connection = db.session.connection()
     first, second = _insert_statements(connection.dialect.name)
-    submissions = sa.inspect(Submission).local_table
     snapshot_params = {f"snapshot_{key}": value for key, value in snapshot_values.items()}
     if second is None:
         row = connection.execute(first, {**submission_values, **snapshot_params}).one()
@@ -193,23 +192,16 @@ def _insert_submission(submission_values: dict[str, Any],
         row = connection.execute(first, submission_values).one()
         snapshot_id = connection.execute(
             second, {**snapshot_params, "submission_id": row.id}).scalar_one()
-    submission = _loaded(Submission, {c.key: row._mapping[c.key] for c in submissions.c})
-    snapshot = _loaded(MetricSnapshot, {**snapshot_values, "id": snapshot_id,
-                                        "submission_id": submission.id,
-                                        "decided_at": None, "decided_by_staff_id": None,
-                                        "confirmed_by_snapshot_id": None, "import_ref": None})
+    keys = mapped_columns(Submission)[0]
+    submission = as_loaded(db.session, Submission, dict(zip(keys, row[:len(keys)], strict=True)))
+    snapshot = as_loaded(db.session, MetricSnapshot, {
+        **snapshot_values, "id": snapshot_id, "submission_id": submission.id,
+        "decided_at": None, "decided_by_staff_id": None, "confirmed_by_snapshot_id": None,
+        "import_ref": None})
     for name, value in (("snapshots", [snapshot]), ("flags", []), ("events", [])):
         sa.orm.attributes.set_committed_value(submission, name, value)
     sa.orm.attributes.set_committed_value(snapshot, "submission", submission)
     return submission, snapshot
-
-
-def _loaded(cls: type[Any], row: dict[str, Any]) -> Any:
-    """An instance of `cls` for a row just written, persistent in the session as if queried."""
-    instance = cls(**row)
-    sa.orm.make_transient_to_detached(instance)
-    db.session.add(instance)
-    return instance
 
 
 def short_link_to_resolve(submission_id: int) -> tuple[str, str] | None:
