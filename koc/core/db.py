@@ -77,7 +77,10 @@ def as_loaded(session: orm.Session, cls: type, values: Mapping[str, Any]) -> Any
     existing = session.identity_map.get(identity)
     if existing is not None:
         return existing
-    instance = cls(**values)
+    # As the ORM's own loading does: a bare instance whose attributes go straight into its
+    # dict (no constructor, no attribute events), then its state marked as loaded.
+    instance = sa.inspect(cls).class_manager.new_instance()
+    instance.__dict__.update(values)
     orm.make_transient_to_detached(instance)
     session.add(instance)
     return instance
