@@ -436,7 +436,7 @@ def _principal_of_token(secret: str) -> Principal | None:
         position += len(keys)
         instances.append(None if values.get("id") is None
                          else as_loaded(db.session(), cls, values))
-    token = instances[0]
+    token = cast(ApiToken, instances[0])
     # The session's identity map holds objects weakly: keep the loaded ones for the request.
     request.environ[_LOADED_ENVIRON] = tuple(instances)
     _note_use(token, now)

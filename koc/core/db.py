@@ -55,7 +55,7 @@ def mapped_columns(cls: type) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     names so that `as_loaded` can build the instance from its part of the row."""
     found = _COLUMNS.get(cls)
     if found is None:
-        mapper = sa.inspect(cls)
+        mapper: Any = sa.inspect(cls)
         attributes = tuple(mapper.column_attrs)
         primary_key = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
         found = _COLUMNS.setdefault(cls, (tuple(a.key for a in attributes),
@@ -73,13 +73,13 @@ def as_loaded(session: orm.Session, cls: type, values: Mapping[str, Any]) -> Any
     """
     mapped_columns(cls)
     primary_key = _COLUMNS[cls][2]
-    identity = sa.inspect(cls).identity_key_from_primary_key([values[k] for k in primary_key])
+    identity: Any = sa.inspect(cls).identity_key_from_primary_key([values[k] for k in primary_key])
     existing = session.identity_map.get(identity)
     if existing is not None:
         return existing
     # As the ORM's own loading does: a bare instance whose attributes go straight into its
     # dict (no constructor, no attribute events), then its state marked as loaded.
-    instance = sa.inspect(cls).class_manager.new_instance()
+    instance: Any = sa.inspect(cls).class_manager.new_instance()
     instance.__dict__.update(values)
     orm.make_transient_to_detached(instance)
     session.add(instance)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 
@@ -78,7 +79,7 @@ def _statements() -> tuple[sa.Select, sa.Insert]:
             .outerjoin(Asset, sa.and_(Asset.kit_id == Kit.id,
                                       Asset.id == sa.bindparam("asset_id")))
             .where(Kit.id == sa.bindparam("kit_id")))
-        table = sa.inspect(Download).local_table
+        table = cast(sa.Table, Download.__table__)
         download = sa.insert(table).values(
             {key: sa.bindparam(key, type_=table.c[key].type)
              for key in ("member_id", "asset_id", "kit_id", "issued_at", "expires_at",

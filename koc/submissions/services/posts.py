@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -152,8 +152,8 @@ _INSERTS: dict[str, tuple[Any, Any]] = {}
 def _insert_statements(dialect: str) -> tuple[Any, Any]:
     found = _INSERTS.get(dialect)
     if found is None:
-        submissions = sa.inspect(Submission).local_table
-        snapshots = sa.inspect(MetricSnapshot).local_table
+        submissions = cast(sa.Table, Submission.__table__)
+        snapshots = cast(sa.Table, MetricSnapshot.__table__)
         insert_submission = sa.insert(submissions).values(
             {key: sa.bindparam(key, type_=submissions.c[key].type) for key in _SUBMISSION_KEYS}
         ).returning(*mapped_columns(Submission)[1])
@@ -193,8 +193,8 @@ def _insert_submission(submission_values: dict[str, Any],
         snapshot_id = connection.execute(
             second, {**snapshot_params, "submission_id": row.id}).scalar_one()
     keys = mapped_columns(Submission)[0]
-    submission = as_loaded(db.session, Submission, dict(zip(keys, row[:len(keys)], strict=True)))
-    snapshot = as_loaded(db.session, MetricSnapshot, {
+    submission = as_loaded(db.session(), Submission, dict(zip(keys, row[:len(keys)], strict=True)))
+    snapshot = as_loaded(db.session(), MetricSnapshot, {
         **snapshot_values, "id": snapshot_id, "submission_id": submission.id,
         "decided_at": None, "decided_by_staff_id": None, "confirmed_by_snapshot_id": None,
         "import_ref": None})
