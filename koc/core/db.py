@@ -67,15 +67,20 @@ def as_loaded(session: orm.Session, cls: type, values: Mapping[str, Any]) -> Any
     """The instance of `cls` for a row a Core statement read or wrote (every column attribute in
     `values`), in `session` as if an ORM query had loaded it: persistent, no pending changes.
 
-    Where the session already holds that row's object, that one is returned unchanged, as an
-    ORM query would. Core statements with this skip the ORM's per-row loading machinery (and,
-    for inserts, the unit of work), which on the hot paths cost more than the round trips.
+    Where the session already holds that row's object, that one is returned, its expired
+    attributes filled from `values`, as an ORM query would. Core statements with this skip the
+    ORM's per-row loading machinery (and, for inserts, the unit of work), which on the hot
+    paths cost more than the round trips.
     """
     mapped_columns(cls)
     primary_key = _COLUMNS[cls][2]
     identity: Any = sa.inspect(cls).identity_key_from_primary_key([values[k] for k in primary_key])
     existing = session.identity_map.get(identity)
     if existing is not None:
+        # As a query does: expired attributes (after a commit) take the row's values, the
+        # loaded ones (and any change not flushed yet) are kept.
+        for key in sa.inspect(existing).unloaded & values.keys():
+            orm.attributes.set_committed_value(existing, key, values[key])
         return existing
     # As the ORM's own loading does: a bare instance whose attributes go straight into its
     # dict (no constructor, no attribute events), then its state marked as loaded.
