@@ -21,6 +21,13 @@ class Blueprint(flask_smorest.Blueprint):
 
     DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 20, "max_page_size": 200}  # noqa: RUF012
 
+    def arguments(self, schema: Any, *args: Any, **kwargs: Any):
+        # One instance per route, made here: given a class, webargs builds a new schema (and
+        # deep-copies every field) on each request. Loading keeps no state on the instance.
+        if isinstance(schema, type):
+            schema = schema()
+        return super().arguments(schema, *args, **kwargs)
+
     def paginate(self, pager: type[Page] | None = None, **kwargs: Any):
         decorate = super().paginate(pager, **kwargs)
 

@@ -22,6 +22,8 @@ def keep_changes_despite_error() -> None:
 
 
 def _finish(response: Response) -> Response:
+    if not db.session().in_transaction():
+        return response  # committed already (an idempotent write), or nothing was begun
     if response.status_code < 400 or g.get(_KEEP_CHANGES, False):
         db.session.commit()
     else:

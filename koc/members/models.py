@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from koc.core.db import BigIntPK, JSONType, UTCDateTime, utcnow
+from koc.core.db import BigIntPK, JSONType, UTCDateTime, mapped_columns, utcnow
 from koc.extensions import Model
 
 PLATFORMS = ("xiaohongshu", "douyin", "wechat_channels", "weibo", "other")
@@ -106,14 +106,16 @@ def member_may_use_tokens(member_id: sa.ColumnElement[int]) -> sa.ColumnElement[
             .correlate_except(Member))
 
 
-def load_member_with_token(stmt: sa.Select, member_id: sa.ColumnElement[int]) -> sa.Select:
+def load_member_with_token(stmt: sa.Select, member_id: sa.ColumnElement[int],
+                           ) -> tuple[sa.Select, tuple[type, ...]]:
     """The token lookup also loads the token's member and its user (for a staff token, none).
 
     They go into the session's identity map, so `db.session.get(Member, id)` and `member.user`
     cost no round trip afterwards. create_app gives this to koc.core.auth.
     """
     return (stmt.outerjoin(Member, Member.id == member_id)
-            .outerjoin(User, User.id == Member.user_id).add_columns(Member, User))
+            .outerjoin(User, User.id == Member.user_id)
+            .add_columns(*mapped_columns(Member)[1], *mapped_columns(User)[1]), (Member, User))
 
 
 class SocialAccount(Model):

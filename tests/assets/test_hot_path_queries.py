@@ -1,7 +1,7 @@
 """The statements one download link costs, pinned (PostgreSQL, SQLAlchemy statement counter).
 
 The member and the rule versions come with the token lookup, the tier ranks from the process's
-cache, the kit and its asset in one query, and the download row with the commit.
+cache, the kit and its asset in one query (plain columns), and the download row in one INSERT.
 """
 
 from __future__ import annotations

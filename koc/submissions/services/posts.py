@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from koc.core.db import utcnow
+from koc.core.db import as_loaded, mapped_columns, utcnow
 from koc.core.errors import DomainError, field_error
 from koc.core.jobs import enqueue_after_commit
 from koc.core.storage import Storage
@@ -96,33 +96,29 @@ def create_submission(member_id: int, values: dict[str, Any], *,
     if storage is not None:
         verify_media(media, storage, now=utcnow())
 
-    submission = Submission(
-        member_id=member_id, kit_id=kit_id, platform=platform,
-        post_url=values["post_url"], canonical_url=canonical, post_id=post_id,
-        url_unresolved=short, caption=values.get("caption", ""),
-        posted_at=values["posted_at"], status=SubmissionStatus.pending.value,
-    )
+    now = utcnow()
+    values_of_submission = {
+        "member_id": member_id, "kit_id": kit_id, "platform": platform,
+        "post_url": values["post_url"], "canonical_url": canonical, "post_id": post_id,
+        "url_unresolved": short, "caption": values.get("caption", ""),
+        "posted_at": values["posted_at"], "status": SubmissionStatus.pending.value,
+        "interactions": interactions_of(values["metrics"]), "created_at": now,
+    }
     # Before review the member's figures are what the reviewer judges, so they count.
-    snapshot = MetricSnapshot(source="member", state="counted", recorded_at=utcnow(),
-                              history_pending=True, **values["metrics"])
-    submission.snapshots.append(snapshot)
-    submission.interactions = interactions_of(values["metrics"])
-    if media:
-        submission.media.extend(media)
-    else:
-        # A new submission has no media: say so rather than have the ORM load the empty list.
-        sa.orm.attributes.set_committed_value(submission, "media", [])
+    values_of_snapshot = {"source": "member", "state": "counted", "recorded_at": now,
+                          "history_pending": True, **dict.fromkeys(METRICS, 0),
+                          **values["metrics"]}
     # No look-up first: the unique keys on the canonical URL and the platform's post id decide,
     # also between two members sending the same post at the same moment. A duplicate ends the
     # request with 409, which rolls back everything it did, so no savepoint is kept around the
     # insert (`savepoint=True` for callers that go on after a duplicate, like an import).
-    db.session.add(submission)
     try:
         if savepoint:
             with db.session.begin_nested():
-                db.session.flush()
+                submission, snapshot = _insert_submission(values_of_submission,
+                                                          values_of_snapshot)
         else:
-            db.session.flush()
+            submission, snapshot = _insert_submission(values_of_submission, values_of_snapshot)
     except IntegrityError as exc:
         if not savepoint:
             db.session.rollback()
@@ -130,6 +126,9 @@ def create_submission(member_id: int, values: dict[str, Any], *,
         if existing_id is None:
             raise
         raise _duplicate(existing_id) from exc
+    for upload in media:
+        upload.submission_id = submission.id  # written with the commit
+    sa.orm.attributes.set_committed_value(submission, "media", media)
     # What needs no history is checked now; the checks against the member's other posts inform
     # reviewers and decide nothing here, so they run after the commit: the snapshot is marked
     # and a periodic sweep (anomalies.check_pending_history) takes it, with no task sent here.
@@ -138,6 +137,71 @@ def create_submission(member_id: int, values: dict[str, Any], *,
     if short and resolve_short_links:
         enqueue_after_commit("koc.submissions.tasks.resolve_short_link_task", submission.id)
     return submission
+
+
+# What a new submission and its first snapshot are written with (all else is NULL or unset).
+_SUBMISSION_KEYS = ("member_id", "kit_id", "platform", "post_url", "canonical_url", "post_id",
+                    "url_unresolved", "caption", "posted_at", "status", "interactions",
+                    "created_at")
+_SNAPSHOT_KEYS = (*METRICS, "source", "state", "recorded_at", "history_pending")
+# Built once per dialect: every submission runs them. On PostgreSQL the submission and its first
+# snapshot go in one statement (a data-modifying CTE); SQLite has none, so it sends two.
+_INSERTS: dict[str, tuple[Any, Any]] = {}
+
+
+def _insert_statements(dialect: str) -> tuple[Any, Any]:
+    found = _INSERTS.get(dialect)
+    if found is None:
+        submissions = cast(sa.Table, Submission.__table__)
+        snapshots = cast(sa.Table, MetricSnapshot.__table__)
+        insert_submission = sa.insert(submissions).values(
+            {key: sa.bindparam(key, type_=submissions.c[key].type) for key in _SUBMISSION_KEYS}
+        ).returning(*mapped_columns(Submission)[1])
+        snapshot_params = [sa.bindparam(f"snapshot_{key}", type_=snapshots.c[key].type)
+                           for key in _SNAPSHOT_KEYS]
+        if dialect == "postgresql":
+            new = insert_submission.cte("new_submission")
+            new_snapshot = (
+                sa.insert(snapshots)
+                .from_select(["submission_id", *_SNAPSHOT_KEYS],
+                             sa.select(new.c.id, *snapshot_params))
+                .returning(snapshots.c.id, snapshots.c.submission_id).cte("new_snapshot"))
+            found = (sa.select(*new.c, new_snapshot.c.id.label("snapshot_id"))
+                     .join_from(new, new_snapshot, new_snapshot.c.submission_id == new.c.id),
+                     None)
+        else:
+            found = (insert_submission, sa.insert(snapshots).values(
+                submission_id=sa.bindparam("submission_id"),
+                **dict(zip(_SNAPSHOT_KEYS, snapshot_params, strict=True)),
+            ).returning(snapshots.c.id))
+        found = _INSERTS.setdefault(dialect, found)
+    return found
+
+
+def _insert_submission(submission_values: dict[str, Any],
+                       snapshot_values: dict[str, Any]) -> tuple[Submission, MetricSnapshot]:
+    """Insert a new submission and its first snapshot with Core statements (the unit of work's
+    bookkeeping cost more than the round trips) and put both into the session as loaded rows."""
+    connection = db.session.connection()
+    first, second = _insert_statements(connection.dialect.name)
+    snapshot_params = {f"snapshot_{key}": value for key, value in snapshot_values.items()}
+    if second is None:
+        row = connection.execute(first, {**submission_values, **snapshot_params}).one()
+        snapshot_id = row.snapshot_id
+    else:
+        row = connection.execute(first, submission_values).one()
+        snapshot_id = connection.execute(
+            second, {**snapshot_params, "submission_id": row.id}).scalar_one()
+    keys = mapped_columns(Submission)[0]
+    submission = as_loaded(db.session(), Submission, dict(zip(keys, row[:len(keys)], strict=True)))
+    snapshot = as_loaded(db.session(), MetricSnapshot, {
+        **snapshot_values, "id": snapshot_id, "submission_id": submission.id,
+        "decided_at": None, "decided_by_staff_id": None, "confirmed_by_snapshot_id": None,
+        "import_ref": None})
+    for name, value in (("snapshots", [snapshot]), ("flags", []), ("events", [])):
+        sa.orm.attributes.set_committed_value(submission, name, value)
+    sa.orm.attributes.set_committed_value(snapshot, "submission", submission)
+    return submission, snapshot
 
 
 def short_link_to_resolve(submission_id: int) -> tuple[str, str] | None:
