@@ -86,19 +86,23 @@ def copy_baseline(url: str, path: Path) -> float:
         return time.perf_counter() - started
 
 
-def cli_import(url: str, instance: str, path: Path) -> tuple[float, int, str]:
-    """(seconds, peak RSS in KiB, summary line) of `koc users import PATH` in a child."""
+def cli_import(url: str, instance: str, path: Path) -> tuple[float, int, str, str]:
+    """(seconds, peak RSS in KiB, summary line, phases line) of `koc users import PATH` in a
+    child."""
     env = {**os.environ, "KOC_DATABASE_URL": url, "KOC_ENV": "test", "KOC_LOG_LEVEL": "WARNING"}
     koc = Path(sys.executable).with_name("koc")
     started = time.perf_counter()
-    process = subprocess.Popen([str(koc), "users", "import", str(path)], env=env,
+    process = subprocess.Popen([str(koc), "users", "import", "--timings", str(path)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     _pid, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     output = process.stdout.read() if process.stdout else ""
     if os.waitstatus_to_exitcode(status) not in (0, 1):
         raise SystemExit(f"koc users import failed: {output}")
-    return elapsed, usage.ru_maxrss, output.strip().splitlines()[-1]
+    lines = output.strip().splitlines()
+    summary = next(line for line in reversed(lines) if line.startswith("imported "))
+    phases = next((line for line in lines if line.startswith("phases: ")), "phases: ?")
+    return elapsed, usage.ru_maxrss, summary, phases
 
 
 def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> None:
@@ -110,8 +114,9 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
         size = path.stat().st_size
         print(f"database {name}; file: {args.rows:,} rows, {size / 1e6:,.1f} MB")
         copy_seconds = copy_baseline(url, path)
-        import_seconds, rss_kib, summary = cli_import(url, instance, path)
-        again_seconds, again_rss_kib, again_summary = cli_import(url, instance, path)
+        import_seconds, rss_kib, summary, phases = cli_import(url, instance, path)
+        again_seconds, again_rss_kib, again_summary, again_phases = cli_import(url, instance,
+                                                                               path)
     copy_rate = args.rows / copy_seconds
     import_rate = args.rows / import_seconds
     again_rate = args.rows / again_seconds
@@ -120,9 +125,11 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
     print(f"koc users import               {import_seconds:8.2f} s  {import_rate:12,.0f} rows/s"
           f"   peak RSS {rss_kib / 1024:,.0f} MiB")
     print(f"  {summary}")
+    print(f"  {phases}")
     print(f"re-import of the unchanged file {again_seconds:7.2f} s  {again_rate:12,.0f} rows/s"
           f"   peak RSS {again_rss_kib / 1024:,.0f} MiB   rows updated: "
           f"{updated.group(1) if updated else '?'}")
+    print(f"  {again_phases}")
     print(f"RATIO users-import koc/COPY {import_rate / copy_rate:.3f} (goal >= 0.5) "
           f"reimport={again_rate:,.0f} rows/s peak_rss={rss_kib / 1024:,.0f}MiB")
     print(f"ratio import/COPY: {import_rate / copy_rate:.2f} (goal >= 0.5: within 2x); "

@@ -11,6 +11,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import IO, Any, cast
@@ -61,6 +62,17 @@ class ImportReport:
     # Every line refused since the caller last took them (the full report, saved chunk by
     # chunk beside the job: `take_recent`); never part of the job's row.
     recent: list[tuple[int, str]] = field(default_factory=list)
+    # Seconds this run spent in each phase (reading, copy, checks and merge, progress/commit):
+    # what the bench prints; never saved with the job.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - started
 
     def refuse(self, line: int, message: str) -> None:
         self.failed += 1
@@ -75,14 +87,14 @@ class ImportReport:
     def progress(self) -> dict[str, Any]:
         """What a job keeps beside processed, failed and errors (and resumes from)."""
         return {name: value for name, value in asdict(self).items()
-                if name not in ("processed", "failed", "errors", "max_errors", "recent")}
+                if name not in ("processed", "failed", "errors", "max_errors", "recent", "timings")}
 
     @classmethod
     def restore(cls, *, processed: int, failed: int, errors: list[dict[str, Any]],
                 progress: dict[str, Any] | None) -> ImportReport:
         known = {name: value for name, value in (progress or {}).items()
                  if name in cls.__dataclass_fields__
-                 and name not in ("errors", "max_errors", "recent")}
+                 and name not in ("errors", "max_errors", "recent", "timings")}
         # An earlier attempt's "stopped on an internal error" is not about a line of the file.
         lines = [error for error in errors if error.get("line") is not None]
         return cls(processed=processed, failed=failed, errors=lines, **known)
@@ -372,7 +384,8 @@ def import_users(stream: IO[bytes] | CountingReader, *, fmt: str = "csv",
     for _ in chunks:
         report.bytes_read = counted.bytes_read
         if on_progress:
-            on_progress(report)
+            with report.timed("commit"):
+                on_progress(report)
     report.bytes_read = counted.bytes_read
     report.finished = True
     return report
@@ -649,13 +662,15 @@ def _fast_csv_chunks(stream: IO[bytes], report: ImportReport, now: datetime,
     # Blocks of about chunk_rows lines, taking the header's length as a guide to a line's.
     block_bytes = chunk_rows * max(len(header), 64)
     while True:
-        block, damage = _read_block(source, block_bytes)
+        with report.timed("read"):
+            block, damage = _read_block(source, block_bytes)
+            first = line + 1
+            line += block.count(b"\n")
+            careful = bool(block) and _needs_care(block)
         if not block and damage is None:
             return
-        first = line + 1
-        line += block.count(b"\n")
         if block:
-            if _needs_care(block) or not _copy_block(copy_sql, block, first, line - first + 1):
+            if careful or not _copy_block(report, copy_sql, block, first, line - first + 1):
                 yield from _careful(report, now, chunk_rows, header + block, shift=first - 2)
             else:
                 _merge_fast_block(report, now)
@@ -693,9 +708,15 @@ def _read_block(source: IO[bytes], size: int) -> tuple[bytes, Exception | None]:
     return b"".join(parts), None
 
 
-def _copy_block(copy_sql: str, block: bytes, first_line: int, lines: int) -> bool:
+def _copy_block(report: ImportReport, copy_sql: str, block: bytes, first_line: int,
+                lines: int) -> bool:
     """COPY one block into the raw table, numbered from `first_line`; False (and nothing kept)
     when COPY refuses it or its records are not one per line."""
+    with report.timed("copy"):
+        return _copy_block_timed(copy_sql, block, first_line, lines)
+
+
+def _copy_block_timed(copy_sql: str, block: bytes, first_line: int, lines: int) -> bool:
     db.session.execute(sa.text(_STAGING_DDL + "; " + _RAW_DDL))
     db.session.execute(sa.text("TRUNCATE koc_user_import_staging, koc_user_import_refused, "
                                "koc_user_import_raw"))
@@ -751,9 +772,11 @@ def _merge_chunk(report: ImportReport, refused: list[tuple[int, str]],
         # The DISTINCT ON sort of a chunk fits in memory instead of spilling to disk.
         cursor.execute("SET LOCAL work_mem = '256MB'")
         sql = _merge_sql(current_rules().rules, source=source, checked=checked)
-        counts = cursor.execute(sql, {"now": now}).fetchone() or {}
-        for row in cursor.execute(_REFUSED_SQL):
-            refused.append((row["line"], _refusal_message(schema, row)))
+        with report.timed("merge"):
+            counts = cursor.execute(sql, {"now": now}).fetchone() or {}
+        with report.timed("refused"):
+            for row in cursor.execute(_REFUSED_SQL):
+                refused.append((row["line"], _refusal_message(schema, row)))
     merged, created, updated, forgotten = (int(value or 0) for value in counts.values())
     report.forgotten += forgotten
     merged -= forgotten
