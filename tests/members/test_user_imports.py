@@ -294,12 +294,20 @@ def test_a_user_created_by_another_writer_during_the_merge_is_updated_not_lost(
         "shares_count, community_posts_count, candidate_score, created_at, updated_at) "
         "VALUES ('u-3', 'From the API', '[]', 0, 0, 0, 0, 0, now(), now())")
     done: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: done.update(report=_import(pg_app, _csv(6))))
+    def run() -> None:
+        try:
+            done["report"] = _import(pg_app, _csv(6))
+        except Exception as exc:  # shown by the assertion below
+            done["error"] = exc
+
+    worker = threading.Thread(target=run)
     worker.start()
     try:
         # Until the import's INSERT waits for the other transaction's row (the unique check).
         waiting = 0
         for _ in range(600):
+            # A transaction sees one snapshot of the activity: each look starts afresh.
+            other.execute("SELECT pg_stat_clear_snapshot()")
             waiting = other.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'transactionid' "
                 "AND datname = current_database() AND pid <> pg_backend_pid()"
@@ -307,7 +315,7 @@ def test_a_user_created_by_another_writer_during_the_merge_is_updated_not_lost(
             if waiting or not worker.is_alive():
                 break
             time.sleep(0.05)
-        assert waiting, "the import never waited for the other writer"
+        assert waiting, f"the import never waited for the other writer: {done}"
         other.commit()
         worker.join(60)
     finally:

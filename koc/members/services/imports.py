@@ -1055,7 +1055,8 @@ SELECT (SELECT count(*) FROM good) AS merged, count(*) FILTER (WHERE created) AS
   UPDATE users SET {updates},
     candidate_score = CASE WHEN {member} THEN {EXCLUDED_SCORE} ELSE g.candidate_score END,
     updated_at = %(now)s
-  FROM changing AS g WHERE users.id = g.user_id AND users.forgotten_at IS NULL
+  FROM changing AS g
+  WHERE g.user_id IS NOT NULL AND users.id = g.user_id AND users.forgotten_at IS NULL
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM joined) AS merged, (SELECT count(*) FROM inserted) AS created,
