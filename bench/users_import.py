@@ -7,8 +7,10 @@ Generates a CRM export of N rows (10 columns, CSV), then in one run:
    staging, checks in SQL, one merge per chunk): rows/s, and the child's peak RSS;
 3. the same import again on the unchanged file: rows/s, and how many rows it updated (0 expected).
 
-Prints rows/s of each, the ratio import/COPY (goal: at least 0.5, i.e. within 2x), and peak
-memory. The scratch database is dropped at exit, also after an error or Ctrl-C.
+Prints rows/s of each, the ratio import/COPY (goal: at least 0.5, i.e. within 2x), peak
+memory, and for each import the seconds per phase (`koc users import --timings`: reading the
+file, COPY into staging, checks and merge, the refused lines, commits) and outside them (the
+child's start). The scratch database is dropped at exit, also after an error or Ctrl-C.
 
     .venv/bin/python -m bench.users_import                  # 1,000,000 rows
     .venv/bin/python -m bench.users_import --rows 200000    # a quicker look
@@ -86,19 +88,30 @@ def copy_baseline(url: str, path: Path) -> float:
         return time.perf_counter() - started
 
 
-def cli_import(url: str, instance: str, path: Path) -> tuple[float, int, str]:
-    """(seconds, peak RSS in KiB, summary line) of `koc users import PATH` in a child."""
+def cli_import(url: str, instance: str, path: Path) -> tuple[float, int, str, str]:
+    """(seconds, peak RSS in KiB, summary line, phases line) of `koc users import PATH` in a
+    child."""
     env = {**os.environ, "KOC_DATABASE_URL": url, "KOC_ENV": "test", "KOC_LOG_LEVEL": "WARNING"}
     koc = Path(sys.executable).with_name("koc")
     started = time.perf_counter()
-    process = subprocess.Popen([str(koc), "users", "import", str(path)], env=env,
+    process = subprocess.Popen([str(koc), "users", "import", "--timings", str(path)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     _pid, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     output = process.stdout.read() if process.stdout else ""
     if os.waitstatus_to_exitcode(status) not in (0, 1):
         raise SystemExit(f"koc users import failed: {output}")
-    return elapsed, usage.ru_maxrss, output.strip().splitlines()[-1]
+    lines = output.strip().splitlines()
+    summary = next(line for line in reversed(lines) if line.startswith("imported "))
+    phases = next((line for line in lines if line.startswith("phases: ")), "phases: ?")
+    return elapsed, usage.ru_maxrss, summary, phases
+
+
+def outside(seconds: float, phases: str) -> str:
+    """The phases line, with the seconds outside them (the child's start: Python, the app, the
+    connection), which the import's time includes and COPY's does not."""
+    spent = sum(float(value) for value in re.findall(r"([\d.]+) s", phases))
+    return f"{phases}; outside the phases {seconds - spent:.2f} s"
 
 
 def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> None:
@@ -110,8 +123,9 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
         size = path.stat().st_size
         print(f"database {name}; file: {args.rows:,} rows, {size / 1e6:,.1f} MB")
         copy_seconds = copy_baseline(url, path)
-        import_seconds, rss_kib, summary = cli_import(url, instance, path)
-        again_seconds, again_rss_kib, again_summary = cli_import(url, instance, path)
+        import_seconds, rss_kib, summary, phases = cli_import(url, instance, path)
+        again_seconds, again_rss_kib, again_summary, again_phases = cli_import(url, instance,
+                                                                               path)
     copy_rate = args.rows / copy_seconds
     import_rate = args.rows / import_seconds
     again_rate = args.rows / again_seconds
@@ -120,9 +134,11 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
     print(f"koc users import               {import_seconds:8.2f} s  {import_rate:12,.0f} rows/s"
           f"   peak RSS {rss_kib / 1024:,.0f} MiB")
     print(f"  {summary}")
+    print(f"  {outside(import_seconds, phases)}")
     print(f"re-import of the unchanged file {again_seconds:7.2f} s  {again_rate:12,.0f} rows/s"
           f"   peak RSS {again_rss_kib / 1024:,.0f} MiB   rows updated: "
           f"{updated.group(1) if updated else '?'}")
+    print(f"  {outside(again_seconds, again_phases)}")
     print(f"RATIO users-import koc/COPY {import_rate / copy_rate:.3f} (goal >= 0.5) "
           f"reimport={again_rate:,.0f} rows/s peak_rss={rss_kib / 1024:,.0f}MiB")
     print(f"ratio import/COPY: {import_rate / copy_rate:.2f} (goal >= 0.5: within 2x); "

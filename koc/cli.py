@@ -220,8 +220,10 @@ def users() -> None:
               help="Default: from the file name (.jsonl, else CSV); stdin defaults to CSV.")
 @click.option("--encoding", type=click.Choice(sorted(imports.ENCODINGS)), default="utf-8",
               show_default=True, help="The file's text encoding (a UTF-8 BOM is skipped).")
+@click.option("--timings", is_flag=True,
+              help="Also print the seconds spent in each phase (reading, COPY, merge, commit).")
 @with_appcontext
-def users_import(path: str, fmt: str | None, encoding: str) -> None:
+def users_import(path: str, fmt: str | None, encoding: str, timings: bool) -> None:
     """Bulk import users from CSV or JSONL, optionally gzipped (`-` for stdin), streamed."""
     fmt = fmt or ("csv" if path == "-" else imports.import_format(path))
     # Bytes: each line is decoded on its own, so one bad byte refuses one line; gzip is
@@ -255,6 +257,9 @@ def users_import(path: str, fmt: str | None, encoding: str) -> None:
     click.echo(f"imported {report.processed} users, {report.failed} lines refused "
                f"({report.created} created, {report.updated} updated, "
                f"{report.unchanged} unchanged)")
+    if timings:
+        click.echo("phases: " + ", ".join(f"{name} {seconds:.2f} s"
+                                          for name, seconds in report.timings.items()))
     if report.forgotten:
         click.echo(f"{report.forgotten} lines name forgotten people and were skipped", err=True)
     if report.failed:

@@ -265,3 +265,61 @@ def test_the_fast_path_on_postgresql_refuses_and_keeps_exactly_what_the_careful_
     assert _rows(pg_app)["m-1"][:2] == ("Last line wins", "Shenzhen")
     assert _rows(pg_app)["m-2"][1:4] == ("Guang\"zhou", None, ["x,y", "z"])
     assert careful.failed >= 8
+
+
+def test_one_chunk_creates_updates_and_leaves_alike(any_app) -> None:
+    _import(any_app, _csv(20))
+    # u-0..u-9 as they were, u-10..u-19 with more orders, u-20..u-29 new.
+    mixed = _csv(10) + _csv(10, start=10, orders=7).split(b"\n", 1)[1] \
+        + _csv(10, start=20).split(b"\n", 1)[1]
+    report = _import(any_app, mixed)
+    assert (report.created, report.updated, report.unchanged) == (10, 10, 10)
+    rows = _rows(any_app)
+    assert len(rows) == 30 and rows["u-10"][4] == 7 + 10 % 3 and rows["u-0"][4] == 1
+
+
+def test_a_user_created_by_another_writer_during_the_merge_is_updated_not_lost(
+        pg_app, postgres_url) -> None:
+    """The merge inserts new users without ON CONFLICT; a writer that creates one of them at
+    the same moment makes that INSERT fail on the unique key, and the chunk is merged again as
+    an upsert, which waits for the writer and then updates its row."""
+    import threading
+    import time
+
+    import psycopg
+
+    other = psycopg.connect(postgres_url)
+    other.execute(
+        "INSERT INTO users (external_id, display_name, tags, orders_count, spend_cents, "
+        "shares_count, community_posts_count, candidate_score, created_at, updated_at) "
+        "VALUES ('u-3', 'From the API', '[]', 0, 0, 0, 0, 0, now(), now())")
+    done: dict[str, Any] = {}
+    def run() -> None:
+        try:
+            done["report"] = _import(pg_app, _csv(6))
+        except Exception as exc:  # shown by the assertion below
+            done["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        # Until the import's INSERT waits for the other transaction's row (the unique check).
+        waiting = 0
+        for _ in range(600):
+            # A transaction sees one snapshot of the activity: each look starts afresh.
+            other.execute("SELECT pg_stat_clear_snapshot()")
+            waiting = other.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'transactionid' "
+                "AND datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            if waiting or not worker.is_alive():
+                break
+            time.sleep(0.05)
+        assert waiting, f"the import never waited for the other writer: {done}"
+        other.commit()
+        worker.join(60)
+    finally:
+        other.close()
+    report = done["report"]
+    assert (report.processed, report.created, report.updated) == (6, 5, 1)
+    assert _rows(pg_app)["u-3"][0] == "Name 3"

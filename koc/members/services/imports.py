@@ -11,6 +11,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import IO, Any, cast
@@ -61,6 +62,17 @@ class ImportReport:
     # Every line refused since the caller last took them (the full report, saved chunk by
     # chunk beside the job: `take_recent`); never part of the job's row.
     recent: list[tuple[int, str]] = field(default_factory=list)
+    # Seconds this run spent in each phase (reading, copy, checks and merge, progress/commit):
+    # what the bench prints; never saved with the job.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - started
 
     def refuse(self, line: int, message: str) -> None:
         self.failed += 1
@@ -75,14 +87,14 @@ class ImportReport:
     def progress(self) -> dict[str, Any]:
         """What a job keeps beside processed, failed and errors (and resumes from)."""
         return {name: value for name, value in asdict(self).items()
-                if name not in ("processed", "failed", "errors", "max_errors", "recent")}
+                if name not in ("processed", "failed", "errors", "max_errors", "recent", "timings")}
 
     @classmethod
     def restore(cls, *, processed: int, failed: int, errors: list[dict[str, Any]],
                 progress: dict[str, Any] | None) -> ImportReport:
         known = {name: value for name, value in (progress or {}).items()
                  if name in cls.__dataclass_fields__
-                 and name not in ("errors", "max_errors", "recent")}
+                 and name not in ("errors", "max_errors", "recent", "timings")}
         # An earlier attempt's "stopped on an internal error" is not about a line of the file.
         lines = [error for error in errors if error.get("line") is not None]
         return cls(processed=processed, failed=failed, errors=lines, **known)
@@ -362,6 +374,8 @@ def import_users(stream: IO[bytes] | CountingReader, *, fmt: str = "csv",
     done = report.lines_done
     lines = ((n, raw) for n, raw in parse(cast(IO[bytes], buffered), encoding) if n > done)
     now = now or utcnow()
+    if db.session.get_bind().dialect.name == "postgresql":
+        _session_settings()
     if db.session.get_bind().dialect.name == "postgresql" and fmt == "csv" and encoding == "utf-8":
         chunks = _fast_csv_chunks(cast(IO[bytes], buffered), report, now,
                                   chunk_rows or PG_CHUNK_ROWS)
@@ -372,7 +386,8 @@ def import_users(stream: IO[bytes] | CountingReader, *, fmt: str = "csv",
     for _ in chunks:
         report.bytes_read = counted.bytes_read
         if on_progress:
-            on_progress(report)
+            with report.timed("commit"):
+                on_progress(report)
     report.bytes_read = counted.bytes_read
     report.finished = True
     return report
@@ -493,6 +508,32 @@ def _as_raw(record: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+# Local buffers for the session's staging tables (PostgreSQL's default, 8 MB, holds a third of
+# one chunk's raw rows: the rest would go to and from the file system at each step).
+TEMP_BUFFERS = "128MB"
+
+
+def _session_settings() -> None:
+    """Once per import, before its first staging table: room for a chunk in local buffers. A
+    session that used temporary tables before keeps its size (PostgreSQL refuses a change)."""
+    with _driver().cursor() as cursor:
+        cursor.execute("SAVEPOINT koc_temp_buffers")
+        try:
+            cursor.execute(f"SET temp_buffers = '{TEMP_BUFFERS}'")
+        except psycopg.errors.InvalidParameterValue:
+            cursor.execute("ROLLBACK TO SAVEPOINT koc_temp_buffers")
+        cursor.execute("RELEASE SAVEPOINT koc_temp_buffers")
+
+
+def _chunk_settings() -> None:
+    """First statement of each chunk's transaction. Its commit need not wait for the WAL to
+    reach the disk: the merged rows and the job's progress are written by the same commit, so
+    a crash that loses it loses both, and the job resumes from the last chunk that did reach
+    the disk; nothing outside the database has been told about the lost one (the refused lines'
+    report is named after its lines and written again)."""
+    _driver().execute("SET LOCAL synchronous_commit = off")
+
+
 def _driver() -> psycopg.Connection[Any]:
     """The session's own psycopg connection: COPY runs inside the session's transaction."""
     driver = db.session.connection().connection.driver_connection
@@ -507,6 +548,7 @@ def _copy_chunks(lines: Iterator[ParsedLine], report: ImportReport, now: datetim
     refused: list[tuple[int, str]] = []
     exhausted = False
     while not exhausted:
+        _chunk_settings()
         db.session.execute(sa.text(_STAGING_DDL))
         # Emptied by each commit, and here too for a caller that commits only at the end.
         db.session.execute(sa.text("TRUNCATE koc_user_import_staging, koc_user_import_refused"))
@@ -649,13 +691,15 @@ def _fast_csv_chunks(stream: IO[bytes], report: ImportReport, now: datetime,
     # Blocks of about chunk_rows lines, taking the header's length as a guide to a line's.
     block_bytes = chunk_rows * max(len(header), 64)
     while True:
-        block, damage = _read_block(source, block_bytes)
+        with report.timed("read"):
+            block, damage = _read_block(source, block_bytes)
+            first = line + 1
+            line += block.count(b"\n")
+            careful = bool(block) and _needs_care(block)
         if not block and damage is None:
             return
-        first = line + 1
-        line += block.count(b"\n")
         if block:
-            if _needs_care(block) or not _copy_block(copy_sql, block, first, line - first + 1):
+            if careful or not _copy_block(report, copy_sql, block, first, line - first + 1):
                 yield from _careful(report, now, chunk_rows, header + block, shift=first - 2)
             else:
                 _merge_fast_block(report, now)
@@ -693,9 +737,16 @@ def _read_block(source: IO[bytes], size: int) -> tuple[bytes, Exception | None]:
     return b"".join(parts), None
 
 
-def _copy_block(copy_sql: str, block: bytes, first_line: int, lines: int) -> bool:
+def _copy_block(report: ImportReport, copy_sql: str, block: bytes, first_line: int,
+                lines: int) -> bool:
     """COPY one block into the raw table, numbered from `first_line`; False (and nothing kept)
     when COPY refuses it or its records are not one per line."""
+    with report.timed("copy"):
+        return _copy_block_timed(copy_sql, block, first_line, lines)
+
+
+def _copy_block_timed(copy_sql: str, block: bytes, first_line: int, lines: int) -> bool:
+    _chunk_settings()
     db.session.execute(sa.text(_STAGING_DDL + "; " + _RAW_DDL))
     db.session.execute(sa.text("TRUNCATE koc_user_import_staging, koc_user_import_refused, "
                                "koc_user_import_raw"))
@@ -732,7 +783,7 @@ def _merge_fast_block(report: ImportReport, now: datetime) -> None:
     driver.execute("SAVEPOINT koc_fast_merge")
     try:
         _merge_chunk(report, refused, UserImportRowSchema(), now, source=_RAW_SOURCE,
-                     checked=_FAST_CHECKED)
+                     checked=_FAST_CHECKED, counts=_FAST_COUNTS)
     except psycopg.DataError:
         driver.execute("ROLLBACK TO SAVEPOINT koc_fast_merge")
         refused.clear()
@@ -743,18 +794,37 @@ def _merge_fast_block(report: ImportReport, now: datetime) -> None:
 
 def _merge_chunk(report: ImportReport, refused: list[tuple[int, str]],
                  schema: UserImportRowSchema, now: datetime, *,
-                 source: str = "koc_user_import_staging", checked: str | None = None) -> None:
-    """Check the staged chunk in SQL, report its refused lines, merge the rest in one upsert."""
+                 source: str = "koc_user_import_staging", checked: str | None = None,
+                 counts: str | None = None) -> None:
+    """Check the staged chunk in SQL, report its refused lines, merge the rest in one statement.
+
+    The merge inserts the new users with a plain INSERT (half the work of ON CONFLICT's
+    speculative insertion) and updates the changed ones; should another writer create one of
+    the same users meanwhile, the unique key says so and the chunk is merged again with the
+    upsert, which waits for that writer instead."""
+    rules = current_rules().rules
     # Straight to the driver: the SQL holds colons (times, regular expressions) that
     # SQLAlchemy's text() would read as bind parameters.
     with _driver().cursor(row_factory=dict_row) as cursor:
-        # The DISTINCT ON sort of a chunk fits in memory instead of spilling to disk.
-        cursor.execute("SET LOCAL work_mem = '256MB'")
-        sql = _merge_sql(current_rules().rules, source=source, checked=checked)
-        counts = cursor.execute(sql, {"now": now}).fetchone() or {}
-        for row in cursor.execute(_REFUSED_SQL):
-            refused.append((row["line"], _refusal_message(schema, row)))
-    merged, created, updated, forgotten = (int(value or 0) for value in counts.values())
+        # The DISTINCT ON sort of a chunk fits in memory instead of spilling to disk; a chunk's
+        # plan is too cheap to gain from JIT compilation, which costs a fixed share of a second.
+        cursor.execute("SET LOCAL work_mem = '256MB'; SET LOCAL jit = off")
+        with report.timed("merge"):
+            cursor.execute("SAVEPOINT koc_merge_insert")
+            try:
+                found = cursor.execute(_merge_sql(rules, source=source, checked=checked,
+                                                  counts=counts, upsert=False),
+                                       {"now": now}).fetchone() or {}
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT koc_merge_insert")
+                found = cursor.execute(_merge_sql(rules, source=source, checked=checked,
+                                                  counts=counts, upsert=True),
+                                       {"now": now}).fetchone() or {}
+            cursor.execute("RELEASE SAVEPOINT koc_merge_insert")
+        with report.timed("refused"):
+            for row in cursor.execute(_REFUSED_SQL):
+                refused.append((row["line"], _refusal_message(schema, row)))
+    merged, created, updated, forgotten = (int(value or 0) for value in found.values())
     report.forgotten += forgotten
     merged -= forgotten
     report.processed += merged
@@ -823,11 +893,21 @@ _DATE_TS = (
     "ELSE s.last_order_at::timestamptz END"
 )
 def _fast_int(name: str, maximum: int) -> str:
-    # Digits, spaces and signs only, then PostgreSQL's own cast: "1 2" or "+-1" make it raise,
-    # which sends the block to the careful checks.
+    # Digits, spaces and signs only, then PostgreSQL's own cast (once, in _FAST_CHECKED's
+    # lateral n): "1 2" or "+-1" make it raise, which sends the block to the careful checks.
     return (f"CASE WHEN s.{name} IS NULL THEN NULL "
-            f"WHEN translate(s.{name}, '0123456789 +-', '') <> '' THEN '{name}:integer' "
-            f"WHEN s.{name}::bigint NOT BETWEEN 0 AND {maximum} THEN '{name}:range' END")
+            f"WHEN n.{name} IS NULL THEN '{name}:integer' "
+            f"WHEN n.{name} NOT BETWEEN 0 AND {maximum} THEN '{name}:range' END")
+
+
+_FAST_COUNT_NAMES = ("orders_count", "spend_cents", "shares_count", "community_posts_count")
+# Each count cast once per line; the merge takes the casts as they are (their ranges checked).
+_FAST_CASTS = ", ".join(
+    f"CASE WHEN translate(s.{name}, '0123456789 +-', '') = '' THEN s.{name}::bigint END "
+    f"AS {name}" for name in _FAST_COUNT_NAMES)
+_FAST_COUNTS = ",\n    ".join(
+    f"coalesce(c.n_{name}::{'bigint' if name == 'spend_cents' else 'int'}, 0) AS {name}"
+    for name in _FAST_COUNT_NAMES)
 
 
 def _row_checks(int_check: Callable[[str, int], str]) -> str:
@@ -868,7 +948,8 @@ _REFUSED_SQL = "SELECT * FROM koc_user_import_refused ORDER BY line"
 # plain casts where _CHECKED guards each one. A cast that fails raises, and the block is
 # checked again by _CHECKED (see _merge_fast_block).
 _FAST_CHECKED = f"""
-SELECT s.*, t.ts, array_remove(ARRAY[
+SELECT s.*, t.ts, {", ".join(f"n.{name} AS n_{name}" for name in _FAST_COUNT_NAMES)},
+ array_remove(ARRAY[
   {_row_checks(_fast_int)},
   CASE WHEN s.last_order_at IS NULL THEN NULL
        WHEN t.shaped AND t.bad_offset THEN 'last_order_at:offset'
@@ -887,29 +968,41 @@ CROSS JOIN LATERAL (
   FROM (SELECT s.last_order_at ~ '{_DATE_SHAPE}' AS shaped,
                s.last_order_at ~ '{_BAD_OFFSET}' AS bad_offset OFFSET 0) AS d
   OFFSET 0) AS t
+CROSS JOIN LATERAL (SELECT {_FAST_CASTS} OFFSET 0) AS n
 """
 _MERGED = ("display_name", "city", "store_code", "tags", "orders_count", "spend_cents",
            "last_order_at", "shares_count", "community_posts_count", "candidate_score")
 
 
+# The counts as the careful checks leave them (text, checked by _int_check).
+_TEXT_COUNTS = ",\n    ".join(
+    f"coalesce(trim(c.{name})::numeric::{kind}, 0) AS {name}"
+    for name, kind in (("orders_count", "int"), ("spend_cents", "bigint"),
+                       ("shares_count", "int"), ("community_posts_count", "int")))
+
+
 def _merge_sql(rules: dict[str, Any], *, source: str = "koc_user_import_staging",
-               checked: str | None = None) -> str:
+               checked: str | None = None, counts: str | None = None,
+               upsert: bool = False) -> str:
     """One statement over one pass of checks: the refused lines set aside, the last good line
-    of each external_id scored under `rules` and upserted where its data changes something;
+    of each external_id scored under `rules` and written where its data changes something;
     answers (merged, created, updated, forgotten).
 
-    Lines whose data would change nothing are left out before the upsert: ON CONFLICT locks
-    (and so writes) every row it meets, even one its WHERE then leaves as it is. The score
-    alone changing (a recency bonus that decayed) rewrites nothing either: an unchanged file
-    updates 0 rows; the daily rescore keeps the decay current. A member keeps the excluded
-    score; a forgotten person's row is never written."""
+    Each line's user is looked up once: lines whose data would change nothing are left out,
+    new users are inserted (in score order, so the candidate index takes them page by page),
+    changed ones updated. `upsert` writes both with one INSERT ... ON CONFLICT instead, for a
+    chunk that met a concurrent writer (see _merge_chunk). The score alone changing (a recency
+    bonus that decayed) rewrites nothing: an unchanged file updates 0 rows; the daily rescore
+    keeps the decay current. A member keeps the excluded score; a forgotten person's row is
+    never written."""
     data = [name for name in _MERGED if name != "candidate_score"]
     incoming = ", ".join(f"g.{name}" for name in data)
     stored = ", ".join(f"u.{name}" for name in data)
-    updates = ", ".join(f"{name} = excluded.{name}" for name in data)
     staged = ", ".join(f"c.{name}" for name in _STAGED)
     checks = (checked or _CHECKED).replace(":source", source)
-    return f"""
+    member = ("EXISTS (SELECT 1 FROM members AS m WHERE m.user_id = users.id)"
+              if rules["exclusions"]["members"] else "false")
+    head = f"""
 WITH checked AS MATERIALIZED ({checks}),
 refused AS (
   INSERT INTO koc_user_import_refused (line, problems, {", ".join(_STAGED)})
@@ -917,14 +1010,14 @@ refused AS (
 ), good AS (
   SELECT DISTINCT ON (c.external_id) c.external_id, c.display_name, c.city, c.store_code,
     coalesce(c.tags::jsonb, '[]'::jsonb) AS tags,
-    coalesce(trim(c.orders_count)::numeric::int, 0) AS orders_count,
-    coalesce(trim(c.spend_cents)::numeric::bigint, 0) AS spend_cents,
-    c.ts AS last_order_at,
-    coalesce(trim(c.shares_count)::numeric::int, 0) AS shares_count,
-    coalesce(trim(c.community_posts_count)::numeric::int, 0) AS community_posts_count
+    {counts or _TEXT_COUNTS},
+    c.ts AS last_order_at
   FROM checked AS c WHERE cardinality(c.problems) = 0
   ORDER BY c.external_id, c.line DESC
-), changing AS (
+)"""
+    if upsert:
+        updates = ", ".join(f"{name} = excluded.{name}" for name in data)
+        return head + f""", changing AS (
   SELECT g.* FROM good AS g WHERE NOT EXISTS (
     SELECT 1 FROM users AS u
     WHERE u.external_id = g.external_id AND ({stored}) IS NOT DISTINCT FROM ({incoming}))
@@ -934,9 +1027,8 @@ refused AS (
     {merge_score_sql(rules, "g", "%(now)s")}, %(now)s, %(now)s
   FROM changing AS g
   ON CONFLICT (external_id) DO UPDATE SET {updates},
-    candidate_score = CASE WHEN EXISTS (SELECT 1 FROM members AS m WHERE m.user_id = users.id)
-      AND {"true" if rules["exclusions"]["members"] else "false"}
-      THEN {EXCLUDED_SCORE} ELSE excluded.candidate_score END,
+    candidate_score = CASE WHEN {member} THEN {EXCLUDED_SCORE}
+      ELSE excluded.candidate_score END,
     updated_at = excluded.updated_at
   WHERE users.forgotten_at IS NULL
   RETURNING (xmax = 0) AS created
@@ -945,6 +1037,31 @@ SELECT (SELECT count(*) FROM good) AS merged, count(*) FILTER (WHERE created) AS
        count(*) FILTER (WHERE NOT created) AS updated,
        (SELECT count(*) FROM good AS g JOIN users AS u ON u.external_id = g.external_id
         WHERE u.forgotten_at IS NOT NULL) AS forgotten FROM up
+"""
+    updates = ", ".join(f"{name} = g.{name}" for name in data)
+    return head + f""", joined AS MATERIALIZED (
+  SELECT g.*, u.id AS user_id, coalesce(u.forgotten_at IS NOT NULL, false) AS forgotten,
+    coalesce(({stored}) IS NOT DISTINCT FROM ({incoming}), false) AS same
+  FROM good AS g LEFT JOIN users AS u ON u.external_id = g.external_id
+), changing AS (
+  SELECT g.*, {merge_score_sql(rules, "g", "%(now)s")} AS candidate_score
+  FROM joined AS g WHERE NOT g.same AND NOT g.forgotten
+), inserted AS (
+  INSERT INTO users (external_id, {", ".join(data)}, candidate_score, created_at, updated_at)
+  SELECT g.external_id, {incoming}, g.candidate_score, %(now)s, %(now)s
+  FROM changing AS g WHERE g.user_id IS NULL ORDER BY g.candidate_score
+  RETURNING 1
+), updated AS (
+  UPDATE users SET {updates},
+    candidate_score = CASE WHEN {member} THEN {EXCLUDED_SCORE} ELSE g.candidate_score END,
+    updated_at = %(now)s
+  FROM changing AS g
+  WHERE g.user_id IS NOT NULL AND users.id = g.user_id AND users.forgotten_at IS NULL
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM joined) AS merged, (SELECT count(*) FROM inserted) AS created,
+       (SELECT count(*) FROM updated) AS updated,
+       (SELECT count(*) FROM joined WHERE forgotten) AS forgotten
 """
 
 
