@@ -14,11 +14,12 @@ refreshed, is summed from the base tables as before.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 
 from koc.extensions import db
 from koc.members.models import Member
@@ -85,11 +86,12 @@ def refresh(now: datetime) -> dict[str, int]:
                            .where(LeaderboardStanding.window_days == window_days))
         sums = window_sums(now - timedelta(days=window_days), now).subquery()
         # The table, not the ORM entity: a Core INSERT ... SELECT reports its row count.
-        ranked[str(window_days)] = db.session.execute(
-            sa.insert(LeaderboardStanding.__table__).from_select(
+        table = cast(sa.Table, LeaderboardStanding.__table__)
+        ranked[str(window_days)] = cast(CursorResult[Any], db.session.execute(
+            sa.insert(table).from_select(
                 ["window_days", "member_id", "points", "approved", "engagement"],
                 sa.select(sa.literal(window_days), sums.c.member_id, sums.c.points,
-                          sums.c.approved, sums.c.engagement))).rowcount
+                          sums.c.approved, sums.c.engagement)))).rowcount
         db.session.execute(sa.update(LeaderboardRefresh)
                            .where(LeaderboardRefresh.window_days == window_days)
                            .values(as_of=now))
