@@ -15,10 +15,19 @@ from collections.abc import Iterator
 import pytest
 
 PG_ADMIN_URL = os.environ.get("KOC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-# A database number per test process, so two suites on one machine do not flush or consume
-# each other's queues.
-REDIS_URL = os.environ.get("KOC_TEST_REDIS_URL",
-                           f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
+
+
+def _redis_db() -> int:
+    """A database number per test process, so two suites on one machine, or the workers of one
+    (pytest-xdist: gw0, gw1, ... share their parent), do not flush or consume each other's
+    queues."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        return 1 + (os.getppid() + int(worker[2:])) % 15
+    return 1 + os.getpid() % 15
+
+
+REDIS_URL = os.environ.get("KOC_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{_redis_db()}")
 
 
 def services_required() -> bool:
@@ -32,8 +41,10 @@ def missing_service(message: str) -> None:
 
 
 def _pg_url(dbname: str) -> str:
+    """A test database's URL. Its sessions commit without waiting for the WAL flush: no test
+    is about surviving a server crash, and a sync per commit made the suite the disk's pace."""
     base, _, _ = PG_ADMIN_URL.rpartition("/")
-    return f"{base}/{dbname}"
+    return f"{base}/{dbname}?options=-c%20synchronous_commit%3Doff"
 
 
 def _admin_execute(*statements: str) -> None:
