@@ -57,8 +57,11 @@ chromium: ## the browser the admin-panel tests drive, CJK fonts for its screensh
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing:$$missing (sudo apt-get install -y$$missing)"; fi; fi
 
+# Test files are shared out among this many pytest processes (pytest-xdist), a whole file to one.
+TEST_WORKERS ?= 2
+
 test: install chromium ## run the whole test suite
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The bounded pass in `make test` uses seed 8 and 5 cases per operation and caller; this one goes
 # further, from a new seed each time unless given one (the seed is printed, to replay a failure).
@@ -78,7 +81,7 @@ TEST_DATES ?= 2027-03-01T00:20:00Z,2027-03-02T10:00:00+08:00,2027-03-03T10:00:00
   2028-02-29T12:00:00Z
 
 test-dates: install ## run the tests marked clock once at each of TEST_DATES, in one pytest process
-	$(BIN)/pytest -m clock --clock='$(TEST_DATES)'
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m clock --clock='$(TEST_DATES)'
 
 lint: install ## ruff, the layer contract (import-linter) and types (mypy)
 	$(BIN)/ruff check .
