@@ -188,6 +188,25 @@ def test_senior_member_is_invited_and_listed_for_removal_after_demotion(app, mem
     assert admin.get("/groups/senior/roster").json["to_remove"] == []
 
 
+@pytest.mark.clock
+def test_senior_whose_tier_staff_remove_is_listed_for_removal_from_the_group(
+        app, member_api, staff_api) -> None:
+    admin = staff_api("admin")
+    member_id, member = member_api()
+    _approved(member, staff_api("reviewer"), likes=1500, days_ago=10)
+    _recalc(app)
+    assert [m["member_id"] for m in admin.get("/groups/senior/roster").json["members"]] == [
+        member_id]
+
+    # No tier at all (NULL), not a lower one: the seat must still be listed for removal.
+    changed = admin.patch(f"/members/{member_id}",
+                          json={"tier": None, "reason": "posts were bought"})
+    assert changed.status_code == 200, changed.json
+    roster = admin.get("/groups/senior/roster").json
+    assert roster["members"] == []
+    assert [m["member_id"] for m in roster["to_remove"]] == [member_id]
+
+
 def test_tier_changes_and_group_moves_are_sent_to_subscribed_webhooks(app, member_api,
                                                                       staff_api) -> None:
     from koc.core.events import OutboxEvent, WebhookDelivery

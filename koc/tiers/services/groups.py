@@ -38,7 +38,10 @@ def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None,
     now = now or utcnow()
     top = group_tier_key(tier_ranks)
     scope = members_scope(member_ids, member_range)
-    qualifies = sa.and_(Member.tier_key == top, Member.status == MemberStatus.active.value)
+    # coalesce: a member with no tier at all (NULL) must count as not qualifying, where
+    # NOT (tier_key = top AND ...) is NULL for it and kept its seat.
+    qualifies = sa.and_(sa.func.coalesce(Member.tier_key, "") == top,
+                        Member.status == MemberStatus.active.value)
     live = sa.and_(GroupMembership.group_key == SENIOR_GROUP, GroupMembership.removed_at.is_(None))
     # Back before anyone removed them: the removal is called off.
     db.session.execute(
