@@ -378,3 +378,54 @@ def test_two_parts_finishing_together_both_close_cleanly(pg_app, monkeypatch) ->
     with pg_app.app_context():
         run = db.session.scalars(db.select(TierRun).order_by(TierRun.id.desc())).first()
         assert (run.status, run.promotions) == ("succeeded", 2)
+
+
+def _seats(app, member_id: int) -> list[tuple[bool, bool]]:
+    """The member's senior-group rows: (live, due for removal) each."""
+    import sqlalchemy as sa
+
+    from koc.tiers.models import GroupMembership
+
+    with app.app_context():
+        return [(removed is None, due is not None) for removed, due in db.session.execute(
+            sa.select(GroupMembership.removed_at, GroupMembership.removal_due_at)
+            .where(GroupMembership.member_id == member_id).order_by(GroupMembership.id))]
+
+
+@pytest.mark.clock
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_incremental_runs_move_only_the_active_seniors_in_the_group_as_a_full_run_would(
+    request, engine: str, t0
+) -> None:
+    from tests.conftest import Api, new_member, staff_token_for
+
+    app = request.getfixturevalue("app" if engine == "sqlite" else "pg_app")
+    admin = Api(app.test_client(), staff_token_for(app, "admin"))
+    reviewer = Api(app.test_client(), staff_token_for(app, "reviewer"))
+    fading_id, fading = new_member(app, admin, "fading")
+    back_id, back = new_member(app, admin, "back")
+    steady_id, steady = new_member(app, admin, "steady")
+    for someone in (fading, back, steady):
+        _post(app, someone, reviewer, midweek(7, t0), likes=1500)
+    _run(app, utcnow())
+    assert {m: _seats(app, m) for m in (fading_id, back_id, steady_id)} == {
+        fading_id: [(True, False)], back_id: [(True, False)], steady_id: [(True, False)]}
+
+    # Two seniors post three weak notes in a row (a fortnight apart: no weekly streak); the
+    # third senior posts nothing and is not read.
+    for someone in (fading, back):
+        for weeks_ago in (5, 3, 1):
+            _post(app, someone, reviewer, midweek(weeks_ago, t0), likes=20)
+    summary = _run(app, utcnow(), incremental=True)
+    assert (summary.members_evaluated, summary.demotions) == (2, 2)
+    assert _seats(app, fading_id) == _seats(app, back_id) == [(True, True)]
+    assert _seats(app, steady_id) == [(True, False)]
+
+    # One of them is back with a strong post before staff took them out: the removal is
+    # called off on the seat they have, no second invitation.
+    _post(app, back, reviewer, utcnow() - timedelta(hours=1), likes=1500)
+    summary = _run(app, utcnow(), incremental=True)
+    assert (summary.members_evaluated, summary.promotions) == (1, 1)
+    assert _tier(app, back_id) == "senior"
+    assert {m: _seats(app, m) for m in (fading_id, back_id, steady_id)} == {
+        fading_id: [(True, True)], back_id: [(True, False)], steady_id: [(True, False)]}
