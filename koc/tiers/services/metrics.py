@@ -145,11 +145,15 @@ _POST_METRICS = {"approved_submissions", "best_post_interactions", "best_post_re
 _COUNTS = {"approved_submissions", "distinct_kits"}
 
 
-def _followers_by_account(floor: int) -> sa.Subquery:
+def _followers_by_account(floor: int, member_ids: list[int] | None,
+                          member_range: MemberRange | None) -> sa.Subquery:
     """(member, platform) -> the audience reach divides by: one grouped pass over the accounts,
-    joined to the posts, where a correlated sub-plan per post would run millions of times."""
+    joined to the posts, where a correlated sub-plan per post would run millions of times.
+    Narrowed to the members in scope: PostgreSQL does not push the join's member ids into a
+    grouped subquery, so an incremental run would group every account of the programme."""
     return (sa.select(SocialAccount.member_id, SocialAccount.platform,
                       sa.func.max(audience.effective_followers(floor)).label("followers"))
+            .where(*in_scope(SocialAccount.member_id, member_ids, member_range))
             .group_by(SocialAccount.member_id, SocialAccount.platform).subquery("audience"))
 
 
@@ -170,7 +174,7 @@ def post_metrics_query(keys: Iterable[MetricKey], now: datetime, member_ids: lis
     source: Any = Submission
     reach: sa.ColumnElement[Any] | None = None
     if needs_reach:
-        followers = _followers_by_account(floor)
+        followers = _followers_by_account(floor, member_ids, member_range)
         source = sa.outerjoin(Submission, followers, sa.and_(
             followers.c.member_id == Submission.member_id,
             followers.c.platform == Submission.platform))
@@ -257,8 +261,14 @@ def _weak_streak_lateral(count: int, below: int, tier_key: str, ids: list[int] |
                          member_range: MemberRange | None) -> set[int]:
     """PostgreSQL: for each holder, its last `count` posts read straight off the
     (member_id, status, posted_at) index, instead of ranking every post of every holder."""
+    holds = Member.tier_key == tier_key
+    if ids is not None:
+        # Some members: read by primary key. Through coalesce the tier cannot lead the plan to
+        # the tier_key index, which walks every holder of the tier and filters them by the ids
+        # (what PostgreSQL chose with statistics taken before the last run promoted anyone).
+        holds = sa.func.coalesce(Member.tier_key, "") == tier_key
     holders = (sa.select(Member.id.label("member_id"))
-               .where(Member.tier_key == tier_key, *in_scope(Member.id, ids, member_range))
+               .where(holds, *in_scope(Member.id, ids, member_range))
                .subquery())
     last_posts = (sa.select(Submission.interactions)
                   .where(Submission.member_id == holders.c.member_id,
