@@ -9,6 +9,7 @@ issuing queries, so the cost grows with the number of submissions read, not roun
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -119,6 +120,8 @@ class Plan:
     evaluated: int = 0
     changes: list[dict[str, Any]] = field(default_factory=list)
     marks: list[dict[str, Any]] = field(default_factory=list)
+    # Members below their tier's requirements (tier_below_since set) when planned.
+    below: set[int] = field(default_factory=set)
 
     @property
     def promotions(self) -> list[dict[str, Any]]:
@@ -175,7 +178,9 @@ def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = No
     meeting = [(t, t.members_passing(universe)) for t in compiled]
     holding = {t.key: t.members_passing(universe, t.low_water) for t in compiled}
 
-    result = Plan(evaluated=len(members))
+    result = Plan(evaluated=len(members),
+                  below={m for m, tier, _, below_since in members
+                         if tier is not None and below_since is not None})
     for member_id, current, since, below_since in members:
         tier = by_key.get(current)
         earned = next((t for t, met in meeting if member_id in met), None)
@@ -255,14 +260,18 @@ def recalculate(*, trigger: str, now: datetime | None = None,
     db.session.add(run)
     db.session.flush()
 
-    evaluated, changes = _recalculate_scope(rules, run.id, now=now, member_ids=member_ids)
+    evaluated, changes, moved = _recalculate_scope(rules, run.id, now=now,
+                                                   member_ids=member_ids)
     run.members_evaluated = evaluated
     run.promotions = sum(c["direction"] == "up" for c in changes)
     run.demotions = sum(c["direction"] == "down" for c in changes)
     run.status = "succeeded"
     run.finished_at = utcnow()
     db.session.flush()
-    snapshots.take_snapshot(now)
+    if member_ids is None:
+        snapshots.take_snapshot(now)
+    else:  # only the active members were read: today's counts moved by what this run changed
+        snapshots.add_to_snapshot(now, *moved)
     return RecalcSummary(run_id=run.id, rules_version=rules.version, kind=kind,
                          members_evaluated=evaluated, promotions=run.promotions,
                          demotions=run.demotions, changes=changes)
@@ -271,8 +280,9 @@ def recalculate(*, trigger: str, now: datetime | None = None,
 def _recalculate_scope(rules: RuleSet, run_id: int, *, now: datetime,
                        member_ids: Iterable[int] | None = None,
                        member_range: MemberRange | None = None
-                       ) -> tuple[int, list[dict[str, Any]]]:
-    """Plan and write the members in scope; returns (members evaluated, changes made)."""
+                       ) -> tuple[int, list[dict[str, Any]], _Moved]:
+    """Plan and write the members in scope; returns (members evaluated, changes made, how they
+    moved the members per tier)."""
     ids = None if member_ids is None else list(member_ids)
     result = plan(rules, now=now, member_ids=ids, member_range=member_range)
     applied = _apply_changes(result.changes, run_id=run_id, rules_version=rules.version, now=now)
@@ -291,7 +301,25 @@ def _recalculate_scope(rules: RuleSet, run_id: int, *, now: datetime,
         ("rules_version", TierChange.rules_version), ("run_id", TierChange.run_id),
     )).where(TierChange.run_id == run_id, TierChange.changed_at == now,
              *metrics.in_scope(TierChange.member_id, None, member_range)))
-    return result.evaluated, changes
+    return result.evaluated, changes, _moved(result, changes)
+
+
+# Tier -> members gained (or lost), and tier -> members who started (or ended) a spell below.
+_Moved = tuple[Counter[str], Counter[str]]
+
+
+def _moved(result: Plan, applied: list[dict[str, Any]]) -> _Moved:
+    """How the changes written and the marks move today's snapshot counts."""
+    members: Counter[str] = Counter()
+    at_risk: Counter[str] = Counter()
+    for change in applied:
+        members[change["from"] or snapshots.NO_TIER] -= 1
+        members[change["to"] or snapshots.NO_TIER] += 1
+        if change["from"] is not None and change["member_id"] in result.below:
+            at_risk[change["from"]] -= 1  # a change ends the spell below
+    for mark in result.marks:
+        at_risk[mark["tier"]] += 1 if mark["below_since"] is not None else -1
+    return members, at_risk
 
 
 # --- a full run split across workers -----------------------------------------------------------
@@ -353,7 +381,7 @@ def run_part(part_id: int, *, now: datetime | None = None) -> bool:
     run = db.session.get_one(TierRun, part.run_id)
     # Every part evaluates with the rules the run started with.
     rules = rules_of_version(run.rules_version)
-    evaluated, changes = _recalculate_scope(
+    evaluated, changes, _ = _recalculate_scope(
         rules, run.id, now=now, member_range=(part.first_member_id, part.last_member_id))
     part.members_evaluated = evaluated
     part.promotions = sum(c["direction"] == "up" for c in changes)
