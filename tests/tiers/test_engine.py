@@ -429,3 +429,39 @@ def test_incremental_runs_move_only_the_active_seniors_in_the_group_as_a_full_ru
     assert _tier(app, back_id) == "senior"
     assert {m: _seats(app, m) for m in (fading_id, back_id, steady_id)} == {
         fading_id: [(True, True)], back_id: [(True, False)], steady_id: [(True, False)]}
+
+
+@pytest.mark.postgres
+def test_reach_read_for_some_members_divides_by_each_members_own_followers(pg_app) -> None:
+    from koc.tiers.services import metrics
+    from tests.conftest import Api, staff_token_for
+
+    admin = Api(pg_app.test_client(), staff_token_for(pg_app, "admin"))
+    reviewer = Api(pg_app.test_client(), staff_token_for(pg_app, "reviewer"))
+    ids = []
+    for name, followers in (("big", 50_000), ("small", 2_000)):
+        assert admin.put(f"/users/{name}", json={}).status_code in (200, 201)
+        code = admin.post("/invitations", json={"external_id": name}).json["code"]
+        accepted = Api(pg_app.test_client()).post(f"/invitations/{code}/accept", json={
+            "display_name": name, "accept_terms": True,
+            "social_accounts": [{"platform": "xiaohongshu", "handle": name,
+                                 "followers": followers}]})
+        assert accepted.status_code == 201, accepted.json
+        member = Api(pg_app.test_client(), accepted.json["token"])
+        created = member.post("/submissions", json={
+            "platform": "xiaohongshu", "post_url": f"https://www.xiaohongshu.com/explore/{name}",
+            "posted_at": (utcnow() - timedelta(days=2)).isoformat(), "metrics": {"likes": 300}})
+        assert created.status_code == 201, created.json
+        assert reviewer.post(f"/submissions/{created.json['id']}/review",
+                             json={"decision": "approve"}).status_code == 200
+        ids.append(accepted.json["member"]["id"])
+
+    key = ("best_post_reach", 90)
+    with pg_app.app_context():
+        some = metrics.compute([key, ("approved_submissions", None)], now=utcnow(),
+                               member_ids=[*ids, 10**9])  # and an id with nothing
+        everyone = metrics.compute([key, ("approved_submissions", None)], now=utcnow())
+    # 300 interactions per 1,000 of 50,000 followers, and of 2,000.
+    assert some[key] == {ids[0]: 6.0, ids[1]: 150.0}
+    assert some == {k: {m: v for m, v in column.items() if m in ids}
+                    for k, column in everyone.items()}

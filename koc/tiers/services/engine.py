@@ -8,9 +8,11 @@ issuing queries, so the cost grows with the number of submissions read, not roun
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -236,6 +238,22 @@ def members_with_activity_since(since: datetime) -> set[int]:
     return set(db.session.scalars(sa.union(reviewed, booked, measured, audience)))
 
 
+@contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """A run allocates and drops tens of thousands of small objects (rows, sets, dicts), freed
+    by reference counting; meanwhile the cyclic collector, triggered by the allocation count,
+    walks every object of the process again and again: 0.18 s of a 1.2 s incremental run at
+    500,000 members. Paused for the run (a run makes no reference cycles worth collecting
+    early), then back as it was."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def recalculate(*, trigger: str, now: datetime | None = None,
                 incremental: bool = False) -> RecalcSummary:
     """Run the recalculation in the current transaction; the caller commits.
@@ -260,8 +278,10 @@ def recalculate(*, trigger: str, now: datetime | None = None,
     db.session.add(run)
     db.session.flush()
 
-    evaluated, changes, moved = _recalculate_scope(rules, run.id, now=now,
-                                                   member_ids=member_ids)
+    # Only the active members, each statement by their ids.
+    with _no_gc_pauses(), metrics.planned_for_few_rows(member_ids is not None):
+        evaluated, changes, moved = _recalculate_scope(rules, run.id, now=now,
+                                                       member_ids=member_ids)
     run.members_evaluated = evaluated
     run.promotions = sum(c["direction"] == "up" for c in changes)
     run.demotions = sum(c["direction"] == "down" for c in changes)
