@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -171,9 +171,7 @@ def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = No
                                                         member_range=member_range))
     by_key: dict[str | None, _CompiledTier] = {t.key: t for t in compiled}
     names = {t["key"]: t["name"] for t in rules.tiers}
-    weak = {t["key"]: metrics.members_with_weak_streak(
-                t["weak_posts"]["count"], t["weak_posts"]["below"], tier_key=t["key"],
-                member_ids=ids, member_range=member_range)
+    weak = {t["key"]: _weak_streaks(t, members, ids, member_range)
             for t in rules.tiers if t.get("weak_posts")}
 
     universe = {member_id for member_id, *_ in members}
@@ -217,6 +215,19 @@ def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = No
                 "reason": f"below the requirements of {names[current]} for "
                           f"{_days(now - below_since):.0f} days"})
     return result
+
+
+def _weak_streaks(tier: dict[str, Any], members: Iterable[Sequence[Any]],
+                  ids: list[int] | None, member_range: MemberRange | None) -> set[int]:
+    """The members of `tier` whose last posts are all weak. For some members, only those just
+    read at that tier are asked about, not every id of the run."""
+    rule = tier["weak_posts"]
+    if ids is not None:
+        ids = [row[0] for row in members if row[1] == tier["key"]]  # (id, tier, ...)
+        if not ids:
+            return set()
+    return metrics.members_with_weak_streak(rule["count"], rule["below"], tier_key=tier["key"],
+                                            member_ids=ids, member_range=member_range)
 
 
 def plan_changes(rules: RuleSet, *, now: datetime) -> tuple[int, list[dict[str, Any]]]:
