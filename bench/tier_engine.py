@@ -311,12 +311,18 @@ REMOVE_ACTIVITY_SQL = [
 
 
 def reused_population(url: str) -> Population:
-    """A kept database's population, without the activity an earlier run added."""
-    with psycopg.connect(url, autocommit=True) as conn, stopwatch() as took:
-        with conn.transaction():
-            for sql in REMOVE_ACTIVITY_SQL:
-                conn.execute(sql)
-        conn.execute("VACUUM (ANALYZE) submissions, points_ledger")
+    """A kept database's population as generated: without the activity an earlier run added,
+    nobody promoted, no benefits (the naive loop runs before any reset)."""
+    with stopwatch() as took:
+        with psycopg.connect(url, autocommit=True) as conn:
+            with conn.transaction():
+                for sql in REMOVE_ACTIVITY_SQL:
+                    conn.execute(sql)
+                conn.execute("UPDATE members SET tier_below_since = NULL "
+                             "WHERE tier_below_since IS NOT NULL")
+            conn.execute("VACUUM (ANALYZE) submissions, points_ledger")
+        reset_all(url)
+    with psycopg.connect(url, autocommit=True) as conn:
         counts = conn.execute(
             "SELECT (SELECT count(*) FROM members), (SELECT count(*) FROM submissions), "
             "(SELECT count(*) FROM submissions WHERE status = 'approved'), "

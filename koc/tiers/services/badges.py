@@ -128,12 +128,12 @@ def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = N
     Revocation is always immediate. At most `inline_limit` badges are issued here; with
     `defer_rest`, `koc.tiers.tasks.issue_badges` issues the others once the caller commits."""
     now = now or utcnow()
-    scope = members_scope(member_ids, member_range)
     inline_limit = BADGES_INLINE if inline_limit is None else inline_limit
     if member_ids is not None:
-        revoked, missing = _lost_and_missing_of(scope, now, inline_limit + 1)
+        revoked, missing = _lost_and_missing_of(member_ids, member_range, now, inline_limit + 1)
     else:
-        revoked, missing = _lost_and_missing(scope, now, inline_limit + 1)
+        revoked, missing = _lost_and_missing(members_scope(None, member_range), now,
+                                             inline_limit + 1)
     if len(missing) > inline_limit:
         missing = missing[:inline_limit]
         if defer_rest:
@@ -150,33 +150,40 @@ def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = N
 REVOKE_REASON = "tier lost or member suspended"
 
 
-def _lost_and_missing_of(scope: list[Any], now: datetime, limit: int
-                         ) -> tuple[int, list[tuple[int, str]]]:
-    """Some members (a run's changes, one member): their rows read first by primary key, then
-    their live badges by member for exactly those ids. With the members as a subquery,
+def _lost_and_missing_of(member_ids: list[int], member_range: tuple[int, int] | None,
+                         now: datetime, limit: int) -> tuple[int, list[tuple[int, str]]]:
+    """Some members (a run's changes, one member): their live badges by member id, each
+    checked against its own member row; then the holders among them, a slice of the ids at a
+    time, with their live badges. With the members as a subquery of `id = ANY(ids)`,
     PostgreSQL walked every live badge (or every member with a tier) and probed the id array
     for each: the live badges x the ids, growing with the whole programme, not the run."""
-    rows = db.session.execute(
-        sa.select(Member.id, Member.tier_key, Member.status).where(*scope)).all()
-    lost = sorted(m for m, tier, status in rows
-                  if tier is None or status != MemberStatus.active.value)
-    holders = sorted((m, tier) for m, tier, status in rows
-                     if tier is not None and status == MemberStatus.active.value)
-    revoked = 0
-    if lost:
-        revoked = cast(CursorResult[Any], db.session.execute(
-            sa.update(Badge)
-            .where(Badge.revoked_at.is_(None), *in_scope(Badge.member_id, lost, None))
-            .values(revoked_at=now, revoke_reason=REVOKE_REASON))).rowcount
-    # Their live badges, a slice of holders at a time until `limit` are found without one: a
-    # first run promoting 300,000 stops after the first slice.
+    gone = sa.exists().where(
+        Member.id == Badge.member_id,
+        sa.or_(Member.tier_key.is_(None), Member.status != MemberStatus.active.value))
+    revoked = cast(CursorResult[Any], db.session.execute(
+        sa.update(Badge)
+        .where(Badge.revoked_at.is_(None), *in_scope(Badge.member_id, member_ids, member_range),
+               gone)
+        .values(revoked_at=now, revoke_reason=REVOKE_REASON))).rowcount
+    # Through coalesce, the tier cannot lead the plan to the tier_key index (every member with
+    # a tier, filtered by the ids), which statistics taken before a run promoted anyone favour.
+    holds = [sa.func.coalesce(Member.tier_key, "") != "",
+             Member.status == MemberStatus.active.value]
+    # A slice of the ids, then the live badges of its holders, until `limit` are found without
+    # one: a first run promoting 300,000 stops after the first slice.
     missing: list[tuple[int, str]] = []
+    ordered = sorted(set(member_ids))
     step = max(limit, 10_000)
-    for start in range(0, len(holders), step):
-        part = holders[start:start + step]
+    for start in range(0, len(ordered), step):
+        page = db.session.execute(
+            sa.select(Member.id, Member.tier_key)
+            .where(*holds, *in_scope(Member.id, ordered[start:start + step], member_range))
+            .order_by(Member.id)).all()
+        if not page:
+            continue
         badged = set(db.session.scalars(sa.select(Badge.member_id).where(
-            Badge.revoked_at.is_(None), *in_scope(Badge.member_id, [m for m, _ in part], None))))
-        missing += [(m, tier) for m, tier in part if m not in badged]
+            Badge.revoked_at.is_(None), *in_scope(Badge.member_id, [m for m, _ in page], None))))
+        missing += [(m, cast(str, tier)) for m, tier in page if m not in badged]
         if len(missing) >= limit:
             break
     return revoked, missing[:limit]
