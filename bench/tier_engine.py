@@ -39,8 +39,12 @@ import psycopg
 import sqlalchemy as sa
 
 from bench.tier_recalc import (
+    ADMIN_URL,
     NaiveRun,
+    Population,
     StatementLog,
+    admin_execute,
+    database_url,
     explain_metrics,
     fmt_int,
     generate,
@@ -296,6 +300,37 @@ def tier_disagreements(url: str, table: str) -> int:
             "WHERE m.tier_key IS DISTINCT FROM f.tier_key").fetchone()[0]
 
 
+# What add_activity wrote, taken out again when a kept database is reused, so that every run
+# starts from the generated population.
+REMOVE_ACTIVITY_SQL = [
+    "DELETE FROM points_ledger WHERE source = 'submission' AND reference IN ("
+    "SELECT id::text FROM submissions "
+    "WHERE canonical_url LIKE 'https://www.xiaohongshu.com/explore/new-%%')",
+    "DELETE FROM submissions WHERE canonical_url LIKE 'https://www.xiaohongshu.com/explore/new-%%'",
+]
+
+
+def reused_population(url: str) -> Population:
+    """A kept database's population as generated: without the activity an earlier run added,
+    nobody promoted, no benefits (the naive loop runs before any reset)."""
+    with stopwatch() as took:
+        with psycopg.connect(url, autocommit=True) as conn:
+            with conn.transaction():
+                for sql in REMOVE_ACTIVITY_SQL:
+                    conn.execute(sql)
+                conn.execute("UPDATE members SET tier_below_since = NULL "
+                             "WHERE tier_below_since IS NOT NULL")
+            conn.execute("VACUUM (ANALYZE) submissions, points_ledger")
+        reset_all(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM members), (SELECT count(*) FROM submissions), "
+            "(SELECT count(*) FROM submissions WHERE status = 'approved'), "
+            "(SELECT count(*) FROM points_ledger)").fetchone()
+    return Population(members=counts[0], submissions=counts[1], approved=counts[2],
+                      points_rows=counts[3], steps={"reused": took[0]}, seconds=took[0])
+
+
 def add_activity(url: str, *, active: int, posts: int) -> tuple[int, float]:
     with psycopg.connect(url, autocommit=True) as conn, stopwatch() as took:
         conn.execute("DROP TABLE IF EXISTS bench_new_activity")
@@ -409,6 +444,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--posts", type=int, default=2,
                         help="new approved posts per active member")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", metavar="DATABASE",
+                        help="generate into DATABASE and keep it at exit; if it exists, reuse "
+                             "its data instead (--members, --submissions and --seed then come "
+                             "from that database; drop it yourself when done)")
     parser.add_argument("--explain", action="store_true",
                         help="also print EXPLAIN (ANALYZE, BUFFERS) of the metric queries")
     args = parser.parse_args(argv)
@@ -420,7 +459,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return in_scratch_database(benchmark, parse_args(argv))
+    args = parse_args(argv)
+    if args.keep is None:
+        return in_scratch_database(benchmark, args)
+    import tempfile
+
+    url = database_url(ADMIN_URL, args.keep)
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        args.reuse = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  [args.keep]).fetchone() is not None
+    if not args.reuse:
+        admin_execute(f'CREATE DATABASE "{args.keep}"')
+    with tempfile.TemporaryDirectory() as instance:
+        benchmark(args, args.keep, url, instance)
+    print(f"\nkept database {args.keep} (DROP DATABASE \"{args.keep}\" when done)")
+    return 0
 
 
 def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> None:
@@ -431,10 +484,14 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
 
     with migrated_app(url, instance):
         print_header(name)
-        population = generate(url, members=args.members, submissions=args.submissions,
-                              seed=args.seed)
+        if getattr(args, "reuse", False):
+            population = reused_population(url)
+        else:
+            population = generate(url, members=args.members, submissions=args.submissions,
+                                  seed=args.seed)
         print_population(population)
         members = population.members
+        args.sample = min(args.sample, members)
 
         now = utcnow()
         log = StatementLog()

@@ -378,3 +378,90 @@ def test_two_parts_finishing_together_both_close_cleanly(pg_app, monkeypatch) ->
     with pg_app.app_context():
         run = db.session.scalars(db.select(TierRun).order_by(TierRun.id.desc())).first()
         assert (run.status, run.promotions) == ("succeeded", 2)
+
+
+def _seats(app, member_id: int) -> list[tuple[bool, bool]]:
+    """The member's senior-group rows: (live, due for removal) each."""
+    import sqlalchemy as sa
+
+    from koc.tiers.models import GroupMembership
+
+    with app.app_context():
+        return [(removed is None, due is not None) for removed, due in db.session.execute(
+            sa.select(GroupMembership.removed_at, GroupMembership.removal_due_at)
+            .where(GroupMembership.member_id == member_id).order_by(GroupMembership.id))]
+
+
+@pytest.mark.clock
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_incremental_runs_move_only_the_active_seniors_in_the_group_as_a_full_run_would(
+    request, engine: str, t0
+) -> None:
+    from tests.conftest import Api, new_member, staff_token_for
+
+    app = request.getfixturevalue("app" if engine == "sqlite" else "pg_app")
+    admin = Api(app.test_client(), staff_token_for(app, "admin"))
+    reviewer = Api(app.test_client(), staff_token_for(app, "reviewer"))
+    fading_id, fading = new_member(app, admin, "fading")
+    back_id, back = new_member(app, admin, "back")
+    steady_id, steady = new_member(app, admin, "steady")
+    for someone in (fading, back, steady):
+        _post(app, someone, reviewer, midweek(7, t0), likes=1500)
+    _run(app, utcnow())
+    assert {m: _seats(app, m) for m in (fading_id, back_id, steady_id)} == {
+        fading_id: [(True, False)], back_id: [(True, False)], steady_id: [(True, False)]}
+
+    # Two seniors post three weak notes in a row (a fortnight apart: no weekly streak); the
+    # third senior posts nothing and is not read.
+    for someone in (fading, back):
+        for weeks_ago in (5, 3, 1):
+            _post(app, someone, reviewer, midweek(weeks_ago, t0), likes=20)
+    summary = _run(app, utcnow(), incremental=True)
+    assert (summary.members_evaluated, summary.demotions) == (2, 2)
+    assert _seats(app, fading_id) == _seats(app, back_id) == [(True, True)]
+    assert _seats(app, steady_id) == [(True, False)]
+
+    # One of them is back with a strong post before staff took them out: the removal is
+    # called off on the seat they have, no second invitation.
+    _post(app, back, reviewer, utcnow() - timedelta(hours=1), likes=1500)
+    summary = _run(app, utcnow(), incremental=True)
+    assert (summary.members_evaluated, summary.promotions) == (1, 1)
+    assert _tier(app, back_id) == "senior"
+    assert {m: _seats(app, m) for m in (fading_id, back_id, steady_id)} == {
+        fading_id: [(True, True)], back_id: [(True, False)], steady_id: [(True, False)]}
+
+
+@pytest.mark.postgres
+def test_reach_read_for_some_members_divides_by_each_members_own_followers(pg_app) -> None:
+    from koc.tiers.services import metrics
+    from tests.conftest import Api, staff_token_for
+
+    admin = Api(pg_app.test_client(), staff_token_for(pg_app, "admin"))
+    reviewer = Api(pg_app.test_client(), staff_token_for(pg_app, "reviewer"))
+    ids = []
+    for name, followers in (("big", 50_000), ("small", 2_000)):
+        assert admin.put(f"/users/{name}", json={}).status_code in (200, 201)
+        code = admin.post("/invitations", json={"external_id": name}).json["code"]
+        accepted = Api(pg_app.test_client()).post(f"/invitations/{code}/accept", json={
+            "display_name": name, "accept_terms": True,
+            "social_accounts": [{"platform": "xiaohongshu", "handle": name,
+                                 "followers": followers}]})
+        assert accepted.status_code == 201, accepted.json
+        member = Api(pg_app.test_client(), accepted.json["token"])
+        created = member.post("/submissions", json={
+            "platform": "xiaohongshu", "post_url": f"https://www.xiaohongshu.com/explore/{name}",
+            "posted_at": (utcnow() - timedelta(days=2)).isoformat(), "metrics": {"likes": 300}})
+        assert created.status_code == 201, created.json
+        assert reviewer.post(f"/submissions/{created.json['id']}/review",
+                             json={"decision": "approve"}).status_code == 200
+        ids.append(accepted.json["member"]["id"])
+
+    key = ("best_post_reach", 90)
+    with pg_app.app_context():
+        some = metrics.compute([key, ("approved_submissions", None)], now=utcnow(),
+                               member_ids=[*ids, 10**9])  # and an id with nothing
+        everyone = metrics.compute([key, ("approved_submissions", None)], now=utcnow())
+    # 300 interactions per 1,000 of 50,000 followers, and of 2,000.
+    assert some[key] == {ids[0]: 6.0, ids[1]: 150.0}
+    assert some == {k: {m: v for m, v in column.items() if m in ids}
+                    for k, column in everyone.items()}

@@ -93,3 +93,39 @@ def test_history_shows_days_without_a_snapshot_as_gaps(app: Flask, member_api: C
 
     assert days == [DAY.date() - timedelta(days=n) for n in (3, 2, 1, 0)]
     assert per_tier == {"certified": [None, 1, None, 1]}
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_an_incremental_run_moves_todays_counts_as_a_recount_would(
+    request: pytest.FixtureRequest, engine: str
+):
+    from koc.core.db import utcnow
+
+    app = request.getfixturevalue("app" if engine == "sqlite" else "pg_app")
+    admin = Api(app.test_client(), staff_token_for(app, "admin"))
+    reviewer = Api(app.test_client(), staff_token_for(app, "reviewer"))
+    new_member(app, admin, "snap-quiet")
+    poster_id, poster = new_member(app, admin, "snap-poster")
+    with app.app_context():
+        recalculate(trigger="test")
+        db.session.commit()
+    before = {key: (members, risk) for _, key, members, risk in _rows(app)}
+
+    created = poster.post("/submissions", json={
+        "platform": "weibo", "post_url": f"https://weibo.com/7/snap-{poster_id}",
+        "posted_at": (utcnow() - timedelta(days=1)).isoformat(), "metrics": {"likes": 10}})
+    assert reviewer.post(f"/submissions/{created.json['id']}/review",
+                         json={"decision": "approve"}).status_code == 200
+    with app.app_context():
+        summary = recalculate(trigger="test", incremental=True)
+        db.session.commit()
+    assert (summary.members_evaluated, summary.promotions) == (1, 1)
+    moved = _rows(app)
+    with app.app_context():
+        recalculate(trigger="test")  # a full run recounts every member
+        db.session.commit()
+
+    assert moved == _rows(app)
+    after = {key: (members, risk) for _, key, members, risk in moved}
+    assert after["certified"][0] == before.get("certified", (0, 0))[0] + 1
+    assert after["none"][0] == before["none"][0] - 1

@@ -30,6 +30,7 @@ from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.tiers.models import Badge
 from koc.tiers.services.history import members_scope
+from koc.tiers.services.metrics import in_scope
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -127,20 +128,12 @@ def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = N
     Revocation is always immediate. At most `inline_limit` badges are issued here; with
     `defer_rest`, `koc.tiers.tasks.issue_badges` issues the others once the caller commits."""
     now = now or utcnow()
-    scope = members_scope(member_ids, member_range)
-    lost = sa.select(Member.id).where(
-        sa.or_(Member.tier_key.is_(None), Member.status != MemberStatus.active.value), *scope)
-    revoked = cast(CursorResult[Any], db.session.execute(
-        sa.update(Badge)
-        .where(Badge.revoked_at.is_(None), Badge.member_id.in_(lost))
-        .values(revoked_at=now, revoke_reason="tier lost or member suspended")
-    )).rowcount
-    stmt = sa.select(Member.id, Member.tier_key).where(
-        Member.tier_key.is_not(None), Member.status == MemberStatus.active.value, *scope,
-        ~sa.exists().where(Badge.member_id == Member.id, Badge.revoked_at.is_(None))
-    ).order_by(Member.id)
     inline_limit = BADGES_INLINE if inline_limit is None else inline_limit
-    missing = db.session.execute(stmt.limit(inline_limit + 1)).all()
+    if member_ids is not None:
+        revoked, missing = _lost_and_missing_of(member_ids, member_range, now, inline_limit + 1)
+    else:
+        revoked, missing = _lost_and_missing(members_scope(None, member_range), now,
+                                             inline_limit + 1)
     if len(missing) > inline_limit:
         missing = missing[:inline_limit]
         if defer_rest:
@@ -149,9 +142,69 @@ def sync_badges(*, now: datetime | None = None, member_ids: list[int] | None = N
     # A first run can issue tens of thousands: plain rows (no ORM objects), one executemany.
     if missing:
         # The query picked members with a tier only.
-        db.session.execute(sa.insert(Badge), [_badge_row(member_id, cast(str, tier), issued_at, key)
+        db.session.execute(sa.insert(Badge), [_badge_row(member_id, tier, issued_at, key)
                                               for member_id, tier in missing])
     return len(missing), revoked
+
+
+REVOKE_REASON = "tier lost or member suspended"
+
+
+def _lost_and_missing_of(member_ids: list[int], member_range: tuple[int, int] | None,
+                         now: datetime, limit: int) -> tuple[int, list[tuple[int, str]]]:
+    """Some members (a run's changes, one member): their live badges by member id, each
+    checked against its own member row; then the holders among them, a slice of the ids at a
+    time, with their live badges. With the members as a subquery of `id = ANY(ids)`,
+    PostgreSQL walked every live badge (or every member with a tier) and probed the id array
+    for each: the live badges x the ids, growing with the whole programme, not the run."""
+    gone = sa.exists().where(
+        Member.id == Badge.member_id,
+        sa.or_(Member.tier_key.is_(None), Member.status != MemberStatus.active.value))
+    revoked = cast(CursorResult[Any], db.session.execute(
+        sa.update(Badge)
+        .where(Badge.revoked_at.is_(None), *in_scope(Badge.member_id, member_ids, member_range),
+               gone)
+        .values(revoked_at=now, revoke_reason=REVOKE_REASON))).rowcount
+    # Through coalesce, the tier cannot lead the plan to the tier_key index (every member with
+    # a tier, filtered by the ids), which statistics taken before a run promoted anyone favour.
+    holds = [sa.func.coalesce(Member.tier_key, "") != "",
+             Member.status == MemberStatus.active.value]
+    # A slice of the ids, then the live badges of its holders, until `limit` are found without
+    # one: a first run promoting 300,000 stops after the first slice.
+    missing: list[tuple[int, str]] = []
+    ordered = sorted(set(member_ids))
+    step = max(limit, 10_000)
+    for start in range(0, len(ordered), step):
+        page = db.session.execute(
+            sa.select(Member.id, Member.tier_key)
+            .where(*holds, *in_scope(Member.id, ordered[start:start + step], member_range))
+            .order_by(Member.id)).all()
+        if not page:
+            continue
+        badged = set(db.session.scalars(sa.select(Badge.member_id).where(
+            Badge.revoked_at.is_(None), *in_scope(Badge.member_id, [m for m, _ in page], None))))
+        missing += [(m, cast(str, tier)) for m, tier in page if m not in badged]
+        if len(missing) >= limit:
+            break
+    return revoked, missing[:limit]
+
+
+def _lost_and_missing(scope: list[Any], now: datetime, limit: int
+                      ) -> tuple[int, list[tuple[int, str]]]:
+    """Every member (or an id range): set-based statements over the members."""
+    lost = sa.select(Member.id).where(
+        sa.or_(Member.tier_key.is_(None), Member.status != MemberStatus.active.value), *scope)
+    revoked = cast(CursorResult[Any], db.session.execute(
+        sa.update(Badge)
+        .where(Badge.revoked_at.is_(None), Badge.member_id.in_(lost))
+        .values(revoked_at=now, revoke_reason=REVOKE_REASON)
+    )).rowcount
+    stmt = sa.select(Member.id, Member.tier_key).where(
+        Member.tier_key.is_not(None), Member.status == MemberStatus.active.value, *scope,
+        ~sa.exists().where(Badge.member_id == Member.id, Badge.revoked_at.is_(None))
+    ).order_by(Member.id)
+    # The query picked members with a tier only.
+    return revoked, [(m, cast(str, tier)) for m, tier in db.session.execute(stmt.limit(limit))]
 
 
 def get_badge(badge_id: str) -> Badge:

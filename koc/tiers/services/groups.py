@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -20,6 +21,7 @@ from koc.extensions import db
 from koc.members.models import Member, MemberStatus
 from koc.tiers.models import GroupMembership
 from koc.tiers.services.history import members_scope
+from koc.tiers.services.metrics import in_scope
 from koc.tiers.services.rules import tier_ranks
 
 SENIOR_GROUP = "senior"
@@ -43,20 +45,11 @@ def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None,
     qualifies = sa.and_(sa.func.coalesce(Member.tier_key, "") == top,
                         Member.status == MemberStatus.active.value)
     live = sa.and_(GroupMembership.group_key == SENIOR_GROUP, GroupMembership.removed_at.is_(None))
-    # Back before anyone removed them: the removal is called off.
-    db.session.execute(
-        sa.update(GroupMembership).where(
-            live, GroupMembership.removal_due_at.is_not(None),
-            GroupMembership.member_id.in_(sa.select(Member.id).where(qualifies, *scope)))
-        .values(removal_due_at=None))
-    leaving = db.session.scalars(
-        sa.update(GroupMembership).where(
-            live, GroupMembership.removal_due_at.is_(None),
-            GroupMembership.member_id.in_(sa.select(Member.id).where(~qualifies, *scope)))
-        .values(removal_due_at=now).returning(GroupMembership.member_id)).all()
-    newcomers = db.session.scalars(
-        sa.select(Member.id).where(qualifies, *scope, ~sa.exists().where(
-            live, GroupMembership.member_id == Member.id))).all()
+    if member_ids is not None:
+        seats = in_scope(GroupMembership.member_id, member_ids, member_range)
+        leaving, newcomers = _sync_some(qualifies, live, scope, seats, now)
+    else:
+        leaving, newcomers = _sync_all(qualifies, live, scope, now)
     if newcomers:  # one compiled statement, the rows sent in multi-row batches
         db.session.execute(sa.insert(GroupMembership), [
             {"group_key": SENIOR_GROUP, "member_id": member_id,
@@ -65,6 +58,54 @@ def sync_group(tier_ranks: dict[str, int], *, now: datetime | None = None,
     emit_many("group.invite", [{"group": SENIOR_GROUP, "member_id": m} for m in newcomers])
     emit_many("group.remove", [{"group": SENIOR_GROUP, "member_id": m} for m in leaving])
     return len(newcomers), len(leaving)
+
+
+def _sync_some(qualifies: sa.ColumnElement[bool], live: sa.ColumnElement[bool],
+               scope: list[Any], seats: list[Any], now: datetime
+               ) -> tuple[list[int], list[int]]:
+    """Some members (a run's changes, one member): those who qualify read first by primary key,
+    then the seats by (group, member) for exactly the ids (`seats`: the same scope on the
+    seats' member_id), each seat checked against its own member row.
+
+    Not one statement with the members as a subquery: with the seats' statistics behind (a run
+    that has just written thousands of them), PostgreSQL walked every live seat and probed the
+    id array for each, seats x ids index descents: 4.8 s of a 7.2 s incremental run at
+    500,000 members. Driven by the ids, each statement touches only their rows."""
+    staying = sorted(db.session.scalars(sa.select(Member.id).where(qualifies, *scope)))
+    if staying:  # back before anyone removed them: the removal is called off
+        db.session.execute(
+            sa.update(GroupMembership).where(
+                live, GroupMembership.removal_due_at.is_not(None),
+                *in_scope(GroupMembership.member_id, staying, None))
+            .values(removal_due_at=None))
+    # The seats of the others, each checked against its own member row.
+    leaving = sorted(db.session.scalars(
+        sa.update(GroupMembership).where(
+            live, GroupMembership.removal_due_at.is_(None), *seats,
+            sa.exists().where(Member.id == GroupMembership.member_id, ~qualifies))
+        .values(removal_due_at=now).returning(GroupMembership.member_id)).all())
+    seated = set(db.session.scalars(sa.select(GroupMembership.member_id).where(
+        live, *in_scope(GroupMembership.member_id, staying, None)))) if staying else set()
+    return leaving, [m for m in staying if m not in seated]
+
+
+def _sync_all(qualifies: sa.ColumnElement[bool], live: sa.ColumnElement[bool],
+              scope: list[Any], now: datetime) -> tuple[list[int], list[int]]:
+    """Every member (or an id range): set-based statements over the members."""
+    db.session.execute(
+        sa.update(GroupMembership).where(
+            live, GroupMembership.removal_due_at.is_not(None),
+            GroupMembership.member_id.in_(sa.select(Member.id).where(qualifies, *scope)))
+        .values(removal_due_at=None))
+    leaving = list(db.session.scalars(
+        sa.update(GroupMembership).where(
+            live, GroupMembership.removal_due_at.is_(None),
+            GroupMembership.member_id.in_(sa.select(Member.id).where(~qualifies, *scope)))
+        .values(removal_due_at=now).returning(GroupMembership.member_id)).all())
+    newcomers = list(db.session.scalars(
+        sa.select(Member.id).where(qualifies, *scope, ~sa.exists().where(
+            live, GroupMembership.member_id == Member.id))).all())
+    return leaving, newcomers
 
 
 def roster(*, removed_shown: int = 50) -> dict[str, list[GroupMembership]]:
