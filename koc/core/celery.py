@@ -33,6 +33,8 @@ TASK_MODULES = [
     "koc.tiers.tasks",
 ]
 
+FILESYSTEM_TRANSPORT = "koc.core.filesystem_broker:Transport"
+
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_url:
@@ -120,6 +122,8 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app = Celery(app.name, task_cls=FlaskTask, include=TASK_MODULES)
     celery_app.conf.update(
         broker_url=settings.celery_broker_url,
+        # With no broker server: kombu's filesystem transport, its exchange tables under a lock.
+        broker_transport=None if settings.broker_url else FILESYSTEM_TRANSPORT,
         broker_transport_options=_broker_options(settings),
         broker_connection_retry_on_startup=True,
         # A request that enqueues must not hang on a dead broker; the job row stays queued and
