@@ -144,6 +144,10 @@ _SUBMISSION_KEYS = ("member_id", "kit_id", "platform", "post_url", "canonical_ur
                     "url_unresolved", "caption", "posted_at", "status", "interactions",
                     "created_at")
 _SNAPSHOT_KEYS = (*METRICS, "source", "state", "recorded_at", "history_pending")
+# What the INSERT reads back: the new id, and the times as the database stores them (UTC).
+# Every other column is what was written, or NULL; reading all thirty back cost more than the
+# statement.
+_SUBMISSION_RETURNS = ("id", "posted_at", "created_at")
 # Built once per dialect: every submission runs them. On PostgreSQL the submission and its first
 # snapshot go in one statement (a data-modifying CTE); SQLite has none, so it sends two.
 _INSERTS: dict[str, tuple[Any, Any]] = {}
@@ -156,7 +160,7 @@ def _insert_statements(dialect: str) -> tuple[Any, Any]:
         snapshots = cast(sa.Table, MetricSnapshot.__table__)
         insert_submission = sa.insert(submissions).values(
             {key: sa.bindparam(key, type_=submissions.c[key].type) for key in _SUBMISSION_KEYS}
-        ).returning(*mapped_columns(Submission)[1])
+        ).returning(*(submissions.c[key] for key in _SUBMISSION_RETURNS))
         snapshot_params = [sa.bindparam(f"snapshot_{key}", type_=snapshots.c[key].type)
                            for key in _SNAPSHOT_KEYS]
         if dialect == "postgresql":
@@ -192,8 +196,9 @@ def _insert_submission(submission_values: dict[str, Any],
         row = connection.execute(first, submission_values).one()
         snapshot_id = connection.execute(
             second, {**snapshot_params, "submission_id": row.id}).scalar_one()
-    keys = mapped_columns(Submission)[0]
-    submission = as_loaded(db.session(), Submission, dict(zip(keys, row[:len(keys)], strict=True)))
+    submission = as_loaded(db.session(), Submission, {
+        **dict.fromkeys(mapped_columns(Submission)[0]), **submission_values,
+        **dict(zip(_SUBMISSION_RETURNS, row[:len(_SUBMISSION_RETURNS)], strict=True))})
     snapshot = as_loaded(db.session(), MetricSnapshot, {
         **snapshot_values, "id": snapshot_id, "submission_id": submission.id,
         "decided_at": None, "decided_by_staff_id": None, "confirmed_by_snapshot_id": None,
