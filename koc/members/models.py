@@ -54,6 +54,11 @@ class User(Model):
         sa.Index("ix_users_candidates", "candidate_score",
                  postgresql_where=sa.text("candidate_score >= 0"),
                  sqlite_where=sa.text("candidate_score >= 0")),
+        # A segment's top-N and its count, from that segment's part of the ranking alone.
+        *(sa.Index(f"ix_users_candidates_{name}", column, "candidate_score", "id",
+                   postgresql_where=sa.text("candidate_score >= 0"),
+                   sqlite_where=sa.text("candidate_score >= 0"))
+          for name, column in (("city", "city"), ("store", "store_code"))),
     )
 
 

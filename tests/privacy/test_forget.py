@@ -124,6 +124,21 @@ def test_forgetting_twice_is_204_unknown_is_404_and_the_person_stays_forgotten(
     # Never a candidate again.
     candidates = admin.get("/candidates", query_string={"limit": 50}).json
     assert "crm-42" not in {c["external_id"] for c in candidates}
+    # Nor once every user is rescored (what saving new candidate rules does), a person who never
+    # became a member included: the blank row would score 0 under any weights, and the
+    # candidate list reads the score alone.
+    assert admin.put("/users/crm-44", json=USER).status_code in (200, 201)
+    assert admin.client.delete("/api/v1/users/crm-44", headers=headers).status_code == 204
+    from koc.core.db import utcnow
+    from koc.extensions import db
+    from koc.members.services.candidate_rules import rescore
+
+    with app.app_context():
+        rescore(utcnow())
+        db.session.commit()
+    candidates = admin.get("/candidates", query_string={"limit": 50}).json
+    listed = {c["external_id"] for c in candidates}
+    assert "crm-43" in listed and not listed & {"crm-42", "crm-44"}
 
 
 def test_cli_forgets_a_person(app: Flask) -> None:

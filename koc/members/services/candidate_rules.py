@@ -141,9 +141,12 @@ def score_expression(rules: dict[str, Any], *, col: Callable[[str], sa.ColumnEle
 def users_score(rules: dict[str, Any], now: datetime) -> sa.ColumnElement[float]:
     """The score of a row of users (for UPDATE users and SELECT FROM users)."""
     dialect = _dialect()
-    return score_expression(rules, col=lambda name: getattr(User, name),
-                            now=sa.literal(now, type_=UTCDateTime), dialect=dialect,
-                            user_id=User.id)
+    score = score_expression(rules, col=lambda name: getattr(User, name),
+                             now=sa.literal(now, type_=UTCDateTime), dialect=dialect,
+                             user_id=User.id)
+    # A forgotten person is never a candidate again, whatever the rules say.
+    return cast(sa.ColumnElement[float], sa.case((User.forgotten_at.is_not(None), EXCLUDED_SCORE),
+                                                 else_=score))
 
 
 def merge_score_sql(rules: dict[str, Any], alias: str, now_param: str) -> str:

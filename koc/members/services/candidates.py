@@ -48,12 +48,12 @@ def candidates_query(*, limit: int | None = None, city: str | None = None,
                      now: datetime) -> sa.Select:
     """Users who are not members yet, best first (an index scan on candidate_score), filtered
     by segment, last-order window and minimum score; `limit` caps how far down one pages."""
-    # candidate_score >= 0 is the partial index's predicate: users the rules exclude are not in
-    # it, and the best come first from an index scan that stops after the page. A forgotten
-    # person is never a candidate again.
+    # candidate_score >= 0 is the partial indexes' predicate: users the rules exclude (members
+    # and forgotten people among them) are not in them, and the best come first from an index
+    # scan that stops after the page. No other column of the table is needed to decide, so a
+    # segment's count reads its index alone, not a heap page per user.
     stmt = sa.select(User).where(User.candidate_score >= 0,
-                                 ~sa.exists().where(Member.user_id == User.id),
-                                 User.forgotten_at.is_(None))
+                                 ~sa.exists().where(Member.user_id == User.id))
     if city is not None:
         stmt = stmt.where(User.city == city)
     if store_code is not None:

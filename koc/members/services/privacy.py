@@ -20,6 +20,7 @@ from koc.core.auth import revoke_member_tokens
 from koc.core.signals import person_export_requested, person_forgotten, replies
 from koc.extensions import db
 from koc.members.models import Invitation, Member, MemberStatus, User
+from koc.members.services.candidate_rules import EXCLUDED_SCORE
 from koc.members.services.roster import set_member_status
 from koc.members.services.users import get_user
 
@@ -45,7 +46,8 @@ def forget_user(external_id: str, *, now: datetime) -> dict[str, Any]:
     user.last_order_at = None
     user.shares_count = 0
     user.community_posts_count = 0
-    user.candidate_score = 0.0
+    # Out of the candidate index for good: the rescore keeps a forgotten person there too.
+    user.candidate_score = EXCLUDED_SCORE
     user.forgotten_at = user.forgotten_at or now
     # Codes not yet used stop working; used ones stay, so campaign counts stay right.
     expired = db.session.execute(
