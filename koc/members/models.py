@@ -97,8 +97,17 @@ class Member(Model):
 
     __table_args__ = (
         sa.CheckConstraint("status IN ('active', 'suspended')", name="status_known"),
+        # The roster's search by part of a name (trigrams on PostgreSQL).
+        sa.Index("ix_members_display_name_search", "display_name", postgresql_using="gin",
+                 postgresql_ops={"display_name": "gin_trgm_ops"}),
     )
 
+
+
+# The search indexes' operator class comes from pg_trgm: created with the schema wherever the
+# schema is made from the models (the tests' databases); migration 0022 does it in production.
+sa.event.listen(Model.metadata, "before_create", sa.DDL(
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(dialect="postgresql"))
 
 
 def member_may_use_tokens(member_id: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
@@ -154,6 +163,9 @@ class SocialAccount(Model):
             " AND followers_confirmed_at IS NULL) OR (followers_source <> 'declared'"
             " AND confirmed_followers >= 0 AND followers_confirmed_at IS NOT NULL)",
             name="followers_confirmation_complete"),
+        # The roster's search by part of a handle (trigrams on PostgreSQL).
+        sa.Index("ix_social_accounts_handle_search", "handle", postgresql_using="gin",
+                 postgresql_ops={"handle": "gin_trgm_ops"}),
     )
 
     @property

@@ -81,6 +81,33 @@ def test_roster_filters_by_tier_city_store_tag_status_and_risk(signed_in, roster
     assert ids(sort="name")[0] == roster["formula"]  # "=" sorts before "K"
 
 
+def test_roster_search_finds_part_of_a_name_or_handle_and_a_whole_crm_id(signed_in, roster, app):
+    from koc.members.models import SocialAccount, User
+
+    with app.app_context():
+        db.session.add(SocialAccount(member_id=roster["bj"], platform="xiaohongshu",
+                                     handle="LittleRedBear_50%", followers=900,
+                                     followers_source="declared"))
+        external_id = db.session.get(Member, roster["sh_vip"]).user.external_id
+        # Renamed in the fixture: its CRM id is in no name, so only the id finds it.
+        renamed_id = db.session.get(Member, roster["formula"]).user.external_id
+        assert db.session.query(User).filter_by(external_id=renamed_id).count() == 1
+        db.session.commit()
+    viewer = signed_in("viewer", locale="zh_CN")
+
+    def ids(q: str) -> list[int]:
+        return _ids(viewer.get("/admin/members", query_string={"q": q}).text)
+
+    assert ids("redbear") == [roster["bj"]]  # part of a handle, any case
+    assert ids("@LittleRed") == [roster["bj"]]  # as members write it
+    assert ids("bear_50%") == [roster["bj"]]  # LIKE's wildcards are plain characters
+    assert ids("bear_5%0") == []
+    assert ids("koc " + external_id) == [roster["sh_vip"]]  # part of the display name
+    assert ids(renamed_id) == [roster["formula"]]  # the CRM id, whole
+    assert roster["formula"] not in ids(renamed_id[:-1])  # a part of one is no one's id
+    assert ids("nobody-at-all") == []
+
+
 def test_roster_refuses_a_bad_filter_by_name_and_keeps_what_was_typed(signed_in, roster):
     viewer = signed_in("viewer", locale="en")
     response = viewer.get("/admin/members?sort=points&status=gone&city=上海")
