@@ -319,7 +319,9 @@ class MemberDetailSchema(MemberStaffSchema):
 
 class MemberQuerySchema(Schema):
     tier = kf.String(max_length=32)
-    q = kf.String(min_length=1, max_length=100)
+    q = kf.String(min_length=1, max_length=100, metadata={
+        "description": "part of the display name or of a social handle (any case, an @ "
+                       "before a handle allowed), or a whole CRM external id"})
     status = kf.OneOf(["active", "suspended"])
 
 
