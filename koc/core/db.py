@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import JSONB
@@ -89,3 +91,37 @@ def as_loaded(session: orm.Session, cls: type, values: Mapping[str, Any]) -> Any
     orm.make_transient_to_detached(instance)
     session.add(instance)
     return instance
+
+
+# --- reads that must give up rather than hold a connection -------------------------------------
+
+
+class StatementTooSlow(Exception):
+    """A statement ran past the time `time_limited` allowed it; the transaction was rolled back."""
+
+
+@contextmanager
+def time_limited(session: orm.Session, milliseconds: int) -> Iterator[None]:
+    """Statements in the block give up after `milliseconds` on PostgreSQL and raise
+    StatementTooSlow, with the transaction rolled back (and the limit with it).
+
+    For reads whose cost depends on what a person typed: a filter that matches almost no one in a
+    ranking of tens of millions can walk a whole index, and it must not hold a connection and a
+    core for minutes. SQLite runs in-process on small data and has no such limit.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    # The limit in force before (an operator may have set one for the role), restored after.
+    before = session.execute(sa.text(
+        "SELECT current_setting('statement_timeout'), "
+        "set_config('statement_timeout', :limit, true)"), {"limit": str(milliseconds)}).scalar()
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        if not isinstance(exc.orig, psycopg.errors.QueryCanceled):
+            raise
+        session.rollback()
+        raise StatementTooSlow(str(exc.orig)) from exc
+    session.execute(sa.text("SELECT set_config('statement_timeout', :limit, true)"),
+                    {"limit": before})

@@ -36,6 +36,7 @@ from wtforms import IntegerField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from koc.admin.blueprint import (
+    Paged,
     admin_blueprint,
     allow_store_origins,
     current_staff,
@@ -48,7 +49,7 @@ from koc.admin.blueprint import (
 from koc.admin.i18n import tier_display_name
 from koc.core import audit
 from koc.core import fields as kf
-from koc.core.db import utcnow
+from koc.core.db import StatementTooSlow, time_limited, utcnow
 from koc.core.errors import DomainError
 from koc.core.jobs import Job
 from koc.core.storage import get_storage
@@ -350,14 +351,24 @@ def _candidate_query() -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
         return {}, raw, {name: _("Not a valid value.") for name in bad}
 
 
+_TOO_SLOW = _l("these filters together match too few customers to rank in time; narrow them "
+               "differently (one city or store, or a tag on its own)")
+
+
 @admin_blueprint.get("/candidates")
 @login_required("viewer")
 def candidate_list() -> tuple[str, int]:
     query, raw, problems = _candidate_query()
     now = utcnow()
-    # Tens of millions of users: the total is the planner's estimate, as in the API.
-    paged = paginate(candidates.candidates_query(**query, now=now), PER_PAGE,
-                     estimate=candidates.count_candidates)
+    try:
+        # Tens of millions of users: the total is the planner's estimate, as in the API, and a
+        # ranking that would walk a whole segment gives up (candidates.TIME_LIMIT_MS).
+        with time_limited(db.session(), candidates.TIME_LIMIT_MS):
+            paged = paginate(candidates.candidates_query(**query, now=now), PER_PAGE,
+                             estimate=candidates.count_candidates)
+    except StatementTooSlow:
+        paged = Paged(items=[], page=1, pages=1, total=0)
+        problems = dict.fromkeys(raw, _TOO_SLOW) or {"filter": _TOO_SLOW}
     ruleset = candidate_rules.current_rules()
     return render_template(
         "admin/members/candidates.html", paged=paged, raw=raw, problems=problems,

@@ -48,3 +48,35 @@ def test_candidates_filter_page_and_explain_themselves(request, engine) -> None:
     assert {"code": "orders", "value": 40} in top["reasons"]
     assert {"code": "ordered_within_days", "value": 30} in top["reasons"]
     assert admin.get("/candidates?ordered_within_days=0").status_code == 422
+
+
+def many_users(app, count: int) -> None:
+    """`count` scored users in one statement, none of them tagged."""
+    from koc.extensions import db
+
+    with app.app_context():
+        db.session.execute(db.text(
+            "INSERT INTO users (external_id, display_name, city, tags, orders_count, spend_cents,"
+            " shares_count, community_posts_count, candidate_score, created_at, updated_at) "
+            "SELECT 'bulk-' || g, 'bulk ' || g, 'Shanghai', '[]'::jsonb, g % 23, 0, 0, 0,"
+            " (g % 1000) / 10.0, now(), now() FROM generate_series(1, :count) AS g"),
+            {"count": count})
+        db.session.execute(db.text("ANALYZE users"))
+        db.session.commit()
+
+
+def test_a_ranking_that_would_walk_the_whole_base_gives_up_naming_its_filters(
+        pg_app, monkeypatch) -> None:
+    from koc.members.services import candidates
+
+    many_users(pg_app, 200_000)
+    admin = Api(pg_app.test_client(), staff_token_for(pg_app, "admin"))
+    assert admin.get("/candidates?city=Shanghai").status_code == 200
+    # A tag no one has: the best-first walk reads all 200,000 before the page would fill.
+    monkeypatch.setattr(candidates, "TIME_LIMIT_MS", 20)
+    slow = admin.get("/candidates?city=Shanghai&tag=no-one-has-it")
+    assert slow.status_code == 422, slow.json
+    assert set(slow.json["errors"]["query"]) == {"city", "tag"}
+    # The connection went back with its limit undone: the next read runs as long as it needs.
+    monkeypatch.setattr(candidates, "TIME_LIMIT_MS", 60_000)
+    assert admin.get("/candidates?city=Shanghai&tag=no-one-has-it").json == []

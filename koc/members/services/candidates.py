@@ -11,10 +11,15 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
+from koc.core.errors import DomainError
 from koc.extensions import db
 from koc.members.models import Member, User
 
 RECENT_ORDER_DAYS = 30
+FILTERS = ("city", "store_code", "tag", "ordered_within_days", "min_score")
+# A ranking read gives up after this long (PostgreSQL; koc.core.db.time_limited): filters that
+# together match almost no one can walk a whole segment of tens of millions before a page fills.
+TIME_LIMIT_MS = 5_000
 
 
 def candidate_reasons(user: User, *, now: datetime) -> list[dict[str, Any]]:
@@ -100,3 +105,13 @@ def count_candidates(stmt: sa.Select) -> tuple[int, bool]:
         if estimate > ESTIMATE_ABOVE:
             return estimate, True
     return int(db.session.scalar(counted) or 0), False
+
+
+def too_slow(given: dict[str, Any]) -> DomainError:
+    """The answer to a ranking that ran past TIME_LIMIT_MS: 422 naming the filters given."""
+    names = [name for name in FILTERS if given.get(name) is not None] or ["filter"]
+    message = ("these filters together match too few users to rank in time; "
+               "narrow them differently (one city or store, a tag on its own)")
+    return DomainError(422, f"{', '.join(names)}: {message}",
+                       errors={"query": {name: [message] for name in names}})
+

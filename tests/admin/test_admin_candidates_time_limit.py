@@ -1,0 +1,33 @@
+"""候选人 at scale: a filter that would walk the whole ranking says so instead of hanging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+
+from tests.members.test_candidates import many_users
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], postgres_url: str) -> Flask:
+    """PostgreSQL: the time limit is PostgreSQL's statement_timeout."""
+    return make_app(KOC_DATABASE_URL=postgres_url)
+
+
+def test_the_candidate_page_gives_up_on_a_filter_matching_no_one_and_keeps_it(
+        app: Flask, signed_in, monkeypatch) -> None:
+    from koc.members.services import candidates
+
+    many_users(app, 200_000)
+    viewer = signed_in("viewer", locale="zh_CN")
+    monkeypatch.setattr(candidates, "TIME_LIMIT_MS", 20)
+    page = viewer.get("/admin/candidates?city=Shanghai&tag=no-one-has-it")
+    assert page.status_code == 422
+    assert "匹配的顾客太少" in page.text
+    assert 'value="no-one-has-it"' in page.text and 'value="Shanghai"' in page.text
+    # With time to spare the same filters answer: nobody.
+    monkeypatch.setattr(candidates, "TIME_LIMIT_MS", 60_000)
+    page = viewer.get("/admin/candidates?city=Shanghai&tag=no-one-has-it")
+    assert page.status_code == 200 and 'id="candidates"' not in page.text
