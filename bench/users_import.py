@@ -12,7 +12,7 @@ memory, and for each import the seconds per phase (`koc users import --timings`:
 file, COPY into staging, checks and merge, the refused lines, commits) and outside them (the
 child's start). The scratch database is dropped at exit, also after an error or Ctrl-C.
 
-    .venv/bin/python -m bench.users_import                  # 1,000,000 rows
+    .venv/bin/python -m bench.users_import                  # 10,000,000 rows (the issue's default)
     .venv/bin/python -m bench.users_import --rows 200000    # a quicker look
 """
 
@@ -49,7 +49,7 @@ CREATE TABLE users_copy_baseline (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--seed", type=int, default=11)
     return parser.parse_args(argv)
 
