@@ -317,12 +317,15 @@ def naive_loop(member_ids: list[int], now: datetime) -> dict[int, str | None]:
     evaluation, so that agreement with the real job is an independent check of its result.
     Returns the tier each member holds afterwards.
     """
+    from flask import current_app
+
     from koc.extensions import db
-    from koc.members.models import Member, MemberStatus
+    from koc.members.models import Member, MemberStatus, SocialAccount
     from koc.submissions.models import Submission, SubmissionStatus
     from koc.tiers.models import TierChange
     from koc.tiers.services.rules import DEFAULT_TIERS
 
+    floor = int(current_app.config["KOC_SETTINGS"].unconfirmed_followers_floor)
     ranks = {t["key"]: t["rank"] for t in DEFAULT_TIERS}
     names = {t["key"]: t["name"] for t in DEFAULT_TIERS}
     since_60 = now - timedelta(days=60)
@@ -343,11 +346,28 @@ def naive_loop(member_ids: list[int], now: datetime) -> dict[int, str | None]:
         best_90 = db.session.scalar(
             sa.select(sa.func.max(Submission.interactions))
             .where(*mine, Submission.posted_at >= since_90)) or 0
-        dates_90 = db.session.scalars(
-            sa.select(Submission.posted_at).where(*mine, Submission.posted_at >= since_90)).all()
-        streak_90 = longest_weekly_streak(list(dates_90))
+        posts_90 = db.session.execute(
+            sa.select(Submission.posted_at, Submission.platform, Submission.interactions)
+            .where(*mine, Submission.posted_at >= since_90)).all()
+        streak_90 = longest_weekly_streak([post.posted_at for post in posts_90])
+        # Reach: interactions per 1,000 followers of the member's account on the post's
+        # platform (confirmed, else declared raised to the floor; the largest account).
+        audience: dict[str, int] = {}
+        for account in db.session.scalars(
+                sa.select(SocialAccount).where(SocialAccount.member_id == member.id)):
+            followers = (account.confirmed_followers if account.confirmed_followers is not None
+                         else max(account.followers, floor))
+            audience[account.platform] = max(audience.get(account.platform, 0), followers)
+        best_reach_90 = max((post.interactions * 1000.0 / audience[post.platform]
+                             for post in posts_90 if audience.get(post.platform)), default=0)
 
-        if best_90 >= 1000:
+        # Senior's weak-post rule: not given when the last three approved posts are all weak.
+        last_three = db.session.scalars(
+            sa.select(Submission.interactions).where(*mine)
+            .order_by(Submission.posted_at.desc(), Submission.id.desc()).limit(3)).all()
+        weak_streak = len(last_three) == 3 and all(n < 100 for n in last_three)
+
+        if (best_90 >= 1000 or best_reach_90 >= 100) and not weak_streak:
             target = "senior"
         elif streak_90 >= 3 or approved_60 >= 5:
             target = "early_access"

@@ -169,6 +169,25 @@ def test_three_weak_posts_in_a_row_take_a_member_out_of_senior(app, member_api, 
     assert history["tier"]["key"] == "certified"
 
 
+def test_a_member_whose_last_posts_are_weak_is_not_promoted_then_dropped_run_after_run(
+        app, member_api, staff_api, t0) -> None:
+    reviewer = staff_api("reviewer")
+    member_id, member = member_api()
+    # A breakout post seven weeks ago, then three weak ones, all approved before any run: the
+    # senior rule is met (the 90-day best post), the weak-post rule says not senior.
+    _post(app, member, reviewer, midweek(7, t0), likes=1500)
+    for weeks_ago in (5, 3, 1):
+        _post(app, member, reviewer, midweek(weeks_ago, t0), likes=20)
+    tiers = []
+    for _ in range(3):
+        _run(app, t0)
+        tiers.append(_tier(app, member_id))
+    # Straight to the tier it keeps, and no badge, group seat or message given and taken back.
+    assert tiers == ["certified"] * 3
+    history = staff_api("viewer").get(f"/members/{member_id}").json["tier_history"]
+    assert [change["to_tier"] for change in history] == ["certified"]
+
+
 @pytest.mark.clock
 def test_weak_posts_in_three_weeks_running_leave_a_senior_member_with_early_access(
     app, member_api, staff_api, t0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -171,19 +171,31 @@ def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = No
                                                         member_range=member_range))
     by_key: dict[str | None, _CompiledTier] = {t.key: t for t in compiled}
     names = {t["key"]: t["name"] for t in rules.tiers}
-    weak = {t["key"]: _weak_streaks(t, members, ids, member_range)
-            for t in rules.tiers if t.get("weak_posts")}
-
     universe = {member_id for member_id, *_ in members}
     meeting = [(t, t.members_passing(universe)) for t in compiled]
     holding = {t.key: t.members_passing(universe, t.low_water) for t in compiled}
+    # Asked of the tier's holders and of the members about to earn it: a tier the weak-post
+    # rule would take away at the next run is not given (it would be given again at the one
+    # after, and the badge, group seat and messages with it each time).
+    ranks = rules.ranks
+    met_by_key = {t.key: met for t, met in meeting}
+    weak: dict[str, set[int]] = {}
+    for rule_tier in rules.tiers:
+        if not rule_tier.get("weak_posts"):
+            continue
+        key = rule_tier["key"]
+        asked = [member_id for member_id, held, *_ in members
+                 if held == key or (member_id in met_by_key[key]
+                                    and ranks.get(held or "", 0) < rule_tier["rank"])]
+        weak[key] = _weak_streaks(rule_tier, asked, member_range)
 
     result = Plan(evaluated=len(members),
                   below={m for m, tier, _, below_since in members
                          if tier is not None and below_since is not None})
     for member_id, current, since, below_since in members:
         tier = by_key.get(current)
-        earned = next((t for t, met in meeting if member_id in met), None)
+        earned = next((t for t, met in meeting
+                       if member_id in met and member_id not in weak.get(t.key, ())), None)
         if earned is not None and (tier is None or earned.rank > tier.rank):
             result.changes.append({
                 "member_id": member_id, "from": current, "to": earned.key, "direction": "up",
@@ -217,17 +229,15 @@ def plan(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | None = No
     return result
 
 
-def _weak_streaks(tier: dict[str, Any], members: Iterable[Sequence[Any]],
-                  ids: list[int] | None, member_range: MemberRange | None) -> set[int]:
-    """The members of `tier` whose last posts are all weak. For some members, only those just
-    read at that tier are asked about, not every id of the run."""
+def _weak_streaks(tier: dict[str, Any], member_ids: list[int],
+                  member_range: MemberRange | None) -> set[int]:
+    """Those of `member_ids` whose last posts are all weak by `tier`'s rule: its holders and the
+    members about to earn it, read by id (never every member of the run)."""
+    if not member_ids:
+        return set()
     rule = tier["weak_posts"]
-    if ids is not None:
-        ids = [row[0] for row in members if row[1] == tier["key"]]  # (id, tier, ...)
-        if not ids:
-            return set()
-    return metrics.members_with_weak_streak(rule["count"], rule["below"], tier_key=tier["key"],
-                                            member_ids=ids, member_range=member_range)
+    return metrics.members_with_weak_streak(rule["count"], rule["below"], member_ids=member_ids,
+                                            member_range=member_range)
 
 
 def plan_changes(rules: RuleSet, *, now: datetime) -> tuple[int, list[dict[str, Any]]]:

@@ -290,17 +290,15 @@ def compute_for(rules: RuleSet, *, now: datetime, member_ids: Iterable[int] | No
                    member_range=member_range)
 
 
-def members_with_weak_streak(count: int, below: int, *, tier_key: str,
-                             member_ids: Iterable[int] | None = None,
+def members_with_weak_streak(count: int, below: int, *, member_ids: Iterable[int],
                              member_range: MemberRange | None = None) -> set[int]:
-    """Members holding `tier_key` whose last `count` approved posts all had fewer than `below`
-    interactions (only they can lose the tier by it, so only their posts are ranked)."""
-    ids = list(member_ids) if member_ids is not None else None
+    """Those of `member_ids` whose last `count` approved posts all had fewer than `below`
+    interactions (the engine asks about a tier's holders and the members about to earn it,
+    so only their posts are ranked)."""
+    ids = list(member_ids)
     if db.session.get_bind().dialect.name == "postgresql":
-        return _weak_streak_lateral(count, below, tier_key, ids, member_range)
-    holders = sa.select(Member.id).where(Member.tier_key == tier_key)
+        return _weak_streak_lateral(count, below, ids, member_range)
     where = [Submission.status == SubmissionStatus.approved.value,
-             Submission.member_id.in_(holders),
              *in_scope(Submission.member_id, ids, member_range)]
     recent = sa.select(
         Submission.member_id,
@@ -317,18 +315,12 @@ def members_with_weak_streak(count: int, below: int, *, tier_key: str,
     return set(db.session.scalars(stmt))
 
 
-def _weak_streak_lateral(count: int, below: int, tier_key: str, ids: list[int] | None,
+def _weak_streak_lateral(count: int, below: int, ids: list[int],
                          member_range: MemberRange | None) -> set[int]:
-    """PostgreSQL: for each holder, its last `count` posts read straight off the
-    (member_id, status, posted_at) index, instead of ranking every post of every holder."""
-    holds = Member.tier_key == tier_key
-    if ids is not None:
-        # Some members: read by primary key. Through coalesce the tier cannot lead the plan to
-        # the tier_key index, which walks every holder of the tier and filters them by the ids
-        # (what PostgreSQL chose with statistics taken before the last run promoted anyone).
-        holds = sa.func.coalesce(Member.tier_key, "") == tier_key
+    """PostgreSQL: for each member asked about, its last `count` posts read straight off the
+    (member_id, status, posted_at) index, instead of ranking every post of every member."""
     holders = (sa.select(Member.id.label("member_id"))
-               .where(holds, *in_scope(Member.id, ids, member_range))
+               .where(*in_scope(Member.id, ids, member_range))
                .subquery())
     last_posts = (sa.select(Submission.interactions)
                   .where(Submission.member_id == holders.c.member_id,
