@@ -20,23 +20,81 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from bench.submissions_throughput import (
-    database_url,
-    free_port,
-    load,
-    prepare,
-    throwaway_database,
-)
+from bench.http_load import free_port
+from bench.submissions_throughput import database_url, prepare, throwaway_database
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("KOC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@dataclass
+class Result:
+    label: str
+    requests: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def load(base: str, label: str, tokens: list[str], *, total: int, clients: int,
+         run_id: str) -> Result:
+    """`total` new submissions from `clients` threads: traffic for the metrics to count (this
+    bench checks what the metrics endpoints say under load, not how fast the API is; the
+    submissions bench measures that with wrk)."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    counter = iter(range(total))
+
+    def client(index: int) -> None:
+        session = requests.Session()
+        token = tokens[index % len(tokens)]
+        while True:
+            with lock:
+                n = next(counter, None)
+            if n is None:
+                return
+            body = {
+                "platform": "xiaohongshu",
+                "post_url": f"https://www.xiaohongshu.com/explore/{run_id}{n:016x}"
+                            "?xsec_source=pc_share",
+                "caption": "开箱 #盲盒", "posted_at": "2026-11-01T10:00:00+00:00",
+                "metrics": {"views": 1200, "likes": 80, "comments": 12, "saves": 30},
+            }
+            started = time.perf_counter()
+            response = session.post(f"{base}/api/v1/submissions", json=body, timeout=60,
+                                    headers={"Authorization": f"Bearer {token}",
+                                             "Idempotency-Key": f"{run_id}-{n}"})
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+                if response.status_code != 201:
+                    errors[0] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Result(label, total, time.perf_counter() - started, latencies, errors[0])
 
 
 @contextmanager
