@@ -109,7 +109,8 @@ WHERE m.id = v.id AND m.status = 'active' AND NOT m.tier_locked
 # runs) in ONE statement over the schema, written without the job's code: one grouped pass over
 # the approved posts for every windowed count and maximum, reach through a join to followers
 # grouped per account (confirmed count, else the declared one raised to the floor), the weekly
-# streak as gaps and islands over distinct weeks, and one UPDATE of the tiers that change.
+# streak as gaps and islands over distinct weeks, senior's weak-post rule for those who meet
+# senior, and one UPDATE of the tiers that change.
 HAND_FLOOR_SQL = """
 WITH audience AS (
     SELECT member_id, platform,
@@ -140,12 +141,25 @@ WITH audience AS (
                 FROM weeks) AS islands
           GROUP BY member_id, island) AS runs
     GROUP BY member_id
+), weak AS (
+    -- Senior's weak-post rule, asked of those who meet senior: their last three approved posts,
+    -- off the (member_id, status, posted_at) index, all under 100 interactions.
+    SELECT p.member_id
+    FROM per_member AS p
+    CROSS JOIN LATERAL (SELECT s.interactions FROM submissions AS s
+                        WHERE s.member_id = p.member_id AND s.status = 'approved'
+                        ORDER BY s.posted_at DESC, s.id DESC LIMIT 3) AS last_posts
+    WHERE p.best_90 >= 1000 OR p.reach_90 >= 100
+    GROUP BY p.member_id
+    HAVING count(*) = 3 AND bool_and(last_posts.interactions < 100)
 ), earned AS (
     SELECT p.member_id,
-           CASE WHEN p.best_90 >= 1000 OR p.reach_90 >= 100 THEN 'senior'
+           CASE WHEN (p.best_90 >= 1000 OR p.reach_90 >= 100) AND k.member_id IS NULL
+                THEN 'senior'
                 WHEN coalesce(w.streak, 0) >= 3 OR p.approved_60 >= 5 THEN 'early_access'
                 WHEN p.approved >= 1 THEN 'certified' END AS tier
     FROM per_member AS p LEFT JOIN streaks AS w USING (member_id)
+    LEFT JOIN weak AS k USING (member_id)
 )
 UPDATE members AS m SET tier_key = e.tier
 FROM earned AS e
@@ -270,6 +284,20 @@ def run_floor(now: datetime) -> FloorRun:
     earned = engine.tier_evaluator(rules, values)
     ids = sorted({member_id for column in values.values() for member_id in column})
     tiers = [earned(member_id) for member_id in ids]
+    # The weak-post rule, asked of those who earn a tier that has one: that tier is not given,
+    # the highest lower one met is (the engine's rule).
+    compiled = engine.compile_tiers(rules, values)
+    for tier in rules.tiers:
+        rule = tier.get("weak_posts")
+        if not rule:
+            continue
+        weak = metrics.members_with_weak_streak(
+            rule["count"], rule["below"],
+            member_ids=[m for m, t in zip(ids, tiers, strict=True) if t == tier["key"]])
+        for position, member_id in enumerate(ids):
+            if member_id in weak:
+                tiers[position] = next((t.key for t in compiled if t.rank < tier["rank"]
+                                        and t.passes(member_id)), None)
     evaluated = time.perf_counter()
     updated = db.session.execute(FLOOR_UPDATE_SQL, {"ids": ids, "tiers": tiers}).rowcount
     db.session.commit()
