@@ -360,6 +360,7 @@ _TOO_SLOW = _l("these filters together match too few customers to rank in time; 
 def candidate_list() -> tuple[str, int]:
     query, raw, problems = _candidate_query()
     now = utcnow()
+    too_slow = False
     try:
         # Tens of millions of users: the total is the planner's estimate, as in the API, and a
         # ranking that would walk a whole segment gives up (candidates.TIME_LIMIT_MS).
@@ -367,11 +368,13 @@ def candidate_list() -> tuple[str, int]:
             paged = paginate(candidates.candidates_query(**query, now=now), PER_PAGE,
                              estimate=candidates.count_candidates)
     except StatementTooSlow:
+        # One message for the filters together; no list, which would say "nobody matches".
         paged = Paged(items=[], page=1, pages=1, total=0)
-        problems = dict.fromkeys(raw, _TOO_SLOW) or {"filter": _TOO_SLOW}
+        problems, too_slow = {"filter": _TOO_SLOW}, True
     ruleset = candidate_rules.current_rules()
     return render_template(
         "admin/members/candidates.html", paged=paged, raw=raw, problems=problems,
+        too_slow=too_slow,
         reasons=lambda user: [reason_text(r) for r in candidates.candidate_reasons(user, now=now)],
         ruleset=ruleset, rules_json=json.dumps(ruleset.rules, ensure_ascii=False),
         can_edit=is_admin(),
