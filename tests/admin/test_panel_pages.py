@@ -62,3 +62,30 @@ def test_member_page_lists_are_bounded(app: Flask, signed_in: Callable[..., Flas
     assert page.status_code == 200
     assert 'id="member-actions"' not in page.text
     assert len(queries) < 40
+
+
+def test_roster_reads_the_same_statements_for_a_full_page_as_for_one_member(
+        app: Flask, signed_in: Callable[..., FlaskClient], staff_api: Callable,
+        member_api: Callable, count_queries: Callable):
+    """Each member's CRM id, city and accounts come in one query for the page, not per row."""
+    viewer, api = signed_in("viewer"), staff_api("viewer")
+
+    def statements() -> tuple[int, int]:
+        with count_queries(app) as page_queries:
+            page = viewer.get("/admin/members")
+        with count_queries(app) as api_queries:
+            listed = api.get("/members")
+        assert page.status_code == 200 and listed.status_code == 200
+        # The token's last use is written at most once a while: not the list's own reading.
+        listing = [q for q in api_queries if not q.startswith("UPDATE api_tokens")]
+        return len(page_queries), len(listing)
+
+    member_api(city="杭州")
+    one = statements()
+    for _ in range(7):
+        member_api(city="成都")
+    page = viewer.get("/admin/members")
+    assert page.text.count("成都") >= 7 and "杭州" in page.text
+    assert sorted(m["external_id"] for m in api.get("/members").json) == [
+        f"user-{n}" for n in range(1, 9)]
+    assert statements() == one
