@@ -137,10 +137,12 @@ class Submission(Model):
         sa.UniqueConstraint("platform", "post_id"),
         sa.Index("ix_submissions_held_at", "held_at"),
         # The review queue (pending, or held on new figures), oldest first: its page and its
-        # count read this small index instead of the whole table.
+        # count read this small index instead of the whole table, filtered counts included (on
+        # PostgreSQL the index carries what the queue's filters read).
         sa.Index("ix_submissions_queue", "created_at", "id",
                  postgresql_where=sa.text(REVIEW_QUEUE_SQL),
-                 sqlite_where=sa.text(REVIEW_QUEUE_SQL)),
+                 sqlite_where=sa.text(REVIEW_QUEUE_SQL),
+                 postgresql_include=["platform", "member_id", "kit_id", "url_unresolved"]),
         # The queue's decided view (to re-open), most recently decided first.
         sa.Index("ix_submissions_decided", "reviewed_at", "id",
                  postgresql_where=sa.text(DECIDED_SQL), sqlite_where=sa.text(DECIDED_SQL)),
