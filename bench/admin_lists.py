@@ -142,6 +142,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="only the pages whose path contains this")
     parser.add_argument("--reuse", default="", help="a database an earlier run filled and kept: "
                         "only the pages are measured, and it is not dropped")
+    parser.add_argument("--keep", default="", metavar="DATABASE",
+                        help="fill a new database of this name and keep it at exit, for "
+                        "--reuse (the 40M set takes a while to build)")
     return parser.parse_args(argv)
 
 
@@ -297,6 +300,16 @@ def main(argv: list[str] | None = None) -> int:
 
         with tempfile.TemporaryDirectory() as instance:
             benchmark(args, args.reuse, database_url(ADMIN_URL, args.reuse), instance)
+        return 0
+    if args.keep:
+        import tempfile
+
+        from bench.tier_recalc import ADMIN_URL, admin_execute, database_url
+
+        admin_execute(f'CREATE DATABASE "{args.keep}"')
+        with tempfile.TemporaryDirectory() as instance:
+            benchmark(args, args.keep, database_url(ADMIN_URL, args.keep), instance)
+        print(f"\nkept database {args.keep} (--reuse {args.keep}; DROP DATABASE when done)")
         return 0
     return in_scratch_database(benchmark, args)
 
