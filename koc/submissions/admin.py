@@ -12,34 +12,27 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from flask import abort, flash, make_response, redirect, render_template, request, url_for
+from flask import abort, make_response, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from marshmallow import Schema, ValidationError, fields
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response as BaseResponse
-from wtforms import Form, IntegerField, SelectField, StringField, TextAreaField
-from wtforms.validators import InputRequired, Length, NumberRange, Optional
+from wtforms import Form, SelectField, StringField, TextAreaField
 
 from koc.admin.blueprint import (
     admin_blueprint,
     allow_store_origins,
-    current_staff,
     found_or_404,
     is_admin,
     login_required,
     paginate,
-    undo_if_refused,
 )
-from koc.admin.forms import strip
 from koc.admin.i18n import tier_display_name
 from koc.assets.models import Download, Kit
 from koc.assets.services import kits as kit_services
 from koc.core import fields as kf
 from koc.core.auth import Staff
-from koc.core.db import utcnow
-from koc.core.errors import DomainError
 from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import PLATFORMS, Member, SocialAccount
@@ -95,19 +88,6 @@ class RejectForm(Form):
 
     reason_code = SelectField(_l("Reason"), choices=list(REJECT_REASONS), default="other")
     reason = TextAreaField(_l("Reason"))
-
-
-class MetricsDecisionForm(FlaskForm):
-    decision = SelectField(choices=["confirm", "dismiss"], validators=[InputRequired()])
-    note = TextAreaField(_l("Reason"), filters=[strip], validators=[Optional(), Length(max=150)])
-
-
-class FollowersForm(FlaskForm):
-    """A reviewer's check of an account's follower count, made from the profile page."""
-
-    followers = IntegerField(_l("Followers on the profile"),
-                             validators=[InputRequired(), NumberRange(min=0, max=2**31 - 1)])
-    note = TextAreaField(_l("Note"), filters=[strip], validators=[Optional(), Length(max=1000)])
 
 
 class QueueFilterSchema(Schema):
@@ -213,22 +193,12 @@ def reviews() -> BaseResponse:
         kits=kits,
         previews=previews,
         accounts=accounts,
-        followers_form=FollowersForm(formdata=None),
-        metrics_form=MetricsDecisionForm(formdata=None),
         approve_form=ApproveForm(formdata=None),
         reject_form=RejectForm(formdata=None),
         reject_reasons=REJECT_REASON_LABELS,
         max_bulk=MAX_BULK_REVIEW,
     ))
     return allow_store_origins(response, previews.values())
-
-
-def _back(submission_id: int | None = None) -> BaseResponse:
-    """Back to the queue page the reviewer came from, filters kept."""
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
-    anchor = f"submission-{submission_id}" if submission_id is not None else None
-    return redirect(url_for("admin.reviews", page=page, _anchor=anchor,
-                            **filter_args(queue_filters())))
 
 
 def _media_previews(submissions: Iterable[Submission]) -> dict[int, str]:
@@ -248,74 +218,6 @@ def _accounts_for(submissions: Iterable[Submission]) -> dict[int, list[SocialAcc
     wanted = {s.id: (s.member_id, s.platform) for s in submissions}
     found = followers.accounts_on(set(wanted.values()))
     return {submission_id: found.get(key, []) for submission_id, key in wanted.items()}
-
-
-@admin_blueprint.post("/reviews/<int:submission_id>/followers/<int:account_id>",
-                      endpoint="review_followers")
-@login_required("reviewer")
-def review_followers(submission_id: int, account_id: int) -> BaseResponse:
-    """Confirm or correct the follower count of the account a submission was posted on."""
-    back = _back(submission_id)
-    form = FollowersForm()
-    if not form.validate_on_submit():
-        if form.csrf_token.errors:
-            abort(400)
-        flash(_("Give the follower count the profile shows."), "error")
-        return back
-    account = found_or_404(followers.get_account, account_id)
-    try:
-        with undo_if_refused():
-            followers.confirm_followers(account, form.followers.data, source="reviewer",
-                                        staff_id=current_staff().id, now=utcnow(),
-                                        submission_id=submission_id, note=form.note.data or None)
-    except DomainError as exc:
-        flash(_("The follower count could not be saved: %(message)s", message=exc.message),
-              "error")
-        return back
-    flash(_("Followers of %(handle)s confirmed: %(count)s.", handle=account.handle,
-            count=form.followers.data), "success")
-    return back
-
-
-@admin_blueprint.post("/reviews/<int:submission_id>/metrics/<int:snapshot_id>",
-                      endpoint="review_metrics")
-@login_required("reviewer")
-def review_metrics(submission_id: int, snapshot_id: int) -> BaseResponse:
-    """Confirm (they count, points follow) or dismiss figures a member reported after approval."""
-    back = _back()
-    form = MetricsDecisionForm()
-    if not form.validate_on_submit():
-        if form.csrf_token.errors:
-            abort(400)
-        flash(_("Choose to confirm or dismiss the figures."), "error")
-        return back
-    submission = found_or_404(posts.get_submission, submission_id, lock=True)
-    try:
-        with undo_if_refused():
-            posts.decide_metrics(submission, snapshot_id, decision=form.decision.data,
-                                 note=form.note.data or None, staff_id=current_staff().id)
-    except DomainError as exc:
-        flash(_review_error_message(exc, submission_id), "error")
-        return back
-    if form.decision.data == "confirm":
-        flash(_("Figures on submission %(id)s confirmed.", id=submission_id), "success")
-    else:
-        flash(_("Figures on submission %(id)s dismissed.", id=submission_id), "success")
-    return back
-
-
-def _review_error_message(exc: DomainError, submission_id: int) -> str:
-    # Service messages are English only; the statuses have fixed meanings worth translating.
-    existing = (exc.errors or {}).get("existing_submission_id")
-    if exc.status == 409 and existing is not None:
-        return _("Submission %(id)s is a post already submitted as submission %(existing)s: "
-                 "reject it as a duplicate.", id=submission_id, existing=existing)
-    if exc.status == 409:
-        return _("Submission %(id)s was already reviewed.", id=submission_id)
-    if exc.status == 404:
-        return _("Submission %(id)s does not exist.", id=submission_id)
-    return _("Submission %(id)s could not be reviewed: %(message)s",
-             id=submission_id, message=exc.message)
 
 
 # --- scoring rules -----------------------------------------------------------------------------

@@ -152,6 +152,55 @@ def test_reviewer_works_the_queue_by_keyboard_in_bulk_and_reopens_a_decision(
         assert db.session.get(Submission, others[0]).status == "pending"
 
 
+def test_reviewer_confirms_an_accounts_followers_and_held_figures_from_the_queue(
+    app: Flask, live_server: str, zh_page: Any, make_staff: Callable, staff_api: Callable,
+    pending_submission: Callable,
+):
+    from playwright.sync_api import expect
+
+    from koc.members.models import SocialAccount
+    from tests.conftest import Api
+
+    admin = staff_api("admin")
+    admin.put("/users/lin-red", json={})
+    code = admin.post("/invitations", json={"external_id": "lin-red"}).json["code"]
+    joined = Api(app.test_client()).post(f"/invitations/{code}/accept", json={
+        "display_name": "小林", "accept_terms": True, "social_accounts": [{
+            "platform": "xiaohongshu", "handle": "lin_red", "followers": 3}]}).json
+    member = (joined["member"]["id"], Api(app.test_client(), joined["token"]))
+    account_id = joined["member"]["social_accounts"][0]["id"]
+    submission = pending_submission(member=member)
+    _staff_id, email = make_staff("reviewer")
+    page = zh_page
+    sign_in(page, live_server, email, "/admin/reviews")
+
+    # The follower check goes through the API; the reloaded card shows the confirmed count.
+    expect(page.locator(f"#account-{account_id} .unconfirmed")).to_be_visible()
+    page.fill(f"#followers-{account_id}", "1250")
+    page.fill(f"#followers-note-{account_id}", "看过主页")
+    page.locator(f"#account-{account_id} .followers-form button").click()
+    expect(page.locator(f"#account-{account_id} .confirmed")).to_contain_text("1250")
+    with app.app_context():
+        account = db.session.get(SocialAccount, account_id)
+        assert (account.confirmed_followers, account.followers_source) == (1250, "reviewer")
+
+    # Approved, then the member reports a jump: held, and confirmed from the queue.
+    staff_api("reviewer").post(f"/submissions/{submission}/review",
+                               json={"decision": "approve"})
+    member[1].post(f"/submissions/{submission}/metrics", json={
+        "views": 900_000, "likes": 100_000, "comments": 2_000, "saves": 5_000})
+    before = member[1].get("/me").json["points"]["balance"]
+    page.reload()
+    held = page.locator(f"#submission-{submission} .metrics-form")
+    expect(held).to_have_count(1)
+    screenshot(page, "review_queue_held")
+    held.locator("textarea").fill("已核对")
+    held.locator('button[value="confirm"]').click()
+    expect(page.locator(f"#submission-{submission}")).to_have_count(0)
+    assert member[1].get("/me").json["points"]["balance"] > before
+    assert not page.problems, page.problems
+
+
 def test_admin_edits_tier_rules_as_a_form_previews_saves_and_restores_an_old_version(
     app: Flask, live_server: str, zh_page: Any, make_staff: Callable, member_api: Callable,
     staff_api: Callable, pending_submission: Callable,

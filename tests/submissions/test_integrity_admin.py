@@ -9,8 +9,17 @@ from flask import Flask
 
 from koc.core.auth import create_staff
 from koc.extensions import db
-from tests.admin.conftest import PASSWORD, csrf_token, login
+from tests.admin.conftest import PASSWORD, login
 from tests.conftest import Api
+
+_CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+
+def _as_the_page_writes(client, page: str, path: str, body: dict):
+    """What the queue's script sends: the API with the panel session and its CSRF header."""
+    token = _CSRF_META.search(page)
+    assert token, "no CSRF meta tag"
+    return client.post(f"/api/v1{path}", json=body, headers={"X-CSRFToken": token.group(1)})
 
 
 def _reviewer(app: Flask):
@@ -45,11 +54,11 @@ def test_reviewer_sees_the_account_and_confirms_its_followers_from_the_queue(
     assert "Declared followers: 3" in page
     assert "Not confirmed" in page
     assert f"https://www.xiaohongshu.com/user/profile/{'b' * 24}" in page
-    action = f"/admin/reviews/{created['id']}/followers/{account_id}"
-    assert action in page
-    saved = client.post(f"{action}?page=1", data={
-        "csrf_token": csrf_token(page), "followers": "1250", "note": "checked profile"})
-    assert saved.status_code == 302
+    action = f"/social-accounts/{account_id}/followers"
+    assert f'data-url="/api/v1{action}"' in page
+    saved = _as_the_page_writes(client, page, action, {
+        "followers": 1250, "submission_id": created["id"], "note": "checked profile"})
+    assert saved.status_code == 200, saved.json
     page = client.get("/admin/reviews").text
     assert "Confirmed followers: 1250" in page and "Confirmed by a reviewer" in page
     checked = staff_api("viewer").get(f"/social-accounts/{account_id}").json
@@ -68,12 +77,13 @@ def test_a_held_submission_is_confirmed_from_the_queue(app: Flask, staff_api,
     client = _reviewer(app)
     page = client.get("/admin/reviews").text
     assert "Held: approved" in page
-    action = re.search(rf'action="(/admin/reviews/{created["id"]}/metrics/\d+)[^"]*"', page)
+    action = re.search(rf'data-url="/api/v1(/submissions/{created["id"]}/metrics/\d+/decision)"',
+                       page)
     assert action, "no confirm form for the held figures"
     before = member.get("/me").json["points"]["balance"]
-    done = client.post(action.group(1), data={"csrf_token": csrf_token(page),
-                                              "decision": "confirm", "note": "seen on RED"})
-    assert done.status_code == 302
+    done = _as_the_page_writes(client, page, action.group(1),
+                               {"decision": "confirm", "note": "seen on RED"})
+    assert done.status_code == 200, done.json
     assert member.get("/me").json["points"]["balance"] > before
     assert "Held: approved" not in client.get("/admin/reviews").text
 
@@ -91,10 +101,12 @@ def test_member_page_shows_where_each_tier_number_came_from(app: Flask, staff_ap
     member.post(f"/submissions/{created['id']}/metrics", json={"likes": 30})
     snapshot_id = member.get(f"/submissions/{created['id']}/metrics").json[0]["id"]
     page = client.get("/admin/reviews").text
-    client.post(f"/admin/reviews/{created['id']}/followers/{account_id}",
-                data={"csrf_token": csrf_token(page), "followers": "900"})
-    client.post(f"/admin/reviews/{created['id']}/metrics/{snapshot_id}",
-                data={"csrf_token": csrf_token(page), "decision": "confirm"})
+    assert _as_the_page_writes(client, page, f"/social-accounts/{account_id}/followers",
+                               {"followers": 900, "submission_id": created["id"]}
+                               ).status_code == 200
+    assert _as_the_page_writes(client, page,
+                               f"/submissions/{created['id']}/metrics/{snapshot_id}/decision",
+                               {"decision": "confirm"}).status_code == 200
     page = client.get(f"/admin/members/{joined['id']}").text
     accounts = page[page.index('id="social-accounts"'):page.index('id="best-posts"')]
     assert '<td class="num">900</td>' in accounts and "Confirmed by a reviewer" in accounts

@@ -5,7 +5,10 @@
  * Every decision goes through /api/v1 with the session and the X-CSRFToken header: one
  * submission's approve / reject (POST /submissions/{id}/review; the decided card leaves the
  * list and the cursor moves on), bulk approve / reject (POST /submissions/bulk-review) and
- * re-open (POST /submissions/{id}/reopen), after which the page reloads to show what is left.
+ * re-open (POST /submissions/{id}/reopen), after which the page reloads to show what is left;
+ * an account's follower check (POST /social-accounts/{id}/followers) and the decision on figures
+ * reported after approval (POST /submissions/{id}/metrics/{snapshot}/decision), after which the
+ * page reloads to show the confirmed count, or the submission gone from the held list.
  */
 (function () {
   "use strict";
@@ -183,6 +186,40 @@
             form.dataset.msgFailed + " " + window.kocApiErrors(answer.body).join("; ");
         }
       });
+    });
+  });
+
+  // --- followers and held figures: written, then the page shows the stored state ------------
+  function writeThenReload(form, resultClass, body) {
+    var result = form.querySelector(resultClass);
+    result.textContent = "";
+    window.kocApi("POST", form.dataset.url, body).then(function (answer) {
+      if (answer.ok) {
+        window.location.reload();
+      } else {
+        result.textContent = form.dataset.msgFailed + " " + window.kocApiErrors(answer.body).join("; ");
+      }
+    });
+  }
+
+  document.querySelectorAll(".followers-form").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var note = form.querySelector('textarea[name="note"]').value.trim();
+      writeThenReload(form, ".followers-result", {
+        followers: Number(form.querySelector('input[name="followers"]').value),
+        submission_id: Number(form.dataset.submission),
+        note: note || null,
+      });
+    });
+  });
+
+  document.querySelectorAll(".metrics-form").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var note = form.querySelector('textarea[name="note"]').value.trim();
+      var decision = event.submitter ? event.submitter.value : "confirm";
+      writeThenReload(form, ".metrics-result", { decision: decision, note: note || null });
     });
   });
 }());
