@@ -155,10 +155,14 @@ def benchmark(args: argparse.Namespace, name: str, url: str, instance: str) -> N
         path = Path(scratch) / "crm.csv"
         generate(path, args.rows, args.seed)
         size = path.stat().st_size
-        print(f"database {name}; file: {args.rows:,} rows, {size / 1e6:,.1f} MB")
+        print(f"database {name}; file: {args.rows:,} rows, {size / 1e6:,.1f} MB", flush=True)
+        # Each step's time as it ends (a 40M run takes over an hour); the table follows.
         keys_seconds = copy_baseline(url, path, secondary_indexes=False)
+        print(f"  (COPY, keys only: {keys_seconds:.1f} s)", flush=True)
         copy_seconds = copy_baseline(url, path)
+        print(f"  (COPY into the same-shape table: {copy_seconds:.1f} s)", flush=True)
         import_seconds, rss_kib, summary, phases = cli_import(url, instance, path)
+        print(f"  (import: {import_seconds:.1f} s; {phases})", flush=True)
         again_seconds, again_rss_kib, again_summary, again_phases = cli_import(url, instance,
                                                                                path)
     copy_rate = args.rows / copy_seconds
