@@ -65,6 +65,13 @@ PAGES = (
     "/admin/candidates?min_score=20&ordered_within_days=90",
     "/api/v1/candidates?city=Shanghai",
     "/admin/campaigns",
+    "/admin/kits",
+    "/admin/groups/senior",
+    "/admin/announcements",
+    "/admin/staff",
+    "/admin/tokens",
+    "/admin/audit",
+    "/admin/audit?action=member.export",
 )
 
 CITIES = ("Shanghai", "Beijing", "Shenzhen", "Guangzhou", "Hangzhou", "Chengdu")
@@ -123,6 +130,21 @@ DRESS_SQL = (
     """INSERT INTO social_accounts (member_id, platform, handle, followers, followers_source)
        SELECT id, 'xiaohongshu', 'koc' || id, 500 + id % 5000, 'declared'
        FROM members WHERE id % 2 = 0""",
+    # Every member signed in once (a token each), and a year of staff actions in the audit log:
+    # a review decision per submission, and now and then a personal-data export.
+    """INSERT INTO api_tokens (token_hash, display_prefix, member_id, created_at, last_used_at)
+       SELECT md5('member-' || id) || md5('token-' || id), 'koc_' || left(md5('p' || id), 6),
+              id, now() - interval '1 day' * (id % 365), now() - interval '1 hour' * (id % 500)
+       FROM members""",
+    """INSERT INTO audit_events (created_at, actor, action, target, details)
+       SELECT s.reviewed_at, 'reviewer' || (s.id % 20) || '@brand.example',
+              CASE WHEN s.id % 1000 = 0 THEN 'member.export' ELSE 'submission.review' END,
+              CASE WHEN s.id % 1000 = 0 THEN 'member:' || s.member_id
+                   ELSE 'submission:' || s.id END,
+              jsonb_build_object('decision', s.status)
+       FROM submissions AS s WHERE s.reviewed_at IS NOT NULL""",
+    "VACUUM (ANALYZE) api_tokens",
+    "VACUUM (ANALYZE) audit_events",
     "VACUUM (ANALYZE) members",
     "VACUUM (ANALYZE) users",
     "VACUUM (ANALYZE) submissions",
