@@ -49,7 +49,7 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 from wtforms.validators import ValidationError as FormValidationError
 
-from koc.admin.i18n import LOCALE_NAMES, SUPPORTED_LOCALES, select_locale
+from koc.admin.i18n import LOCALE_NAMES, PLATFORM_NAMES, SUPPORTED_LOCALES, select_locale
 from koc.core.audit import set_panel_actor
 from koc.core.auth import (
     SESSION_SECRET_KEY,
@@ -350,6 +350,7 @@ def _layout_context() -> dict[str, Any]:
         "current_staff": staff,
         "can_review": has_role(StaffRole.reviewer),
         "locale_names": LOCALE_NAMES,
+        "platform_names": PLATFORM_NAMES,
         "supported_locales": SUPPORTED_LOCALES,
         # The selector's code, not str(get_locale()): Babel spells zh_CN as "zh_Hans_CN".
         "current_locale": select_locale(),

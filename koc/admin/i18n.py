@@ -51,3 +51,17 @@ TIER_METRIC_NAMES = {
 
 def metric_display_name(key: str) -> str:
     return str(TIER_METRIC_NAMES.get(key, key))
+
+
+# The platforms a post or an account is on (koc.members.models.PLATFORMS), as the panel says them.
+PLATFORM_NAMES = {
+    "xiaohongshu": _l("Xiaohongshu"),
+    "douyin": _l("Douyin"),
+    "wechat_channels": _l("WeChat Channels"),
+    "weibo": _l("Weibo"),
+    "other": _l("Other platform"),
+}
+
+
+def platform_display_name(key: str) -> str:
+    return str(PLATFORM_NAMES.get(key, key))

@@ -26,7 +26,7 @@ from koc.admin.blueprint import (
     signed_in_staff,
 )
 from koc.admin.forms import ActionForm, LocaleForm, LoginForm
-from koc.admin.i18n import SUPPORTED_LOCALES, tier_display_name
+from koc.admin.i18n import SUPPORTED_LOCALES, platform_display_name, tier_display_name
 from koc.assets.services import kits
 from koc.core import audit
 from koc.core.auth import Staff, end_session, find_staff, start_session
@@ -212,6 +212,7 @@ def _dashboard_charts(now: datetime, names: dict[str, str],
     funnels = [(kit, funnel(kit, ranks)) for kit in recent_kits]
     runs = insight.recent_tier_runs()
     deliveries = insight.webhook_health(now)
+    platforms = insight.engagement_by_platform(now, DASHBOARD_WEEKS)
     days, per_tier = snapshots.history(now, DASHBOARD_SNAPSHOT_DAYS)
     order = {key: rank for rank, key in enumerate(ranked)}
     return {
@@ -236,6 +237,11 @@ def _dashboard_charts(now: datetime, names: dict[str, str],
                     "series": [{"name": kit.title, "data": [f.eligible, f.downloaded,
                                                             f.submitted, f.approved]}
                                for kit, f in funnels]},
+        "platforms": {"title": _("Engagement by platform (likes + comments + saves of approved "
+                                 "posts, by the week they went up)"),
+                      "labels": weeks,
+                      "series": [{"name": platform_display_name(platform), "data": values}
+                                 for platform, values in platforms.engagement.items()]},
         "at_risk": {"title": _("Members at risk (below the low-water mark)"),
                     "labels": [tier_display_name(key, names) for key in ranked],
                     "series": [{"name": _("Members at risk"),

@@ -152,11 +152,12 @@ class Submission(Model):
         sa.Index("ix_submissions_approved_reviewed", "reviewed_at",
                  postgresql_where=sa.text("status = 'approved'"),
                  sqlite_where=sa.text("status = 'approved'")),
-        # The leaderboard's approved posts in a window: an index-only scan on PostgreSQL.
+        # The leaderboard's approved posts in a window and the dashboard's engagement by
+        # platform: index-only scans on PostgreSQL.
         sa.Index("ix_submissions_approved_posted", "posted_at",
                  postgresql_where=sa.text("status = 'approved'"),
                  sqlite_where=sa.text("status = 'approved'"),
-                 postgresql_include=["member_id", "interactions"]),
+                 postgresql_include=["member_id", "interactions", "platform"]),
     )
 
     @property

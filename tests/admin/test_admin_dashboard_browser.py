@@ -20,6 +20,7 @@ from koc.core.db import utcnow
 from koc.core.events.models import OutboxEvent, Webhook, WebhookDelivery
 from koc.extensions import db
 from koc.members.models import Member
+from koc.submissions.models import Submission
 from koc.tiers.models import TierRun, TierSnapshot
 from koc.tiers.services.snapshots import take_snapshot
 from tests.admin.conftest import screenshot as _screenshot
@@ -46,6 +47,8 @@ def busy_programme(app: Flask, member_api: Callable[..., Any], staff_api: Callab
     now = utcnow()
     with app.app_context():
         db.session.get(Member, senior[0]).tier_key = "senior"
+        # Went up yesterday, whatever today is: inside the dashboard's twelve weeks.
+        db.session.get(Submission, approved).posted_at = now - timedelta(days=1)
         at_risk = db.session.get(Member, certified[0])
         at_risk.tier_key = "certified"
         at_risk.tier_below_since = now - timedelta(days=2)
@@ -81,8 +84,8 @@ def test_dashboard_draws_every_chart_in_chinese_from_the_programmes_numbers(
     _sign_in(page, live_server, email, "/admin/")
 
     expect(page.locator("h1")).to_have_text("概览")
-    for name in ("tiers_over_time", "tiers", "activity", "points", "funnels", "at_risk", "runs",
-                 "webhooks"):
+    for name in ("tiers_over_time", "tiers", "activity", "points", "platforms", "funnels",
+                 "at_risk", "runs", "webhooks"):
         expect(page.locator(f"#chart-{name} canvas").first).to_be_visible()
     charts = json.loads(page.locator("#charts").get_attribute("data-charts"))
     # Tiers by their names in the panel's language, never the rule keys.
@@ -95,6 +98,9 @@ def test_dashboard_draws_every_chart_in_chinese_from_the_programmes_numbers(
     submitted, approved = (s["data"] for s in charts["activity"]["series"])
     assert (submitted[-1], approved[-1]) == (2, 1)
     assert sum(charts["points"]["series"][0]["data"]) > 0
+    # Platforms by their Chinese names: the one approved post went up on Xiaohongshu this week.
+    assert [s["name"] for s in charts["platforms"]["series"]] == ["小红书"]
+    assert charts["platforms"]["labels"] == charts["activity"]["labels"]
     assert charts["funnels"]["series"][0]["name"] == "春季新品"
     assert charts["webhooks"]["series"][0]["data"] == [0, 0, 1]
     expect(page.locator("table.compact")).to_contain_text("资深 KOC")

@@ -237,3 +237,33 @@ def test_two_runs_at_once_take_turns_and_write_what_one_run_writes(
     assert failures == []
     assert _rollup_rows(app) == serial
     assert _dashboard(app) == _direct(app)
+
+
+def test_engagement_by_platform_sums_each_platforms_approved_posts_by_the_week_they_went_up(app):
+    member_id = _member(app)
+    starts = insight.week_starts(NOW, WEEKS)
+    posts = [  # platform, posted at, status, interactions
+        ("xiaohongshu", starts[0], "approved", 100),             # the first moment counted
+        ("xiaohongshu", starts[0] - timedelta(microseconds=1), "approved", 1_000),  # before
+        ("xiaohongshu", starts[5] + timedelta(hours=3), "approved", 40),
+        ("xiaohongshu", starts[5] + timedelta(days=2), "approved", 2),
+        ("douyin", starts[5] + timedelta(days=1), "approved", 7),
+        ("douyin", starts[11], "pending", 500),                  # not approved: not counted
+        ("douyin", NOW - timedelta(seconds=1), "approved", 9),   # the last week
+        ("weibo", NOW, "approved", 3),                           # the span ends before NOW
+    ]
+    with app.app_context():
+        for n, (platform, posted_at, status, interactions) in enumerate(posts):
+            db.session.add(Submission(
+                member_id=member_id, platform=platform, post_url=f"https://p.test/{n}",
+                canonical_url=f"https://p.test/{n}", posted_at=posted_at, status=status,
+                interactions=interactions, created_at=NOW - timedelta(days=1)))
+        db.session.commit()
+        found = insight.engagement_by_platform(NOW, WEEKS)
+
+    assert found.week_starts == starts
+    # The programme's platform order, only platforms with approved posts in the span.
+    assert list(found.engagement) == ["xiaohongshu", "douyin"]
+    assert found.engagement["xiaohongshu"] == [100, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0]
+    assert found.posts["xiaohongshu"] == [1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0]
+    assert found.engagement["douyin"] == [0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 9]

@@ -14,10 +14,12 @@
   var font = '"Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", sans-serif';
   // Bar charts for counts, lines for series over time; funnels side by side as grouped bars.
   var kinds = {
-    tiers_over_time: "line", tiers: "bar", activity: "line", points: "bar", funnels: "bar", at_risk: "bar",
+    tiers_over_time: "line", tiers: "bar", activity: "line", points: "bar", platforms: "line", funnels: "bar", at_risk: "bar",
     runs: "bar", webhooks: "bar"
   };
   var colours = { webhooks: ["#2e7d32", "#f9a825", "#c62828"] };
+  // Series named after what they are (platforms, kits): the legend shows even for one.
+  var named = { platforms: true, funnels: true };
   var drawn = [];
 
   function hasData(chart) {
@@ -28,6 +30,7 @@
 
   function option(name, chart) {
     var kind = kinds[name] || "bar";
+    var legend = chart.series.length > 1 || (named[name] && chart.series.length > 0);
     var series = chart.series.map(function (s) {
       var one = { name: s.name, type: kind, data: s.data, smooth: false };
       if (colours[name]) {
@@ -41,8 +44,8 @@
       textStyle: { fontFamily: font },
       animation: false,
       tooltip: { trigger: "axis" },
-      legend: { show: chart.series.length > 1, top: 0, type: "scroll" },
-      grid: { left: 48, right: 16, top: chart.series.length > 1 ? 36 : 16, bottom: 32 },
+      legend: { show: legend, top: 0, type: "scroll" },
+      grid: { left: 48, right: 16, top: legend ? 36 : 16, bottom: 32 },
       xAxis: { type: "category", data: chart.labels, axisLabel: { hideOverlap: true } },
       yAxis: { type: "value", minInterval: 1 },
       title: hasData(chart) ? undefined : {

@@ -1,5 +1,6 @@
 """What works, in numbers: the leaderboard and the dashboard's series (activity per week, points
-issued, members at risk, the tier job's recent runs, webhook delivery health).
+issued, engagement by platform, members at risk, the tier job's recent runs, webhook delivery
+health).
 
 Every figure is one grouped query; none loops over members or submissions in Python. It reads
 members, submissions and the outbox, so it lives in tiers, the top domain.
@@ -16,7 +17,8 @@ import sqlalchemy as sa
 
 from koc.core.events.models import OutboxEvent, WebhookDelivery
 from koc.extensions import db
-from koc.members.models import Member, MemberStatus, User
+from koc.members.models import PLATFORMS, Member, MemberStatus, User
+from koc.submissions.models import Submission, SubmissionStatus
 from koc.tiers.models import TierRun
 from koc.tiers.services import rollups, standings
 
@@ -139,6 +141,49 @@ def weekly_activity(now: datetime, weeks: int = 12, *, use_rollup: bool = True
     return WeeklyActivity(week_starts=starts, submitted=[int(n) for n in series["submitted"]],
                           approved=[int(n) for n in series["approved"]],
                           points_issued=[Decimal(p) for p in series["points"]])
+
+
+@dataclass(frozen=True)
+class PlatformEngagement:
+    """Per platform (PLATFORMS order, only those with posts), one figure per week."""
+
+    week_starts: list[datetime]
+    engagement: dict[str, list[int]]   # likes + comments + saves of the approved posts
+    posts: dict[str, list[int]]        # how many approved posts
+
+
+def engagement_by_platform(now: datetime, weeks: int = 12) -> PlatformEngagement:
+    """What the approved posts of each platform earned, by the week they were posted.
+
+    One grouped query over the approved posts posted in the span, an index-only scan of
+    ix_submissions_approved_posted on PostgreSQL (it carries platform and interactions). Posts
+    are bucketed by when they went up, not when they were approved: a post's engagement grows
+    with its metrics, so its week's figure is the latest counted one, and the rollup that holds
+    the other weekly series (closed hours that do not change) cannot hold it.
+    """
+    starts = week_starts(now, weeks)
+    ends = [*starts[1:], now]
+    week = sa.case(*((Submission.posted_at < end, index) for index, end in enumerate(ends)))
+    rows = (sa.select(Submission.platform, week.label("week"),
+                      Submission.interactions.label("interactions"))
+            .where(Submission.status == SubmissionStatus.approved.value,
+                   Submission.posted_at >= starts[0], Submission.posted_at < now)
+            .subquery())
+    engagement: dict[str, list[int]] = {}
+    posts: dict[str, list[int]] = {}
+    for platform, index, total, count in db.session.execute(
+            sa.select(rows.c.platform, rows.c.week, sa.func.sum(rows.c.interactions),
+                      sa.func.count())
+            .group_by(rows.c.platform, rows.c.week)):
+        if index is None:
+            continue
+        engagement.setdefault(platform, [0] * weeks)[index] = int(total or 0)
+        posts.setdefault(platform, [0] * weeks)[index] = int(count)
+    order = {platform: rank for rank, platform in enumerate(PLATFORMS)}
+    ranked = sorted(engagement, key=lambda platform: order.get(platform, len(order)))
+    return PlatformEngagement(week_starts=starts,
+                              engagement={p: engagement[p] for p in ranked},
+                              posts={p: posts[p] for p in ranked})
 
 
 # --- where members stand -----------------------------------------------------------------------
