@@ -43,11 +43,14 @@ HEADER = ("external_id,display_name,city,store_code,tags,orders_count,spend_cent
           "last_order_at,shares_count,community_posts_count\n")
 # The candidate score as the default rules give it, minus the recency part (a generated
 # column may not read the clock): what the indexes on the score see is as varied as in `users`.
+# The file's tags (a|b) become a JSON array the same way, so the tags' GIN index is fed alike.
 BASELINE_DDL = """
 CREATE TABLE users_copy_baseline (
   id bigserial PRIMARY KEY,
   external_id varchar(64) NOT NULL UNIQUE,
-  display_name varchar(100), city varchar(64), store_code varchar(32), tags text,
+  display_name varchar(100), city varchar(64), store_code varchar(32), tags_text text,
+  tags jsonb GENERATED ALWAYS AS (CASE WHEN coalesce(tags_text, '') = '' THEN '[]'::jsonb
+    ELSE ('["' || replace(tags_text, '|', '","') || '"]')::jsonb END) STORED,
   orders_count integer NOT NULL, spend_cents bigint NOT NULL, last_order_at timestamptz,
   shares_count integer NOT NULL, community_posts_count integer NOT NULL,
   candidate_score double precision GENERATED ALWAYS AS (round((
@@ -110,8 +113,9 @@ def copy_baseline(url: str, path: Path, *, secondary_indexes: bool = True) -> fl
         conn.commit()
         started = time.perf_counter()
         with conn.cursor() as cursor, cursor.copy(
-                "COPY users_copy_baseline (external_id, display_name, city, store_code, tags, "
-                "orders_count, spend_cents, last_order_at, shares_count, community_posts_count) "
+                "COPY users_copy_baseline (external_id, display_name, city, store_code, "
+                "tags_text, orders_count, spend_cents, last_order_at, shares_count, "
+                "community_posts_count) "
                 "FROM STDIN (FORMAT csv, HEADER)") as copy, path.open("rb") as source:
             while chunk := source.read(1024 * 1024):
                 copy.write(chunk)

@@ -59,6 +59,12 @@ class User(Model):
                    postgresql_where=sa.text("candidate_score >= 0"),
                    sqlite_where=sa.text("candidate_score >= 0"))
           for name, column in (("city", "city"), ("store", "store_code"))),
+        # A rare tag's candidates fetched directly (jsonb @> on PostgreSQL), then sorted: the
+        # ranking walk would read most of the base before it found a page of them.
+        sa.Index("ix_users_candidates_tags", "tags", postgresql_using="gin",
+                 postgresql_ops={"tags": "jsonb_path_ops"},
+                 postgresql_where=sa.text("candidate_score >= 0"),
+                 sqlite_where=sa.text("candidate_score >= 0")),
     )
 
 
