@@ -62,6 +62,10 @@ PAGES = (
     # candidate index, minutes at 40M; a filter that matches almost nobody is still slow.)
     "/admin/candidates?tag=vip&city=Shanghai",
     "/admin/candidates?store_code=S0042",
+    # A tag one user in 10,000 carries: found through the tags' index, not by a walk.
+    "/admin/candidates?tag=pets",
+    "/admin/candidates?tag=pets&city=Shanghai",
+    "/api/v1/candidates?tag=pets",
     "/admin/candidates?min_score=20&ordered_within_days=90",
     "/api/v1/candidates?city=Shanghai",
     "/admin/campaigns",
@@ -77,8 +81,9 @@ PAGES = (
 CITIES = ("Shanghai", "Beijing", "Shenzhen", "Guangzhou", "Hangzhou", "Chengdu")
 
 # The users who are not members (ids after the members' users), in one INSERT ... SELECT:
-# mostly people with a few orders, a tenth tagged, spread over the cities and 500 stores; the
-# score is the candidate rules' own expression over the row (as an import computes it).
+# mostly people with a few orders, a tenth tagged (and one in 10,000 with a rare tag), spread
+# over the cities and 500 stores; the score is the candidate rules' own expression over the row
+# (as an import computes it).
 EXTRA_USERS_SQL = """
 INSERT INTO users (id, external_id, display_name, city, store_code, tags, orders_count,
                    spend_cents, last_order_at, shares_count, community_posts_count,
@@ -90,7 +95,8 @@ FROM (SELECT g AS id, 'crm-' || lpad(g::text, 10, '0') AS external_id, '顾客 '
              (%(cities)s::text[])[1 + g %% 6] AS city, 'S' || lpad((g %% 500)::text, 4, '0')
              AS store_code,
              CASE WHEN g %% 10 = 0 THEN '["vip", "mom"]'::jsonb
-                  WHEN g %% 7 = 0 THEN '["mom"]'::jsonb ELSE '[]'::jsonb END AS tags,
+                  WHEN g %% 7 = 0 THEN '["mom"]'::jsonb
+                  WHEN g %% 10000 = 2 THEN '["pets"]'::jsonb ELSE '[]'::jsonb END AS tags,
              (g * 7919) %% 23 AS orders_count, ((g * 7919) %% 23) * (3000 + g %% 20000)
              AS spend_cents,
              CASE WHEN (g * 7919) %% 23 > 0 THEN %(now)s::timestamptz
