@@ -8,7 +8,8 @@ own.
 How a page is written, the same way everywhere:
 - posted data is read through a Flask-WTF form (`validate_on_submit`), even when a marshmallow
   schema of the API then loads it; a button that only posts is an `ActionForm`;
-- the panel's scripts call JSON endpoints guarded by `script_call` (session + X-CSRFToken);
+- the panel's scripts write through /api/v1 with the staff session and the X-CSRFToken header
+  (static/api.js): the panel keeps no JSON endpoints of its own;
 - a service call whose refusal the page answers itself runs inside `undo_if_refused()`;
 - lists page with `paginate`.
 Nothing here commits: the request hook in koc.core.unit_of_work does, once.
@@ -33,7 +34,6 @@ from flask import (
     abort,
     current_app,
     g,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -42,12 +42,8 @@ from flask import (
 )
 from flask.blueprints import BlueprintSetupState
 from flask.typing import RouteCallable
-from flask_babel import gettext as _
-from flask_wtf.csrf import CSRFError, validate_csrf
 from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader
-from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
-from wtforms.validators import ValidationError as FormValidationError
 
 from koc.admin.i18n import LOCALE_NAMES, PLATFORM_NAMES, SUPPORTED_LOCALES, select_locale
 from koc.core.audit import set_panel_actor
@@ -58,10 +54,9 @@ from koc.core.auth import (
     StaffRole,
     staff_of_session,
 )
-from koc.core.errors import DomainError, error_body
+from koc.core.errors import DomainError
 from koc.core.pagination import MAX_PAGE
-from koc.core.storage import StorageUnavailable
-from koc.extensions import api, csrf, db
+from koc.extensions import api, db
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -143,7 +138,7 @@ def signed_in_staff() -> Staff | None:
 
 
 def current_staff() -> Staff:
-    """The signed-in staff member, in a view behind `login_required` or `script_call`."""
+    """The signed-in staff member, in a view behind `login_required`."""
     staff = signed_in_staff()
     if staff is None:
         abort(401)
@@ -174,61 +169,6 @@ def login_required(role: str = "viewer") -> Callable[[View], View]:
             return view(*args, **kwargs)
 
         return wrapper
-
-    return decorator
-
-
-# --- the panel's script calls ------------------------------------------------------------------
-
-def _json_error(status: int, message: str, errors: dict[str, Any] | None = None
-                ) -> tuple[Response, int]:
-    return jsonify(error_body(status, message, errors)), status
-
-
-def _load_body(schema: Schema) -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise DomainError(422, "Send a JSON object.")
-    try:
-        return schema.load(body)
-    except ValidationError as exc:
-        raise DomainError(422, "The request is not valid.", errors={"json": exc.messages}) from exc
-
-
-def script_call(role: str, *, forbidden: str, schema: type[Schema] | None = None
-                ) -> Callable[[View], View]:
-    """JSON endpoints for the panel's scripts: the admin session and the X-CSRFToken header.
-
-    Answers in JSON, never with a redirect to the login page. With `schema` (the one the API
-    uses for the same call), the body is loaded with it and passed as the view's first argument.
-    A service's DomainError goes to the app's handler, which answers it in JSON as the API does.
-    Exempt from CSRFProtect's automatic check only so that the check runs here, after the
-    session check, and fails as JSON rather than as an HTML page.
-    """
-    needed = StaffRole(role)
-
-    def decorator(view: View) -> View:
-        @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            staff = signed_in_staff()
-            if staff is None:
-                return _json_error(401, _("Sign in again."))
-            if not StaffRole(staff.role).covers(needed):
-                return _json_error(403, str(forbidden))
-            try:
-                validate_csrf(request.headers.get("X-CSRFToken"))
-            except (CSRFError, FormValidationError):
-                return _json_error(400, _("The CSRF token is missing or invalid; reload the page."))
-            try:
-                if schema is not None:
-                    return view(_load_body(schema()), *args, **kwargs)
-                return view(*args, **kwargs)
-            except StorageUnavailable:
-                return _json_error(503, _("The object store is not answering; try again shortly."))
-
-        return csrf.exempt(wrapper)
 
     return decorator
 

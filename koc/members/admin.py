@@ -18,7 +18,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -44,7 +43,6 @@ from koc.admin.blueprint import (
     is_admin,
     login_required,
     paginate,
-    script_call,
 )
 from koc.admin.i18n import tier_display_name
 from koc.core import audit
@@ -56,11 +54,7 @@ from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import InvitationCampaign, Member, User
 from koc.members.schemas import (
-    CandidatePreviewInSchema,
     CandidateQuerySchema,
-    CandidateRulesInSchema,
-    ImportCreateSchema,
-    ImportStartSchema,
 )
 from koc.members.services import (
     campaigns,
@@ -214,13 +208,6 @@ def forget_member(member_id: int) -> BaseResponse:
 IMPORT_REPORT_HEADER = ("line", "message")
 
 
-def _import_settings() -> import_files.ImportSettings:
-    settings = current_app.config["KOC_SETTINGS"]
-    return import_files.ImportSettings(url_ttl=settings.upload_url_ttl,
-                                       multipart_threshold=settings.multipart_threshold,
-                                       part_size=settings.multipart_part_size)
-
-
 @admin_blueprint.get("/users")
 @login_required("viewer")
 def user_base() -> tuple[BaseResponse, int]:
@@ -247,48 +234,11 @@ def user_base() -> tuple[BaseResponse, int]:
 _IMPORTS_FOR_ADMINS = _l("Only admins can import users.")
 
 
-@admin_blueprint.post("/users/imports")
-@script_call("admin", forbidden=_IMPORTS_FOR_ADMINS, schema=ImportCreateSchema)
-def user_import_create(data: dict[str, Any]) -> tuple[BaseResponse, int]:
-    item, upload = import_files.create_import(
-        filename=data["filename"], content_type=data["content_type"], size=data["size"],
-        fmt=data["format"], encoding=data["encoding"], staff_id=current_staff().id,
-        storage=get_storage(), settings=_import_settings())
-    return jsonify({"import_id": item.id, "upload": upload,
-                    "start_url": url_for("admin.user_import_start", import_id=item.id)}), 201
-
-
-@admin_blueprint.post("/users/imports/<int:import_id>/start")
-@script_call("admin", forbidden=_IMPORTS_FOR_ADMINS, schema=ImportStartSchema)
-def user_import_start(data: dict[str, Any], import_id: int) -> tuple[BaseResponse, int]:
-    item = import_files.get_import(import_id)
-    parts = [(p["part_number"], p["etag"]) for p in data["parts"]] if data["parts"] else None
-    job_id = import_files.start_import(item, storage=get_storage(), parts=parts,
-                                       staff_id=current_staff().id)
-    return jsonify({"job_id": job_id,
-                    "job_url": url_for("admin.user_import_job", job_id=job_id),
-                    "report_url": url_for("admin.user_import_report", job_id=job_id)}), 202
-
-
 def _import_job(job_id: int) -> Job:
     job = db.session.get(Job, job_id)
     if job is None or job.kind != "users.import":
         abort(404)
     return job
-
-
-@admin_blueprint.get("/users/imports/jobs/<int:job_id>")
-@script_call("viewer", forbidden=_IMPORTS_FOR_ADMINS)
-def user_import_job(job_id: int) -> BaseResponse:
-    """The job's progress for the page's poll: status, lines, refused, rate, time left."""
-    job = _import_job(job_id)
-    result = job.result or {}
-    return jsonify({"status": job.status, "processed": job.processed, "failed": job.failed,
-                    "lines_read": result.get("lines_read"), "size": result.get("size"),
-                    "bytes_read": result.get("bytes_read"),
-                    "rows_per_second": result.get("rows_per_second"),
-                    "eta_seconds": result.get("eta_seconds"),
-                    "errors": (job.errors or [])[:20]})
 
 
 @admin_blueprint.get("/users/imports/jobs/<int:job_id>/report.csv")
@@ -372,35 +322,20 @@ def candidate_list() -> tuple[str, int]:
         paged = Paged(items=[], page=1, pages=1, total=0)
         problems, too_slow = {"filter": _TOO_SLOW}, True
     ruleset = candidate_rules.current_rules()
+    # The rules form saves through PUT /api/v1/candidates/rules, then comes back here naming
+    # the version and the rescoring job.
+    saved = request.args.get("rules_saved", type=int)
+    rescore_job = request.args.get("rescore_job", type=int)
     return render_template(
         "admin/members/candidates.html", paged=paged, raw=raw, problems=problems,
         too_slow=too_slow,
+        saved=saved if saved is not None and saved == ruleset.version else None,
+        rescore_job=rescore_job,
         reasons=lambda user: [reason_text(r) for r in candidates.candidate_reasons(user, now=now)],
         ruleset=ruleset, rules_json=json.dumps(ruleset.rules, ensure_ascii=False),
         can_edit=is_admin(),
         invitation_days=current_app.config["KOC_SETTINGS"].invitation_days,
     ), 200 if not problems else 422
-
-
-_RULES_FOR_ADMINS = _l("Only admins can change the candidate rules.")
-
-
-@admin_blueprint.post("/candidates/rules/preview")
-@script_call("admin", forbidden=_RULES_FOR_ADMINS, schema=CandidatePreviewInSchema)
-def candidate_rules_preview(data: dict[str, Any]) -> BaseResponse:
-    return jsonify(candidate_rules.preview(data["rules"], now=utcnow(), top=data["top"]))
-
-
-@admin_blueprint.post("/candidates/rules")
-@script_call("admin", forbidden=_RULES_FOR_ADMINS, schema=CandidateRulesInSchema)
-def candidate_rules_save(data: dict[str, Any]) -> BaseResponse:
-    ruleset, job = candidate_rules.save_rules(data["rules"], staff_id=current_staff().id,
-                                              now=utcnow())
-    audit.record("candidates.rules", f"candidate_rules:{ruleset.version}",
-                 {"rules": ruleset.rules, "job_id": job.id})
-    flash(_("Rules version %(version)s saved; every customer is being rescored under it "
-            "(job %(job)s).", version=ruleset.version, job=job.id), "success")
-    return jsonify({"version": ruleset.version, "job_id": job.id})
 
 
 # --- invitation campaigns ------------------------------------------------------------------------

@@ -43,7 +43,11 @@ def test_viewers_see_candidates_with_reasons_in_chinese_but_no_forms(app: Flask,
     assert 'id="user-import"' not in users.get_data(as_text=True)
     assert viewer.get("/admin/users?external_id=nobody").status_code == 404
     assert viewer.get("/admin/campaigns").status_code == 200
-    assert viewer.post("/admin/candidates/rules/preview", json={}).status_code == 403
+    # The rules form writes through the API with the session; a viewer is refused there too.
+    token = csrf_token(page.get_data(as_text=True))
+    refused = viewer.post("/api/v1/candidates/rules/preview", json={"rules": {}},
+                          headers={"X-CSRFToken": token})
+    assert refused.status_code == 403
 
 
 def test_an_admin_invites_a_filter_as_a_campaign_and_downloads_its_links(
@@ -76,13 +80,24 @@ def test_an_admin_invites_a_filter_as_a_campaign_and_downloads_its_links(
             Invitation.revoked_at.is_not(None))) == 2
     assert admin.get(f"/join/{rows[1][2]}").status_code == 410
 
-    saved = admin.post("/admin/candidates/rules", json={"rules": {
+    rules = {"rules": {
         "weights": {"orders_count": 0, "spend_yuan": 0, "shares_count": 1,
                     "community_posts_count": 0},
-        "recency": {"weight": 0, "half_life_days": 30}}},
-        headers={"X-CSRFToken": token})
+        "recency": {"weight": 0, "half_life_days": 30}}}
+    # Without the page's CSRF token the session alone writes nothing.
+    no_token = admin.put("/api/v1/candidates/rules", json=rules)
+    assert no_token.status_code == 403 and "X-CSRFToken" in no_token.json["message"]
+    saved = admin.put("/api/v1/candidates/rules", json=rules, headers={"X-CSRFToken": token})
     assert saved.status_code == 200, saved.json
     assert saved.json["version"] == 1
+    # The page names the version saved and its rescoring job when the form comes back.
+    back = admin.get(f"/admin/candidates?rules_saved=1&rescore_job={saved.json['job_id']}")
+    assert "规则版本 1 已保存" in back.get_data(as_text=True)
+    # The panel keeps no JSON endpoint of its own for what the API does.
+    assert admin.post("/admin/candidates/rules", json=rules,
+                      headers={"X-CSRFToken": token}).status_code == 404
+    assert admin.post("/admin/users/imports", json={},
+                      headers={"X-CSRFToken": token}).status_code == 404
 
 
 def test_the_refused_lines_report_holds_every_refused_line_chunk_by_chunk(

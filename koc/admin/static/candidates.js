@@ -1,7 +1,8 @@
 // The candidate rules form on /admin/candidates. No inline script: loaded from this file only.
 // The form's fields become the rules JSON (the shape PUT /api/v1/candidates/rules takes);
-// "Preview" asks how the top of the list would change (nothing saved); "Save" saves a new
-// version (a job then rescores every customer) and reloads the page.
+// "Preview" asks POST /api/v1/candidates/rules/preview how the top of the list would change
+// (nothing saved); "Save" puts a new version (a job then rescores every customer) and reloads
+// the page, which says so. Both go through /api/v1 with the staff session (api.js).
 (function () {
   "use strict";
 
@@ -50,22 +51,6 @@
       exclusions: { members: true, opted_out_tags: list("exclusions-opted_out_tags"),
                     staff_tags: list("exclusions-staff_tags") }
     };
-  }
-
-  function post(url, body) {
-    return fetch(url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "Accept": "application/json",
-                 "X-CSRFToken": form.getAttribute("data-csrf-token") },
-      body: JSON.stringify(body)
-    }).then(function (response) {
-      return response.json().catch(function () {
-        return { message: "HTTP " + response.status };
-      }).then(function (data) {
-        return { ok: response.ok, body: data };
-      });
-    });
   }
 
   function flatten(messages, prefix, out) {
@@ -122,22 +107,27 @@
 
   document.getElementById("rules-preview").addEventListener("click", function () {
     status.textContent = message("loading");
-    post(form.getAttribute("data-preview-url"), { rules: rules(), top: 20 }).then(function (answer) {
-      showErrors(answer.ok ? {} : answer.body);
-      if (answer.ok) {
-        showPreview(answer.body);
-      } else {
-        status.textContent = "";
-      }
-    });
+    window.kocApi("POST", "/api/v1/candidates/rules/preview", { rules: rules(), top: 20 })
+      .then(function (answer) {
+        showErrors(answer.ok ? {} : answer.body);
+        if (answer.ok) {
+          showPreview(answer.body);
+        } else {
+          status.textContent = "";
+        }
+      });
   });
 
   document.getElementById("rules-save").addEventListener("click", function () {
     status.textContent = message("saving");
-    post(form.getAttribute("data-save-url"), { rules: rules() }).then(function (answer) {
+    window.kocApi("PUT", "/api/v1/candidates/rules", { rules: rules() }).then(function (answer) {
       showErrors(answer.ok ? {} : answer.body);
       if (answer.ok) {
-        window.location.reload();
+        // The page names the version saved and the job rescoring under it.
+        var shown = new URLSearchParams(window.location.search);
+        shown.set("rules_saved", answer.body.version);
+        shown.set("rescore_job", answer.body.job_id);
+        window.location.search = shown.toString();
       } else {
         status.textContent = "";
       }

@@ -1,9 +1,11 @@
-// The user-base import on /admin/users. No inline script: loaded from this file only.
-// 1. POST the file's name, type and size (session cookie + X-CSRFToken): an import and where
-//    to upload it (one presigned PUT, or one per multipart part);
+// The user-base import on /admin/users. No inline script: loaded from this file only. Every
+// call goes through /api/v1 with the staff session and the X-CSRFToken header (api.js):
+// 1. POST /api/v1/users/imports with the file's name, type and size: an import and where to
+//    upload it (one presigned PUT, or one per multipart part);
 // 2. PUT the bytes there with a progress bar (parts one after another: memory stays flat);
-// 3. POST .../start: the job; then poll the job's progress (lines, refused, rate, time left);
-// 4. show the first refused lines and offer the refused-lines report as CSV.
+// 3. POST /api/v1/users/imports/{id}/start: the job; then poll GET /api/v1/jobs/{id} for its
+//    progress (lines, refused, rate, time left);
+// 4. show the first refused lines and offer the refused-lines report as CSV (a panel page).
 (function () {
   "use strict";
 
@@ -20,6 +22,7 @@
   var report = document.getElementById("import-report");
   var button = form.querySelector("button[type=submit]");
   var POLL_MS = 1000;
+  var SHOWN_ERRORS = 20;
 
   function message(name, values) {
     var text = form.getAttribute("data-msg-" + name) || name;
@@ -29,30 +32,14 @@
     return text;
   }
 
-  function request(method, url, body) {
-    return new Promise(function (resolve, reject) {
-      var xhr = new XMLHttpRequest();
-      xhr.open(method, url);
-      xhr.setRequestHeader("Content-Type", "application/json");
-      xhr.setRequestHeader("X-CSRFToken", form.getAttribute("data-csrf-token"));
-      xhr.setRequestHeader("Accept", "application/json");
-      xhr.onload = function () {
-        var data = null;
-        try {
-          data = JSON.parse(xhr.responseText);
-        } catch (ignored) {
-          data = null;
-        }
-        if (xhr.status >= 200 && xhr.status < 300 && data) {
-          resolve(data);
-        } else {
-          reject(new Error((data && data.message) || String(xhr.status)));
-        }
-      };
-      xhr.onerror = function () {
-        reject(new Error(message("network")));
-      };
-      xhr.send(body === undefined ? null : JSON.stringify(body));
+  function request(method, path, body) {
+    return window.kocApi(method, path, body).then(function (answer) {
+      if (!answer.ok || !answer.body || typeof answer.body !== "object") {
+        throw new Error(window.kocApiErrors(answer.body).join("; ") || String(answer.status));
+      }
+      return answer.body;
+    }, function () {
+      throw new Error(message("network"));
     });
   }
 
@@ -73,20 +60,22 @@
     errorTable.hidden = errors.length === 0;
   }
 
-  function poll(started) {
-    return request("GET", started.job_url).then(function (job) {
-      var size = job.size || 0;
-      if (size && job.bytes_read !== null) {
-        jobBar.value = Math.min(100, 100 * job.bytes_read / size);
+  function poll(jobId) {
+    return request("GET", "/api/v1/jobs/" + jobId).then(function (job) {
+      var progress = job.result || {};
+      var errors = (job.errors || []).slice(0, SHOWN_ERRORS);
+      var size = progress.size || 0;
+      if (size && progress.bytes_read !== null && progress.bytes_read !== undefined) {
+        jobBar.value = Math.min(100, 100 * progress.bytes_read / size);
       }
       if (job.status === "succeeded" || job.status === "failed") {
         jobBar.value = job.status === "succeeded" ? 100 : jobBar.value;
         status.textContent = job.status === "succeeded"
           ? message("done", { processed: job.processed, failed: job.failed })
-          : message("failed", { reason: (job.errors[0] || {}).message || job.status });
-        showErrors(job.errors);
+          : message("failed", { reason: (errors[0] || {}).message || job.status });
+        showErrors(errors);
         if (job.failed) {
-          report.href = started.report_url;
+          report.href = form.getAttribute("data-report-url").replace("/0/", "/" + jobId + "/");
           report.hidden = false;
         }
         button.disabled = false;
@@ -94,14 +83,16 @@
         return null;
       }
       status.textContent = message("running", {
-        lines: job.lines_read || 0, processed: job.processed, failed: job.failed,
-        rate: job.rows_per_second || 0, eta: job.eta_seconds === null ? "?" : job.eta_seconds
+        lines: progress.lines_read || 0, processed: job.processed, failed: job.failed,
+        rate: progress.rows_per_second || 0,
+        eta: progress.eta_seconds === null || progress.eta_seconds === undefined
+          ? "?" : progress.eta_seconds
       });
-      showErrors(job.errors);
+      showErrors(errors);
       return new Promise(function (resolve) {
         window.setTimeout(resolve, POLL_MS);
       }).then(function () {
-        return poll(started);
+        return poll(jobId);
       });
     });
   }
@@ -123,7 +114,7 @@
     uploadBar.value = 0;
     jobBar.value = 0;
     status.textContent = message("uploading", { name: file.name });
-    request("POST", form.getAttribute("data-create-url"), {
+    request("POST", "/api/v1/users/imports", {
       filename: file.name, content_type: file.type || "text/csv", size: file.size,
       encoding: encoding.value
     }).then(function (created) {
@@ -131,9 +122,12 @@
         uploadBar.value = percent;
       }, message("network")).then(function (parts) {
         status.textContent = message("starting");
-        return request("POST", created.start_url, parts ? { parts: parts } : {});
+        return request("POST", "/api/v1/users/imports/" + created.import_id + "/start",
+                       parts ? { parts: parts } : {});
       });
-    }).then(poll).catch(function (error) {
+    }).then(function (started) {
+      return poll(started.job_id);
+    }).catch(function (error) {
       status.textContent = message("failed", { reason: error.message });
       button.disabled = false;
       input.disabled = false;
