@@ -238,8 +238,10 @@ def _dashboard_charts(now: datetime, names: dict[str, str],
                                                             f.submitted, f.approved]}
                                for kit, f in funnels]},
         "platforms": {"title": _("Engagement by platform (likes + comments + saves of approved "
-                                 "posts, by the week they went up)"),
-                      "labels": weeks,
+                                 "posts, by the week they went up)")
+                      + (" " + _("(as of %(time)s)", time=format_datetime(platforms.as_of, "HH:mm"))
+                         if platforms.as_of else ""),
+                      "labels": [format_date(start, "MM-dd") for start in platforms.week_starts],
                       "series": [{"name": platform_display_name(platform), "data": values}
                                  for platform, values in platforms.engagement.items()]},
         "at_risk": {"title": _("Members at risk (below the low-water mark)"),

@@ -114,6 +114,21 @@ class LeaderboardStanding(Model):
     engagement: Mapped[int] = mapped_column(sa.BigInteger)
 
 
+class PlatformEngagementWeek(Model):
+    """The dashboard's engagement by platform as of the last leaderboard refresh: per platform
+    and week (0 the oldest of the twelve ending at `as_of`), the approved posts posted that week
+    and their likes + comments + saves. Only weeks with posts have a row; the refresh rewrites
+    every row (koc.tiers.services.insight.refresh_engagement_by_platform)."""
+
+    __tablename__ = "platform_engagement_weeks"
+
+    week: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    platform: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    posts: Mapped[int] = mapped_column(sa.BigInteger)
+    engagement: Mapped[int] = mapped_column(sa.BigInteger)
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class LeaderboardRefresh(Model):
     """When a window's standings were computed: the leaderboard reads them only once a refresh
     has written them, and says how old they are."""

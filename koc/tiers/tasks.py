@@ -15,7 +15,7 @@ from koc.core.db import utcnow
 from koc.core.jobs import Job, run_job
 from koc.extensions import db
 from koc.members.models import Member
-from koc.tiers.services import badges, drops, engine, rollups, standings, wecom_groups
+from koc.tiers.services import badges, drops, engine, insight, rollups, standings, wecom_groups
 from koc.tiers.wecom import wecom_client
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,12 @@ def refresh_activity_rollups(full: bool = False) -> dict:
 
 @periodic_task("koc.tiers.tasks.refresh_leaderboards", Every(timedelta(minutes=10)))
 def refresh_leaderboards() -> dict:
-    """The leaderboard's standings for its preset windows; safe to run twice or at once (see
-    standings.refresh)."""
-    ranked = standings.refresh(utcnow())
+    """The leaderboard's standings for its preset windows and the dashboard's engagement by
+    platform; safe to run twice or at once (see standings.refresh)."""
+    now = utcnow()
+    ranked = standings.refresh(now)
+    # Under the windows' locks taken above: the dashboard's engagement by platform.
+    ranked["platform_weeks"] = insight.refresh_engagement_by_platform(now)
     db.session.commit()
     return ranked
 

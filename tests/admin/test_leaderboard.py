@@ -161,13 +161,15 @@ def test_preset_windows_read_the_refreshed_standings_until_the_next_refresh(
     live = {days: _ranking(viewer, f"window_days={days}") for days in (7, 30, 90, 365)}
     with app.app_context():
         refresh_leaderboards()
-        refresh_leaderboards()  # a second run writes the same rows, not twice as many
+        # A second run writes the same rows, not twice as many, and says how many.
+        summary = refresh_leaderboards()
         stored = db.session.scalar(sa.text("SELECT count(*) FROM leaderboard_standings"))
     assert {days: _ranking(viewer, f"window_days={days}") for days in live} == live
     # Each window holds every member with activity in it once (7 and 30 days: four, the
     # suspended one included, as the leaderboard leaves it out when it reads; 90 and 365
     # days: the member with 45-day-old activity too).
     assert stored == 4 + 4 + 5 + 5
+    assert [summary[str(days)] for days in (7, 30, 90, 365)] == [4, 4, 5, 5]
 
     with app.app_context():
         _points(programme["bo"], "1000", at=utcnow() - timedelta(minutes=1))

@@ -267,3 +267,21 @@ def test_engagement_by_platform_sums_each_platforms_approved_posts_by_the_week_t
     assert found.engagement["xiaohongshu"] == [100, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0]
     assert found.posts["xiaohongshu"] == [1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0]
     assert found.engagement["douyin"] == [0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 9]
+
+    # The leaderboard refresh stores the same figures; the dashboard then reads those, as of the
+    # refresh, until the next one (a re-run writes the same rows).
+    later = NOW + timedelta(minutes=7)
+    with app.app_context():
+        assert insight.refresh_engagement_by_platform(NOW) == 4
+        assert insight.refresh_engagement_by_platform(NOW) == 4
+        db.session.add(Submission(
+            member_id=member_id, platform="weibo", post_url="https://p.test/late",
+            canonical_url="https://p.test/late", posted_at=NOW - timedelta(hours=1),
+            status="approved", interactions=50, created_at=NOW))
+        db.session.commit()
+        stored = insight.engagement_by_platform(later, WEEKS)
+        live = insight.engagement_by_platform(later, WEEKS, use_stored=False)
+    assert stored.as_of == NOW and stored.week_starts == starts
+    assert (stored.engagement, stored.posts) == (found.engagement, found.posts)
+    # (50, and 3 from the post at NOW, which the later span holds)
+    assert live.as_of is None and live.engagement["weibo"][-1] == 53

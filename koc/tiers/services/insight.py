@@ -11,15 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
+from koc.core.db import UTCDateTime
 from koc.core.events.models import OutboxEvent, WebhookDelivery
 from koc.extensions import db
 from koc.members.models import PLATFORMS, Member, MemberStatus, User
 from koc.submissions.models import Submission, SubmissionStatus
-from koc.tiers.models import TierRun
+from koc.tiers.models import PlatformEngagementWeek, TierRun
 from koc.tiers.services import rollups, standings
 
 LEADERBOARD_METRICS = ("points", "engagement", "approved")
@@ -143,6 +144,10 @@ def weekly_activity(now: datetime, weeks: int = 12, *, use_rollup: bool = True
                           points_issued=[Decimal(p) for p in series["points"]])
 
 
+# The twelve weeks the leaderboard refresh stores (the dashboard's span).
+STORED_PLATFORM_WEEKS = 12
+
+
 @dataclass(frozen=True)
 class PlatformEngagement:
     """Per platform (PLATFORMS order, only those with posts), one figure per week."""
@@ -150,40 +155,76 @@ class PlatformEngagement:
     week_starts: list[datetime]
     engagement: dict[str, list[int]]   # likes + comments + saves of the approved posts
     posts: dict[str, list[int]]        # how many approved posts
+    as_of: datetime | None = None      # when stored by the refresh; None: summed just now
 
 
-def engagement_by_platform(now: datetime, weeks: int = 12) -> PlatformEngagement:
-    """What the approved posts of each platform earned, by the week they were posted.
-
-    One grouped query over the approved posts posted in the span, an index-only scan of
-    ix_submissions_approved_posted on PostgreSQL (it carries platform and interactions). Posts
-    are bucketed by when they went up, not when they were approved: a post's engagement grows
-    with its metrics, so its week's figure is the latest counted one, and the rollup that holds
-    the other weekly series (closed hours that do not change) cannot hold it.
-    """
-    starts = week_starts(now, weeks)
-    ends = [*starts[1:], now]
+def _platform_weeks(now: datetime, weeks: int) -> sa.Select:
+    """platform, week (0 the oldest), interactions of each approved post posted in the `weeks`
+    weeks ending at `now`: an index-only scan of ix_submissions_approved_posted on PostgreSQL
+    (it carries platform and interactions)."""
+    ends = [*week_starts(now, weeks)[1:], now]
     week = sa.case(*((Submission.posted_at < end, index) for index, end in enumerate(ends)))
     rows = (sa.select(Submission.platform, week.label("week"),
                       Submission.interactions.label("interactions"))
             .where(Submission.status == SubmissionStatus.approved.value,
-                   Submission.posted_at >= starts[0], Submission.posted_at < now)
+                   Submission.posted_at >= now - WEEK * weeks, Submission.posted_at < now)
             .subquery())
+    return (sa.select(rows.c.platform, rows.c.week,
+                      sa.func.coalesce(sa.func.sum(rows.c.interactions), 0).label("engagement"),
+                      sa.func.count().label("posts"))
+            .where(rows.c.week.is_not(None))
+            .group_by(rows.c.platform, rows.c.week))
+
+
+def _as_series(starts: list[datetime], rows: Any, as_of: datetime | None) -> PlatformEngagement:
     engagement: dict[str, list[int]] = {}
     posts: dict[str, list[int]] = {}
-    for platform, index, total, count in db.session.execute(
-            sa.select(rows.c.platform, rows.c.week, sa.func.sum(rows.c.interactions),
-                      sa.func.count())
-            .group_by(rows.c.platform, rows.c.week)):
-        if index is None:
-            continue
-        engagement.setdefault(platform, [0] * weeks)[index] = int(total or 0)
-        posts.setdefault(platform, [0] * weeks)[index] = int(count)
+    for platform, index, total, count in rows:
+        engagement.setdefault(platform, [0] * len(starts))[index] = int(total)
+        posts.setdefault(platform, [0] * len(starts))[index] = int(count)
     order = {platform: rank for rank, platform in enumerate(PLATFORMS)}
     ranked = sorted(engagement, key=lambda platform: order.get(platform, len(order)))
-    return PlatformEngagement(week_starts=starts,
-                              engagement={p: engagement[p] for p in ranked},
-                              posts={p: posts[p] for p in ranked})
+    return PlatformEngagement(week_starts=starts, engagement={p: engagement[p] for p in ranked},
+                              posts={p: posts[p] for p in ranked}, as_of=as_of)
+
+
+def engagement_by_platform(now: datetime, weeks: int = 12, *, use_stored: bool = True
+                           ) -> PlatformEngagement:
+    """What the approved posts of each platform earned, by the week they were posted.
+
+    Posts are bucketed by when they went up, not when they were approved: a post's engagement
+    grows with its metrics, so a week's figure is the latest counted one, which the activity
+    rollup (closed hours that do not change) cannot hold. At the reference size summing twelve
+    weeks reads over half a million posts, so the leaderboard refresh stores the figures every
+    ten minutes (`refresh_engagement_by_platform`) and this reads them, with `as_of` saying
+    when; before a first refresh, or for another span, they are summed now.
+    """
+    if use_stored and weeks == STORED_PLATFORM_WEEKS:
+        stored = db.session.execute(
+            sa.select(PlatformEngagementWeek.as_of, PlatformEngagementWeek.platform,
+                      PlatformEngagementWeek.week, PlatformEngagementWeek.engagement,
+                      PlatformEngagementWeek.posts)).all()
+        if stored:
+            as_of = max(row.as_of for row in stored)
+            return _as_series(week_starts(as_of, weeks), [row[1:] for row in stored], as_of)
+    return _as_series(week_starts(now, weeks), db.session.execute(_platform_weeks(now, weeks)),
+                      None)
+
+
+def refresh_engagement_by_platform(now: datetime) -> int:
+    """Store the twelve weeks ending at `now` (every row rewritten, so a re-run converges and a
+    run that dies half-way leaves the previous figures). The caller holds the leaderboard
+    refresh's locks (koc.tiers.tasks.refresh_leaderboards), so two runs take turns. Flushes;
+    returns the rows written."""
+    db.session.execute(sa.delete(PlatformEngagementWeek))
+    sums = _platform_weeks(now, STORED_PLATFORM_WEEKS).subquery()
+    table = cast(sa.Table, PlatformEngagementWeek.__table__)
+    db.session.execute(sa.insert(table).from_select(
+        ["platform", "week", "engagement", "posts", "as_of"],
+        sa.select(sums.c.platform, sums.c.week, sums.c.engagement, sums.c.posts,
+                  sa.literal(now, UTCDateTime()))))
+    # (Counted, not the cursor's rowcount: psycopg reports -1 for an INSERT ... SELECT here.)
+    return int(db.session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
 
 
 # --- where members stand -----------------------------------------------------------------------

@@ -19,7 +19,6 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import CursorResult
 
 from koc.extensions import db
 from koc.members.models import Member
@@ -85,13 +84,15 @@ def refresh(now: datetime) -> dict[str, int]:
         db.session.execute(sa.delete(LeaderboardStanding)
                            .where(LeaderboardStanding.window_days == window_days))
         sums = window_sums(now - timedelta(days=window_days), now).subquery()
-        # The table, not the ORM entity: a Core INSERT ... SELECT reports its row count.
         table = cast(sa.Table, LeaderboardStanding.__table__)
-        ranked[str(window_days)] = cast(CursorResult[Any], db.session.execute(
-            sa.insert(table).from_select(
-                ["window_days", "member_id", "points", "approved", "engagement"],
-                sa.select(sa.literal(window_days), sums.c.member_id, sums.c.points,
-                          sums.c.approved, sums.c.engagement)))).rowcount
+        db.session.execute(sa.insert(table).from_select(
+            ["window_days", "member_id", "points", "approved", "engagement"],
+            sa.select(sa.literal(window_days), sums.c.member_id, sums.c.points,
+                      sums.c.approved, sums.c.engagement)))
+        # Counted, not the cursor's rowcount: psycopg reports -1 for an INSERT ... SELECT here.
+        ranked[str(window_days)] = int(db.session.scalar(
+            sa.select(sa.func.count()).select_from(table)
+            .where(table.c.window_days == window_days)) or 0)
         db.session.execute(sa.update(LeaderboardRefresh)
                            .where(LeaderboardRefresh.window_days == window_days)
                            .values(as_of=now))
