@@ -1,5 +1,6 @@
-"""Admin pages for the service's own security: staff accounts (role, deactivation, a new
-password), API tokens (revoke) and the audit log. Admins only; every change is audited.
+"""Admin pages for the service's own security: staff accounts (invitation, role, deactivation, a
+new password), API tokens (revoke) and the audit log. Admins only, except the page where an
+invited colleague chooses their password; every change is audited.
 
 The same services as `koc staff ...`, `koc token revoke` and `/api/v1/tokens`, in koc.core.auth.
 """
@@ -10,12 +11,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, request, url_for
+from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response as BaseResponse
-from wtforms import PasswordField, SelectField
-from wtforms.validators import AnyOf, DataRequired, Length
+from wtforms import EmailField, PasswordField, SelectField
+from wtforms.validators import AnyOf, DataRequired, EqualTo, Length, Regexp
 
 from koc.admin.blueprint import (
     admin_blueprint,
@@ -24,7 +26,7 @@ from koc.admin.blueprint import (
     paginate,
     undo_if_refused,
 )
-from koc.admin.forms import ActionForm
+from koc.admin.forms import ActionForm, strip
 from koc.admin.i18n import metric_display_name, tier_display_name
 from koc.core import audit
 from koc.core.auth import (
@@ -34,10 +36,12 @@ from koc.core.auth import (
     StaffSession,
     deactivate_staff,
     get_token,
+    invite_staff,
     reactivate_staff,
     revoke_token,
     set_staff_password,
     set_staff_role,
+    staff_of_invitation,
     tokens_query,
 )
 from koc.core.db import utcnow
@@ -52,6 +56,20 @@ ROLES = [role.value for role in StaffRole]
 
 class RoleForm(FlaskForm):
     role = SelectField(choices=ROLES, validators=[AnyOf(ROLES)])
+
+
+class InviteForm(FlaskForm):
+    email = EmailField(_l("Email"), filters=[strip],
+                       validators=[DataRequired(), Length(max=254),
+                                   Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")])
+    role = SelectField(_l("Role"), choices=ROLES, default="reviewer", validators=[AnyOf(ROLES)])
+
+
+class ChoosePasswordForm(FlaskForm):
+    password = PasswordField(_l("New password"),
+                             validators=[DataRequired(), Length(min=8, max=1024)])
+    confirm = PasswordField(_l("The same password again"),
+                            validators=[DataRequired(), EqualTo("password")])
 
 
 class PasswordForm(FlaskForm):
@@ -81,7 +99,51 @@ def staff_accounts() -> str:
             sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now))
         .group_by(ApiToken.staff_id)).all())
     return render_template("admin/security/staff.html", accounts=accounts, sessions=sessions,
-                           tokens=tokens, roles=ROLES, me=current_staff())
+                           tokens=tokens, roles=ROLES, role_names=ROLE_NAMES, me=current_staff(),
+                           invite=InviteForm())
+
+
+@admin_blueprint.post("/staff")
+@login_required("admin")
+def invite_staff_account() -> BaseResponse:
+    """A colleague's account and the link where they choose their password (shown once here;
+    the panel sends no email)."""
+    form = InviteForm()
+    if not form.validate_on_submit():
+        flash(_("Enter a valid email address and a role."), "error")
+        return redirect(url_for("admin.staff_accounts"))
+    try:
+        with undo_if_refused():
+            staff, value, expires_at = invite_staff(email=form.email.data, role=form.role.data,
+                                                    now=utcnow())
+    except DomainError:
+        flash(_("%(email)s already has an account.", email=form.email.data), "error")
+        return redirect(url_for("admin.staff_accounts"))
+    audit.record("staff.invite", f"staff:{staff.id}", {"email": staff.email, "role": staff.role})
+    link = url_for("admin.accept_staff_invitation", value=value, _external=True)
+    flash(_("%(email)s is invited as %(role)s. Send them this link to choose a password (valid "
+            "until %(until)s, once): %(link)s", email=staff.email,
+            role=ROLE_NAMES[staff.role], until=format_datetime(expires_at, "short"), link=link),
+          "success")
+    return redirect(url_for("admin.staff_accounts"))
+
+
+@admin_blueprint.route("/invitation/<value>", methods=["GET", "POST"])
+def accept_staff_invitation(value: str) -> BaseResponse | tuple[str, int]:
+    """Where an invited colleague chooses their password; the link then stops working."""
+    now = utcnow()
+    staff = staff_of_invitation(value, now=now)
+    if staff is None:
+        return render_template("admin/security/invitation.html", staff=None, form=None), 410
+    form = ChoosePasswordForm()
+    if form.validate_on_submit():
+        set_staff_password(staff, form.password.data, now=now)
+        audit.record("staff.invitation_accepted", f"staff:{staff.id}", actor=staff.email,
+                     actor_staff_id=staff.id)
+        flash(_("Your password is set. Sign in with %(email)s.", email=staff.email), "success")
+        return redirect(url_for("admin.login"))
+    status = 422 if form.errors else 200
+    return render_template("admin/security/invitation.html", staff=staff, form=form), status
 
 
 def _refused(exc: DomainError) -> BaseResponse:
@@ -102,7 +164,8 @@ def change_staff_role(staff_id: int) -> BaseResponse:
     except DomainError as exc:
         return _refused(exc)
     audit.record("staff.role", f"staff:{staff.id}", {"before": old, "after": staff.role})
-    flash(_("%(email)s is now %(role)s.", email=staff.email, role=staff.role), "success")
+    flash(_("%(email)s is now %(role)s.", email=staff.email, role=ROLE_NAMES[staff.role]),
+          "success")
     return redirect(url_for("admin.staff_accounts"))
 
 
@@ -158,7 +221,8 @@ def reset_staff_password(staff_id: int) -> BaseResponse:
 def tokens() -> str:
     kind = request.args.get("kind") if request.args.get("kind") in ("staff", "member") else None
     page = paginate(tokens_query(kind=kind), TOKENS_PER_PAGE)
-    return render_template("admin/security/tokens.html", page=page, kind=kind, now=utcnow())
+    return render_template("admin/security/tokens.html", page=page, kind=kind, now=utcnow(),
+                           role_names=ROLE_NAMES)
 
 
 @admin_blueprint.post("/tokens/<id:token_id>/revoke")

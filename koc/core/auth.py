@@ -355,6 +355,55 @@ def create_staff(*, email: str, role: str, password: str) -> Staff:
     return staff
 
 
+# --- staff invitations -------------------------------------------------------------------------
+# An admin invites a colleague from the panel: the account is made at once with a password
+# nobody knows, and a link lets the invitee choose theirs. The link is a signed value, not a
+# stored row: it names the account, an expiry and a fingerprint of the password hash in force
+# when it was made, so setting the password (through the link or any other way) spends it, and
+# deactivating the account refuses it.
+
+STAFF_INVITATION_TTL = timedelta(hours=72)
+
+
+def _invitation_serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="koc.staff-invitation")
+
+
+def _password_fingerprint(staff: Staff) -> str:
+    return hashlib.sha256(staff.password_hash.encode()).hexdigest()[:24]
+
+
+def invite_staff(*, email: str, role: str, now: datetime) -> tuple[Staff, str, datetime]:
+    """A new account that cannot sign in until its invitation is accepted: (the account, the
+    invitation value for `staff_invitation_url`, its expiry). 409 if the email has an account."""
+    if find_staff(email) is not None:
+        raise DomainError(409, "email: an account with this email exists",
+                          errors={"json": {"email": ["an account with this email exists"]}})
+    staff = create_staff(email=email, role=role, password=secrets.token_urlsafe(32))
+    expires_at = now + STAFF_INVITATION_TTL
+    value = _invitation_serializer().dumps({
+        "staff": staff.id, "password": _password_fingerprint(staff),
+        "until": int(expires_at.timestamp())})
+    return staff, value, expires_at
+
+
+def staff_of_invitation(value: str, *, now: datetime) -> Staff | None:
+    """The account an invitation is for, while it can still be accepted; None once it has
+    expired, been used (the password changed since), or the account was deactivated."""
+    try:
+        data = _invitation_serializer().loads(value)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or int(data.get("until", 0)) <= now.timestamp():
+        return None
+    staff = db.session.get(Staff, data.get("staff"))
+    if staff is None or not staff.active:
+        return None
+    if not hmac.compare_digest(str(data.get("password", "")), _password_fingerprint(staff)):
+        return None
+    return staff
+
+
 def find_staff(email: str) -> Staff | None:
     return db.session.scalar(sa.select(Staff).where(Staff.email == email.strip().lower()))
 
