@@ -35,6 +35,7 @@ from koc.admin.blueprint import (
     undo_if_refused,
 )
 from koc.admin.forms import ActionForm, strip
+from koc.admin.i18n import tier_display_name
 from koc.assets.models import Asset, Kit, KitStatus
 from koc.assets.schemas import SEGMENT_KEYS
 from koc.assets.services import kits as kit_services
@@ -43,12 +44,22 @@ from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.settings import Settings
 from koc.submissions.services.funnel import funnel
-from koc.tiers.services.rules import tier_ranks
+from koc.tiers.services.rules import current_rules, tier_ranks
 
 KITS_PER_PAGE = 50
 PREVIEW_URL_TTL = 900
 # Raw HTML in notes is shown as text, never as markup; commonmark also refuses javascript: links.
 _markdown = MarkdownIt("commonmark", {"html": False})
+
+
+# A segment's kind as the panel says it (koc.assets.schemas.SEGMENT_KEYS).
+SEGMENT_NAMES = {"city": _l("City"), "store_code": _l("Store"), "tag": _l("Tag")}
+
+
+def _tier_namer() -> Callable[[str | None], str]:
+    """A tier key to its name in the rules in force, in the reader's language."""
+    names = {tier["key"]: tier["name"] for tier in current_rules().tiers}
+    return lambda key: tier_display_name(key, names)
 
 
 def render_notes(notes: str | None) -> Markup:
@@ -118,7 +129,8 @@ class KitForm(FlaskForm):
 def _kit_form(kit: Kit | None) -> KitForm:
     form = KitForm(obj=kit) if kit is not None and request.method == "GET" else KitForm()
     ranks = tier_ranks()
-    tiers = [("", _("Any"))] + [(key, key) for key in sorted(ranks, key=lambda k: ranks[k])]
+    name = _tier_namer()
+    tiers = [("", _("Any"))] + [(key, name(key)) for key in sorted(ranks, key=lambda k: ranks[k])]
     form.min_tier.choices = tiers
     form.embargo_tier.choices = [("", _("Default (early access)")), *tiers[1:]]
     if kit is not None and request.method == "GET":
@@ -175,7 +187,8 @@ def kits() -> str:
     ranks = tier_ranks()
     funnels = {kit.id: funnel(kit, ranks) for kit in rows}
     return render_template("admin/kits/list.html", kits=rows, counts=counts, funnels=funnels,
-                           page=listed.page, has_next=listed.has_next, is_admin=is_admin())
+                           page=listed.page, has_next=listed.has_next, is_admin=is_admin(),
+                           tier_name=_tier_namer())
 
 
 @admin_blueprint.route("/kits/new", methods=["GET", "POST"])
@@ -230,6 +243,8 @@ def kit(kit_id: int) -> BaseResponse:
         funnel=funnel(kit, tier_ranks()),
         is_admin=is_admin(),
         max_upload_bytes=_settings().max_upload_bytes,
+        tier_name=_tier_namer(),
+        segment_names=SEGMENT_NAMES,
     ))
     # Previews come from, and uploads go to, the object store: maybe another origin.
     store_probe = storage.presign_get(f"kits/{kit.id}/origin-probe", expires_in=60)
