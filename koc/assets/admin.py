@@ -129,8 +129,9 @@ class KitForm(FlaskForm):
 def _kit_form(kit: Kit | None) -> KitForm:
     form = KitForm(obj=kit) if kit is not None and request.method == "GET" else KitForm()
     ranks = tier_ranks()
-    name = _tier_namer()
-    tiers = [("", _("Any"))] + [(key, name(key)) for key in sorted(ranks, key=lambda k: ranks[k])]
+    tier_name = _tier_namer()
+    tiers = [("", _("Any"))] + [(key, tier_name(key))
+                                for key in sorted(ranks, key=lambda k: ranks[k])]
     form.min_tier.choices = tiers
     form.embargo_tier.choices = [("", _("Default (early access)")), *tiers[1:]]
     if kit is not None and request.method == "GET":
