@@ -54,6 +54,8 @@ from koc.core.storage import get_storage
 from koc.extensions import db
 from koc.members.models import InvitationCampaign, Member, User
 from koc.members.schemas import (
+    MAX_PICKED,
+    CampaignFilterSchema,
     CandidateQuerySchema,
 )
 from koc.members.services import (
@@ -363,8 +365,20 @@ def campaign_create() -> BaseResponse:
             flash(_("The candidate filter is not valid."), "error")
         args: dict[str, Any] = request.args.to_dict()
         return redirect(url_for("admin.candidate_list", **args))
+    limit = form.limit.data or 1
+    # Customers ticked on the list: those, whatever the filter and the number asked for.
+    picked = [value.strip() for value in request.form.getlist("external_id") if value.strip()]
+    if picked:
+        try:
+            query = CampaignFilterSchema().load({"external_ids": picked})
+        except ValidationError:
+            flash(_("Pick at most %(count)s customers for one campaign.",
+                    count=format_decimal(MAX_PICKED)), "error")
+            back: dict[str, Any] = request.args.to_dict()
+            return redirect(url_for("admin.candidate_list", **back))
+        limit = len(query["external_ids"])
     campaign = campaigns.create_campaign(
-        name=form.name.data or "", filter=query, limit=form.limit.data or 1,
+        name=form.name.data or "", filter=query, limit=limit,
         expires_in_days=form.expires_in_days.data or 14, message=form.message.data or "",
         staff_id=current_staff().id, now=utcnow())
     audit.record("invitation_campaign.create", f"invitation_campaign:{campaign.id}",

@@ -203,12 +203,19 @@ class CandidatePreviewSchema(Schema):
 
 # --- invitation campaigns ----------------------------------------------------------------------
 
+# How many customers a manager can tick on the candidate list for one campaign.
+MAX_PICKED = 1000
+
+
 class CampaignFilterSchema(Schema):
     city = kf.String(min_length=1, max_length=64)
     store_code = kf.String(min_length=1, max_length=32)
     tag = kf.String(min_length=1, max_length=64)
     ordered_within_days = kf.Integer(minimum=1, maximum=3650)
     min_score = kf.Float(minimum=0, maximum=1e6)
+    external_ids = fields.List(
+        kf.String(min_length=1, max_length=64), validate=validate.Length(min=1, max=MAX_PICKED),
+        metadata={"description": "customers picked by id (those still candidates are invited)"})
 
 
 class CampaignInSchema(Schema):

@@ -73,11 +73,26 @@ def test_an_admin_invites_a_filter_as_a_campaign_and_downloads_its_links(
     assert rows[1][3].endswith(f"/join/{rows[1][2]}")
     assert admin.get(f"/join/{rows[1][2]}").status_code == 200
 
+    # Two customers ticked on the list: those two, not the top of the filter nor the limit.
+    picked = admin.post("/admin/campaigns?city=广州", data={
+        "csrf_token": token, "name": "挑选的两位", "limit": 50, "expires_in_days": 10,
+        "external_id": ["crm-1", "crm-3"]})
+    assert picked.status_code == 302
+    with app.app_context():
+        chosen = db.session.scalars(sa.select(InvitationCampaign).where(
+            InvitationCampaign.name == "挑选的两位")).one()
+        assert (chosen.filter, chosen.limit, chosen.invited) == (
+            {"external_ids": ["crm-1", "crm-3"]}, 2, 2)
+    too_many = admin.post("/admin/campaigns", data={
+        "csrf_token": token, "name": "太多", "limit": 1, "expires_in_days": 10,
+        "external_id": [f"crm-{n}" for n in range(1001)]}, follow_redirects=True)
+    assert "一次活动最多挑选 1,000 位顾客" in too_many.get_data(as_text=True)
+
     revoked = admin.post(f"/admin/campaigns/{campaign_id}/revoke", data={"csrf_token": token})
     assert revoked.status_code == 302
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).where(
-            Invitation.revoked_at.is_not(None))) == 2
+            Invitation.revoked_at.is_not(None), Invitation.campaign_id == campaign_id)) == 2
     assert admin.get(f"/join/{rows[1][2]}").status_code == 410
 
     rules = {"rules": {

@@ -111,5 +111,16 @@ def test_a_manager_imports_ranks_and_invites_in_chinese(
     with app.app_context():
         campaign = db.session.scalars(sa.select(InvitationCampaign)).one()
         assert campaign.filter == {"city": "广州"}
+
+    # One customer ticked on the list: that one is invited, not the top of the filter.
+    page.goto(f"{live_server}/admin/candidates?city=广州")
+    page.check('#candidates tr[data-external-id="crm-1"] input[type=checkbox]')
+    page.fill("#c-name", "精选一位")
+    page.get_by_role("button", name="创建邀请").click()
+    expect(page.locator(".flash-ok")).to_contain_text("已创建 1 个邀请")
+    with app.app_context():
+        picked = db.session.scalars(sa.select(InvitationCampaign).where(
+            InvitationCampaign.name == "精选一位")).one()
+        assert (picked.filter, picked.invited) == ({"external_ids": ["crm-1"]}, 1)
     screenshot(page, "userbase-campaigns")
     assert page.problems == []

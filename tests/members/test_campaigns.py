@@ -15,7 +15,7 @@ from koc.core.events.models import OutboxEvent
 from koc.extensions import db
 from koc.members.models import Invitation, User
 from koc.members.services import campaigns
-from tests.conftest import Api, staff_token_for
+from tests.conftest import Api, new_member, staff_token_for
 
 
 def _seed(app, city: str, count: int, *, start: float, prefix: str) -> None:
@@ -156,6 +156,24 @@ def test_a_campaign_of_1000_is_one_statement_and_its_funnel_follows_members(
     assert listed.status_code == 200
     assert [(c["name"], c["invited"], c["revoked"]) for c in listed.json] == [
         ("补发", 200, 200), ("六月种草", 1000, 1)]
+
+
+def test_a_campaign_of_picked_customers_invites_those_still_candidates(app) -> None:
+    admin = Api(app.test_client(), staff_token_for(app, "admin"))
+    _seed(app, "广州", 10, start=1.0, prefix="gz")
+    new_member(app, admin, "gz-member")
+    picked = ["gz-00003", "gz-00007", "gz-member", "nobody"]
+    created = admin.post("/invitation-campaigns", json={
+        "name": "挑选", "limit": 100, "filter": {"external_ids": picked}})
+    assert created.status_code == 201, created.json
+    # A member and an unknown id are not candidates: two invitations, best first.
+    assert created.json["invited"] == 2
+    links = _links(admin, created.json["links_url"])
+    assert [row["external_id"] for row in links] == ["gz-00007", "gz-00003"]
+    too_many = admin.post("/invitation-campaigns", json={
+        "name": "太多", "limit": 1, "filter": {"external_ids": [f"c{n}" for n in range(1001)]}})
+    assert too_many.status_code == 422
+    assert "external_ids" in too_many.json["errors"]["json"]["filter"]
 
 
 def test_bad_campaigns_are_refused_naming_the_field(app) -> None:

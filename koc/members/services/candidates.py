@@ -50,9 +50,10 @@ def _has_tag(tag: str) -> sa.ColumnElement[bool]:
 def candidates_query(*, limit: int | None = None, city: str | None = None,
                      store_code: str | None = None, tag: str | None = None,
                      ordered_within_days: int | None = None, min_score: float | None = None,
-                     now: datetime) -> sa.Select:
+                     external_ids: list[str] | None = None, now: datetime) -> sa.Select:
     """Users who are not members yet, best first (an index scan on candidate_score), filtered
-    by segment, last-order window and minimum score; `limit` caps how far down one pages."""
+    by segment, last-order window and minimum score, or picked by customer id (`external_ids`:
+    the ones a manager ticked); `limit` caps how far down one pages."""
     # candidate_score >= 0 is the partial indexes' predicate: users the rules exclude (members
     # and forgotten people among them) are not in them, and the best come first from an index
     # scan that stops after the page. No other column of the table is needed to decide, so a
@@ -69,6 +70,8 @@ def candidates_query(*, limit: int | None = None, city: str | None = None,
         stmt = stmt.where(User.last_order_at >= now - timedelta(days=ordered_within_days))
     if min_score is not None:
         stmt = stmt.where(User.candidate_score >= min_score)
+    if external_ids is not None:
+        stmt = stmt.where(User.external_id.in_(external_ids))
     stmt = stmt.order_by(User.candidate_score.desc(), User.id)
     if limit is None:
         return stmt
