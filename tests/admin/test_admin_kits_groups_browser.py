@@ -58,6 +58,8 @@ def test_manager_creates_a_kit_uploads_a_file_with_progress_and_publishes_it(
     expect(facts).to_contain_text("认证 KOC")
     expect(facts).to_contain_text("城市: 广州")
     expect(page.locator("section.funnel")).to_contain_text("已发帖")
+    # The funnel as a chart too (ECharts, drawn from the page's own numbers).
+    expect(page.locator("#chart-kit_funnel canvas").first).to_be_visible()
     expect(page.locator("main")).not_to_contain_text("certified")
     screenshot(page, "kit_detail")
     with app.app_context():

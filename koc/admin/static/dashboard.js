@@ -1,6 +1,7 @@
-/* The dashboard's charts (/admin/), drawn with Apache ECharts (static/vendor, installed by
- * `make install`). The numbers and every label, already translated, come from the JSON in the
- * #charts element's data-charts attribute: the page holds no inline script (CSP 'self').
+/* The panel's charts (the dashboard /admin/, a kit's funnel on /admin/kits/<id>), drawn with
+ * Apache ECharts (static/vendor, installed by `make install`). The numbers and every label,
+ * already translated, come from the JSON in the #charts element's data-charts attribute: the
+ * page holds no inline script (CSP 'self').
  */
 (function () {
   "use strict";
