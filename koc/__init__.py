@@ -66,6 +66,8 @@ def create_app(
             },
         },
         BABEL_DEFAULT_LOCALE="zh_CN",
+        # Times shown in the programme's zone (KOC_TIMEZONE), not in UTC.
+        BABEL_DEFAULT_TIMEZONE=settings.timezone,
         WTF_CSRF_TIME_LIMIT=None,
         # Where no route is matched; koc.core.bodies sets each request's limit by its route.
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

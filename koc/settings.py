@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse_many
 from marshmallow import Schema, ValidationError, validate, validates_schema
@@ -45,6 +46,9 @@ class Settings:
     broker_dir: str
     secret_key: str
     public_url: str | None
+    # The programme's time zone (IANA name): the panel and the portal show times in it, and the
+    # panel's date-and-time fields are read in it. Stored times are UTC whatever it is.
+    timezone: str
     download_url_ttl: int
     upload_url_ttl: int
     max_upload_bytes: int
@@ -159,6 +163,13 @@ def _url_with_scheme(*schemes: str) -> Callable[[str], None]:
     return check
 
 
+def _time_zone(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError("not a known time zone (an IANA name such as Asia/Shanghai)") from exc
+
+
 def _aes_key(value: str) -> None:
     try:
         raw = base64.b64decode(value + "=", validate=True)
@@ -199,6 +210,7 @@ class _EnvSchema(Schema):
     KOC_BROKER_DIR = mf.String(load_default=None)
     KOC_SECRET_KEY = mf.String(load_default=None, validate=validate.Length(min=16))
     KOC_PUBLIC_URL = mf.String(load_default=None, validate=_url_with_scheme("http", "https"))
+    KOC_TIMEZONE = mf.String(load_default="Asia/Shanghai", validate=_time_zone)
     KOC_DOWNLOAD_URL_TTL = mf.Integer(
         load_default=900, strict=False, validate=validate.Range(min=10, max=7 * 24 * 3600)
     )
@@ -432,6 +444,7 @@ def load_settings(instance_path: str, environ: Mapping[str, str] | None = None) 
         broker_dir=data["KOC_BROKER_DIR"] or str(instance / "broker"),
         secret_key=secret_key,
         public_url=data["KOC_PUBLIC_URL"],
+        timezone=data["KOC_TIMEZONE"],
         download_url_ttl=data["KOC_DOWNLOAD_URL_TTL"],
         upload_url_ttl=data["KOC_UPLOAD_URL_TTL"],
         max_upload_bytes=data["KOC_MAX_UPLOAD_BYTES"],

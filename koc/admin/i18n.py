@@ -1,10 +1,13 @@
-"""Locale choice for the admin panel: the staff member's setting, else the browser's."""
+"""The panel in the reader's terms: the locale choice (the staff member's setting, else the
+browser's), display names of tiers, metrics and platforms, and the programme's time zone."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-from flask import request, session
+from flask import current_app, request, session
 from flask_babel import lazy_gettext as _l
 
 SUPPORTED_LOCALES = ("zh_CN", "en")
@@ -65,3 +68,35 @@ PLATFORM_NAMES = {
 
 def platform_display_name(key: str) -> str:
     return str(PLATFORM_NAMES.get(key, key))
+
+
+# --- the programme's time zone (KOC_TIMEZONE) ---------------------------------------------------
+# Times are stored in UTC and shown in the programme's zone (Babel's default time zone); the
+# panel's date-and-time fields (<input type="datetime-local">, no zone of their own) are read
+# and filled in that zone too, so what a manager types is what the page shows back.
+
+def _zone() -> ZoneInfo:
+    # zoneinfo, not Babel's pytz zone: replace(tzinfo=) with a pytz zone takes its first
+    # historical offset (Shanghai's local mean time, +08:06).
+    return ZoneInfo(current_app.config["KOC_SETTINGS"].timezone)
+
+
+def zone_label(at: datetime) -> str:
+    """The zone's offset at `at`, as fields' labels say it: "UTC+08:00"."""
+    offset = at.astimezone(_zone()).utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "+" if minutes >= 0 else "-"
+    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def from_local(value: datetime) -> datetime:
+    """A field's value (naive, in the programme's zone) as an aware UTC time; an aware value
+    keeps its own zone."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_zone())
+    return value.astimezone(UTC)
+
+
+def to_local(value: datetime) -> datetime:
+    """A stored time as a field shows it: naive, in the programme's zone."""
+    return value.astimezone(_zone()).replace(tzinfo=None)

@@ -9,7 +9,7 @@ signed /storage route).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,10 +35,11 @@ from koc.admin.blueprint import (
     undo_if_refused,
 )
 from koc.admin.forms import ActionForm, strip
-from koc.admin.i18n import tier_display_name
+from koc.admin.i18n import from_local, tier_display_name, to_local, zone_label
 from koc.assets.models import Asset, Kit, KitStatus
 from koc.assets.schemas import SEGMENT_KEYS
 from koc.assets.services import kits as kit_services
+from koc.core.db import utcnow
 from koc.core.errors import DomainError
 from koc.core.storage import get_storage
 from koc.extensions import db
@@ -105,15 +106,16 @@ class KitForm(FlaskForm):
     notes = TextAreaField(_l("Notes (Markdown)"), validators=[Length(max=100_000)])
     product_name = StringField(_l("Product"), filters=[strip],
                                validators=[Optional(), Length(max=200)])
-    launch_at = DateTimeLocalField(_l("Launch (UTC)"), format=_LOCAL_FORMATS,
+    # Read in the programme's time zone; the labels name its offset (_kit_form).
+    launch_at = DateTimeLocalField(_l("Launch"), format=_LOCAL_FORMATS,
                                    validators=[Optional()])
     embargo_tier = SelectField(_l("Before launch, visible to"), validators=[Optional()])
     min_tier = SelectField(_l("Minimum tier"), validators=[Optional()])
     segments = TextAreaField(_l("Segments (one a line: tag, city or store_code: value)"),
                              validators=[Length(max=10_000)])
-    available_from = DateTimeLocalField(_l("Available from (UTC)"),
+    available_from = DateTimeLocalField(_l("Available from"),
                                         format=_LOCAL_FORMATS, validators=[Optional()])
-    available_until = DateTimeLocalField(_l("Available until (UTC)"),
+    available_until = DateTimeLocalField(_l("Available until"),
                                          format=_LOCAL_FORMATS, validators=[Optional()])
     watermark = BooleanField(_l("Watermark images for each member during the embargo"))
 
@@ -134,18 +136,23 @@ def _kit_form(kit: Kit | None) -> KitForm:
                                 for key in sorted(ranks, key=lambda k: ranks[k])]
     form.min_tier.choices = tiers
     form.embargo_tier.choices = [("", _("Default (early access)")), *tiers[1:]]
+    zone = zone_label(utcnow())
+    for name in ("launch_at", "available_from", "available_until"):
+        field = getattr(form, name)
+        field.label.text = _("%(field)s (%(zone)s)", field=field.label.text, zone=zone)
     if kit is not None and request.method == "GET":
         form.segments.data = _segments_text(kit.segments)
         for name in ("launch_at", "available_from", "available_until"):
             value = getattr(kit, name)
-            getattr(form, name).data = value.astimezone(UTC).replace(tzinfo=None) if value else None
+            getattr(form, name).data = to_local(value) if value else None
         form.min_tier.data = kit.min_tier or ""
         form.embargo_tier.data = kit.embargo_tier or ""
     return form
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value else None
+    """A field's time (in the programme's zone) as stored: UTC."""
+    return from_local(value) if value else None
 
 
 def _form_values(form: KitForm) -> dict[str, Any]:

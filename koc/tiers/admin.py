@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,7 +40,7 @@ from koc.admin.blueprint import (
     undo_if_refused,
 )
 from koc.admin.forms import ActionForm
-from koc.admin.i18n import metric_display_name, tier_display_name
+from koc.admin.i18n import from_local, metric_display_name, tier_display_name, zone_label
 from koc.assets.models import Asset, Download, Kit, KitStatus
 from koc.core.audit import AuditEvent
 from koc.core.auth import Staff
@@ -222,7 +222,8 @@ def save_tier_rules() -> BaseResponse | tuple[str, int]:
 # --- early-access drops ------------------------------------------------------------------------
 
 def _drop_input(form: DropForm) -> dict[str, Any]:
-    """The form's strings in the shape DropInSchema loads; datetime-local inputs are UTC."""
+    """The form's strings in the shape DropInSchema loads; datetime-local inputs are in the
+    programme's time zone (koc.admin.i18n.from_local)."""
     data: dict[str, Any] = {}
     for name in _DROP_FIELDS:
         value: Any = (form[name].data or "").strip()
@@ -238,13 +239,12 @@ def _drop_input(form: DropForm) -> dict[str, Any]:
 
 
 def _as_utc(value: str) -> str:
+    """A datetime-local value, typed in the programme's time zone, as an aware UTC time."""
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return value
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.isoformat()
+    return from_local(parsed).isoformat()
 
 
 @dataclass(frozen=True)
@@ -289,6 +289,7 @@ def _render_drops(*, form: DropForm | None = None,
     rules = rule_service.current_rules()
     return render_template(
         "admin/tiers/drops.html",
+        zone=zone_label(utcnow()),
         proofs={drop.id: _lottery_proof(drop) for drop in drops
                 if drop.allocation == "lottery" and drop.drawn_at is not None},
         now=utcnow(),

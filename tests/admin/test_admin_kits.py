@@ -10,8 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from koc.assets.models import Asset, Kit
+from koc.core.auth import create_staff
 from koc.extensions import db
-from tests.admin.conftest import PASSWORD, csrf_token
+from koc.settings import SettingsError, load_settings
+from tests.admin.conftest import PASSWORD, csrf_token, login
 from tests.admin.test_admin_browser import browser_page  # noqa: F401
 from tests.assets.conftest import LOCAL_PREFIX, Kits, png_bytes
 
@@ -154,16 +156,39 @@ def test_admin_creates_and_edits_a_kit_through_the_form(app: Flask, signed_in: C
     kit = _kit(app, kit_id)
     assert (kit.title, kit.product_name, kit.status) == ("Form kit", "Mug", "draft")
     assert kit.segments == [{"tag": "vip"}, {"city": "上海"}]
-    assert kit.available_from.isoformat() == "2026-12-01T09:00:00+00:00"
+    # Typed in the programme's time zone (Asia/Shanghai by default), stored in UTC.
+    assert kit.available_from.isoformat() == "2026-12-01T01:00:00+00:00"
 
     edit_page = admin.get(f"/admin/kits/{kit_id}/edit")
     assert "tag: vip" in edit_page.text and 'value="2026-12-01T09:00"' in edit_page.text
+    assert "(UTC+08:00)" in edit_page.text
     edited = admin.post(f"/admin/kits/{kit_id}/edit", data={
         "csrf_token": csrf_token(edit_page.text), "title": "Renamed", "notes": "",
         "segments": ""})
     assert edited.status_code == 302
     kit = _kit(app, kit_id)
     assert kit.title == "Renamed" and kit.segments == [] and kit.available_from is None
+
+
+def test_kit_form_times_follow_the_programmes_time_zone(make_app: Callable) -> None:
+    app = make_app(KOC_TIMEZONE="Europe/Paris")
+    with app.app_context():
+        create_staff(email="paris@example.com", role="admin", password=PASSWORD)
+        db.session.commit()
+    admin = app.test_client()
+    assert login(admin, "paris@example.com").status_code == 302
+    created = _post_form(admin, "/admin/kits/new", "/admin/kits/new", title="Paris kit",
+                         notes="", segments="", launch_at="2026-07-01T10:00")
+    assert created.status_code == 302, created.text
+    kit = _kit(app, int(created.headers["Location"].rsplit("/", 1)[1]))
+    assert kit.launch_at.isoformat() == "2026-07-01T08:00:00+00:00"  # CEST, UTC+2
+    page = admin.get(f"/admin/kits/{kit.id}")
+    assert "10:00" in page.text and "08:00" not in page.text
+
+
+def test_an_unknown_time_zone_stops_start_up_naming_the_variable(tmp_path) -> None:
+    with pytest.raises(SettingsError, match="KOC_TIMEZONE"):
+        load_settings(str(tmp_path), {"KOC_TIMEZONE": "Mars/Olympus"})
 
 
 def test_kit_form_shows_field_errors(signed_in: Callable):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from flask import Flask
 
@@ -178,7 +179,8 @@ def test_an_embargoed_kit_shows_its_launch_date_to_early_access_members(
     programme.admin.patch(f"/members/{member_id}", json={"tier": "early_access"})
     kits = client.get("/m/kits").text
     assert "未发布新品" in kits and "data-embargo" in kits
-    assert launch.strftime("%Y-%m-%d") in kits
+    # The date in the programme's time zone (KOC_TIMEZONE, Asia/Shanghai by default).
+    assert launch.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d") in kits
 
 
 def test_every_page_with_its_script_and_stylesheet_stays_under_100_kb(
