@@ -372,8 +372,10 @@ def campaign_create() -> BaseResponse:
         try:
             query = CampaignFilterSchema().load({"external_ids": picked})
         except ValidationError:
+            # Too many ticked, or a value no list could have sent (a forged form).
             flash(_("Pick at most %(count)s customers for one campaign.",
-                    count=format_decimal(MAX_PICKED)), "error")
+                    count=format_decimal(MAX_PICKED)) if len(picked) > MAX_PICKED
+                  else _("A ticked customer ID is not valid."), "error")
             back: dict[str, Any] = request.args.to_dict()
             return redirect(url_for("admin.candidate_list", **back))
         limit = len(query["external_ids"])

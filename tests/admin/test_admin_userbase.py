@@ -87,6 +87,10 @@ def test_an_admin_invites_a_filter_as_a_campaign_and_downloads_its_links(
         "csrf_token": token, "name": "太多", "limit": 1, "expires_in_days": 10,
         "external_id": [f"crm-{n}" for n in range(1001)]}, follow_redirects=True)
     assert "一次活动最多挑选 1,000 位顾客" in too_many.get_data(as_text=True)
+    forged = admin.post("/admin/campaigns", data={
+        "csrf_token": token, "name": "伪造", "limit": 1, "expires_in_days": 10,
+        "external_id": ["x" * 65]}, follow_redirects=True)
+    assert "勾选的顾客编号无效" in forged.get_data(as_text=True)
 
     revoked = admin.post(f"/admin/campaigns/{campaign_id}/revoke", data={"csrf_token": token})
     assert revoked.status_code == 302
